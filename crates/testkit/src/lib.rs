@@ -1,0 +1,31 @@
+//! Test fixtures. `publish = false`: nothing here ships.
+//!
+//! # Layout
+//! - [`Swtpm`]: a software TPM per test, on its own free TCP port pair, killed on drop.
+//! - [`tpm2`]: running tpm2-tools against a [`Swtpm`].
+//!
+//! Tests that need swtpm call [`Swtpm::start`]; when swtpm is not installed it returns an
+//! error that says to run `make test` (which installs it), rather than skipping silently.
+#![forbid(unsafe_code)]
+
+mod swtpm;
+pub mod tpm2;
+
+pub use swtpm::{Swtpm, TemplateInfo};
+
+/// Errors of the fixtures: a message for the test log.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The shared fixture directory (`../shared/fixtures` relative to the workspace), or the path
+/// in `NODETRUST_FIXTURES`.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("NODETRUST_FIXTURES") {
+        return p.into();
+    }
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let local = manifest.join("../../tests/fixtures");
+    if local.is_dir() {
+        return local;
+    }
+    manifest.join("../../../shared/fixtures")
+}

@@ -1,0 +1,279 @@
+//! Quote verification: is this `TPMS_ATTEST` genuine, fresh, and about these PCR values?
+//!
+//! [`verify_quote`] is the one way to obtain a [`VerifiedQuote`]; code that decides trust takes
+//! a `VerifiedQuote`, so it cannot be handed a quote that skipped a check.
+
+use crate::alg::{id, HashAlg};
+use crate::attest::Attest;
+use crate::crypto::{self, SigFailure};
+use crate::error::WireError;
+use crate::pcr::{PcrSelection, PcrValues};
+use crate::public::{attr, Public, PublicKey};
+use crate::signature::Signature;
+
+/// Why a quote is not accepted. Each variant has a stable [`reason`](QuoteError::reason) for
+/// metrics and machine-readable output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    /// The AK is not a restricted signing key, so it could sign data that only looks like a quote.
+    #[error("the AK is not a restricted signing key (missing {missing}; decrypt set: {decrypt})")]
+    AkNotRestrictedSigning {
+        /// Attribute names that are missing.
+        missing: String,
+        /// Whether the decrypt attribute is (wrongly) set.
+        decrypt: bool,
+    },
+    /// The signature bytes are not a `TPMT_SIGNATURE`.
+    #[error("malformed signature: {0}")]
+    MalformedSignature(WireError),
+    /// The signature's scheme does not fit the AK.
+    #[error("signature scheme mismatch: {0}")]
+    SignatureSchemeMismatch(String),
+    /// An algorithm combination this verifier does not check.
+    #[error("unsupported algorithm: {0}")]
+    UnsupportedAlgorithm(String),
+    /// The signature does not verify with the AK.
+    #[error("bad signature: the quote was not signed by this AK, or was altered")]
+    BadSignature,
+    /// The signed message is not a quote structure.
+    #[error("malformed quote: {0}")]
+    MalformedQuote(WireError),
+    /// extraData is not the nonce the verifier sent.
+    #[error("nonce mismatch: expected {expected}, quote has {found}")]
+    NonceMismatch {
+        /// Hex of the expected nonce.
+        expected: String,
+        /// Hex of the quote's extraData.
+        found: String,
+    },
+    /// A PCR in the quote's selection has no supplied value.
+    #[error("missing PCR value: {bank} PCR {index} is in the quote's selection but was not supplied")]
+    MissingPcr {
+        /// Bank.
+        bank: HashAlg,
+        /// Index.
+        index: u8,
+    },
+    /// The supplied PCR values do not hash to the quote's pcrDigest.
+    #[error("PCR digest mismatch: the supplied PCR values are not the ones the TPM quoted ({selection})")]
+    PcrDigestMismatch {
+        /// The quoted selection.
+        selection: String,
+    },
+}
+
+impl QuoteError {
+    /// A stable machine-readable reason, e.g. for a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::AkNotRestrictedSigning { .. } => "ak_not_restricted_signing",
+            Self::MalformedSignature(_) => "malformed_signature",
+            Self::SignatureSchemeMismatch(_) => "signature_scheme_mismatch",
+            Self::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            Self::BadSignature => "bad_signature",
+            Self::MalformedQuote(_) => "malformed_quote",
+            Self::NonceMismatch { .. } => "nonce_mismatch",
+            Self::MissingPcr { .. } => "missing_pcr",
+            Self::PcrDigestMismatch { .. } => "pcr_digest_mismatch",
+        }
+    }
+}
+
+/// A quote that passed every check. Only [`verify_quote`] constructs one.
+#[derive(Debug, Clone)]
+pub struct VerifiedQuote {
+    attest: Attest,
+    signature_hash: HashAlg,
+    scheme: &'static str,
+    pcrs: PcrValues,
+    nonce_checked: bool,
+    ak_attributes_checked: bool,
+}
+
+impl VerifiedQuote {
+    /// The quote structure.
+    pub fn attest(&self) -> &Attest {
+        &self.attest
+    }
+
+    /// The quoted PCR values (exactly the quote's selection).
+    pub fn pcrs(&self) -> &PcrValues {
+        &self.pcrs
+    }
+
+    /// The quoted selection.
+    pub fn selection(&self) -> &PcrSelection {
+        &self.attest.pcr_select
+    }
+
+    /// Hash of the signature scheme (also the pcrDigest hash).
+    pub fn signature_hash(&self) -> HashAlg {
+        self.signature_hash
+    }
+
+    /// `rsassa`, `rsapss` or `ecdsa`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// Whether the nonce was checked (false when the caller supplied none).
+    pub fn nonce_checked(&self) -> bool {
+        self.nonce_checked
+    }
+
+    /// Whether the signer was shown to be a TPM-resident restricted signing key (false when
+    /// verified with a bare public key).
+    pub fn ak_attributes_checked(&self) -> bool {
+        self.ak_attributes_checked
+    }
+}
+
+/// Checks that `ak` is a restricted signing key made inside a TPM.
+pub fn check_ak_attributes(ak: &Public) -> Result<(), QuoteError> {
+    let needed = [
+        (attr::FIXED_TPM, "fixedTPM"),
+        (attr::FIXED_PARENT, "fixedParent"),
+        (attr::SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+        (attr::RESTRICTED, "restricted"),
+        (attr::SIGN, "sign"),
+    ];
+    let missing: Vec<&str> = needed.iter().filter(|(bit, _)| !ak.has(*bit)).map(|(_, n)| *n).collect();
+    let decrypt = ak.has(attr::DECRYPT);
+    if missing.is_empty() && !decrypt {
+        Ok(())
+    } else {
+        Err(QuoteError::AkNotRestrictedSigning { missing: missing.join(","), decrypt })
+    }
+}
+
+fn check_scheme(ak: &Public, sig: &Signature) -> Result<(), QuoteError> {
+    let sig_alg = match sig {
+        Signature::RsaSsa { .. } => id::RSASSA,
+        Signature::RsaPss { .. } => id::RSAPSS,
+        Signature::Ecdsa { .. } => id::ECDSA,
+    };
+    let key_ok = matches!(
+        (&ak.key, sig),
+        (PublicKey::Rsa { .. }, Signature::RsaSsa { .. } | Signature::RsaPss { .. })
+            | (PublicKey::Ecc { .. }, Signature::Ecdsa { .. })
+    );
+    if !key_ok {
+        return Err(QuoteError::SignatureSchemeMismatch(format!(
+            "{} signature from a {} AK",
+            sig.scheme_name(),
+            ak.describe()
+        )));
+    }
+    if ak.scheme.scheme != id::NULL
+        && (ak.scheme.scheme != sig_alg || ak.scheme.hash != Some(sig.hash().id()))
+    {
+        return Err(QuoteError::SignatureSchemeMismatch(format!(
+            "the AK is fixed to scheme {:#06x} hash {:#06x}, the signature is {} with {}",
+            ak.scheme.scheme,
+            ak.scheme.hash.unwrap_or(0),
+            sig.scheme_name(),
+            sig.hash()
+        )));
+    }
+    Ok(())
+}
+
+/// The digest of `pcrs` over `selection`, in selection order, with `hash`.
+pub fn pcr_digest(selection: &PcrSelection, pcrs: &PcrValues, hash: HashAlg) -> Result<(Vec<u8>, PcrValues), QuoteError> {
+    let mut h = hash.hasher();
+    let mut quoted = PcrValues::new();
+    for bank in &selection.banks {
+        for index in &bank.pcrs {
+            let v = pcrs
+                .get(bank.hash, *index)
+                .ok_or(QuoteError::MissingPcr { bank: bank.hash, index: *index })?;
+            h.update(v);
+            // The value came out of a PcrValues, so index and length are already valid.
+            let _ = quoted.insert(bank.hash, *index, v.to_vec());
+        }
+    }
+    Ok((h.finish(), quoted))
+}
+
+/// Verifies a quote.
+///
+/// * `ak`: the attestation key, from registration (never from the quote's sender this time).
+/// * `attest`: the exact `TPMS_ATTEST` bytes that were signed.
+/// * `signature`: `TPMT_SIGNATURE` bytes.
+/// * `pcrs`: PCR values claimed for the quote; values outside its selection are ignored.
+/// * `nonce`: the expected extraData; `None` skips the freshness check (offline inspection).
+pub fn verify_quote(
+    ak: &Public,
+    attest: &[u8],
+    signature: &[u8],
+    pcrs: &PcrValues,
+    nonce: Option<&[u8]>,
+) -> Result<VerifiedQuote, QuoteError> {
+    check_ak_attributes(ak)?;
+    let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
+    check_scheme(ak, &sig)?;
+    verify_signed(&ak.key, &sig, attest, pcrs, nonce, true)
+}
+
+/// Verifies a quote against a bare public key (a PEM key, as `tpm2_checkquote` takes).
+///
+/// A bare key carries no TPM attributes, so nothing shows it is a restricted signing key that
+/// only signs TPM-generated structures: [`VerifiedQuote::ak_attributes_checked`] is false, and
+/// a verifier deciding trust must not use this function. It exists for offline inspection.
+pub fn verify_quote_with_bare_key(
+    key: &PublicKey,
+    attest: &[u8],
+    signature: &[u8],
+    pcrs: &PcrValues,
+    nonce: Option<&[u8]>,
+) -> Result<VerifiedQuote, QuoteError> {
+    let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
+    verify_signed(key, &sig, attest, pcrs, nonce, false)
+}
+
+fn verify_signed(
+    key: &PublicKey,
+    sig: &Signature,
+    attest: &[u8],
+    pcrs: &PcrValues,
+    nonce: Option<&[u8]>,
+    ak_attributes_checked: bool,
+) -> Result<VerifiedQuote, QuoteError> {
+    match crypto::verify(key, attest, sig) {
+        Ok(()) => {}
+        Err(SigFailure::Invalid) => return Err(QuoteError::BadSignature),
+        Err(SigFailure::Unsupported(what)) => return Err(QuoteError::UnsupportedAlgorithm(what)),
+        Err(SigFailure::KeyMismatch) => {
+            return Err(QuoteError::SignatureSchemeMismatch(format!(
+                "{} signature from a {} key",
+                sig.scheme_name(),
+                match key {
+                    PublicKey::Rsa { .. } => "RSA",
+                    PublicKey::Ecc { .. } => "ECC",
+                }
+            )))
+        }
+    }
+    let parsed = Attest::parse_quote(attest).map_err(QuoteError::MalformedQuote)?;
+    if let Some(expected) = nonce {
+        if parsed.extra_data != expected {
+            return Err(QuoteError::NonceMismatch {
+                expected: hex::encode(expected),
+                found: hex::encode(&parsed.extra_data),
+            });
+        }
+    }
+    let hash = sig.hash();
+    let (digest, quoted) = pcr_digest(&parsed.pcr_select, pcrs, hash)?;
+    if digest != parsed.pcr_digest {
+        return Err(QuoteError::PcrDigestMismatch { selection: parsed.pcr_select.describe() });
+    }
+    Ok(VerifiedQuote {
+        attest: parsed,
+        signature_hash: hash,
+        scheme: sig.scheme_name(),
+        pcrs: quoted,
+        nonce_checked: nonce.is_some(),
+        ak_attributes_checked,
+    })
+}
