@@ -38,7 +38,9 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
 /// Calls `f` repeatedly for `seconds` and returns (iterations, elapsed).
 pub fn measure(seconds: f64, mut f: impl FnMut()) -> Result<(u64, Duration), CliError> {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
-        return Err(CliError::Usage("--seconds must be between 0 and 3600".to_string()));
+        return Err(CliError::Usage(
+            "--seconds must be between 0 and 3600".to_string(),
+        ));
     }
     let budget = Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -66,10 +68,15 @@ fn appraisal(a: &AppraisalArgs) -> Result<(), CliError> {
         }
     })?;
     if failures > 0 {
-        return Err(CliError::Usage(format!("{failures} of {n} verifications failed during the run")));
+        return Err(CliError::Usage(format!(
+            "{failures} of {n} verifications failed during the run"
+        )));
     }
     let rate = n as f64 / elapsed.as_secs_f64();
-    println!("verifications: {n} in {:.3} s on one thread", elapsed.as_secs_f64());
+    println!(
+        "verifications: {n} in {:.3} s on one thread",
+        elapsed.as_secs_f64()
+    );
     println!("appraisals/s: {rate:.0}");
     Ok(())
 }

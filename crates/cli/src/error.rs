@@ -28,11 +28,19 @@ impl CliError {
     /// Prints the error where its reader expects it.
     pub fn report(&self) {
         match self {
-            Self::Rejected { reason, message, json: true } => {
+            Self::Rejected {
+                reason,
+                message,
+                json: true,
+            } => {
                 let v = serde_json::json!({"valid": false, "reason": reason, "error": message});
                 println!("{v}");
             }
-            Self::Rejected { reason, message, json: false } => {
+            Self::Rejected {
+                reason,
+                message,
+                json: false,
+            } => {
                 eprintln!("rejected ({reason}): {message}");
             }
             Self::Usage(m) => eprintln!("nodetrust: {m}"),

@@ -8,7 +8,8 @@ use crate::CliError;
 
 /// Reads a whole file, or says which one could not be read.
 pub fn read(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 /// An AK as given: a TPM public area, or a bare PEM key.
@@ -37,19 +38,26 @@ pub fn read_ak(path: &Path, json: bool) -> Result<Ak, CliError> {
             })?;
         return Ok(Ak::Bare(key));
     }
-    Public::from_either(&bytes).map(Ak::Tpm).map_err(|e| CliError::Rejected {
-        reason: "malformed_ak",
-        message: format!("malformed AK {}: {e}", path.display()),
-        json,
-    })
+    Public::from_either(&bytes)
+        .map(Ak::Tpm)
+        .map_err(|e| CliError::Rejected {
+            reason: "malformed_ak",
+            message: format!("malformed AK {}: {e}", path.display()),
+            json,
+        })
 }
 
 /// Reads PCR values: `tpm2_pcrread` YAML or our JSON.
 pub fn read_pcrs(path: &Path) -> Result<PcrValues, CliError> {
     let bytes = read(path, "PCR values")?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| CliError::Usage(format!("PCR values {}: not text (YAML or JSON expected)", path.display())))?;
-    PcrValues::parse(&text).map_err(|e| CliError::Usage(format!("PCR values {}: {e}", path.display())))
+    let text = String::from_utf8(bytes).map_err(|_| {
+        CliError::Usage(format!(
+            "PCR values {}: not text (YAML or JSON expected)",
+            path.display()
+        ))
+    })?;
+    PcrValues::parse(&text)
+        .map_err(|e| CliError::Usage(format!("PCR values {}: {e}", path.display())))
 }
 
 /// Parses a hex nonce (an optional `0x` prefix is allowed).

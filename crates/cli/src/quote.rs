@@ -65,16 +65,32 @@ impl LoadedEvidence {
         let signature = input::read(&e.signature, "signature")?;
         let pcrs = input::read_pcrs(&e.pcrs)?;
         let ak = input::read_ak(&e.ak, json)?;
-        Ok(Self { ak, message, signature, pcrs, nonce })
+        Ok(Self {
+            ak,
+            message,
+            signature,
+            pcrs,
+            nonce,
+        })
     }
 
     /// Verifies the evidence.
     pub fn verify(&self) -> Result<VerifiedQuote, QuoteError> {
         match &self.ak {
-            Ak::Tpm(p) => verify_quote(p, &self.message, &self.signature, &self.pcrs, self.nonce.as_deref()),
-            Ak::Bare(k) => {
-                verify_quote_with_bare_key(k, &self.message, &self.signature, &self.pcrs, self.nonce.as_deref())
-            }
+            Ak::Tpm(p) => verify_quote(
+                p,
+                &self.message,
+                &self.signature,
+                &self.pcrs,
+                self.nonce.as_deref(),
+            ),
+            Ak::Bare(k) => verify_quote_with_bare_key(
+                k,
+                &self.message,
+                &self.signature,
+                &self.pcrs,
+                self.nonce.as_deref(),
+            ),
         }
     }
 
@@ -95,7 +111,11 @@ impl LoadedEvidence {
 
 /// Maps a verification failure to the CLI's exit-1 error.
 pub fn rejected(e: &QuoteError, json: bool) -> CliError {
-    CliError::Rejected { reason: e.reason(), message: e.to_string(), json }
+    CliError::Rejected {
+        reason: e.reason(),
+        message: e.to_string(),
+        json,
+    }
 }
 
 /// Runs a `quote` subcommand.
@@ -115,7 +135,11 @@ fn verify(e: &Evidence) -> Result<(), CliError> {
 
 fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool) {
     let a = q.attest();
-    let nonce_state = if q.nonce_checked() { "checked" } else { "not checked (no --nonce given)" };
+    let nonce_state = if q.nonce_checked() {
+        "checked"
+    } else {
+        "not checked (no --nonce given)"
+    };
     if json {
         let v = serde_json::json!({
             "valid": true,

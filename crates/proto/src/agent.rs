@@ -86,10 +86,18 @@ pub struct QuoteResponse {
     /// PCR values read with the quote.
     pub pcrs: PcrMap,
     /// Measured-boot event log (TCG binary), when the host has one.
-    #[serde(with = "crate::b64::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_log: Option<Vec<u8>>,
     /// IMA runtime measurement log (binary), when the host has one.
-    #[serde(with = "crate::b64::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ima_log: Option<Vec<u8>>,
 }
 
@@ -112,7 +120,11 @@ pub struct EkInfo {
     #[serde(with = "crate::b64")]
     pub ek_public: Vec<u8>,
     /// DER EK certificate from NV, when present.
-    #[serde(with = "crate::b64::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ek_certificate: Option<Vec<u8>>,
     /// SubjectPublicKeyInfo PEM.
     pub pem: String,

@@ -42,6 +42,7 @@ pub mod option {
     /// See [`serialize`].
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| decode(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| decode(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }

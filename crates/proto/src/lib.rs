@@ -29,6 +29,9 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// An error body.
     pub fn new(reason: impl Into<String>, error: impl Into<String>) -> Self {
-        Self { error: error.into(), reason: reason.into() }
+        Self {
+            error: error.into(),
+            reason: reason.into(),
+        }
     }
 }

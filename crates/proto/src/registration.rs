@@ -27,7 +27,11 @@ pub struct RegisterRequest {
     #[serde(with = "crate::b64")]
     pub ek_public: Vec<u8>,
     /// EK certificate (DER), when the TPM has one in NV.
-    #[serde(with = "crate::b64::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ek_certificate: Option<Vec<u8>>,
     /// AK `TPM2B_PUBLIC`.
     #[serde(with = "crate::b64")]

@@ -3,11 +3,13 @@
 //! # Layout
 //! - [`Swtpm`]: a software TPM per test, on its own free TCP port pair, killed on drop.
 //! - [`tpm2`]: running tpm2-tools against a [`Swtpm`].
+//! - [`soft`]: a software TPM (real quotes, software AK and EK) for verifier tests.
 //!
 //! Tests that need swtpm call [`Swtpm::start`]; when swtpm is not installed it returns an
 //! error that says to run `make test` (which installs it), rather than skipping silently.
 #![forbid(unsafe_code)]
 
+pub mod soft;
 mod swtpm;
 pub mod tpm2;
 

@@ -76,8 +76,11 @@ pub fn template() -> Result<TemplateInfo> {
     )
     .map_err(|e| e.to_string())?;
     let options = w.join("swtpm-localca.options");
-    std::fs::write(&options, "--platform-manufacturer nodetrust\n--platform-version 2.1\n--platform-model testkit\n")
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &options,
+        "--platform-manufacturer nodetrust\n--platform-version 2.1\n--platform-model testkit\n",
+    )
+    .map_err(|e| e.to_string())?;
     let setup_conf = w.join("swtpm_setup.conf");
     std::fs::write(
         &setup_conf,
@@ -95,7 +98,14 @@ pub fn template() -> Result<TemplateInfo> {
             .arg(&state)
             .arg("--config")
             .arg(&setup_conf)
-            .args(["--createek", "--create-ek-cert", "--create-platform-cert", "--pcr-banks", "sha1,sha256", "--overwrite"]),
+            .args([
+                "--createek",
+                "--create-ek-cert",
+                "--create-platform-cert",
+                "--pcr-banks",
+                "sha1,sha256",
+                "--overwrite",
+            ]),
         "swtpm_setup",
     )?;
     std::fs::write(w.join("done"), b"").map_err(|e| e.to_string())?;
@@ -162,9 +172,17 @@ impl Swtpm {
     /// Copies the manufactured TPM and starts it on free ports.
     pub fn start() -> Result<Self> {
         let template = template()?;
-        let dir = tempfile::Builder::new().prefix("nodetrust-swtpm-").tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("nodetrust-swtpm-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         copy_dir(&template.state, &dir.path().join("state"))?;
-        let mut me = Self { child: None, port: 0, dir, template };
+        let mut me = Self {
+            child: None,
+            port: 0,
+            dir,
+            template,
+        };
         me.launch()?;
         Ok(me)
     }
@@ -189,7 +207,11 @@ impl Swtpm {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("cannot start swtpm ({e}); install it with `make deps` (make test does it)"))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot start swtpm ({e}); install it with `make deps` (make test does it)"
+                    )
+                })?;
             self.child = Some(child);
             self.port = port;
             match self.wait_ready() {

@@ -76,7 +76,12 @@ pub enum HashAlg {
 
 impl HashAlg {
     /// Every supported hash, in `TPM_ALG_ID` order.
-    pub const ALL: [HashAlg; 4] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    pub const ALL: [HashAlg; 4] = [
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ];
 
     /// From a `TPM_ALG_ID`.
     pub fn from_id(v: u16) -> Option<Self> {
@@ -91,7 +96,11 @@ impl HashAlg {
 
     /// Reads a `TPMI_ALG_HASH` and requires a supported hash.
     pub(crate) fn parse(v: u16, field: &'static str) -> Result<Self, WireError> {
-        Self::from_id(v).ok_or(WireError::Unsupported { field, what: "hash algorithm", value: u32::from(v) })
+        Self::from_id(v).ok_or(WireError::Unsupported {
+            field,
+            what: "hash algorithm",
+            value: u32::from(v),
+        })
     }
 
     /// The `TPM_ALG_ID`.
@@ -126,7 +135,11 @@ impl HashAlg {
 
     /// Parses a bank name, case-insensitive, with or without a dash (`SHA256`, `sha-256`).
     pub fn from_name(s: &str) -> Option<Self> {
-        let lower: String = s.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_lowercase();
+        let lower: String = s
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
         match lower.as_str() {
             "sha1" => Some(Self::Sha1),
             "sha256" => Some(Self::Sha256),

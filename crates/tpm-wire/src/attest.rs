@@ -1,6 +1,6 @@
 //! `TPMS_ATTEST`: what a TPM signs when it quotes.
 
-use crate::codec::Reader;
+use crate::codec::{Reader, Writer};
 use crate::error::WireError;
 use crate::pcr::PcrSelection;
 use crate::public::MAX_DIGEST;
@@ -50,11 +50,17 @@ impl Attest {
         let mut r = Reader::new(bytes);
         let magic = r.u32("magic")?;
         if magic != TPM_GENERATED {
-            return Err(WireError::InvalidValue { field: "magic", value: u64::from(magic) });
+            return Err(WireError::InvalidValue {
+                field: "magic",
+                value: u64::from(magic),
+            });
         }
         let ty = r.u16("type")?;
         if ty != ST_ATTEST_QUOTE {
-            return Err(WireError::InvalidValue { field: "type", value: u64::from(ty) });
+            return Err(WireError::InvalidValue {
+                field: "type",
+                value: u64::from(ty),
+            });
         }
         let qualified_signer = r.tpm2b("qualifiedSigner", MAX_NAME)?.to_vec();
         let extra_data = r.tpm2b("extraData", MAX_EXTRA_DATA)?.to_vec();
@@ -64,7 +70,12 @@ impl Attest {
         let safe = match r.u8("clockInfo.safe")? {
             0 => false,
             1 => true,
-            v => return Err(WireError::InvalidValue { field: "clockInfo.safe", value: u64::from(v) }),
+            v => {
+                return Err(WireError::InvalidValue {
+                    field: "clockInfo.safe",
+                    value: u64::from(v),
+                })
+            }
         };
         let firmware_version = r.u64("firmwareVersion")?;
         let pcr_select = PcrSelection::read(&mut r)?;
@@ -73,10 +84,33 @@ impl Attest {
         Ok(Self {
             qualified_signer,
             extra_data,
-            clock_info: ClockInfo { clock, reset_count, restart_count, safe },
+            clock_info: ClockInfo {
+                clock,
+                reset_count,
+                restart_count,
+                safe,
+            },
             firmware_version,
             pcr_select,
             pcr_digest,
         })
+    }
+}
+
+impl Attest {
+    /// Marshals as a `TPMS_ATTEST` of type quote (for software attesters and tests).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, WireError> {
+        let mut w = Writer::new();
+        w.u32(TPM_GENERATED).u16(ST_ATTEST_QUOTE);
+        w.tpm2b(&self.qualified_signer)?;
+        w.tpm2b(&self.extra_data)?;
+        w.bytes(&self.clock_info.clock.to_be_bytes());
+        w.u32(self.clock_info.reset_count)
+            .u32(self.clock_info.restart_count);
+        w.bytes(&[u8::from(self.clock_info.safe)]);
+        w.bytes(&self.firmware_version.to_be_bytes());
+        self.pcr_select.write(&mut w);
+        w.tpm2b(&self.pcr_digest)?;
+        Ok(w.into_bytes())
     }
 }

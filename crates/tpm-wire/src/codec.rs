@@ -35,8 +35,14 @@ impl<'a> Reader<'a> {
 
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).ok_or(WireError::Truncated { field, offset: self.pos })?;
-        let out = self.buf.get(self.pos..end).ok_or(WireError::Truncated { field, offset: self.pos })?;
+        let end = self.pos.checked_add(n).ok_or(WireError::Truncated {
+            field,
+            offset: self.pos,
+        })?;
+        let out = self.buf.get(self.pos..end).ok_or(WireError::Truncated {
+            field,
+            offset: self.pos,
+        })?;
         self.pos = end;
         Ok(out)
     }
@@ -74,7 +80,12 @@ impl<'a> Reader<'a> {
         let offset = self.pos;
         let size = usize::from(self.u16(field)?);
         if size > max {
-            return Err(WireError::TooLong { field, offset, len: size, max });
+            return Err(WireError::TooLong {
+                field,
+                offset,
+                len: size,
+                max,
+            });
         }
         self.take(size, field)
     }
@@ -84,7 +95,10 @@ impl<'a> Reader<'a> {
         if self.remaining() == 0 {
             Ok(())
         } else {
-            Err(WireError::TrailingBytes { what, count: self.remaining() })
+            Err(WireError::TrailingBytes {
+                what,
+                count: self.remaining(),
+            })
         }
     }
 }

@@ -83,7 +83,14 @@ fn with_null(label: &[u8]) -> Vec<u8> {
 }
 
 /// KDFa (SP 800-108 counter mode with HMAC), as TPM 2.0 Part 1 defines it.
-pub fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], context_v: &[u8], bits: u32) -> Vec<u8> {
+pub fn kdfa(
+    hash: HashAlg,
+    key: &[u8],
+    label: &[u8],
+    context_u: &[u8],
+    context_v: &[u8],
+    bits: u32,
+) -> Vec<u8> {
     let label = with_null(label);
     let bytes = bits.div_ceil(8) as usize;
     let mut out = Vec::with_capacity(bytes + hash.size());
@@ -92,7 +99,13 @@ pub fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], context_v
         out.extend_from_slice(&hmac(
             hash,
             key,
-            &[&counter.to_be_bytes(), &label, context_u, context_v, &bits.to_be_bytes()],
+            &[
+                &counter.to_be_bytes(),
+                &label,
+                context_u,
+                context_v,
+                &bits.to_be_bytes(),
+            ],
         ));
         counter = counter.wrapping_add(1);
     }
@@ -106,7 +119,14 @@ pub fn kdfa(hash: HashAlg, key: &[u8], label: &[u8], context_u: &[u8], context_v
 }
 
 /// KDFe (SP 800-56A concatenation KDF), as TPM 2.0 Part 1 defines it for ECDH.
-pub fn kdfe(hash: HashAlg, z: &[u8], label: &[u8], party_u: &[u8], party_v: &[u8], bits: u32) -> Vec<u8> {
+pub fn kdfe(
+    hash: HashAlg,
+    z: &[u8],
+    label: &[u8],
+    party_u: &[u8],
+    party_v: &[u8],
+    bits: u32,
+) -> Vec<u8> {
     let label = with_null(label);
     let bytes = bits.div_ceil(8) as usize;
     let mut out = Vec::with_capacity(bytes + hash.size());
@@ -132,7 +152,8 @@ fn aes_cfb(key: &[u8], data: &mut [u8], encrypt: bool) -> Result<(), CredentialE
         _ => return Err(CredentialError::Crypto("AES key size")),
     };
     let iv = aws_lc_rs::iv::FixedLength::from([0u8; 16]);
-    let k = cipher::UnboundCipherKey::new(alg, key).map_err(|_| CredentialError::Crypto("AES key"))?;
+    let k =
+        cipher::UnboundCipherKey::new(alg, key).map_err(|_| CredentialError::Crypto("AES key"))?;
     if encrypt {
         let k = cipher::EncryptingKey::cfb128(k).map_err(|_| CredentialError::Crypto("AES-CFB"))?;
         k.less_safe_encrypt(data, cipher::EncryptionContext::Iv128(iv))
@@ -154,18 +175,29 @@ fn sym_key_bits(ek: &Public) -> Result<u32, CredentialError> {
     }
     match ek.symmetric.key_bits {
         128 | 256 => Ok(u32::from(ek.symmetric.key_bits)),
-        other => Err(CredentialError::UnsuitableEk(format!("AES key size {other}"))),
+        other => Err(CredentialError::UnsuitableEk(format!(
+            "AES key size {other}"
+        ))),
     }
 }
 
 /// Wraps `secret` for the object named `ak_name` under the key `ek`.
-pub fn make_credential(ek: &Public, ak_name: &[u8], secret: &[u8]) -> Result<Credential, CredentialError> {
+pub fn make_credential(
+    ek: &Public,
+    ak_name: &[u8],
+    secret: &[u8],
+) -> Result<Credential, CredentialError> {
     let h = ek.name_alg;
     if secret.len() > h.size() {
-        return Err(CredentialError::SecretTooLong { len: secret.len(), max: h.size() });
+        return Err(CredentialError::SecretTooLong {
+            len: secret.len(),
+            max: h.size(),
+        });
     }
     if !ek.has(crate::public::attr::DECRYPT) || !ek.has(crate::public::attr::RESTRICTED) {
-        return Err(CredentialError::UnsuitableEk("not a restricted decryption key".into()));
+        return Err(CredentialError::UnsuitableEk(
+            "not a restricted decryption key".into(),
+        ));
     }
     let key_bits = sym_key_bits(ek)?;
     let (seed, encrypted_secret) = match &ek.key {
@@ -175,7 +207,8 @@ pub fn make_credential(ek: &Public, ak_name: &[u8], secret: &[u8]) -> Result<Cre
             let spki = ek.to_spki_der();
             let pk = rsa::PublicEncryptingKey::from_der(&spki)
                 .map_err(|_| CredentialError::UnsuitableEk("RSA key rejected".into()))?;
-            let oaep = rsa::OaepPublicEncryptingKey::new(pk).map_err(|_| CredentialError::Crypto("OAEP key"))?;
+            let oaep = rsa::OaepPublicEncryptingKey::new(pk)
+                .map_err(|_| CredentialError::Crypto("OAEP key"))?;
             let alg = match h {
                 HashAlg::Sha1 => &rsa::OAEP_SHA1_MGF1SHA1,
                 HashAlg::Sha256 => &rsa::OAEP_SHA256_MGF1SHA256,
@@ -194,14 +227,24 @@ pub fn make_credential(ek: &Public, ak_name: &[u8], secret: &[u8]) -> Result<Cre
                 EccCurve::NistP256 => &agreement::ECDH_P256,
                 EccCurve::NistP384 => &agreement::ECDH_P384,
             };
-            let ek_point = der::sec1_point(*curve, x, y)
-                .ok_or_else(|| CredentialError::UnsuitableEk("EC point coordinates too long".into()))?;
-            let eph = agreement::PrivateKey::generate(alg).map_err(|_| CredentialError::Crypto("ECDH key"))?;
-            let eph_pub = eph.compute_public_key().map_err(|_| CredentialError::Crypto("ECDH public"))?;
+            let ek_point = der::sec1_point(*curve, x, y).ok_or_else(|| {
+                CredentialError::UnsuitableEk("EC point coordinates too long".into())
+            })?;
+            let eph = agreement::PrivateKey::generate(alg)
+                .map_err(|_| CredentialError::Crypto("ECDH key"))?;
+            let eph_pub = eph
+                .compute_public_key()
+                .map_err(|_| CredentialError::Crypto("ECDH public"))?;
             let n = curve.coordinate_size();
             let eph_bytes = eph_pub.as_ref();
-            let ex = eph_bytes.get(1..1 + n).ok_or(CredentialError::Crypto("ECDH point"))?.to_vec();
-            let ey = eph_bytes.get(1 + n..1 + 2 * n).ok_or(CredentialError::Crypto("ECDH point"))?.to_vec();
+            let ex = eph_bytes
+                .get(1..1 + n)
+                .ok_or(CredentialError::Crypto("ECDH point"))?
+                .to_vec();
+            let ey = eph_bytes
+                .get(1 + n..1 + 2 * n)
+                .ok_or(CredentialError::Crypto("ECDH point"))?
+                .to_vec();
             let z = agreement::agree(
                 &eph,
                 agreement::UnparsedPublicKey::new(alg, &ek_point),
@@ -216,13 +259,24 @@ pub fn make_credential(ek: &Public, ak_name: &[u8], secret: &[u8]) -> Result<Cre
         }
     };
     let blob = wrap(h, key_bits, &seed, ak_name, secret)?;
-    Ok(Credential { blob, encrypted_secret })
+    Ok(Credential {
+        blob,
+        encrypted_secret,
+    })
 }
 
-fn wrap(h: HashAlg, key_bits: u32, seed: &[u8], ak_name: &[u8], secret: &[u8]) -> Result<Vec<u8>, CredentialError> {
+fn wrap(
+    h: HashAlg,
+    key_bits: u32,
+    seed: &[u8],
+    ak_name: &[u8],
+    secret: &[u8],
+) -> Result<Vec<u8>, CredentialError> {
     let sym_key = kdfa(h, seed, b"STORAGE", ak_name, &[], key_bits);
     let mut enc_identity = Writer::new();
-    enc_identity.tpm2b(secret).map_err(|_| CredentialError::Malformed)?;
+    enc_identity
+        .tpm2b(secret)
+        .map_err(|_| CredentialError::Malformed)?;
     let mut enc_identity = enc_identity.into_bytes();
     aes_cfb(&sym_key, &mut enc_identity, true)?;
     let hmac_key = kdfa(h, seed, b"INTEGRITY", &[], &[], (h.size() * 8) as u32);
@@ -244,9 +298,20 @@ pub fn unwrap_with_seed(
     blob: &[u8],
 ) -> Result<Vec<u8>, CredentialError> {
     let mut r = Reader::new(blob);
-    let outer = r.tpm2b("integrityHMAC", 64).map_err(|_| CredentialError::Malformed)?;
-    let enc_identity = r.take(r.remaining(), "encIdentity").map_err(|_| CredentialError::Malformed)?;
-    let hmac_key = kdfa(name_alg, seed, b"INTEGRITY", &[], &[], (name_alg.size() * 8) as u32);
+    let outer = r
+        .tpm2b("integrityHMAC", 64)
+        .map_err(|_| CredentialError::Malformed)?;
+    let enc_identity = r
+        .take(r.remaining(), "encIdentity")
+        .map_err(|_| CredentialError::Malformed)?;
+    let hmac_key = kdfa(
+        name_alg,
+        seed,
+        b"INTEGRITY",
+        &[],
+        &[],
+        (name_alg.size() * 8) as u32,
+    );
     let expect = hmac(name_alg, &hmac_key, &[enc_identity, ak_name]);
     if !constant_time_eq(&expect, outer) {
         return Err(CredentialError::Integrity);
@@ -255,8 +320,12 @@ pub fn unwrap_with_seed(
     let mut plain = enc_identity.to_vec();
     aes_cfb(&sym_key, &mut plain, false)?;
     let mut r = Reader::new(&plain);
-    let secret = r.tpm2b("credential", 64).map_err(|_| CredentialError::Malformed)?.to_vec();
-    r.finish("credential").map_err(|_| CredentialError::Malformed)?;
+    let secret = r
+        .tpm2b("credential", 64)
+        .map_err(|_| CredentialError::Malformed)?
+        .to_vec();
+    r.finish("credential")
+        .map_err(|_| CredentialError::Malformed)?;
     Ok(secret)
 }
 

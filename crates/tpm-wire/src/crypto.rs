@@ -25,13 +25,19 @@ pub(crate) enum SigFailure {
 }
 
 fn strip(v: &[u8]) -> &[u8] {
-    v.get(v.iter().take_while(|b| **b == 0).count()..).unwrap_or_default()
+    v.get(v.iter().take_while(|b| **b == 0).count()..)
+        .unwrap_or_default()
 }
 
 /// Verifies `sig` over `msg` with `key`.
 pub(crate) fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(), SigFailure> {
     match (key, sig) {
-        (PublicKey::Rsa { modulus, exponent, .. }, Signature::RsaSsa { hash, sig }) => {
+        (
+            PublicKey::Rsa {
+                modulus, exponent, ..
+            },
+            Signature::RsaSsa { hash, sig },
+        ) => {
             let params: &RsaParameters = match hash {
                 HashAlg::Sha1 => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
                 HashAlg::Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -39,12 +45,23 @@ pub(crate) fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(),
                 HashAlg::Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
             };
             let e = exponent.to_be_bytes();
-            let c = RsaPublicKeyComponents { n: strip(modulus), e: strip(&e) };
+            let c = RsaPublicKeyComponents {
+                n: strip(modulus),
+                e: strip(&e),
+            };
             c.verify(params, msg, sig).map_err(|_| SigFailure::Invalid)
         }
-        (PublicKey::Rsa { modulus, exponent, .. }, Signature::RsaPss { hash, sig }) => {
+        (
+            PublicKey::Rsa {
+                modulus, exponent, ..
+            },
+            Signature::RsaPss { hash, sig },
+        ) => {
             let e = exponent.to_be_bytes();
-            let c = RsaPublicKeyComponents { n: strip(modulus), e: strip(&e) };
+            let c = RsaPublicKeyComponents {
+                n: strip(modulus),
+                e: strip(&e),
+            };
             let fast: Option<&RsaParameters> = match hash {
                 HashAlg::Sha1 => None,
                 HashAlg::Sha256 => Some(&signature::RSA_PSS_2048_8192_SHA256),
@@ -65,7 +82,9 @@ pub(crate) fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(),
                 (EccCurve::NistP256, HashAlg::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
                 (EccCurve::NistP256, HashAlg::Sha512) => &signature::ECDSA_P256_SHA512_ASN1,
                 (EccCurve::NistP384, HashAlg::Sha1) => {
-                    return Err(SigFailure::Unsupported("ECDSA P-384 with SHA-1".to_string()))
+                    return Err(SigFailure::Unsupported(
+                        "ECDSA P-384 with SHA-1".to_string(),
+                    ))
                 }
                 (EccCurve::NistP384, HashAlg::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
                 (EccCurve::NistP384, HashAlg::Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
@@ -77,7 +96,9 @@ pub(crate) fn verify(key: &PublicKey, msg: &[u8], sig: &Signature) -> Result<(),
             }
             let point = der::sec1_point(*curve, x, y).ok_or(SigFailure::Invalid)?;
             let der_sig = der::ecdsa_sig(r, s);
-            UnparsedPublicKey::new(alg, &point).verify(msg, &der_sig).map_err(|_| SigFailure::Invalid)
+            UnparsedPublicKey::new(alg, &point)
+                .verify(msg, &der_sig)
+                .map_err(|_| SigFailure::Invalid)
         }
         _ => Err(SigFailure::KeyMismatch),
     }
@@ -99,7 +120,13 @@ pub(crate) fn mgf1(hash: HashAlg, seed: &[u8], len: usize) -> Vec<u8> {
 }
 
 /// RSASSA-PSS verification that accepts every salt length (RFC 8017, 8.1.2 and 9.1.2).
-fn pss_verify_any_salt(n: &[u8], e: u32, hash: HashAlg, msg: &[u8], sig: &[u8]) -> Result<(), SigFailure> {
+fn pss_verify_any_salt(
+    n: &[u8],
+    e: u32,
+    hash: HashAlg,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), SigFailure> {
     let k = n.len();
     if k < 256 || sig.len() != k {
         return Err(SigFailure::Invalid);
@@ -133,7 +160,11 @@ fn pss_verify_any_salt(n: &[u8], e: u32, hash: HashAlg, msg: &[u8], sig: &[u8]) 
         return Err(SigFailure::Invalid);
     }
     let mask = mgf1(hash, h, masked_db.len());
-    let mut db: Vec<u8> = masked_db.iter().zip(mask.iter()).map(|(a, b)| a ^ b).collect();
+    let mut db: Vec<u8> = masked_db
+        .iter()
+        .zip(mask.iter())
+        .map(|(a, b)| a ^ b)
+        .collect();
     if let Some(first) = db.first_mut() {
         *first &= top_mask;
     }

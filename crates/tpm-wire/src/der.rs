@@ -45,7 +45,9 @@ pub fn ecdsa_sig(r: &[u8], s: &[u8]) -> Vec<u8> {
     seq(&[&uint(r), &uint(s)])
 }
 
-const OID_RSA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const OID_RSA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+];
 const OID_EC: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -57,7 +59,9 @@ pub fn sec1_point(curve: EccCurve, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
     let n = curve.coordinate_size();
     let mut out = vec![0x04];
     for c in [x, y] {
-        let c = c.get(c.iter().take_while(|b| **b == 0).count()..).unwrap_or_default();
+        let c = c
+            .get(c.iter().take_while(|b| **b == 0).count()..)
+            .unwrap_or_default();
         if c.len() > n {
             return None;
         }
@@ -70,7 +74,9 @@ pub fn sec1_point(curve: EccCurve, x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
 /// `SubjectPublicKeyInfo` DER for a TPM public key.
 pub fn spki(key: &PublicKey) -> Vec<u8> {
     match key {
-        PublicKey::Rsa { modulus, exponent, .. } => {
+        PublicKey::Rsa {
+            modulus, exponent, ..
+        } => {
             let rsa = seq(&[&uint(modulus), &uint(&exponent.to_be_bytes())]);
             let mut bits = vec![0u8];
             bits.extend_from_slice(&rsa);
@@ -109,7 +115,11 @@ pub fn pem_decode(text: &str, label: &str) -> Option<Vec<u8>> {
     let start = text.find(&begin)? + begin.len();
     let rest = text.get(start..)?;
     let stop = rest.find(&end)?;
-    let body: String = rest.get(..stop)?.chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = rest
+        .get(..stop)?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
@@ -131,7 +141,10 @@ impl<'a> Der<'a> {
                 return None;
             }
             let (lb, rest) = rest.split_at_checked(n)?;
-            (lb.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)), rest)
+            (
+                lb.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+                rest,
+            )
         };
         let (body, rest) = rest.split_at_checked(len)?;
         self.0 = rest;
@@ -164,7 +177,11 @@ pub fn parse_spki(der: &[u8]) -> Option<PublicKey> {
         }
         let exponent = e.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b));
         let key_bits = u16::try_from(n.len() * 8).ok()?;
-        return Some(PublicKey::Rsa { modulus: n, exponent, key_bits });
+        return Some(PublicKey::Rsa {
+            modulus: n,
+            exponent,
+            key_bits,
+        });
     }
     let curve = if alg.ends_with(OID_P256) {
         EccCurve::NistP256
@@ -179,5 +196,9 @@ pub fn parse_spki(der: &[u8]) -> Option<PublicKey> {
         return None;
     }
     let (x, y) = xy.split_at(n);
-    Some(PublicKey::Ecc { curve, x: x.to_vec(), y: y.to_vec() })
+    Some(PublicKey::Ecc {
+        curve,
+        x: x.to_vec(),
+        y: y.to_vec(),
+    })
 }

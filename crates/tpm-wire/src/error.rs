@@ -14,7 +14,9 @@ pub enum WireError {
         offset: usize,
     },
     /// A size prefix was larger than the structure allows.
-    #[error("field {field} at byte offset {offset} claims {len} bytes, more than the {max} allowed")]
+    #[error(
+        "field {field} at byte offset {offset} claims {len} bytes, more than the {max} allowed"
+    )]
     TooLong {
         /// Field being read.
         field: &'static str,

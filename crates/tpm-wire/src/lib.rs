@@ -9,7 +9,7 @@
 //! - [`alg`]: algorithm identifiers and hashes.
 //! - [`public`]: `TPMT_PUBLIC` / `TPM2B_PUBLIC` (AK and EK public areas, Names).
 //! - [`attest`]: `TPMS_ATTEST` of quotes.
-//! - [`signature`]: `TPMT_SIGNATURE`.
+//! - [`signature`](mod@signature): `TPMT_SIGNATURE`.
 //! - [`pcr`]: PCR selections and PCR value sets (YAML / JSON input).
 //! - [`verify`]: [`verify_quote`], which alone makes a [`VerifiedQuote`].
 //! - [`credential`]: software MakeCredential (AK-to-EK binding).
@@ -33,6 +33,6 @@ pub use attest::{Attest, ClockInfo};
 pub use error::WireError;
 pub use pcr::{PcrSelection, PcrValues};
 pub use public::Public;
+pub use public::PublicKey;
 pub use signature::Signature;
 pub use verify::{verify_quote, verify_quote_with_bare_key, QuoteError, VerifiedQuote};
-pub use public::PublicKey;

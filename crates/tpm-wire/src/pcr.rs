@@ -146,12 +146,22 @@ impl PcrValues {
     }
 
     /// Sets one value, checking the index and length.
-    pub fn insert(&mut self, bank: HashAlg, index: u8, value: Vec<u8>) -> Result<(), PcrValuesError> {
+    pub fn insert(
+        &mut self,
+        bank: HashAlg,
+        index: u8,
+        value: Vec<u8>,
+    ) -> Result<(), PcrValuesError> {
         if index >= PCR_COUNT {
             return Err(PcrValuesError::BadIndex(index.to_string()));
         }
         if value.len() != bank.size() {
-            return Err(PcrValuesError::BadLength { bank, index, len: value.len(), expected: bank.size() });
+            return Err(PcrValuesError::BadLength {
+                bank,
+                index,
+                len: value.len(),
+                expected: bank.size(),
+            });
         }
         self.banks.entry(bank).or_default().insert(index, value);
         Ok(())
@@ -159,7 +169,10 @@ impl PcrValues {
 
     /// One value.
     pub fn get(&self, bank: HashAlg, index: u8) -> Option<&[u8]> {
-        self.banks.get(&bank).and_then(|b| b.get(&index)).map(Vec::as_slice)
+        self.banks
+            .get(&bank)
+            .and_then(|b| b.get(&index))
+            .map(Vec::as_slice)
     }
 
     /// Banks present.
@@ -169,12 +182,17 @@ impl PcrValues {
 
     /// Values of one bank, by index.
     pub fn bank(&self, bank: HashAlg) -> impl Iterator<Item = (u8, &[u8])> + '_ {
-        self.banks.get(&bank).into_iter().flat_map(|b| b.iter().map(|(i, v)| (*i, v.as_slice())))
+        self.banks
+            .get(&bank)
+            .into_iter()
+            .flat_map(|b| b.iter().map(|(i, v)| (*i, v.as_slice())))
     }
 
     /// Every value: (bank, index, value).
     pub fn iter(&self) -> impl Iterator<Item = (HashAlg, u8, &[u8])> + '_ {
-        self.banks.iter().flat_map(|(h, b)| b.iter().map(move |(i, v)| (*h, *i, v.as_slice())))
+        self.banks
+            .iter()
+            .flat_map(|(h, b)| b.iter().map(move |(i, v)| (*h, *i, v.as_slice())))
     }
 
     /// Number of values.
@@ -202,16 +220,27 @@ impl PcrValues {
 
     /// Reads the JSON object form.
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, PcrValuesError> {
-        let syntax = |m: &str| PcrValuesError::Syntax { line: 0, message: m.to_string() };
-        let obj = v.as_object().ok_or_else(|| syntax("expected an object of banks"))?;
+        let syntax = |m: &str| PcrValuesError::Syntax {
+            line: 0,
+            message: m.to_string(),
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| syntax("expected an object of banks"))?;
         let mut out = Self::new();
         for (bank_name, values) in obj {
-            let bank = HashAlg::from_name(bank_name).ok_or_else(|| PcrValuesError::UnknownBank(bank_name.clone()))?;
-            let values = values.as_object().ok_or_else(|| syntax("expected an object of PCR values"))?;
+            let bank = HashAlg::from_name(bank_name)
+                .ok_or_else(|| PcrValuesError::UnknownBank(bank_name.clone()))?;
+            let values = values
+                .as_object()
+                .ok_or_else(|| syntax("expected an object of PCR values"))?;
             for (index, value) in values {
                 let i = parse_index(index)?;
-                let hex_str = value.as_str().ok_or_else(|| syntax("expected a hex string"))?;
-                let bytes = decode_hex(hex_str).ok_or_else(|| syntax(&format!("PCR {index}: not hex")))?;
+                let hex_str = value
+                    .as_str()
+                    .ok_or_else(|| syntax("expected a hex string"))?;
+                let bytes =
+                    decode_hex(hex_str).ok_or_else(|| syntax(&format!("PCR {index}: not hex")))?;
                 out.insert(bank, i, bytes)?;
             }
         }
@@ -225,8 +254,11 @@ impl PcrValues {
     pub fn parse(text: &str) -> Result<Self, PcrValuesError> {
         let trimmed = text.trim_start();
         if trimmed.starts_with('{') {
-            let v: serde_json::Value = serde_json::from_str(trimmed)
-                .map_err(|e| PcrValuesError::Syntax { line: e.line(), message: e.to_string() })?;
+            let v: serde_json::Value =
+                serde_json::from_str(trimmed).map_err(|e| PcrValuesError::Syntax {
+                    line: e.line(),
+                    message: e.to_string(),
+                })?;
             return Self::from_json_value(&v);
         }
         let mut out = Self::new();
@@ -237,7 +269,10 @@ impl PcrValues {
                 continue;
             }
             let Some((key, value)) = line.split_once(':') else {
-                return Err(PcrValuesError::Syntax { line: n + 1, message: format!("expected `key: value`, found {line:?}") });
+                return Err(PcrValuesError::Syntax {
+                    line: n + 1,
+                    message: format!("expected `key: value`, found {line:?}"),
+                });
             };
             let (key, value) = (key.trim(), value.trim());
             if value.is_empty() {
@@ -246,7 +281,10 @@ impl PcrValues {
             }
             match (current, key.parse::<u8>()) {
                 (Some(bank), Ok(i)) => {
-                    let hex_str = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")).unwrap_or(value);
+                    let hex_str = value
+                        .strip_prefix("0x")
+                        .or_else(|| value.strip_prefix("0X"))
+                        .unwrap_or(value);
                     let bytes = decode_hex(hex_str).ok_or_else(|| PcrValuesError::Syntax {
                         line: n + 1,
                         message: format!("PCR {i}: {value:?} is not hex"),
@@ -257,14 +295,21 @@ impl PcrValues {
             }
         }
         if out.is_empty() {
-            return Err(PcrValuesError::Syntax { line: 0, message: "no PCR values found".to_string() });
+            return Err(PcrValuesError::Syntax {
+                line: 0,
+                message: "no PCR values found".to_string(),
+            });
         }
         Ok(out)
     }
 }
 
 fn parse_index(s: &str) -> Result<u8, PcrValuesError> {
-    s.trim().parse::<u8>().ok().filter(|i| *i < PCR_COUNT).ok_or_else(|| PcrValuesError::BadIndex(s.to_string()))
+    s.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|i| *i < PCR_COUNT)
+        .ok_or_else(|| PcrValuesError::BadIndex(s.to_string()))
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

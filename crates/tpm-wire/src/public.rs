@@ -5,7 +5,7 @@
 //! them and a re-marshalled copy could differ.
 
 use crate::alg::{id, HashAlg};
-use crate::codec::Reader;
+use crate::codec::{Reader, Writer};
 use crate::error::WireError;
 
 /// Largest RSA modulus accepted: 8192 bits.
@@ -147,11 +147,19 @@ pub struct Public {
 fn read_sym(r: &mut Reader<'_>) -> Result<SymDef, WireError> {
     let algorithm = r.u16("symmetric.algorithm")?;
     if algorithm == id::NULL {
-        return Ok(SymDef { algorithm, key_bits: 0, mode: id::NULL });
+        return Ok(SymDef {
+            algorithm,
+            key_bits: 0,
+            mode: id::NULL,
+        });
     }
     let key_bits = r.u16("symmetric.keyBits")?;
     let mode = r.u16("symmetric.mode")?;
-    Ok(SymDef { algorithm, key_bits, mode })
+    Ok(SymDef {
+        algorithm,
+        key_bits,
+        mode,
+    })
 }
 
 fn read_scheme(r: &mut Reader<'_>, field: &'static str) -> Result<Scheme, WireError> {
@@ -161,14 +169,30 @@ fn read_scheme(r: &mut Reader<'_>, field: &'static str) -> Result<Scheme, WireEr
         id::ECDAA => {
             let hash = r.u16("scheme.hashAlg")?;
             let _count = r.u16("scheme.count")?;
-            Ok(Scheme { scheme, hash: Some(hash) })
+            Ok(Scheme {
+                scheme,
+                hash: Some(hash),
+            })
         }
-        id::RSASSA | id::RSAPSS | id::OAEP | id::ECDSA | id::ECDH | id::SM2 | id::ECSCHNORR
+        id::RSASSA
+        | id::RSAPSS
+        | id::OAEP
+        | id::ECDSA
+        | id::ECDH
+        | id::SM2
+        | id::ECSCHNORR
         | id::ECMQV => {
             let hash = r.u16("scheme.hashAlg")?;
-            Ok(Scheme { scheme, hash: Some(hash) })
+            Ok(Scheme {
+                scheme,
+                hash: Some(hash),
+            })
         }
-        other => Err(WireError::Unsupported { field, what: "scheme", value: u32::from(other) }),
+        other => Err(WireError::Unsupported {
+            field,
+            what: "scheme",
+            value: u32::from(other),
+        }),
     }
 }
 
@@ -219,9 +243,20 @@ impl Public {
                 };
                 let modulus = r.tpm2b("unique.rsa", MAX_RSA_BYTES)?.to_vec();
                 if modulus.is_empty() {
-                    return Err(WireError::InvalidValue { field: "unique.rsa", value: 0 });
+                    return Err(WireError::InvalidValue {
+                        field: "unique.rsa",
+                        value: 0,
+                    });
                 }
-                (symmetric, scheme, PublicKey::Rsa { modulus, exponent, key_bits })
+                (
+                    symmetric,
+                    scheme,
+                    PublicKey::Rsa {
+                        modulus,
+                        exponent,
+                        key_bits,
+                    },
+                )
             }
             id::ECC => {
                 let symmetric = read_sym(r)?;
@@ -241,11 +276,70 @@ impl Public {
                 (symmetric, scheme, PublicKey::Ecc { curve, x, y })
             }
             other => {
-                return Err(WireError::Unsupported { field: "type", what: "key type", value: u32::from(other) })
+                return Err(WireError::Unsupported {
+                    field: "type",
+                    what: "key type",
+                    value: u32::from(other),
+                })
             }
         };
         let raw = r.consumed_since(start).to_vec();
-        Ok(Self { name_alg, attributes, auth_policy, symmetric, scheme, key, raw })
+        Ok(Self {
+            name_alg,
+            attributes,
+            auth_policy,
+            symmetric,
+            scheme,
+            key,
+            raw,
+        })
+    }
+
+    /// Builds a public area from its fields (for software attesters and tests): marshals it
+    /// and parses the result, so the value is exactly what a verifier would read.
+    pub fn build(
+        name_alg: HashAlg,
+        attributes: u32,
+        auth_policy: &[u8],
+        symmetric: SymDef,
+        scheme: Scheme,
+        key: &PublicKey,
+    ) -> Result<Self, WireError> {
+        let mut w = Writer::new();
+        let key_type = match key {
+            PublicKey::Rsa { .. } => id::RSA,
+            PublicKey::Ecc { .. } => id::ECC,
+        };
+        w.u16(key_type).u16(name_alg.id()).u32(attributes);
+        w.tpm2b(auth_policy)?;
+        w.u16(symmetric.algorithm);
+        if symmetric.algorithm != id::NULL {
+            w.u16(symmetric.key_bits).u16(symmetric.mode);
+        }
+        w.u16(scheme.scheme);
+        if let Some(h) = scheme.hash {
+            w.u16(h);
+            if scheme.scheme == id::ECDAA {
+                w.u16(0);
+            }
+        }
+        match key {
+            PublicKey::Rsa {
+                modulus,
+                exponent,
+                key_bits,
+            } => {
+                w.u16(*key_bits)
+                    .u32(if *exponent == 65537 { 0 } else { *exponent });
+                w.tpm2b(modulus)?;
+            }
+            PublicKey::Ecc { curve, x, y } => {
+                w.u16(curve.id()).u16(id::NULL);
+                w.tpm2b(x)?;
+                w.tpm2b(y)?;
+            }
+        }
+        Self::from_tpmt(&w.into_bytes())
     }
 
     /// The exact `TPMT_PUBLIC` bytes.
@@ -288,4 +382,3 @@ impl Public {
         crate::der::spki(&self.key)
     }
 }
-

@@ -1,7 +1,7 @@
 //! `TPMT_SIGNATURE`: the signature over a `TPMS_ATTEST`.
 
 use crate::alg::{id, HashAlg};
-use crate::codec::Reader;
+use crate::codec::{Reader, Writer};
 use crate::error::WireError;
 use crate::public::{MAX_ECC_BYTES, MAX_RSA_BYTES};
 
@@ -55,17 +55,45 @@ impl Signature {
                 Self::Ecdsa { hash, r: rr, s }
             }
             other => {
-                return Err(WireError::Unsupported { field: "sigAlg", what: "signature scheme", value: u32::from(other) })
+                return Err(WireError::Unsupported {
+                    field: "sigAlg",
+                    what: "signature scheme",
+                    value: u32::from(other),
+                })
             }
         };
         r.finish("TPMT_SIGNATURE")?;
         Ok(sig)
     }
 
+    /// Marshals as a `TPMT_SIGNATURE`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, WireError> {
+        let mut w = Writer::new();
+        match self {
+            Self::RsaSsa { hash, sig } | Self::RsaPss { hash, sig } => {
+                let alg = if matches!(self, Self::RsaSsa { .. }) {
+                    id::RSASSA
+                } else {
+                    id::RSAPSS
+                };
+                w.u16(alg).u16(hash.id());
+                w.tpm2b(sig)?;
+            }
+            Self::Ecdsa { hash, r, s } => {
+                w.u16(id::ECDSA).u16(hash.id());
+                w.tpm2b(r)?;
+                w.tpm2b(s)?;
+            }
+        }
+        Ok(w.into_bytes())
+    }
+
     /// The hash the signature was made with.
     pub fn hash(&self) -> HashAlg {
         match self {
-            Self::RsaSsa { hash, .. } | Self::RsaPss { hash, .. } | Self::Ecdsa { hash, .. } => *hash,
+            Self::RsaSsa { hash, .. } | Self::RsaPss { hash, .. } | Self::Ecdsa { hash, .. } => {
+                *hash
+            }
         }
     }
 

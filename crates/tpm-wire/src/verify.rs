@@ -47,7 +47,9 @@ pub enum QuoteError {
         found: String,
     },
     /// A PCR in the quote's selection has no supplied value.
-    #[error("missing PCR value: {bank} PCR {index} is in the quote's selection but was not supplied")]
+    #[error(
+        "missing PCR value: {bank} PCR {index} is in the quote's selection but was not supplied"
+    )]
     MissingPcr {
         /// Bank.
         bank: HashAlg,
@@ -137,12 +139,19 @@ pub fn check_ak_attributes(ak: &Public) -> Result<(), QuoteError> {
         (attr::RESTRICTED, "restricted"),
         (attr::SIGN, "sign"),
     ];
-    let missing: Vec<&str> = needed.iter().filter(|(bit, _)| !ak.has(*bit)).map(|(_, n)| *n).collect();
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(bit, _)| !ak.has(*bit))
+        .map(|(_, n)| *n)
+        .collect();
     let decrypt = ak.has(attr::DECRYPT);
     if missing.is_empty() && !decrypt {
         Ok(())
     } else {
-        Err(QuoteError::AkNotRestrictedSigning { missing: missing.join(","), decrypt })
+        Err(QuoteError::AkNotRestrictedSigning {
+            missing: missing.join(","),
+            decrypt,
+        })
     }
 }
 
@@ -154,8 +163,10 @@ fn check_scheme(ak: &Public, sig: &Signature) -> Result<(), QuoteError> {
     };
     let key_ok = matches!(
         (&ak.key, sig),
-        (PublicKey::Rsa { .. }, Signature::RsaSsa { .. } | Signature::RsaPss { .. })
-            | (PublicKey::Ecc { .. }, Signature::Ecdsa { .. })
+        (
+            PublicKey::Rsa { .. },
+            Signature::RsaSsa { .. } | Signature::RsaPss { .. }
+        ) | (PublicKey::Ecc { .. }, Signature::Ecdsa { .. })
     );
     if !key_ok {
         return Err(QuoteError::SignatureSchemeMismatch(format!(
@@ -179,14 +190,19 @@ fn check_scheme(ak: &Public, sig: &Signature) -> Result<(), QuoteError> {
 }
 
 /// The digest of `pcrs` over `selection`, in selection order, with `hash`.
-pub fn pcr_digest(selection: &PcrSelection, pcrs: &PcrValues, hash: HashAlg) -> Result<(Vec<u8>, PcrValues), QuoteError> {
+pub fn pcr_digest(
+    selection: &PcrSelection,
+    pcrs: &PcrValues,
+    hash: HashAlg,
+) -> Result<(Vec<u8>, PcrValues), QuoteError> {
     let mut h = hash.hasher();
     let mut quoted = PcrValues::new();
     for bank in &selection.banks {
         for index in &bank.pcrs {
-            let v = pcrs
-                .get(bank.hash, *index)
-                .ok_or(QuoteError::MissingPcr { bank: bank.hash, index: *index })?;
+            let v = pcrs.get(bank.hash, *index).ok_or(QuoteError::MissingPcr {
+                bank: bank.hash,
+                index: *index,
+            })?;
             h.update(v);
             // The value came out of a PcrValues, so index and length are already valid.
             let _ = quoted.insert(bank.hash, *index, v.to_vec());
@@ -266,7 +282,9 @@ fn verify_signed(
     let hash = sig.hash();
     let (digest, quoted) = pcr_digest(&parsed.pcr_select, pcrs, hash)?;
     if digest != parsed.pcr_digest {
-        return Err(QuoteError::PcrDigestMismatch { selection: parsed.pcr_select.describe() });
+        return Err(QuoteError::PcrDigestMismatch {
+            selection: parsed.pcr_select.describe(),
+        });
     }
     Ok(VerifiedQuote {
         attest: parsed,

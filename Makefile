@@ -1,0 +1,31 @@
+# nodetrust — the two commands a newcomer needs:
+#   make demo   run the whole system on an embedded default
+#   make test   install what the tests need, then fmt, clippy, dependency rules and every test
+# Both are meant for a fresh Debian 12 machine, as root (apt-get installs the packages).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+DEB_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config postgresql openssl
+
+.PHONY: deps test lint check-deps test-only demo bench clean-pg
+
+deps:
+	@scripts/install-deps.sh $(DEB_PACKAGES)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+check-deps:
+	scripts/check-pure-deps.sh
+
+test-only:
+	scripts/with-postgres.sh $(CARGO) test --workspace --locked --no-fail-fast
+
+test: deps lint check-deps test-only
+
+demo: deps
+	scripts/demo.sh
+
+bench:
+	$(CARGO) bench -p nodetrust-tpm-wire --bench quote_verify
