@@ -70,17 +70,20 @@ impl PcrSelection {
         Ok(Self { banks })
     }
 
-    /// Marshals as a `TPML_PCR_SELECTION` with 3-byte bitmaps (the PC Client size).
+    /// Marshals as a `TPML_PCR_SELECTION`, with bitmaps of at least 3 bytes (the PC Client
+    /// size) and more when a PCR above 23 is selected.
     pub fn write(&self, w: &mut Writer) {
         w.u32(self.banks.len() as u32);
         for b in &self.banks {
-            let mut bits = [0u8; 3];
+            let highest = b.pcrs.iter().copied().max().unwrap_or(0);
+            let size = (usize::from(highest) / 8 + 1).max(3);
+            let mut bits = vec![0u8; size];
             for p in &b.pcrs {
                 if let Some(byte) = bits.get_mut(usize::from(*p / 8)) {
                     *byte |= 1 << (p % 8);
                 }
             }
-            w.u16(b.hash.id()).bytes(&[3]).bytes(&bits);
+            w.u16(b.hash.id()).bytes(&[size as u8]).bytes(&bits);
         }
     }
 
