@@ -14,8 +14,25 @@ pub enum BenchCommand {
     ///
     /// Takes the same arguments as `quote verify`. The evidence is verified once first; if it
     /// is rejected, the command fails as `quote verify` does, so it never measures a failing
-    /// path. The last line is `appraisals/s: N`.
+    /// path. With `--eventlog`, each appraisal also parses and replays the log against the
+    /// quoted values. The last line is `appraisals/s: N`.
     Appraisal(AppraisalArgs),
+    /// Parse and replay a measured-boot event log repeatedly on one thread and print the rate.
+    ///
+    /// Each iteration parses the file's bytes (already in memory) and replays every bank. The log
+    /// is checked once first and a bad log fails as `eventlog replay` does. The last line is
+    /// `replays/s: N`.
+    Eventlog(EventlogArgs),
+}
+
+/// Arguments of `bench eventlog`.
+#[derive(Debug, Args)]
+pub struct EventlogArgs {
+    /// The event log file.
+    file: std::path::PathBuf,
+    /// How long to measure, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
 }
 
 /// Arguments of `bench appraisal`.
@@ -32,6 +49,7 @@ pub struct AppraisalArgs {
 pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
     match cmd {
         BenchCommand::Appraisal(a) => appraisal(&a),
+        BenchCommand::Eventlog(a) => eventlog(&a),
     }
 }
 
@@ -60,10 +78,23 @@ pub fn measure(seconds: f64, mut f: impl FnMut()) -> Result<(u64, Duration), Cli
 fn appraisal(a: &AppraisalArgs) -> Result<(), CliError> {
     let json = a.evidence.format == crate::Format::Json;
     let loaded = LoadedEvidence::load(&a.evidence)?;
-    loaded.verify().map_err(|e| rejected(&e, json))?;
+    let q = loaded.verify().map_err(|e| rejected(&e, json))?;
+    // With --eventlog, an appraisal also replays the log against the quoted values.
+    let log = match &a.evidence.eventlog {
+        Some(path) => {
+            crate::eventlog::check_quote(path, q.pcrs(), json)?;
+            Some(crate::input::read(path, "event log")?)
+        }
+        None => None,
+    };
     let mut failures = 0u64;
     let (n, elapsed) = measure(a.seconds, || {
-        if loaded.verify().is_err() {
+        let ok = match (loaded.verify(), &log) {
+            (Ok(q), Some(bytes)) => crate::eventlog::replays_to(bytes, q.pcrs()),
+            (Ok(_), None) => true,
+            (Err(_), _) => false,
+        };
+        if !ok {
             failures += 1;
         }
     })?;
@@ -78,5 +109,33 @@ fn appraisal(a: &AppraisalArgs) -> Result<(), CliError> {
         elapsed.as_secs_f64()
     );
     println!("appraisals/s: {rate:.0}");
+    Ok(())
+}
+
+fn eventlog(a: &EventlogArgs) -> Result<(), CliError> {
+    let bytes = crate::input::read(&a.file, "event log")?;
+    let log = crate::eventlog::parse(&bytes, &a.file, false)?;
+    let events = log.events.len();
+    drop(log);
+    let mut failures = 0u64;
+    let (n, elapsed) = measure(a.seconds, || {
+        match nodetrust_eventlog::EventLog::parse(std::hint::black_box(&bytes)) {
+            Ok(log) => {
+                std::hint::black_box(nodetrust_eventlog::Replay::run(&log));
+            }
+            Err(_) => failures += 1,
+        }
+    })?;
+    if failures > 0 {
+        return Err(CliError::Usage(format!(
+            "{failures} of {n} parses failed during the run"
+        )));
+    }
+    let secs = elapsed.as_secs_f64();
+    let rate = n as f64 / secs;
+    println!("log: {} bytes, {events} events", bytes.len());
+    println!("replays: {n} in {secs:.3} s on one thread");
+    println!("MB/s: {:.1}", rate * bytes.len() as f64 / 1e6);
+    println!("replays/s: {rate:.0}");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! A log that cannot be parsed is rejected evidence (exit 1, reason `malformed_eventlog`, the
 //! message names the event number and byte offset); a file that cannot be read is exit 2.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -93,7 +94,10 @@ pub fn parse<'a>(bytes: &'a [u8], path: &Path, json: bool) -> Result<EventLog<'a
 }
 
 fn banks(log: &EventLog<'_>) -> Vec<String> {
-    log.algorithms().iter().map(|a| nodetrust_eventlog::tcg::alg_name(a.id)).collect()
+    log.algorithms()
+        .iter()
+        .map(|a| nodetrust_eventlog::tcg::alg_name(a.id))
+        .collect()
 }
 
 fn format_name(log: &EventLog<'_>) -> &'static str {
@@ -108,6 +112,7 @@ fn show(a: &ShowArgs) -> Result<(), CliError> {
     let bytes = input::read(&a.file, "event log")?;
     let log = parse(&bytes, &a.file, json)?;
     let findings = integrity::check(&log);
+    let mut out = String::new();
     if json {
         let events: Vec<serde_json::Value> = log
             .events
@@ -117,7 +122,12 @@ fn show(a: &ShowArgs) -> Result<(), CliError> {
                 let digests: serde_json::Map<String, serde_json::Value> = ev
                     .digests
                     .iter()
-                    .map(|d| (d.alg_name(), serde_json::Value::String(hex::encode(d.bytes))))
+                    .map(|d| {
+                        (
+                            d.alg_name(),
+                            serde_json::Value::String(hex::encode(d.bytes)),
+                        )
+                    })
                     .collect();
                 serde_json::json!({
                     "number": ev.number,
@@ -144,10 +154,11 @@ fn show(a: &ShowArgs) -> Result<(), CliError> {
             "events": events,
             "findings": findings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
-        println!("{v}");
+        emit(&format!("{v}\n"));
         return Ok(());
     }
-    println!(
+    let _ = writeln!(
+        out,
         "log: {} format, banks {}, {} events, {} bytes",
         format_name(&log),
         banks(&log).join(","),
@@ -155,34 +166,57 @@ fn show(a: &ShowArgs) -> Result<(), CliError> {
         log.size
     );
     if let Some(spec) = &log.spec_id {
-        println!(
+        let _ = writeln!(
+            out,
             "spec: platform class {}, version {}.{} errata {}, uintn size {}, vendor data {}",
             spec.platform_class,
             spec.spec_version_major,
             spec.spec_version_minor,
             spec.spec_errata,
             spec.uintn_size,
-            if spec.vendor_info.is_empty() { "none".to_string() } else { hex::encode(spec.vendor_info) }
+            if spec.vendor_info.is_empty() {
+                "none".to_string()
+            } else {
+                hex::encode(spec.vendor_info)
+            }
         );
     }
     for ev in &log.events {
-        println!("#{:<4} PCR {:<2} {:<34} {}", ev.number, ev.pcr, ev.type_label(), component::describe(ev));
+        let _ = writeln!(
+            out,
+            "#{:<4} PCR {:<2} {:<34} {}",
+            ev.number,
+            ev.pcr,
+            ev.type_label(),
+            component::describe(ev)
+        );
         for d in &ev.digests {
-            println!("        {:<7} {}", d.alg_name(), hex::encode(d.bytes));
+            let _ = writeln!(out, "        {:<7} {}", d.alg_name(), hex::encode(d.bytes));
         }
     }
     if log.trailing_padding > 0 {
-        println!("padding: {} bytes after the last event", log.trailing_padding);
+        let _ = writeln!(
+            out,
+            "padding: {} bytes after the last event",
+            log.trailing_padding
+        );
     }
     if findings.is_empty() {
-        println!("findings: none");
+        let _ = writeln!(out, "findings: none");
     } else {
-        println!("findings:");
+        let _ = writeln!(out, "findings:");
         for f in &findings {
-            println!("  {f}");
+            let _ = writeln!(out, "  {f}");
         }
     }
+    emit(&out);
     Ok(())
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 /// Prints PCR values as `tpm2_pcrread` YAML.
@@ -212,7 +246,10 @@ fn replay(a: &ReplayArgs) -> Result<(), CliError> {
     } else {
         print_yaml(&values);
         for alg in r.unsupported() {
-            eprintln!("note: bank {} not replayed (algorithm not supported)", nodetrust_eventlog::tcg::alg_name(*alg));
+            eprintln!(
+                "note: bank {} not replayed (algorithm not supported)",
+                nodetrust_eventlog::tcg::alg_name(*alg)
+            );
         }
     }
     Ok(())
@@ -230,11 +267,18 @@ pub fn check_values(
     if cmp.is_empty() {
         return Err(CliError::Rejected {
             reason: "eventlog_not_covered",
-            message: format!("event log {}: {what} hold none of the PCRs the log extends", path.display()),
+            message: format!(
+                "event log {}: {what} hold none of the PCRs the log extends",
+                path.display()
+            ),
             json,
         });
     }
-    let bad: Vec<String> = cmp.iter().filter(|c| !c.matches).map(ToString::to_string).collect();
+    let bad: Vec<String> = cmp
+        .iter()
+        .filter(|c| !c.matches)
+        .map(ToString::to_string)
+        .collect();
     if !bad.is_empty() {
         return Err(CliError::Rejected {
             reason: "eventlog_mismatch",
@@ -254,14 +298,28 @@ pub fn check_values(
 pub fn check_quote(path: &Path, quoted: &PcrValues, json: bool) -> Result<String, CliError> {
     let bytes = input::read(path, "event log")?;
     let log = parse(&bytes, path, json)?;
-    let r = Replay::run(&log);
+    let banks: Vec<nodetrust_tpm_wire::HashAlg> = quoted.banks().collect();
+    let r = Replay::run_banks(&log, &banks);
     let n = check_values(&r, quoted, path, "the quoted PCR values", json)?;
     let covered: Vec<String> = r
         .compare(quoted)
         .iter()
         .map(|c| format!("{}:{}", c.alg, c.pcr))
         .collect();
-    Ok(format!("replays to the quoted values of {n} PCRs ({})", covered.join(",")))
+    Ok(format!(
+        "replays to the quoted values of {n} PCRs ({})",
+        covered.join(",")
+    ))
+}
+
+/// Whether the log parses and replays to `quoted` on every PCR both cover (bench loop).
+pub fn replays_to(bytes: &[u8], quoted: &PcrValues) -> bool {
+    let Ok(log) = EventLog::parse(bytes) else {
+        return false;
+    };
+    let banks: Vec<nodetrust_tpm_wire::HashAlg> = quoted.banks().collect();
+    let cmp = Replay::run_banks(&log, &banks).compare(quoted);
+    !cmp.is_empty() && cmp.iter().all(|c| c.matches)
 }
 
 fn diff_cmd(a: &DiffArgs) -> Result<(), CliError> {
@@ -276,7 +334,10 @@ fn diff_cmd(a: &DiffArgs) -> Result<(), CliError> {
             .iter()
             .map(|d| serde_json::json!({"pcr": d.pcr, "reason": d.reason(), "statement": d.to_string()}))
             .collect();
-        println!("{}", serde_json::json!({"same": diffs.is_empty(), "differences": v}));
+        println!(
+            "{}",
+            serde_json::json!({"same": diffs.is_empty(), "differences": v})
+        );
     } else if diffs.is_empty() {
         println!("the logs measure the same components");
     } else {
@@ -289,7 +350,11 @@ fn diff_cmd(a: &DiffArgs) -> Result<(), CliError> {
     } else {
         Err(CliError::Rejected {
             reason: "eventlog_differs",
-            message: format!("{} differences from the gold log {}", diffs.len(), a.gold.display()),
+            message: format!(
+                "{} differences from the gold log {}",
+                diffs.len(),
+                a.gold.display()
+            ),
             json: false,
         })
     }

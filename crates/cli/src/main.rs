@@ -6,6 +6,8 @@
 
 mod bench;
 mod error;
+mod eventlog;
+mod ima;
 mod input;
 mod quote;
 
@@ -45,6 +47,12 @@ enum Command {
     /// Measure how fast this machine appraises evidence, to size a server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Measured-boot event logs: show, replay, diff against a gold machine's log.
+    #[command(subcommand)]
+    Eventlog(eventlog::EventlogCommand),
+    /// The Linux IMA runtime measurement log: replay into PCR 10.
+    #[command(subcommand)]
+    Ima(ima::ImaCommand),
 }
 
 fn main() {
@@ -52,6 +60,8 @@ fn main() {
     let result = match cli.command {
         Command::Quote(c) => quote::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::Eventlog(c) => eventlog::run(c),
+        Command::Ima(c) => ima::run(c),
     };
     if let Err(e) = result {
         e.report();

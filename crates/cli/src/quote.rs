@@ -44,6 +44,11 @@ pub struct Evidence {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// A measured-boot event log (TCG PC Client, SHA-1 or crypto-agile). After the quote
+    /// verifies, the log must replay to the quoted value of every PCR it extends that the quote
+    /// covers; otherwise exit 1 (`eventlog_mismatch`) naming each PCR that differs.
+    #[arg(long, value_name = "FILE")]
+    pub eventlog: Option<PathBuf>,
 }
 
 /// Evidence read from files, ready to verify repeatedly.
@@ -129,11 +134,15 @@ fn verify(e: &Evidence) -> Result<(), CliError> {
     let json = e.format == Format::Json;
     let loaded = LoadedEvidence::load(e)?;
     let q = loaded.verify().map_err(|err| rejected(&err, json))?;
-    print_summary(&loaded, &q, json);
+    let eventlog = match &e.eventlog {
+        Some(path) => Some(crate::eventlog::check_quote(path, q.pcrs(), json)?),
+        None => None,
+    };
+    print_summary(&loaded, &q, json, eventlog.as_deref());
     Ok(())
 }
 
-fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool) {
+fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool, eventlog: Option<&str>) {
     let a = q.attest();
     let nonce_state = if q.nonce_checked() {
         "checked"
@@ -141,7 +150,7 @@ fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool) {
         "not checked (no --nonce given)"
     };
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "valid": true,
             "signer": loaded.signer(),
             "ak_attributes_checked": q.ak_attributes_checked(),
@@ -159,6 +168,12 @@ fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool) {
             "firmware_version": format!("{:#018x}", a.firmware_version),
             "qualified_signer": hex::encode(&a.qualified_signer),
         });
+        if let (Some(ev), Some(obj)) = (eventlog, v.as_object_mut()) {
+            obj.insert(
+                "eventlog".to_string(),
+                serde_json::Value::String(ev.to_string()),
+            );
+        }
         println!("{v}");
         return;
     }
@@ -176,4 +191,7 @@ fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool) {
         a.clock_info.clock, a.clock_info.reset_count, a.clock_info.restart_count, a.clock_info.safe
     );
     println!("firmware: {:#018x}", a.firmware_version);
+    if let Some(ev) = eventlog {
+        println!("event log: {ev}");
+    }
 }

@@ -2,13 +2,19 @@
 //! unmarshalling (tpm2-tss `Tss2_MU_*`) read the same quotes, signatures and AKs the same way.
 //! The quotes come from a swtpm through tpm2-tools; the AK Name is checked against the TPM's.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use nodetrust_testkit::{tpm2, Swtpm};
 use nodetrust_tpm_wire as wire;
-use tss_esapi::tss2_esys::TPM2_ALG_ID;
 use tss_esapi::structures::{self as tss, AttestInfo};
 use tss_esapi::traits::UnMarshall;
+use tss_esapi::tss2_esys::TPM2_ALG_ID;
 
 fn hash_id(h: tss_esapi::interface_types::algorithm::HashingAlgorithm) -> u16 {
     TPM2_ALG_ID::from(h)
@@ -17,28 +23,46 @@ fn hash_id(h: tss_esapi::interface_types::algorithm::HashingAlgorithm) -> u16 {
 fn assert_attest_agrees(bytes: &[u8]) {
     let ours = wire::Attest::parse_quote(bytes);
     let theirs = tss::Attest::unmarshall(bytes);
-    let (Ok(ours), Ok(theirs)) = (ours, theirs) else { return };
+    let (Ok(ours), Ok(theirs)) = (ours, theirs) else {
+        return;
+    };
     assert_eq!(ours.qualified_signer, theirs.qualified_signer().value());
     assert_eq!(ours.extra_data, theirs.extra_data().value());
     let c = theirs.clock_info();
     assert_eq!(
-        (ours.clock_info.clock, ours.clock_info.reset_count, ours.clock_info.restart_count, ours.clock_info.safe),
+        (
+            ours.clock_info.clock,
+            ours.clock_info.reset_count,
+            ours.clock_info.restart_count,
+            ours.clock_info.safe
+        ),
         (c.clock(), c.reset_count(), c.restart_count(), c.safe())
     );
     assert_eq!(ours.firmware_version, theirs.firmware_version());
-    let AttestInfo::Quote { info } = theirs.attested() else { panic!("tss-esapi read a quote as another type") };
+    let AttestInfo::Quote { info } = theirs.attested() else {
+        panic!("tss-esapi read a quote as another type")
+    };
     assert_eq!(ours.pcr_digest, info.pcr_digest().value());
     let theirs_sel: Vec<(u16, Vec<u8>)> = info
         .pcr_selection()
         .get_selections()
         .iter()
         .map(|s| {
-            let mut pcrs: Vec<u8> = s.selected().iter().map(|slot| u32::from(*slot).trailing_zeros() as u8).collect();
+            let mut pcrs: Vec<u8> = s
+                .selected()
+                .iter()
+                .map(|slot| u32::from(*slot).trailing_zeros() as u8)
+                .collect();
             pcrs.sort_unstable();
             (hash_id(s.hashing_algorithm()), pcrs)
         })
         .collect();
-    let ours_sel: Vec<(u16, Vec<u8>)> = ours.pcr_select.banks.iter().map(|b| (b.hash.id(), b.pcrs.clone())).collect();
+    let ours_sel: Vec<(u16, Vec<u8>)> = ours
+        .pcr_select
+        .banks
+        .iter()
+        .map(|b| (b.hash.id(), b.pcrs.clone()))
+        .collect();
     assert_eq!(ours_sel, theirs_sel);
 }
 
@@ -82,23 +106,62 @@ fn assert_public_agrees(tpm2b: &[u8], tpm_name: &[u8]) {
 #[test]
 fn our_parsers_and_tss_esapi_agree_on_swtpm_quotes() {
     let tpm = Swtpm::start().unwrap();
-    tpm2::run(&tpm, "tpm2_pcrextend", &["5:sha1=5555555555555555555555555555555555555555"]).unwrap();
+    tpm2::run(
+        &tpm,
+        "tpm2_pcrextend",
+        &["5:sha1=5555555555555555555555555555555555555555"],
+    )
+    .unwrap();
     for (alg, scheme) in [("rsa", "rsassa"), ("rsa", "rsapss"), ("ecc", "ecdsa")] {
         let ek = format!("ek-{alg}.ctx");
         let ak = format!("ak-{scheme}.ctx");
         let ak_pub = format!("ak-{scheme}.pub");
         let ak_name = format!("ak-{scheme}.name");
         tpm2::run(&tpm, "tpm2_createek", &["-c", &ek, "-G", alg]).unwrap();
-        tpm2::run(&tpm, "tpm2_createak", &["-C", &ek, "-c", &ak, "-G", alg, "-g", "sha256", "-s", scheme, "-u", &ak_pub, "-n", &ak_name]).unwrap();
+        tpm2::run(
+            &tpm,
+            "tpm2_createak",
+            &[
+                "-C", &ek, "-c", &ak, "-G", alg, "-g", "sha256", "-s", scheme, "-u", &ak_pub, "-n",
+                &ak_name,
+            ],
+        )
+        .unwrap();
         let pub_bytes = std::fs::read(tpm.scratch().join(&ak_pub)).unwrap();
         let name = std::fs::read(tpm.scratch().join(&ak_name)).unwrap();
         assert_public_agrees(&pub_bytes, &name);
 
-        for (i, sel) in ["sha256:0,1,2,3,4,5,6,7", "sha1:5,10,23", "sha1:0+sha256:16,17,18,19,20,21,22"].iter().enumerate() {
+        for (i, sel) in [
+            "sha256:0,1,2,3,4,5,6,7",
+            "sha1:5,10,23",
+            "sha1:0+sha256:16,17,18,19,20,21,22",
+        ]
+        .iter()
+        .enumerate()
+        {
             let msg = format!("q-{scheme}-{i}.msg");
             let sig = format!("q-{scheme}-{i}.sig");
             let scheme_arg = format!("--scheme={scheme}");
-            tpm2::run(&tpm, "tpm2_quote", &["-c", &ak, "-l", sel, "-q", "c0ffee", "-m", &msg, "-s", &sig, "-g", "sha256", &scheme_arg]).unwrap();
+            tpm2::run(
+                &tpm,
+                "tpm2_quote",
+                &[
+                    "-c",
+                    &ak,
+                    "-l",
+                    sel,
+                    "-q",
+                    "c0ffee",
+                    "-m",
+                    &msg,
+                    "-s",
+                    &sig,
+                    "-g",
+                    "sha256",
+                    &scheme_arg,
+                ],
+            )
+            .unwrap();
             let m = std::fs::read(tpm.scratch().join(&msg)).unwrap();
             let s = std::fs::read(tpm.scratch().join(&sig)).unwrap();
             wire::Attest::parse_quote(&m).expect("we parse a real quote");

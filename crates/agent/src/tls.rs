@@ -1,0 +1,225 @@
+//! TLS for the API and for the Trust Server client (rustls with the aws-lc-rs provider).
+//!
+//! Server side: the certificate given with `--tls-cert` / `--tls-key`, or a self-signed one
+//! generated into the state directory on first start and reused afterwards. Its SHA-256
+//! fingerprint is logged and sent at registration, so the server can pin it.
+//!
+//! Client side: the Trust Server's certificate must chain to `--server-ca`, or match the SHA-256
+//! pin from `--server-pin` (then names are not checked: the pin is the identity).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+
+use crate::config::ServerTrust;
+
+/// A TLS setup failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {detail}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// rustls or rcgen refused the material.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// The crypto provider: aws-lc-rs.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// SHA-256 of a certificate, lower-case hex.
+pub fn fingerprint(cert: &[u8]) -> String {
+    hex::encode(nodetrust_tpm_wire::HashAlg::Sha256.digest(cert))
+}
+
+/// The API's certificate and key.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    /// rustls configuration.
+    pub config: Arc<ServerConfig>,
+    /// SHA-256 of the end-entity certificate (hex).
+    pub fingerprint: String,
+    /// Whether the certificate was generated now.
+    pub generated: bool,
+}
+
+/// Generated certificate path in the state directory.
+pub fn generated_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        state_dir.join("tls-cert.pem"),
+        state_dir.join("tls-key.pem"),
+    )
+}
+
+fn write_secret(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
+    f.write_all(data).map_err(|e| file_err(path, e))
+}
+
+/// Loads `--tls-cert`/`--tls-key`, or the generated pair in `state_dir`, generating it with
+/// subject names `names` when absent.
+pub fn server_identity(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    state_dir: &Path,
+    names: &[String],
+) -> Result<ServerIdentity, TlsError> {
+    let (cert_path, key_path, generated) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf(), false),
+        _ => {
+            let (c, k) = generated_paths(state_dir);
+            let generate = !(c.exists() && k.exists());
+            if generate {
+                std::fs::create_dir_all(state_dir).map_err(|e| file_err(state_dir, e))?;
+                let ck = rcgen::generate_simple_self_signed(names.to_vec())
+                    .map_err(|e| TlsError::Tls(e.to_string()))?;
+                write_secret(&k, ck.key_pair.serialize_pem().as_bytes())?;
+                std::fs::write(&c, ck.cert.pem()).map_err(|e| file_err(&c, e))?;
+            }
+            (c, k, generate)
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| file_err(&cert_path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(&cert_path, e))?;
+    let first = chain
+        .first()
+        .ok_or_else(|| file_err(&cert_path, "no certificate in the file"))?;
+    let fingerprint = fingerprint(first.as_ref());
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| file_err(&key_path, e))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Tls(e.to_string()))?;
+    Ok(ServerIdentity {
+        config: Arc::new(config),
+        fingerprint,
+        generated,
+    })
+}
+
+/// Trusts exactly one certificate, by its SHA-256; handshake signatures are still verified.
+#[derive(Debug)]
+pub struct PinVerifier {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinVerifier {
+    /// A verifier for `pin`.
+    pub fn new(pin: [u8; 32]) -> Self {
+        Self {
+            pin,
+            provider: provider(),
+        }
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = nodetrust_tpm_wire::HashAlg::Sha256.digest(end_entity.as_ref());
+        if nodetrust_tpm_wire::credential::constant_time_eq(&got, &self.pin) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The client configuration for the Trust Server.
+pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Tls(e.to_string()))?;
+    let config = match trust {
+        ServerTrust::Pin(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(*pin)))
+            .with_no_client_auth(),
+        ServerTrust::Ca(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))? {
+                let cert = cert.map_err(|e| file_err(path, e))?;
+                roots.add(cert).map_err(|e| file_err(path, e))?;
+            }
+            if roots.is_empty() {
+                return Err(file_err(path, "no CA certificate in the file"));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(Arc::new(config))
+}

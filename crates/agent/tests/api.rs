@@ -1,0 +1,337 @@
+//! The agent API against a per-test swtpm: quotes verify with the core verifier and with
+//! `tpm2_checkquote`, auth is enforced, bad requests get a 400 with a JSON reason, and the AK
+//! survives an agent restart and a TPM reboot.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use nodetrust_proto::agent::{AikInfo, EkInfo, HostInfo, QuoteResponse};
+use nodetrust_proto::b64;
+use nodetrust_testkit::{tpm2, Swtpm};
+use nodetrust_tpm::AkAlgorithm;
+use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public};
+use serde_json::json;
+
+fn pcr_values(resp: &QuoteResponse) -> PcrValues {
+    PcrValues::from_json_value(&serde_json::to_value(&resp.pcrs).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quote_verifies_with_core_verifier_and_tpm2_checkquote() {
+    let tpm = Swtpm::start().unwrap();
+    tpm2::run(
+        &tpm,
+        "tpm2_pcrextend",
+        &["0:sha256=00000000000000000000000000000000000000000000000000000000000000aa"],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let eventlog = dir.path().join("binary_bios_measurements");
+    std::fs::write(&eventlog, b"\x00\x00\x00\x00 pretend TCG event log").unwrap();
+    let ima = dir.path().join("binary_runtime_measurements");
+    std::fs::write(&ima, b"\x0a\x00\x00\x00 pretend IMA log").unwrap();
+    let attester = open(&tpm, &dir.path().join("state"), AkAlgorithm::Rsa2048);
+    let state = state(attester, &eventlog, &ima);
+
+    let nonce = b"0123456789abcdef0123456789abcdef";
+    let (status, body) = post(
+        &state,
+        "/v2/tpm/quote",
+        json!({"nonce": b64::encode(nonce), "pcrs": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17], "pcrbanks": ["SHA256", "sha1"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["pcrs"]["sha256"]["0"].is_string(),
+        "pcrs as {{bank: {{index: hex}}}}: {body}"
+    );
+    let resp: QuoteResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        resp.event_log.as_deref(),
+        Some(&std::fs::read(&eventlog).unwrap()[..])
+    );
+    assert_eq!(
+        resp.ima_log.as_deref(),
+        Some(&std::fs::read(&ima).unwrap()[..])
+    );
+
+    // The core verifier, with the AK from /v2/aik.
+    let (status, aik) = get(&state, "/v2/aik").await;
+    assert_eq!(status, StatusCode::OK);
+    let aik: AikInfo = serde_json::from_value(aik).unwrap();
+    assert_eq!(aik.aik, resp.aik);
+    let ak = Public::from_tpm2b(&aik.aik).unwrap();
+    assert_eq!(hex::encode(ak.name()), aik.name);
+    let pcrs = pcr_values(&resp);
+    let v = verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, Some(nonce)).unwrap();
+    assert_eq!(v.scheme(), "rsassa");
+    assert_eq!(v.pcrs().len(), 24);
+    assert_ne!(pcrs.get(HashAlg::Sha256, 0).unwrap(), &[0u8; 32][..]);
+    assert!(verify_quote(
+        &ak,
+        &resp.quote,
+        &resp.signature,
+        &pcrs,
+        Some(b"another nonce")
+    )
+    .is_err());
+
+    // tpm2_checkquote (offline: it needs no TPM).
+    let pem = dir.path().join("ak.pem");
+    let msg = dir.path().join("quote.msg");
+    let sig = dir.path().join("quote.sig");
+    std::fs::write(&pem, &aik.pem).unwrap();
+    std::fs::write(&msg, &resp.quote).unwrap();
+    std::fs::write(&sig, &resp.signature).unwrap();
+    let check = |nonce_hex: &str| {
+        std::process::Command::new("tpm2_checkquote")
+            .args([
+                "-u",
+                pem.to_str().unwrap(),
+                "-m",
+                msg.to_str().unwrap(),
+                "-s",
+                sig.to_str().unwrap(),
+            ])
+            .args(["-g", "sha256", "-q", nonce_hex])
+            .output()
+            .unwrap()
+    };
+    let ok = check(&hex::encode(nonce));
+    assert!(
+        ok.status.success(),
+        "tpm2_checkquote: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = check(&hex::encode(b"not the nonce"));
+    assert!(
+        !bad.status.success(),
+        "tpm2_checkquote must refuse a wrong nonce"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_host_ek_and_bad_requests() {
+    let tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let attester = open(&tpm, &dir.path().join("state"), AkAlgorithm::EccP256);
+    let state = state(attester, &dir.path().join("none"), &dir.path().join("none"));
+
+    let (status, v) = call(&state, "GET", "/version", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["name"], "nodetrust-agent");
+
+    for auth in [
+        None,
+        Some(basic(USER, "wrong")),
+        Some(basic("other", PASSWORD)),
+        Some("Bearer x".to_string()),
+    ] {
+        for (method, path) in [
+            ("GET", "/v2/host"),
+            ("POST", "/v2/tpm/quote"),
+            ("GET", "/v2/aik"),
+            ("GET", "/v2/ek"),
+        ] {
+            let (status, body) = call(&state, method, path, auth.as_deref(), None).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {auth:?}"
+            );
+            assert_eq!(body["reason"], "unauthorized");
+        }
+    }
+
+    // No logs on this host: the fields are absent, not null.
+    let (status, body) = post(
+        &state,
+        "/v2/tpm/quote",
+        json!({"nonce": b64::encode(b"x"), "pcrs": [0], "pcrbanks": ["SHA256"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.get("event_log").is_none() && body.get("ima_log").is_none(),
+        "{body}"
+    );
+
+    let (status, host) = get(&state, "/v2/host").await;
+    assert_eq!(status, StatusCode::OK);
+    let host: HostInfo = serde_json::from_value(host).unwrap();
+    assert_eq!(host.host_name, "node-1");
+    assert!(host.software_tpm);
+    assert_eq!(host.pcr_banks, vec!["SHA1", "SHA256"]);
+    assert!(!host.measured_launch);
+    assert_eq!(host.tpm_manufacturer, "IBM");
+
+    let (status, ek) = get(&state, "/v2/ek").await;
+    assert_eq!(status, StatusCode::OK);
+    let ek: EkInfo = serde_json::from_value(ek).unwrap();
+    assert!(ek.pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    assert_eq!(
+        Public::from_tpm2b(&ek.ek_public).unwrap().describe(),
+        "RSA-2048"
+    );
+    assert!(ek.ek_certificate.is_some());
+
+    let nonce = b64::encode(b"n");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            json!({"nonce": b64::encode(&[7u8; 65]), "pcrs": [0], "pcrbanks": ["SHA256"]})
+                .to_string()
+                .into_bytes(),
+            "nonce_too_long",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [24], "pcrbanks": ["SHA256"]})
+                .to_string()
+                .into_bytes(),
+            "bad_pcr_index",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [300], "pcrbanks": ["SHA256"]})
+                .to_string()
+                .into_bytes(),
+            "bad_request",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [-1], "pcrbanks": ["SHA256"]})
+                .to_string()
+                .into_bytes(),
+            "bad_request",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [], "pcrbanks": ["SHA256"]})
+                .to_string()
+                .into_bytes(),
+            "no_pcrs",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [0], "pcrbanks": []})
+                .to_string()
+                .into_bytes(),
+            "no_pcr_banks",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [0], "pcrbanks": ["MD5"]})
+                .to_string()
+                .into_bytes(),
+            "unknown_pcr_bank",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [0], "pcrbanks": ["SHA384"]})
+                .to_string()
+                .into_bytes(),
+            "pcr_bank_not_allocated",
+        ),
+        (
+            json!({"nonce": "not base64!", "pcrs": [0], "pcrbanks": ["SHA256"]})
+                .to_string()
+                .into_bytes(),
+            "bad_request",
+        ),
+        (
+            json!({"nonce": nonce, "pcrs": [0], "pcrbanks": ["SHA256"], "extra": 1})
+                .to_string()
+                .into_bytes(),
+            "bad_request",
+        ),
+        (b"{not json".to_vec(), "bad_request"),
+        (Vec::new(), "bad_request"),
+        (
+            vec![b' '; nodetrust_proto::agent::MAX_REQUEST_BODY + 1],
+            "body_too_large",
+        ),
+    ];
+    for (body, reason) in cases {
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(80)
+            .collect::<String>();
+        let (status, err) = call(
+            &state,
+            "POST",
+            "/v2/tpm/quote",
+            Some(&basic(USER, PASSWORD)),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{shown}: {err}");
+        assert_eq!(err["reason"], reason, "{shown}: {err}");
+        assert!(err["error"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let (status, err) = get(&state, "/nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["reason"], "not_found");
+
+    // Still serving after all that.
+    let (status, _) = post(
+        &state,
+        "/v2/tpm/quote",
+        json!({"nonce": nonce, "pcrs": [0, 0, 23], "pcrbanks": ["SHA256", "SHA256"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The TPM goes away under a running agent: a 503 that says what is wrong, not a crash.
+    drop(tpm);
+    let (status, err) = post(
+        &state,
+        "/v2/tpm/quote",
+        json!({"nonce": nonce, "pcrs": [0], "pcrbanks": ["SHA256"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["reason"], "tpm_missing", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ak_survives_agent_restart_and_tpm_reboot() {
+    let mut tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let none = dir.path().join("none");
+
+    let first = state(open(&tpm, &state_dir, AkAlgorithm::EccP256), &none, &none);
+    let (_, aik) = get(&first, "/v2/aik").await;
+    let aik: AikInfo = serde_json::from_value(aik).unwrap();
+    drop(first);
+
+    // Agent restart.
+    let second = state(open(&tpm, &state_dir, AkAlgorithm::EccP256), &none, &none);
+    let (_, again) = get(&second, "/v2/aik").await;
+    assert_eq!(serde_json::from_value::<AikInfo>(again).unwrap(), aik);
+    drop(second);
+
+    // Node reboot: PCRs reset, resetCount moves, the AK stays.
+    tpm.reboot().unwrap();
+    let third = state(open(&tpm, &state_dir, AkAlgorithm::EccP256), &none, &none);
+    let (status, body) = post(
+        &third,
+        "/v2/tpm/quote",
+        json!({"nonce": b64::encode(b"r"), "pcrs": [0, 7], "pcrbanks": ["SHA256"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let resp: QuoteResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(resp.aik, aik.aik);
+    let ak = Public::from_tpm2b(&aik.aik).unwrap();
+    let v = verify_quote(
+        &ak,
+        &resp.quote,
+        &resp.signature,
+        &pcr_values(&resp),
+        Some(b"r"),
+    )
+    .unwrap();
+    assert!(v.attest().clock_info.reset_count >= 1);
+}

@@ -1,0 +1,32 @@
+//! Appraisal: verified evidence + flavors (reference measurements) + the time → a verdict with
+//! reasons.
+//!
+//! Pure: no I/O, no async runtime, no database, no clock of its own (the caller passes `now`).
+//! The only way to a [`Trust::Trusted`] verdict is [`appraise`], which takes a
+//! [`VerifiedQuote`](nodetrust_tpm_wire::VerifiedQuote): a proof value that only the quote
+//! verifier constructs, so no code path can trust evidence that skipped signature, nonce or
+//! PCR-digest checks.
+//!
+//! # Layout
+//! - [`flavor`]: flavor parts (PLATFORM, OS, HOST_UNIQUE), PCR and event rules, and building
+//!   flavors from a gold host's verified evidence.
+//! - [`evidence`]: the measured-boot log as appraisal sees it (events with digests, plus the
+//!   PCR values the log replays to).
+//! - [`verdict`]: [`Trust`] and [`Verdict`].
+//! - [`policy`]: the match policy and [`appraise`].
+//! - [`diff`]: explanations of a PCR mismatch from the event logs ("PCR 4: boot application
+//!   ... changed").
+#![forbid(unsafe_code)]
+
+pub mod diff;
+pub mod evidence;
+pub mod flavor;
+pub mod policy;
+pub mod verdict;
+
+pub use evidence::{EventLogEvidence, MeasuredEvent};
+pub use flavor::{
+    flavors_from_evidence, EventRule, EventScope, Flavor, FlavorPart, ImportError, PcrRule,
+};
+pub use policy::{appraise, quote_selection, HostContext, MatchPolicy};
+pub use verdict::{Trust, Verdict};

@@ -1,0 +1,400 @@
+//! The HTTP API: `/mtwilson/v2/...` (paths of the OpenCIT Mt. Wilson API the runbook uses),
+//! plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! | route | roles |
+//! |---|---|
+//! | `GET /mtwilson/v2/tpm-endorsements[?hardwareUuidEqualTo=]` | admin, reader, agent |
+//! | `POST /mtwilson/v2/tpm-endorsements`, `DELETE .../{id}` (revoke) | admin |
+//! | `GET /mtwilson/v2/hosts`, `GET .../{name}` | admin, reader |
+//! | `DELETE /mtwilson/v2/hosts/{name}` | admin |
+//! | `POST /mtwilson/v2/hosts/register`, `POST .../register/{challenge_id}/activate` | agent, admin |
+//! | `POST /mtwilson/v2/agent-events` | agent, admin |
+//! | `GET /mtwilson/v2/flavors` | admin, reader |
+//! | `POST /mtwilson/v2/flavors` (a flavor, or `{"from_host", "parts"}`), `DELETE .../{id}` | admin |
+//! | `GET /mtwilson/v2/reports[?host_name=&latest=true]` | admin, reader |
+//! | `POST /mtwilson/v2/host-attestations {"host_name"}` | admin |
+//! | `GET /mtwilson/v2/signing-key`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
+//!
+//! [`crate::openapi::ROUTES`] documents the same table for `/openapi.json`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use nodetrust_appraise::{Flavor, FlavorPart};
+use nodetrust_proto::registration::{ActivateRequest, AgentStarted, RegisterRequest};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Caller, Role};
+use crate::engine::{self, trust_view, ReportView};
+use crate::error::{ApiError, ApiJson};
+use crate::registrar::{self, NewEndorsement};
+use crate::state::AppState;
+use crate::store::HostRow;
+
+const BASE: &str = "/mtwilson/v2";
+
+/// The router, with every route and the body limit.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.settings.max_body;
+    let api = Router::new()
+        .route(
+            "/tpm-endorsements",
+            get(list_endorsements).post(add_endorsement),
+        )
+        .route("/tpm-endorsements/{id}", delete(revoke_endorsement))
+        .route("/hosts", get(list_hosts))
+        .route("/hosts/register", post(register))
+        .route("/hosts/register/{challenge_id}/activate", post(activate))
+        .route("/hosts/{name}", get(show_host).delete(delete_host))
+        .route("/agent-events", post(agent_event))
+        .route("/flavors", get(list_flavors).post(create_flavors))
+        .route("/flavors/{id}", delete(delete_flavor))
+        .route("/reports", get(list_reports))
+        .route("/host-attestations", post(attest_now))
+        .route("/signing-key", get(signing_key));
+    Router::new()
+        .nest(BASE, api)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
+        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Authentication runs as an extractor on the request head, before any body is read: an
+/// unauthenticated request is a 401 whatever its body.
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        state.auth.authenticate(&state.store, &parts.headers).await
+    }
+}
+
+const READERS: &[Role] = &[Role::Admin, Role::Reader];
+const ADMIN: &[Role] = &[Role::Admin];
+const AGENTS: &[Role] = &[Role::Agent, Role::Admin];
+
+#[derive(Debug, Deserialize)]
+struct EndorsementQuery {
+    #[serde(rename = "hardwareUuidEqualTo")]
+    hardware_uuid_equal_to: Option<String>,
+}
+
+async fn list_endorsements(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<EndorsementQuery>,
+) -> Result<Response, ApiError> {
+    who.require(&[Role::Admin, Role::Reader, Role::Agent])?;
+    let list = state
+        .store
+        .endorsements(q.hardware_uuid_equal_to.as_deref())
+        .await?;
+    Ok(Json(json!({ "tpm_endorsements": list })).into_response())
+}
+
+async fn add_endorsement(
+    State(state): State<AppState>,
+    who: Caller,
+    ApiJson(req): ApiJson<NewEndorsement>,
+) -> Result<Response, ApiError> {
+    who.require(ADMIN)?;
+    let e = registrar::add_endorsement(&state, req).await?;
+    Ok((StatusCode::CREATED, Json(e)).into_response())
+}
+
+async fn revoke_endorsement(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(ADMIN)?;
+    if state.store.revoke_endorsement(&id).await? {
+        Ok(Json(json!({"id": id, "revoked": true})).into_response())
+    } else {
+        Err(ApiError::NotFound(format!("no endorsement {id}")))
+    }
+}
+
+fn host_json(h: &HostRow, state: &AppState, detail: bool) -> serde_json::Value {
+    let mut v = json!({
+        "name": h.name,
+        "hardware_uuid": h.hardware_uuid,
+        "connection_url": h.connection_url,
+        "status": h.status,
+        "trust": trust_view(h, state.clock.now()),
+    });
+    if detail {
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("status_detail".into(), json!(h.status_detail));
+            obj.insert("tls_cert_sha256".into(), json!(h.tls_cert_sha256));
+            obj.insert("software_tpm".into(), json!(h.software_tpm));
+            obj.insert("registered".into(), json!(engine::rfc3339(h.created)));
+            obj.insert(
+                "host_info".into(),
+                serde_json::from_str(&h.host_info).unwrap_or(serde_json::Value::Null),
+            );
+        }
+    }
+    v
+}
+
+async fn list_hosts(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
+    who.require(READERS)?;
+    let hosts = state.store.hosts().await?;
+    let list: Vec<_> = hosts.iter().map(|h| host_json(h, &state, false)).collect();
+    Ok(Json(json!({ "hosts": list })).into_response())
+}
+
+async fn show_host(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(READERS)?;
+    let h = state
+        .store
+        .host(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host named {name}")))?;
+    Ok(Json(host_json(&h, &state, true)).into_response())
+}
+
+async fn delete_host(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(ADMIN)?;
+    if state.store.delete_host(&name, state.now_ms()).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound(format!("no host named {name}")))
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    who: Caller,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    who.require(AGENTS)?;
+    Ok(Json(registrar::register(&state, req).await?).into_response())
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(challenge_id): Path<String>,
+    ApiJson(req): ApiJson<ActivateRequest>,
+) -> Result<Response, ApiError> {
+    who.require(AGENTS)?;
+    Ok(Json(registrar::activate(&state, &challenge_id, req).await?).into_response())
+}
+
+async fn agent_event(
+    State(state): State<AppState>,
+    who: Caller,
+    ApiJson(ev): ApiJson<AgentStarted>,
+) -> Result<Response, ApiError> {
+    who.require(AGENTS)?;
+    let host = state
+        .store
+        .host(&ev.host_name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host named {}", ev.host_name)))?;
+    if !host.hardware_uuid.eq_ignore_ascii_case(&ev.hardware_uuid) {
+        return Err(ApiError::Conflict(format!(
+            "host {} is registered with another hardware UUID",
+            ev.host_name
+        )));
+    }
+    state.store.schedule(&host.name, 0).await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"host_name": host.name, "scheduled": true})),
+    )
+        .into_response())
+}
+
+async fn list_flavors(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
+    who.require(READERS)?;
+    Ok(Json(json!({ "flavors": engine::load_flavors(&state).await? })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    from_host: String,
+    #[serde(default)]
+    parts: Vec<String>,
+}
+
+async fn create_flavors(
+    State(state): State<AppState>,
+    who: Caller,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    who.require(ADMIN)?;
+    let flavors = if body.get("from_host").is_some() {
+        let req: ImportRequest = serde_json::from_value(body)
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid request: {e}")))?;
+        let parts = if req.parts.is_empty() {
+            vec![FlavorPart::Platform, FlavorPart::Os]
+        } else {
+            req.parts
+                .iter()
+                .map(|p| {
+                    FlavorPart::parse(p).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "bad_part",
+                            format!("unknown flavor part {p:?} (PLATFORM, OS, HOST_UNIQUE)"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        engine::import_flavors(&state, &req.from_host, &parts).await?
+    } else {
+        let mut f: Flavor = serde_json::from_value(body)
+            .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid flavor: {e}")))?;
+        f.validate()
+            .map_err(|e| ApiError::bad_request("invalid_flavor", e.to_string()))?;
+        f.id = crate::store::new_id();
+        let body = serde_json::to_string(&f).map_err(|e| ApiError::Internal(e.to_string()))?;
+        state
+            .store
+            .put_flavor(&crate::store::FlavorRow {
+                id: f.id.clone(),
+                body,
+                created: state.now_ms(),
+            })
+            .await?;
+        vec![f]
+    };
+    Ok((StatusCode::CREATED, Json(json!({ "flavors": flavors }))).into_response())
+}
+
+async fn delete_flavor(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(ADMIN)?;
+    if state.store.delete_flavor(&id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound(format!("no flavor {id}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    host_name: Option<String>,
+    #[serde(default)]
+    latest: bool,
+    limit: Option<i64>,
+}
+
+async fn list_reports(
+    State(state): State<AppState>,
+    who: Caller,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    who.require(READERS)?;
+    let limit = if q.latest {
+        1
+    } else {
+        q.limit.unwrap_or(100).clamp(1, 1000)
+    };
+    let reports: Vec<ReportView> = if q.latest && q.host_name.is_none() {
+        // The latest report of every host.
+        let mut out = Vec::new();
+        for h in state.store.hosts().await? {
+            out.extend(
+                state
+                    .store
+                    .reports(Some(&h.name), 1)
+                    .await?
+                    .iter()
+                    .map(ReportView::from_row),
+            );
+        }
+        out
+    } else {
+        state
+            .store
+            .reports(q.host_name.as_deref(), limit)
+            .await?
+            .iter()
+            .map(ReportView::from_row)
+            .collect()
+    };
+    Ok(Json(json!({ "reports": reports })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestRequest {
+    host_name: String,
+}
+
+async fn attest_now(
+    State(state): State<AppState>,
+    who: Caller,
+    ApiJson(req): ApiJson<AttestRequest>,
+) -> Result<Response, ApiError> {
+    who.require(ADMIN)?;
+    Ok(Json(engine::attest_host(&state, &req.host_name).await?).into_response())
+}
+
+async fn signing_key(State(state): State<AppState>) -> Response {
+    Json(json!({"alg": "ES256", "kid": state.signer.kid(), "jwk": state.signer.jwk(), "pem": state.signer.public_pem()})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "database unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut per_verdict: BTreeMap<String, u64> = BTreeMap::new();
+    if let Ok(hosts) = state.store.hosts().await {
+        let now = state.clock.now();
+        for h in &hosts {
+            *per_verdict.entry(trust_view(h, now).verdict).or_default() += 1;
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(&per_verdict),
+    )
+        .into_response()
+}

@@ -1,0 +1,286 @@
+//! Configuration: command-line flags, each also settable from the environment.
+//!
+//! Flag names are the interface the acceptance checks use (`--listen`, `--db`, `--state-dir`,
+//! `--tls-cert`, `--tls-key`, `--ek-ca-dir`, `--attest-interval`, `--report-validity`); the
+//! account variables are the runbook's (`MTWILSON_API_USERNAME` / `MTWILSON_API_PASSWORD` for
+//! the agent account) plus `NODETRUST_ADMIN_USERNAME` / `NODETRUST_ADMIN_PASSWORD` for the
+//! first admin. Secrets are never printed: [`Config`]'s `Debug` redacts them.
+//!
+//! Precedence: flags, then environment, then the TOML file given with `--config` (keys are the
+//! flag names in snake case: `listen = "0.0.0.0:8443"`, `attest_interval = "30s"`), then the
+//! defaults.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 60s or 10m: {e}"))
+}
+
+/// `nodetrust-server` flags.
+#[derive(Clone, Parser)]
+#[command(
+    name = "nodetrust-server",
+    version,
+    about = "Trust Server: registers TPM hosts, attests them, and serves verdicts."
+)]
+pub struct Config {
+    /// Address and port of the HTTPS API.
+    #[arg(long, env = "NODETRUST_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite:///path/server.db` (embedded, default) or
+    /// `postgres://user@host/db` (several replicas share the work).
+    #[arg(
+        long,
+        env = "NODETRUST_DB",
+        default_value = "sqlite:///var/lib/nodetrust/server.db"
+    )]
+    pub db: String,
+    /// Directory for generated state (the self-signed TLS pair).
+    #[arg(
+        long,
+        env = "NODETRUST_STATE_DIR",
+        default_value = "/var/lib/nodetrust"
+    )]
+    pub state_dir: PathBuf,
+    /// TLS certificate chain (PEM). With `--tls-key`; when both are absent a self-signed pair is
+    /// generated into the state dir.
+    #[arg(long, env = "NODETRUST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "NODETRUST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Directory of PEM CA certificates (roots and intermediates) of TPM manufacturers: a host
+    /// whose EK certificate chains to one of them may register.
+    #[arg(long, env = "NODETRUST_EK_CA_DIR")]
+    pub ek_ca_dir: Option<PathBuf>,
+    /// How often each host is attested (a jitter of up to 10% is added).
+    #[arg(long, env = "NODETRUST_ATTEST_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub attest_interval: Duration,
+    /// How long a verdict holds; after that, without a new attestation, the host is `unknown`.
+    #[arg(long, env = "NODETRUST_REPORT_VALIDITY", default_value = "10m", value_parser = parse_duration)]
+    pub report_validity: Duration,
+    /// Timeout of one quote request to an agent.
+    #[arg(long, env = "NODETRUST_AGENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub agent_timeout: Duration,
+    /// Most attestations in flight at once.
+    #[arg(long, env = "NODETRUST_ATTEST_CONCURRENCY", default_value_t = 64)]
+    pub attest_concurrency: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "NODETRUST_MAX_BODY", default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Name of this replica (for leases; default: host name and process id).
+    #[arg(long, env = "NODETRUST_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// First admin account's user name.
+    #[arg(long, env = "NODETRUST_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+    /// First admin account's password.
+    #[arg(long, env = "NODETRUST_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// The agent account's user name (the runbook's ConfigMap).
+    #[arg(long, env = "MTWILSON_API_USERNAME")]
+    pub agent_username: Option<String>,
+    /// The agent account's password (the runbook's Secret).
+    #[arg(long, env = "MTWILSON_API_PASSWORD", hide_env_values = true)]
+    pub agent_password: Option<String>,
+    /// User name the server presents to agents' APIs.
+    #[arg(long, env = "TRUSTAGENT_ADMIN_USERNAME")]
+    pub trustagent_username: Option<String>,
+    /// Password the server presents to agents' APIs.
+    #[arg(long, env = "TRUSTAGENT_ADMIN_PASSWORD", hide_env_values = true)]
+    pub trustagent_password: Option<String>,
+    /// Config file (TOML; keys are the flag names in snake case). Flags and environment win
+    /// over it.
+    #[arg(long, env = "NODETRUST_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad flags (or `--help` / `--version`, which clap prints).
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    /// The config file.
+    #[error("config file {path}: {message}")]
+    File {
+        /// File.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("db", &redact_url(&self.db))
+            .field("state_dir", &self.state_dir)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("ek_ca_dir", &self.ek_ca_dir)
+            .field("attest_interval", &self.attest_interval)
+            .field("report_validity", &self.report_validity)
+            .field("agent_timeout", &self.agent_timeout)
+            .field("attest_concurrency", &self.attest_concurrency)
+            .field("admin_username", &self.admin_username)
+            .field("admin_password", &redact(&self.admin_password))
+            .field("agent_username", &self.agent_username)
+            .field("agent_password", &redact(&self.agent_password))
+            .field("trustagent_username", &self.trustagent_username)
+            .field("trustagent_password", &redact(&self.trustagent_password))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = url.get(scheme + 3..at).unwrap_or_default();
+            match creds.split_once(':') {
+                Some((user, _)) => format!(
+                    "{}{user}:<redacted>{}",
+                    url.get(..scheme + 3).unwrap_or_default(),
+                    url.get(at..).unwrap_or_default()
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads flags, environment and the config file.
+    pub fn load_from(
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    ) -> Result<Self, ConfigError> {
+        let mut argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Self::command().try_get_matches_from(argv.clone())?;
+        let first = Self::from_arg_matches(&matches)?;
+        let Some(path) = first.config.clone() else {
+            return Ok(first);
+        };
+        let file_err = |message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| file_err(e.to_string()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        let known: Vec<String> = Self::command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        for (key, value) in table {
+            if key == "config" || !known.contains(&key) {
+                return Err(file_err(format!("unknown setting {key:?}")));
+            }
+            if matches!(
+                matches.value_source(&key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(file_err(format!(
+                        "{key}: expected a string or a number, found {}",
+                        other.type_str()
+                    )))
+                }
+            };
+            argv.push(format!("--{}", key.replace('_', "-")).into());
+            argv.push(value.into());
+        }
+        let matches = Self::command().try_get_matches_from(argv)?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+
+    /// A configuration for tests: defaults, with the given database and state dir.
+    pub fn for_tests(db: &str, state_dir: PathBuf) -> Self {
+        let mut c = Self::parse_from(["nodetrust-server"]);
+        c.db = db.to_string();
+        c.state_dir = state_dir;
+        c
+    }
+
+    /// The replica name for leases.
+    pub fn replica(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_interface() {
+        let c = Config::parse_from(["nodetrust-server"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.db, "sqlite:///var/lib/nodetrust/server.db");
+        assert_eq!(c.attest_interval, Duration::from_secs(60));
+        assert_eq!(c.report_validity, Duration::from_secs(600));
+        let c = Config::parse_from([
+            "nodetrust-server",
+            "--attest-interval",
+            "5s",
+            "--report-validity",
+            "2m",
+        ]);
+        assert_eq!(c.attest_interval, Duration::from_secs(5));
+        assert_eq!(c.report_validity, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_do_not_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9443\"\nattest_interval = \"30s\"\nattest_concurrency = 8\nreport_validity = \"5m\"\n").unwrap();
+        let f = file.display().to_string();
+        let c = Config::load_from([
+            "nodetrust-server",
+            "--config",
+            &f,
+            "--report-validity",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9443");
+        assert_eq!(c.attest_interval, Duration::from_secs(30));
+        assert_eq!(c.attest_concurrency, 8);
+        assert_eq!(c.report_validity, Duration::from_secs(60), "the flag wins");
+        std::fs::write(&file, "colour = \"red\"\n").unwrap();
+        assert!(Config::load_from(["nodetrust-server", "--config", &f])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown setting"));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = Config::parse_from(["nodetrust-server", "--db", "postgres://u:hunter2@db/x"]);
+        c.agent_password = Some("s3cret".into());
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cret"),
+            "{text}"
+        );
+    }
+}

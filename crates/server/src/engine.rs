@@ -1,0 +1,516 @@
+//! Attestation: ask the agent for a quote, verify it, appraise it, keep a signed report; and
+//! the scheduler that does so for every host.
+//!
+//! One attestation ([`attest_host`]):
+//! 1. a fresh 32-byte nonce and the PCRs the host's flavors need;
+//! 2. the agent's quote, with a timeout. No answer → the host is `unreachable`; the verdict is
+//!    left alone until it expires and then becomes `unknown`, never `untrusted`;
+//! 3. verification with the AK pinned at registration (never the one the agent sends now), the
+//!    nonce, and the PCR digest; TPM resetCount / restartCount must not go backwards without a
+//!    reboot being seen. Any failure → `untrusted` with the reason;
+//! 4. the event log replayed against the quoted PCRs and the flavors matched → the verdict,
+//!    valid for `--report-validity`, signed and stored.
+//!
+//! The scheduler ([`run_scheduler`]) picks hosts that are due, claims a lease on each (so with
+//! PostgreSQL each host is attested by one replica at a time), and attests with bounded
+//! concurrency; an agent's (re)start or a registration makes its host due at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nodetrust_appraise::{
+    appraise, flavors_from_evidence, quote_selection, EventLogEvidence, Flavor, FlavorPart,
+    HostContext, MatchPolicy, Trust, Verdict,
+};
+use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
+use nodetrust_proto::b64;
+use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public, VerifiedQuote};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::agent_client::{AgentError, AgentTarget};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{from_millis, millis, AttestationUpdate, HostRow, ReportRow};
+
+/// A report as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportView {
+    /// Host.
+    pub host_name: String,
+    /// `trusted`, `untrusted`, `unknown`.
+    pub verdict: String,
+    /// Reasons.
+    pub reasons: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339.
+    pub expires: String,
+    /// JWS (ES256) over the report.
+    pub signed_report: String,
+}
+
+/// RFC 3339 with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(from_millis(ms)).to_string()
+}
+
+impl ReportView {
+    /// From a stored row.
+    pub fn from_row(r: &ReportRow) -> Self {
+        Self {
+            host_name: r.host_name.clone(),
+            verdict: r.verdict.clone(),
+            reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
+            created: rfc3339(r.created),
+            expires: rfc3339(r.expires),
+            signed_report: r.signed_report.clone(),
+        }
+    }
+}
+
+/// The host's trust as the API shows it: the current verdict, or `unknown` once it expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrustView {
+    /// `trusted`, `untrusted`, `unknown`.
+    pub verdict: String,
+    /// Reasons.
+    pub reasons: Vec<String>,
+    /// RFC 3339, when attested.
+    pub attested_at: Option<String>,
+    /// RFC 3339, when attested.
+    pub expires_at: Option<String>,
+}
+
+/// The effective trust of `host` at `now`.
+pub fn trust_view(host: &HostRow, now: SystemTime) -> TrustView {
+    let (Some(verdict), Some(attested), Some(expires)) =
+        (&host.verdict, host.attested_at, host.expires_at)
+    else {
+        let mut reasons = vec!["not attested yet".to_string()];
+        reasons.extend(host.status_detail.clone());
+        return TrustView {
+            verdict: "unknown".into(),
+            reasons,
+            attested_at: None,
+            expires_at: None,
+        };
+    };
+    let mut reasons: Vec<String> = host
+        .reasons
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    let mut verdict = verdict.clone();
+    if millis(now) >= expires && verdict != "unknown" {
+        let mut why = vec![format!(
+            "the last verdict ({verdict}, attested {}) expired at {}",
+            rfc3339(attested),
+            rfc3339(expires)
+        )];
+        if host.status == "unreachable" {
+            why.push(format!(
+                "the agent is unreachable: {}",
+                host.status_detail.as_deref().unwrap_or("no answer")
+            ));
+        }
+        verdict = "unknown".into();
+        reasons = why;
+    }
+    TrustView {
+        verdict,
+        reasons,
+        attested_at: Some(rfc3339(attested)),
+        expires_at: Some(rfc3339(expires)),
+    }
+}
+
+fn target(host: &HostRow) -> AgentTarget {
+    AgentTarget {
+        host_name: host.name.clone(),
+        url: host.connection_url.clone(),
+        tls_cert_sha256: host.tls_cert_sha256.clone(),
+    }
+}
+
+/// Every stored flavor (a corrupt row is logged and skipped).
+pub async fn load_flavors(state: &AppState) -> Result<Vec<Flavor>, ApiError> {
+    let rows = state.store.flavors().await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| match serde_json::from_str::<Flavor>(&r.body) {
+            Ok(mut f) => {
+                f.id = r.id.clone();
+                Some(f)
+            }
+            Err(e) => {
+                tracing::error!(id = %r.id, error = %e, "unreadable flavor skipped");
+                None
+            }
+        })
+        .collect())
+}
+
+fn quote_request(
+    selection: &BTreeMap<HashAlg, BTreeSet<u8>>,
+) -> Result<(Vec<u8>, QuoteRequest), ApiError> {
+    let mut nonce = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce)
+        .map_err(|_| ApiError::Internal("system random generator failed".into()))?;
+    let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
+    let pcrbanks = selection
+        .keys()
+        .map(|b| b.name().to_ascii_uppercase())
+        .collect();
+    Ok((
+        nonce.clone(),
+        QuoteRequest {
+            nonce,
+            pcrs: pcrs.into_iter().collect(),
+            pcrbanks,
+        },
+    ))
+}
+
+/// Evidence that passed every check of the quote itself.
+#[derive(Debug)]
+struct Checked {
+    verified: VerifiedQuote,
+    log: Option<EventLogEvidence>,
+}
+
+/// Verifies an agent's answer with the pinned AK and the nonce; the reasons on failure.
+fn check_quote(
+    host: &HostRow,
+    nonce: &[u8],
+    resp: &QuoteResponse,
+) -> Result<Checked, (Vec<String>, &'static str)> {
+    let pinned = b64::decode(&host.ak_public)
+        .ok()
+        .and_then(|b| Public::from_either(&b).ok())
+        .ok_or_else(|| {
+            (
+                vec!["the host's pinned AK is unreadable; re-register the host".to_string()],
+                "pinned_ak_unreadable",
+            )
+        })?;
+    let pcr_json =
+        serde_json::to_value(&resp.pcrs).map_err(|e| (vec![e.to_string()], "malformed_pcrs"))?;
+    let pcrs = PcrValues::from_json_value(&pcr_json).map_err(|e| {
+        (
+            vec![format!("the agent's PCR values are malformed: {e}")],
+            "malformed_pcrs",
+        )
+    })?;
+    let verified = verify_quote(&pinned, &resp.quote, &resp.signature, &pcrs, Some(nonce)).map_err(|e| {
+        let mut reasons = vec![format!("quote rejected: {e}")];
+        let presented = Public::from_either(&resp.aik).ok();
+        if presented.as_ref().is_some_and(|p| p.tpmt_bytes() != pinned.tpmt_bytes()) {
+            reasons.push(
+                "the agent presents a different AK than the one pinned at registration (a swapped AK, or a reinstalled agent that must register again)"
+                    .to_string(),
+            );
+        }
+        (reasons, e.reason())
+    })?;
+    let clock = verified.attest().clock_info;
+    if let (Some(r0), Some(s0)) = (host.reset_count, host.restart_count) {
+        let (r, s) = (i64::from(clock.reset_count), i64::from(clock.restart_count));
+        if r < r0 {
+            return Err((
+                vec![format!("TPM resetCount went backwards ({r0} → {r}): an old quote replayed, or another TPM")],
+                "reset_count_backwards",
+            ));
+        }
+        if r == r0 && s < s0 {
+            return Err((
+                vec![format!("TPM restartCount went backwards ({s0} → {s}) without a reboot: an old quote replayed, or another TPM")],
+                "restart_count_backwards",
+            ));
+        }
+    }
+    let log = match &resp.event_log {
+        Some(bytes) => {
+            Some(crate::evidence::from_log(bytes).map_err(|e| (vec![e], "event_log_unreadable"))?)
+        }
+        None => None,
+    };
+    Ok(Checked { verified, log })
+}
+
+async fn save(
+    state: &AppState,
+    host: &HostRow,
+    verdict: &Verdict,
+    reached: bool,
+    counters: Option<AttestationUpdate>,
+) -> Result<ReportView, ApiError> {
+    let created = millis(verdict.attested_at());
+    let expires = millis(verdict.expires_at());
+    let payload = serde_json::json!({
+        "host_name": host.name,
+        "hardware_uuid": host.hardware_uuid,
+        "verdict": verdict.verdict().as_str(),
+        "reasons": verdict.reasons(),
+        "created": rfc3339(created),
+        "expires": rfc3339(expires),
+        "iat": created / 1000,
+        "exp": expires / 1000,
+    });
+    let signed_report = state
+        .signer
+        .sign(&payload)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let row = ReportRow {
+        id: crate::store::new_id(),
+        host_name: host.name.clone(),
+        verdict: verdict.verdict().as_str().to_string(),
+        reasons: serde_json::to_string(verdict.reasons())
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        created,
+        expires,
+        signed_report,
+    };
+    state.store.save_report(&row, reached, counters).await?;
+    Ok(ReportView::from_row(&row))
+}
+
+/// Attests one host now and returns the new report. An unreachable agent gives
+/// [`ApiError::BadGateway`] (no new verdict; status `unreachable`; an expired verdict becomes
+/// `unknown`).
+pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, ApiError> {
+    let host = state
+        .store
+        .host(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host named {name}")))?;
+    let flavors = load_flavors(state).await?;
+    let selection = quote_selection(&flavors, &host.name);
+    let (nonce, req) = quote_request(&selection)?;
+    let started = Instant::now();
+    let validity = state.settings.report_validity;
+    let answer = state.agents.quote(&target(&host), &req).await;
+    let now = state.clock.now();
+    let resp = match answer {
+        Ok(r) => r,
+        Err(e) if e.is_unreachable() => return Err(unreachable(state, &host, &e, now).await),
+        Err(e) => {
+            state.metrics.agent_error(e.reason());
+            let v = Verdict::untrusted(vec![e.to_string()], now, validity);
+            state
+                .metrics
+                .attestation("untrusted", e.reason(), started.elapsed());
+            return save(state, &host, &v, true, None).await;
+        }
+    };
+    let checked = match check_quote(&host, &nonce, &resp) {
+        Ok(c) => c,
+        Err((reasons, label)) => {
+            let v = Verdict::untrusted(reasons, now, validity);
+            state
+                .metrics
+                .attestation("untrusted", label, started.elapsed());
+            tracing::warn!(host = %host.name, reason = label, "quote rejected");
+            return save(state, &host, &v, true, None).await;
+        }
+    };
+    let ctx = HostContext {
+        host_name: &host.name,
+        software_tpm: host.software_tpm,
+    };
+    let verdict = appraise(
+        &checked.verified,
+        checked.log.as_ref(),
+        &flavors,
+        &MatchPolicy::default(),
+        &ctx,
+        now,
+        validity,
+    );
+    let clock = checked.verified.attest().clock_info;
+    let counters = AttestationUpdate {
+        reset_count: Some(i64::from(clock.reset_count)),
+        restart_count: Some(i64::from(clock.restart_count)),
+    };
+    let label = if verdict.verdict() == Trust::Trusted {
+        "ok"
+    } else {
+        "flavor_mismatch"
+    };
+    state
+        .metrics
+        .attestation(verdict.verdict().as_str(), label, started.elapsed());
+    save(state, &host, &verdict, true, Some(counters)).await
+}
+
+async fn unreachable(
+    state: &AppState,
+    host: &HostRow,
+    e: &AgentError,
+    now: SystemTime,
+) -> ApiError {
+    state.metrics.agent_error(e.reason());
+    tracing::info!(host = %host.name, error = %e, "agent unreachable");
+    let now_ms = millis(now);
+    if let Err(err) = state
+        .store
+        .mark_unreachable(&host.name, &e.to_string(), now_ms)
+        .await
+    {
+        return err.into();
+    }
+    let expired = host.expires_at.is_none_or(|x| x <= now_ms);
+    if expired && host.verdict.as_deref().is_some_and(|v| v != "unknown") {
+        let mut h = host.clone();
+        h.status = "unreachable".into();
+        h.status_detail = Some(e.to_string());
+        let view = trust_view(&h, now);
+        let v = Verdict::unknown(view.reasons, now, state.settings.report_validity);
+        if let Err(err) = save(state, host, &v, false, None).await {
+            return err;
+        }
+    }
+    ApiError::BadGateway(format!("host {} is unreachable: {e}", host.name))
+}
+
+/// Imports flavors for `parts` from a registered host's current, freshly verified evidence.
+pub async fn import_flavors(
+    state: &AppState,
+    from_host: &str,
+    parts: &[FlavorPart],
+) -> Result<Vec<Flavor>, ApiError> {
+    let host = state
+        .store
+        .host(from_host)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host named {from_host}")))?;
+    let pcrs: BTreeSet<u8> = parts
+        .iter()
+        .flat_map(|p| p.pcrs().iter().copied())
+        .collect();
+    let selection = BTreeMap::from([(HashAlg::Sha256, pcrs)]);
+    let (nonce, req) = quote_request(&selection)?;
+    let resp = state
+        .agents
+        .quote(&target(&host), &req)
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("cannot get evidence from {from_host}: {e}")))?;
+    let checked = check_quote(&host, &nonce, &resp).map_err(|(reasons, reason)| {
+        ApiError::refused(
+            reason,
+            format!(
+                "the evidence of {from_host} does not verify: {}",
+                reasons.join("; ")
+            ),
+        )
+    })?;
+    let mut flavors = flavors_from_evidence(
+        &checked.verified,
+        checked.log.as_ref(),
+        parts,
+        &host.name,
+        host.software_tpm,
+    )
+    .map_err(|e| ApiError::bad_request("import_failed", e.to_string()))?;
+    let now = state.now_ms();
+    for f in &mut flavors {
+        f.id = crate::store::new_id();
+        let body = serde_json::to_string(&*f).map_err(|e| ApiError::Internal(e.to_string()))?;
+        state
+            .store
+            .put_flavor(&crate::store::FlavorRow {
+                id: f.id.clone(),
+                body,
+                created: now,
+            })
+            .await?;
+    }
+    Ok(flavors)
+}
+
+fn jitter(interval: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    let tenth = interval.as_millis() / 10;
+    if tenth == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(u64::try_from(u128::from(u32::from_be_bytes(b)) % tenth).unwrap_or(0))
+}
+
+/// Attests due hosts until `shutdown` resolves.
+pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> + Send) {
+    let permits = Arc::new(Semaphore::new(state.settings.attest_concurrency));
+    let interval = state.settings.attest_interval;
+    let lease_ms = i64::try_from((interval * 3).max(Duration::from_secs(30)).as_millis())
+        .unwrap_or(i64::MAX / 4);
+    let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    loop {
+        let now = state.now_ms();
+        let limit = i64::try_from(state.settings.attest_concurrency * 2).unwrap_or(128);
+        match state
+            .store
+            .due_hosts(&state.settings.replica, now, limit)
+            .await
+        {
+            Ok(due) => {
+                for name in due {
+                    let busy = state
+                        .in_flight
+                        .lock()
+                        .map(|s| s.contains(&name))
+                        .unwrap_or(true);
+                    if busy {
+                        continue;
+                    }
+                    let next = now
+                        + i64::try_from((interval + jitter(interval)).as_millis())
+                            .unwrap_or(i64::MAX / 4);
+                    match state
+                        .store
+                        .claim(&name, &state.settings.replica, now, now + lease_ms, next)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming a host failed");
+                            continue;
+                        }
+                    }
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    if let Ok(mut s) = state.in_flight.lock() {
+                        s.insert(name.clone());
+                    }
+                    let st = state.clone();
+                    tokio::spawn(async move {
+                        match attest_host(&st, &name).await {
+                            Ok(r) => {
+                                tracing::debug!(host = %name, verdict = %r.verdict, "attested")
+                            }
+                            Err(ApiError::BadGateway(_)) => {}
+                            Err(e) => {
+                                tracing::warn!(host = %name, error = %e, "attestation failed")
+                            }
+                        }
+                        if let Ok(mut s) = st.in_flight.lock() {
+                            s.remove(&name);
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing due hosts failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = state.wake.notified() => {}
+            () = &mut shutdown => return,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Errors, and how they become HTTP responses at the edge.
+//!
+//! Handlers return [`ApiError`]; each variant maps to a status and a JSON
+//! [`ErrorBody`](nodetrust_proto::ErrorBody) with a stable `reason`. Internal failures (the
+//! database) are logged with their detail and answered with a generic sentence: the client is
+//! told what *it* did wrong, never the server's internals.
+//!
+//! [`ApiJson`] replaces axum's `Json` extractor so that bad JSON, unknown fields, a wrong
+//! content type and oversized bodies are 400/413 JSON errors, not axum's plain-text rejections.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nodetrust_proto::ErrorBody;
+
+use crate::store::StoreError;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable reason.
+        reason: &'static str,
+        /// Sentence for the client.
+        message: String,
+    },
+    /// No or wrong credentials.
+    #[error("authentication required")]
+    Unauthorized,
+    /// Authenticated, but the role may not do this.
+    #[error("the account's role may not do this")]
+    Forbidden,
+    /// Refused for a reason the client can act on (e.g. an EK that is not endorsed).
+    #[error("{message}")]
+    Refused {
+        /// Stable reason.
+        reason: &'static str,
+        /// Sentence for the client.
+        message: String,
+    },
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than allowed.
+    #[error("request body too large")]
+    TooLarge,
+    /// A host's agent could not be reached or answered badly.
+    #[error("{0}")]
+    BadGateway(String),
+    /// The server failed.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 with `reason`.
+    pub fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A 403 refusal with `reason`.
+    pub fn refused(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { reason, .. } => (StatusCode::BAD_REQUEST, reason),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Refused { reason, .. } => (StatusCode::FORBIDDEN, reason),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::TooLarge => (StatusCode::BAD_REQUEST, "body_too_large"),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, reason) = self.parts();
+        let message = match &self {
+            Self::Internal(detail) => {
+                tracing::error!(detail = %detail, "internal error");
+                "internal error; see the server log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (status, Json(ErrorBody::new(reason, message))).into_response();
+        if matches!(self, Self::Unauthorized) {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"nodetrust\""),
+            );
+        }
+        resp
+    }
+}
+
+/// JSON body extractor whose rejections are [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge;
+    }
+    match r {
+        JsonRejection::JsonDataError(e) => ApiError::bad_request(
+            "invalid_field",
+            format!("invalid request: {}", e.body_text()),
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request("bad_json", format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::bad_request("content_type", "expected Content-Type: application/json")
+        }
+        other => ApiError::bad_request("bad_body", other.body_text()),
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}

@@ -1,0 +1,76 @@
+//! `nodetrust-server`: parses flags, opens the store, and serves the API and the attestation
+//! engine until SIGINT / SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use nodetrust_server::agent_client::HttpsAgents;
+use nodetrust_server::clock::SystemClock;
+use nodetrust_server::config::{redact_url, Config, ConfigError};
+use nodetrust_server::store::Store;
+use nodetrust_server::{app, engine, run, tls, AppState};
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match Config::load_from(std::env::args_os()) {
+        Ok(c) => c,
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
+    };
+    let store = Store::connect(&config.db)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&config.db)))?;
+    let agent_creds = match (&config.trustagent_username, &config.trustagent_password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        _ => None,
+    };
+    let agents = Arc::new(HttpsAgents::new(config.agent_timeout, agent_creds));
+    let state = AppState::new(&config, store, Arc::new(SystemClock), agents).await?;
+    let (certs, key) = tls::server_identity(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &config.state_dir,
+    )?;
+    let tls_config = tls::server_config(certs, key)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, db = %redact_url(&config.db), "nodetrust-server started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx = stop_rx.clone();
+    let scheduler = tokio::spawn(engine::run_scheduler(state.clone(), async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    run(listener, tls_config, app(state), shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
+    tracing::info!("nodetrust-server stopped");
+    Ok(())
+}

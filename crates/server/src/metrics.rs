@@ -1,0 +1,108 @@
+//! Prometheus metrics, in the text exposition format.
+//!
+//! - `nodetrust_attestations_total{result,reason}`: attestations by verdict and by the stable
+//!   reason label of the first failed check (`ok` when none failed).
+//! - `nodetrust_attestation_seconds`: latency histogram of one attestation (quote + checks).
+//! - `nodetrust_agent_errors_total{reason}`: agents that gave no usable answer.
+//! - `nodetrust_hosts{verdict}`: hosts per current verdict (computed when scraped).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Default)]
+struct Inner {
+    attestations: BTreeMap<(String, String), u64>,
+    agent_errors: BTreeMap<String, u64>,
+    latency_buckets: [u64; BUCKETS.len()],
+    latency_count: u64,
+    latency_sum: f64,
+}
+
+/// The server's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// Counts one attestation.
+    pub fn attestation(&self, result: &str, reason: &str, took: Duration) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.attestations
+                .entry((result.to_string(), reason.to_string()))
+                .or_default() += 1;
+            let s = took.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if s <= *b {
+                    if let Some(c) = m.latency_buckets.get_mut(i) {
+                        *c += 1;
+                    }
+                }
+            }
+            m.latency_count += 1;
+            m.latency_sum += s;
+        }
+    }
+
+    /// Counts an agent error.
+    pub fn agent_error(&self, reason: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.agent_errors.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// The exposition text, with `hosts` (verdict → count) as a gauge.
+    pub fn render(&self, hosts: &BTreeMap<String, u64>) -> String {
+        let mut out = String::new();
+        let Ok(m) = self.inner.lock() else { return out };
+        out.push_str("# HELP nodetrust_attestations_total Attestations by result and reason.\n");
+        out.push_str("# TYPE nodetrust_attestations_total counter\n");
+        for ((result, reason), n) in &m.attestations {
+            let _ = writeln!(
+                out,
+                "nodetrust_attestations_total{{result=\"{result}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP nodetrust_attestation_seconds Time to attest one host.\n");
+        out.push_str("# TYPE nodetrust_attestation_seconds histogram\n");
+        for (b, n) in BUCKETS.iter().zip(m.latency_buckets.iter()) {
+            let _ = writeln!(
+                out,
+                "nodetrust_attestation_seconds_bucket{{le=\"{b}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "nodetrust_attestation_seconds_bucket{{le=\"+Inf\"}} {}",
+            m.latency_count
+        );
+        let _ = writeln!(out, "nodetrust_attestation_seconds_sum {}", m.latency_sum);
+        let _ = writeln!(
+            out,
+            "nodetrust_attestation_seconds_count {}",
+            m.latency_count
+        );
+        out.push_str(
+            "# HELP nodetrust_agent_errors_total Agents that gave no usable answer, by reason.\n",
+        );
+        out.push_str("# TYPE nodetrust_agent_errors_total counter\n");
+        for (reason, n) in &m.agent_errors {
+            let _ = writeln!(
+                out,
+                "nodetrust_agent_errors_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP nodetrust_hosts Hosts by current verdict.\n");
+        out.push_str("# TYPE nodetrust_hosts gauge\n");
+        for (verdict, n) in hosts {
+            let _ = writeln!(out, "nodetrust_hosts{{verdict=\"{verdict}\"}} {n}");
+        }
+        out
+    }
+}

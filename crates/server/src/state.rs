@@ -1,0 +1,161 @@
+//! The state shared by request handlers and the attestation engine.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::agent_client::AgentConnector;
+use crate::auth::{ensure_account, Authenticator, Role};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::ekca::EkCaBundle;
+use crate::jws::{self, Signer};
+use crate::metrics::Metrics;
+use crate::store::{millis, Store};
+
+/// Settings the handlers and the engine read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Attestation interval.
+    pub attest_interval: Duration,
+    /// Verdict validity.
+    pub report_validity: Duration,
+    /// Most attestations in flight.
+    pub attest_concurrency: usize,
+    /// Largest request body.
+    pub max_body: usize,
+    /// This replica's name (leases).
+    pub replica: String,
+    /// How long a registration challenge stays open.
+    pub challenge_ttl: Duration,
+}
+
+/// Everything shared.
+#[derive(Debug)]
+pub struct Inner {
+    /// The store.
+    pub store: Store,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The agents.
+    pub agents: Arc<dyn AgentConnector>,
+    /// Authentication.
+    pub auth: Authenticator,
+    /// The report signer.
+    pub signer: Signer,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Manufacturer CAs for EK certificates.
+    pub ek_cas: EkCaBundle,
+    /// Settings.
+    pub settings: Settings,
+    /// Wakes the scheduler (a host became due now).
+    pub wake: Notify,
+    /// Hosts being attested by this process.
+    pub in_flight: Mutex<HashSet<String>>,
+}
+
+/// The shared state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// An account could not be set up.
+    #[error("setting up account {name}: {detail}")]
+    Account {
+        /// Account.
+        name: String,
+        /// Cause.
+        detail: String,
+    },
+    /// The signing key is unusable.
+    #[error(transparent)]
+    Sign(#[from] jws::SignError),
+    /// The EK CA directory is unusable.
+    #[error("--ek-ca-dir: {0}")]
+    EkCa(String),
+}
+
+impl AppState {
+    /// Builds the state: loads the signing key (made on first start), the EK CAs, and creates
+    /// or updates the configured admin and agent accounts.
+    pub async fn new(
+        config: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        agents: Arc<dyn AgentConnector>,
+    ) -> Result<Self, StartError> {
+        let now = millis(clock.now());
+        let accounts = [
+            (&config.admin_username, &config.admin_password, Role::Admin),
+            (&config.agent_username, &config.agent_password, Role::Agent),
+        ];
+        for (user, password, role) in accounts {
+            if let (Some(u), Some(p)) = (user, password) {
+                ensure_account(&store, u, p, role, now)
+                    .await
+                    .map_err(|detail| StartError::Account {
+                        name: u.clone(),
+                        detail,
+                    })?;
+            }
+        }
+        let mut key_error = None;
+        let key = store
+            .key_or_insert("report-signing", || {
+                jws::generate_key().unwrap_or_else(|e| {
+                    key_error = Some(e);
+                    String::new()
+                })
+            })
+            .await?;
+        if let Some(e) = key_error {
+            return Err(e.into());
+        }
+        let signer = Signer::from_pkcs8_b64(&key)?;
+        let ek_cas = match &config.ek_ca_dir {
+            Some(dir) => EkCaBundle::load_dir(dir).map_err(StartError::EkCa)?,
+            None => EkCaBundle::default(),
+        };
+        let settings = Settings {
+            attest_interval: config.attest_interval,
+            report_validity: config.report_validity,
+            attest_concurrency: config.attest_concurrency.max(1),
+            max_body: config.max_body,
+            replica: config.replica(),
+            challenge_ttl: crate::registrar::CHALLENGE_TTL,
+        };
+        Ok(Self(Arc::new(Inner {
+            store,
+            clock,
+            agents,
+            auth: Authenticator::new(),
+            signer,
+            metrics: Metrics::default(),
+            ek_cas,
+            settings,
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+        })))
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        millis(self.clock.now())
+    }
+}

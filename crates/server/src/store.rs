@@ -1,0 +1,1002 @@
+//! The store: every table the server keeps, behind one type, on sqlx's Any driver.
+//!
+//! SQLite (an embedded file, the default) and PostgreSQL (several replicas) run the same SQL:
+//! `$N` placeholders (which SQLite also reads), `TEXT` and `BIGINT` columns only (booleans as
+//! 0/1 integers, times as Unix milliseconds, binary as base64 text), so the Any driver reads
+//! every column the same way on both. Migrations run at start ([`Store::connect`]).
+//!
+//! Multi-replica work sharing uses leases on host rows: [`Store::claim`] is a conditional update
+//! that succeeds for the current owner, a free host or an expired lease. A replica renews its
+//! leases at every attestation; when it dies, the others take its hosts over once the leases
+//! expire.
+//!
+//! The change feed: every verdict or host change appends a row to `changes` (a durable,
+//! ordered log a follower can resume from by sequence number, [`Store::changes_since`]) in the
+//! same transaction, and is published on an in-process broadcast channel
+//! ([`Store::subscribe`]). On PostgreSQL the transaction also sends `NOTIFY nodetrust_changes`
+//! with the change as JSON, so a follower in another replica hears it at commit
+//! ([`Store::pg_listener`]).
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Row};
+use tokio::sync::broadcast;
+
+/// A store failure (the database, or a row that does not decode).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The URL names no supported database.
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    /// The SQLite file's directory could not be made.
+    #[error("cannot create the database directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Unix milliseconds.
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// From Unix milliseconds.
+pub fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Which backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// Name.
+    pub name: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    /// `admin`, `reader` or `agent`.
+    pub role: String,
+}
+
+/// An accepted EK (`tpm-endorsements`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Endorsement {
+    /// Identifier.
+    pub id: String,
+    /// Hardware UUID the EK belongs to, when known.
+    pub hardware_uuid: Option<String>,
+    /// SHA-256 (hex) of the EK's key as canonical DER SubjectPublicKeyInfo.
+    pub ek_sha256: String,
+    /// EK `TPM2B_PUBLIC`, base64, when given.
+    pub ek_public: Option<String>,
+    /// EK certificate DER, base64, when given.
+    pub certificate: Option<String>,
+    /// Free text.
+    pub comment: Option<String>,
+    /// Whether revoked.
+    pub revoked: bool,
+    /// When added (Unix ms).
+    pub created: i64,
+}
+
+/// A registered host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRow {
+    /// Host name (the agent's `--host-name`).
+    pub name: String,
+    /// Hardware UUID.
+    pub hardware_uuid: String,
+    /// Agent URL.
+    pub connection_url: String,
+    /// Pinned SHA-256 (hex) of the agent's TLS certificate.
+    pub tls_cert_sha256: String,
+    /// EK `TPM2B_PUBLIC`, base64.
+    pub ek_public: String,
+    /// Pinned AK `TPM2B_PUBLIC`, base64.
+    pub ak_public: String,
+    /// Host facts JSON.
+    pub host_info: String,
+    /// Whether the TPM is a software TPM.
+    pub software_tpm: bool,
+    /// `pending`, `connected`, `unreachable`.
+    pub status: String,
+    /// Detail of the status (the last agent error).
+    pub status_detail: Option<String>,
+    /// Last seen TPM resetCount.
+    pub reset_count: Option<i64>,
+    /// Last seen TPM restartCount.
+    pub restart_count: Option<i64>,
+    /// Latest verdict.
+    pub verdict: Option<String>,
+    /// Latest reasons (JSON array).
+    pub reasons: Option<String>,
+    /// Latest attestation time (Unix ms).
+    pub attested_at: Option<i64>,
+    /// Latest verdict expiry (Unix ms).
+    pub expires_at: Option<i64>,
+    /// Registration time (Unix ms).
+    pub created: i64,
+}
+
+/// A report (one verdict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// Identifier.
+    pub id: String,
+    /// Host.
+    pub host_name: String,
+    /// `trusted`, `untrusted`, `unknown`.
+    pub verdict: String,
+    /// JSON array of reasons.
+    pub reasons: String,
+    /// Unix ms.
+    pub created: i64,
+    /// Unix ms.
+    pub expires: i64,
+    /// JWS.
+    pub signed_report: String,
+}
+
+/// A stored flavor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlavorRow {
+    /// Identifier.
+    pub id: String,
+    /// Flavor JSON.
+    pub body: String,
+    /// Unix ms.
+    pub created: i64,
+}
+
+/// A pending registration (MakeCredential challenge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRow {
+    /// Identifier.
+    pub id: String,
+    /// SHA-256 (hex) of the secret.
+    pub secret_sha256: String,
+    /// The registration request JSON.
+    pub request: String,
+    /// Unix ms.
+    pub expires: i64,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// Host concerned.
+    pub host_name: String,
+    /// `verdict`, `registered`, `deleted`, `status`.
+    pub kind: String,
+    /// The new verdict, for `verdict` changes.
+    pub verdict: Option<String>,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    changes: broadcast::Sender<Change>,
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL notification channel of the change feed.
+pub const CHANGES_CHANNEL: &str = "nodetrust_changes";
+
+struct Migration {
+    version: i64,
+    sqlite: &'static [&'static str],
+    postgres: &'static [&'static str],
+}
+
+const COMMON_V1: &[&str] = &[
+    "CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL, created BIGINT NOT NULL)",
+    "CREATE TABLE endorsements (id TEXT PRIMARY KEY, hardware_uuid TEXT, ek_sha256 TEXT NOT NULL, ek_public TEXT, \
+     certificate TEXT, comment TEXT, revoked BIGINT NOT NULL DEFAULT 0, created BIGINT NOT NULL)",
+    "CREATE INDEX endorsements_ek ON endorsements (ek_sha256)",
+    "CREATE TABLE hosts (name TEXT PRIMARY KEY, hardware_uuid TEXT NOT NULL UNIQUE, connection_url TEXT NOT NULL, \
+     tls_cert_sha256 TEXT NOT NULL, ek_public TEXT NOT NULL, ak_public TEXT NOT NULL, host_info TEXT NOT NULL, \
+     software_tpm BIGINT NOT NULL, status TEXT NOT NULL, status_detail TEXT, reset_count BIGINT, restart_count BIGINT, \
+     verdict TEXT, reasons TEXT, attested_at BIGINT, expires_at BIGINT, lease_owner TEXT, \
+     lease_until BIGINT NOT NULL DEFAULT 0, next_attest BIGINT NOT NULL DEFAULT 0, created BIGINT NOT NULL, \
+     updated BIGINT NOT NULL)",
+    "CREATE INDEX hosts_next_attest ON hosts (next_attest)",
+    "CREATE TABLE challenges (id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, request TEXT NOT NULL, expires BIGINT NOT NULL)",
+    "CREATE TABLE flavors (id TEXT PRIMARY KEY, body TEXT NOT NULL, created BIGINT NOT NULL)",
+    "CREATE TABLE reports (id TEXT PRIMARY KEY, host_name TEXT NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL, \
+     created BIGINT NOT NULL, expires BIGINT NOT NULL, signed_report TEXT NOT NULL)",
+    "CREATE INDEX reports_host_created ON reports (host_name, created)",
+    "CREATE TABLE server_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+];
+
+const SQLITE_V1: &[&str] = &[
+    "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, host_name TEXT NOT NULL, \
+     kind TEXT NOT NULL, verdict TEXT, created BIGINT NOT NULL)",
+];
+const POSTGRES_V1: &[&str] = &[
+    "CREATE TABLE changes (seq BIGSERIAL PRIMARY KEY, host_name TEXT NOT NULL, \
+     kind TEXT NOT NULL, verdict TEXT, created BIGINT NOT NULL)",
+];
+
+fn migrations() -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        sqlite: SQLITE_V1,
+        postgres: POSTGRES_V1,
+    }]
+}
+
+const HOST_COLUMNS: &str = "name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
+     software_tpm, status, status_detail, reset_count, restart_count, verdict, reasons, attested_at, expires_at, created";
+
+fn host_from_row(r: &AnyRow) -> Result<HostRow> {
+    Ok(HostRow {
+        name: r.try_get("name")?,
+        hardware_uuid: r.try_get("hardware_uuid")?,
+        connection_url: r.try_get("connection_url")?,
+        tls_cert_sha256: r.try_get("tls_cert_sha256")?,
+        ek_public: r.try_get("ek_public")?,
+        ak_public: r.try_get("ak_public")?,
+        host_info: r.try_get("host_info")?,
+        software_tpm: r.try_get::<i64, _>("software_tpm")? != 0,
+        status: r.try_get("status")?,
+        status_detail: r.try_get("status_detail")?,
+        reset_count: r.try_get("reset_count")?,
+        restart_count: r.try_get("restart_count")?,
+        verdict: r.try_get("verdict")?,
+        reasons: r.try_get("reasons")?,
+        attested_at: r.try_get("attested_at")?,
+        expires_at: r.try_get("expires_at")?,
+        created: r.try_get("created")?,
+    })
+}
+
+fn report_from_row(r: &AnyRow) -> Result<ReportRow> {
+    Ok(ReportRow {
+        id: r.try_get("id")?,
+        host_name: r.try_get("host_name")?,
+        verdict: r.try_get("verdict")?,
+        reasons: r.try_get("reasons")?,
+        created: r.try_get("created")?,
+        expires: r.try_get("expires")?,
+        signed_report: r.try_get("signed_report")?,
+    })
+}
+
+fn endorsement_from_row(r: &AnyRow) -> Result<Endorsement> {
+    Ok(Endorsement {
+        id: r.try_get("id")?,
+        hardware_uuid: r.try_get("hardware_uuid")?,
+        ek_sha256: r.try_get("ek_sha256")?,
+        ek_public: r.try_get("ek_public")?,
+        certificate: r.try_get("certificate")?,
+        comment: r.try_get("comment")?,
+        revoked: r.try_get::<i64, _>("revoked")? != 0,
+        created: r.try_get("created")?,
+    })
+}
+
+/// A new random identifier (128 bits, hex).
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    // A failing system RNG leaves zeros; ids then collide and inserts fail loudly.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    hex::encode(b)
+}
+
+/// What an attestation wrote about a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationUpdate {
+    /// TPM resetCount seen (when a quote was verified).
+    pub reset_count: Option<i64>,
+    /// TPM restartCount seen.
+    pub restart_count: Option<i64>,
+}
+
+impl Store {
+    /// Connects, and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let (file, query) = path.split_once('?').unwrap_or((path, ""));
+            if file != ":memory:" && !file.is_empty() {
+                if let Some(dir) = std::path::Path::new(file).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                }
+            }
+            let query = if query.is_empty() {
+                "mode=rwc".to_string()
+            } else {
+                query.to_string()
+            };
+            (Backend::Sqlite, format!("sqlite://{file}?{query}"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let url = url.clone();
+        let max = match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        let (changes, _) = broadcast::channel(1024);
+        let store = Self {
+            pool,
+            backend,
+            changes,
+            url,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes fails outright, without
+    /// waiting, when another connection wrote in between.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        for m in migrations() {
+            let mut tx = self.write_tx().await?;
+            if self.backend == Backend::Postgres {
+                // Replicas starting together: one migrates, the others wait here.
+                sqlx::query("SELECT pg_advisory_xact_lock(7365242)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_none() {
+                let specific = match self.backend {
+                    Backend::Sqlite => m.sqlite,
+                    Backend::Postgres => m.postgres,
+                };
+                for stmt in COMMON_V1.iter().filter(|_| m.version == 1).chain(specific) {
+                    sqlx::query(*stmt).execute(&mut *tx).await?;
+                }
+                sqlx::query("INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)")
+                    .bind(m.version)
+                    .bind(millis(SystemTime::now()))
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::info!(version = m.version, "database migrated");
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Follows changes as they happen in this process.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Changes after sequence number `after`, oldest first (for a follower that resumes).
+    pub async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<(i64, Change)>> {
+        let rows = sqlx::query("SELECT seq, host_name, kind, verdict FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("seq")?,
+                    Change {
+                        host_name: r.try_get("host_name")?,
+                        kind: r.try_get("kind")?,
+                        verdict: r.try_get("verdict")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn record_change(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        change: &Change,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO changes (host_name, kind, verdict, created) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&change.host_name)
+        .bind(&change.kind)
+        .bind(&change.verdict)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if self.backend == Backend::Postgres {
+            let payload = serde_json::to_string(change).unwrap_or_default();
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(payload)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// On PostgreSQL, a listener on the change feed's notification channel (every replica's
+    /// changes, as JSON [`Change`]s); `None` on SQLite, where one process owns the database.
+    pub async fn pg_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        l.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(l))
+    }
+
+    fn publish(&self, change: Change) {
+        // No subscriber is fine: the durable feed has it.
+        let _ = self.changes.send(change);
+    }
+
+    // ---- users ----
+
+    /// Creates or replaces a user.
+    pub async fn put_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, role, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(role)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A user by name.
+    pub async fn user(&self, name: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(UserRow {
+                name: r.try_get("name")?,
+                password_hash: r.try_get("password_hash")?,
+                role: r.try_get("role")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- endorsements ----
+
+    /// Adds an endorsement.
+    pub async fn add_endorsement(&self, e: &Endorsement) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO endorsements (id, hardware_uuid, ek_sha256, ek_public, certificate, comment, revoked, created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&e.id)
+        .bind(&e.hardware_uuid)
+        .bind(&e.ek_sha256)
+        .bind(&e.ek_public)
+        .bind(&e.certificate)
+        .bind(&e.comment)
+        .bind(i64::from(e.revoked))
+        .bind(e.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Endorsements, optionally only those of one hardware UUID.
+    pub async fn endorsements(&self, hardware_uuid: Option<&str>) -> Result<Vec<Endorsement>> {
+        let rows = match hardware_uuid {
+            Some(u) => {
+                sqlx::query("SELECT * FROM endorsements WHERE hardware_uuid = $1 ORDER BY created")
+                    .bind(u)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM endorsements ORDER BY created")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(endorsement_from_row).collect()
+    }
+
+    /// Active (not revoked) endorsements of an EK.
+    pub async fn active_endorsements_for(&self, ek_sha256: &str) -> Result<Vec<Endorsement>> {
+        let rows = sqlx::query("SELECT * FROM endorsements WHERE ek_sha256 = $1 AND revoked = 0")
+            .bind(ek_sha256)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(endorsement_from_row).collect()
+    }
+
+    /// Revokes an endorsement; false when there is none with that id.
+    pub async fn revoke_endorsement(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE endorsements SET revoked = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ---- registration challenges ----
+
+    /// Stores a pending registration.
+    pub async fn put_challenge(&self, c: &ChallengeRow, now: i64) -> Result<()> {
+        sqlx::query("DELETE FROM challenges WHERE expires < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO challenges (id, secret_sha256, request, expires) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_sha256)
+        .bind(&c.request)
+        .bind(c.expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes (reads and deletes) a pending registration that has not expired: one try each.
+    pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
+        let mut tx = self.write_tx().await?;
+        let row =
+            sqlx::query("SELECT id, secret_sha256, request, expires FROM challenges WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query("DELETE FROM challenges WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(r) = row else { return Ok(None) };
+        let c = ChallengeRow {
+            id: r.try_get("id")?,
+            secret_sha256: r.try_get("secret_sha256")?,
+            request: r.try_get("request")?,
+            expires: r.try_get("expires")?,
+        };
+        Ok((c.expires >= now).then_some(c))
+    }
+
+    // ---- hosts ----
+
+    /// A host by name.
+    pub async fn host(&self, name: &str) -> Result<Option<HostRow>> {
+        let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(host_from_row).transpose()
+    }
+
+    /// A host by hardware UUID.
+    pub async fn host_by_uuid(&self, hardware_uuid: &str) -> Result<Option<HostRow>> {
+        let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE hardware_uuid = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(hardware_uuid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(host_from_row).transpose()
+    }
+
+    /// Every host, by name.
+    pub async fn hosts(&self) -> Result<Vec<HostRow>> {
+        let q = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(host_from_row).collect()
+    }
+
+    /// Registers a host whose AK was just proven, replacing an earlier registration of the same
+    /// hardware UUID (a reimaged node). Returns whether one was replaced. The host is due for
+    /// attestation at once; its last-seen TPM counters are forgotten (a new AK, a new history).
+    pub async fn register_host(&self, h: &HostRow, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT name FROM hosts WHERE hardware_uuid = $1")
+                .bind(&h.hardware_uuid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(old_name) = &old {
+            sqlx::query("DELETE FROM hosts WHERE hardware_uuid = $1")
+                .bind(&h.hardware_uuid)
+                .execute(&mut *tx)
+                .await?;
+            if old_name != &h.name {
+                let change = Change {
+                    host_name: old_name.clone(),
+                    kind: "deleted".into(),
+                    verdict: None,
+                };
+                self.record_change(&mut tx, &change, now).await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
+             software_tpm, status, created, updated, next_attest, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, 0, 0)",
+        )
+        .bind(&h.name)
+        .bind(&h.hardware_uuid)
+        .bind(&h.connection_url)
+        .bind(&h.tls_cert_sha256)
+        .bind(&h.ek_public)
+        .bind(&h.ak_public)
+        .bind(&h.host_info)
+        .bind(i64::from(h.software_tpm))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let change = Change {
+            host_name: h.name.clone(),
+            kind: "registered".into(),
+            verdict: None,
+        };
+        self.record_change(&mut tx, &change, now).await?;
+        tx.commit().await?;
+        self.publish(change);
+        Ok(old.is_some())
+    }
+
+    /// Deletes a host and its reports; false when there is none.
+    pub async fn delete_host(&self, name: &str, now: i64) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM reports WHERE host_name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let change = Change {
+            host_name: name.to_string(),
+            kind: "deleted".into(),
+            verdict: None,
+        };
+        self.record_change(&mut tx, &change, now).await?;
+        tx.commit().await?;
+        self.publish(change);
+        Ok(true)
+    }
+
+    /// Makes a host due for attestation at `at`.
+    pub async fn schedule(&self, name: &str, at: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE hosts SET next_attest = $1 WHERE name = $2")
+            .bind(at)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Hosts due at `now` that this replica may take (free, its own, or with an expired lease).
+    pub async fn due_hosts(&self, replica: &str, now: i64, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM hosts WHERE next_attest <= $1 \
+             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_attest, name LIMIT $3",
+        )
+        .bind(now)
+        .bind(replica)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
+    /// Claims (or renews) the lease on a host until `until`, and moves its next attestation to
+    /// `next`; false when another replica holds a live lease.
+    pub async fn claim(
+        &self,
+        name: &str,
+        replica: &str,
+        now: i64,
+        until: i64,
+        next: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE hosts SET lease_owner = $1, lease_until = $2, next_attest = $3 WHERE name = $4 \
+             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $5)",
+        )
+        .bind(replica)
+        .bind(until)
+        .bind(next)
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The replica holding a host's lease and until when.
+    pub async fn lease(&self, name: &str) -> Result<Option<(Option<String>, i64)>> {
+        let row = sqlx::query("SELECT lease_owner, lease_until FROM hosts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("lease_owner")?, r.try_get("lease_until")?)))
+            .transpose()
+    }
+
+    /// Records that a host's agent could not be reached (its verdict is left as it is).
+    pub async fn mark_unreachable(&self, name: &str, detail: &str, now: i64) -> Result<()> {
+        let r = sqlx::query("UPDATE hosts SET status = 'unreachable', status_detail = $1, updated = $2 WHERE name = $3 AND status <> 'unreachable'")
+            .bind(detail)
+            .bind(now)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("UPDATE hosts SET status_detail = $1 WHERE name = $2")
+            .bind(detail)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() > 0 {
+            let mut tx = self.write_tx().await?;
+            let change = Change {
+                host_name: name.to_string(),
+                kind: "status".into(),
+                verdict: None,
+            };
+            self.record_change(&mut tx, &change, now).await?;
+            tx.commit().await?;
+            self.publish(change);
+        }
+        Ok(())
+    }
+
+    /// Stores a report and makes it the host's current verdict; `reached` says whether the
+    /// agent answered (status `connected`) and `counters` the TPM counters its quote showed.
+    pub async fn save_report(
+        &self,
+        report: &ReportRow,
+        reached: bool,
+        counters: Option<AttestationUpdate>,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&report.id)
+        .bind(&report.host_name)
+        .bind(&report.verdict)
+        .bind(&report.reasons)
+        .bind(report.created)
+        .bind(report.expires)
+        .bind(&report.signed_report)
+        .execute(&mut *tx)
+        .await?;
+        let previous: Option<Option<String>> =
+            sqlx::query_scalar("SELECT verdict FROM hosts WHERE name = $1")
+                .bind(&report.host_name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, updated = $3 WHERE name = $5",
+        )
+        .bind(&report.verdict)
+        .bind(&report.reasons)
+        .bind(report.created)
+        .bind(report.expires)
+        .bind(&report.host_name)
+        .execute(&mut *tx)
+        .await?;
+        if reached {
+            sqlx::query(
+                "UPDATE hosts SET status = 'connected', status_detail = NULL WHERE name = $1",
+            )
+            .bind(&report.host_name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(c) = counters {
+            sqlx::query("UPDATE hosts SET reset_count = $1, restart_count = $2 WHERE name = $3")
+                .bind(c.reset_count)
+                .bind(c.restart_count)
+                .bind(&report.host_name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
+        let change = Change {
+            host_name: report.host_name.clone(),
+            kind: "verdict".into(),
+            verdict: Some(report.verdict.clone()),
+        };
+        if changed {
+            self.record_change(&mut tx, &change, report.created).await?;
+        }
+        tx.commit().await?;
+        if changed {
+            self.publish(change);
+        }
+        Ok(())
+    }
+
+    /// Reports of a host (or of all hosts), newest first.
+    pub async fn reports(&self, host_name: Option<&str>, limit: i64) -> Result<Vec<ReportRow>> {
+        let rows = match host_name {
+            Some(h) => {
+                sqlx::query("SELECT * FROM reports WHERE host_name = $1 ORDER BY created DESC, id DESC LIMIT $2")
+                    .bind(h)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM reports ORDER BY created DESC, id DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(report_from_row).collect()
+    }
+
+    // ---- flavors ----
+
+    /// Stores a flavor.
+    pub async fn put_flavor(&self, f: &FlavorRow) -> Result<()> {
+        sqlx::query("INSERT INTO flavors (id, body, created) VALUES ($1, $2, $3)")
+            .bind(&f.id)
+            .bind(&f.body)
+            .bind(f.created)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every flavor, oldest first.
+    pub async fn flavors(&self) -> Result<Vec<FlavorRow>> {
+        let rows = sqlx::query("SELECT id, body, created FROM flavors ORDER BY created, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FlavorRow {
+                    id: r.try_get("id")?,
+                    body: r.try_get("body")?,
+                    created: r.try_get("created")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a flavor; false when there is none.
+    pub async fn delete_flavor(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM flavors WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ---- server keys ----
+
+    /// The value stored under `name`, inserting `make()` first when there is none (replicas
+    /// racing here all end up with the first value written).
+    pub async fn key_or_insert(&self, name: &str, make: impl FnOnce() -> String) -> Result<String> {
+        if let Some(v) =
+            sqlx::query_scalar::<_, String>("SELECT value FROM server_keys WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+        {
+            return Ok(v);
+        }
+        sqlx::query(
+            "INSERT INTO server_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make())
+        .execute(&self.pool)
+        .await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v)
+    }
+}

@@ -1,0 +1,154 @@
+//! The `nodetrust-server` binary: flags and environment, the generated TLS pair, the runbook
+//! probe, a clean stop on SIGTERM, and a restart on the same database.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nodetrust-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--db", &format!("sqlite://{}/server.db", dir.display())])
+        .args(["--state-dir", &dir.display().to_string()])
+        .args(["--attest-interval", "5s", "--report-validity", "1m"])
+        .env("NODETRUST_ADMIN_USERNAME", "admin")
+        .env("NODETRUST_ADMIN_PASSWORD", "admin-pw")
+        .env("MTWILSON_API_USERNAME", "agent")
+        .env("MTWILSON_API_PASSWORD", "agent-pw")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn curl(port: u16, creds: Option<&str>, path: &str) -> String {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let mut args = vec!["-o", "/dev/null", "-s", "-k", "-w", "%{http_code}"];
+    if let Some(c) = creds {
+        args.extend(["-u", c]);
+    }
+    args.push(&url);
+    String::from_utf8(Command::new("curl").args(&args).output().unwrap().stdout).unwrap()
+}
+
+fn wait_ready(port: u16) {
+    let start = Instant::now();
+    while curl(port, None, "/healthz") != "200" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(mut child: Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    err
+}
+
+#[test]
+fn binary_serves_the_probe_stops_cleanly_and_restarts_on_the_same_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(dir.path(), port);
+    wait_ready(port);
+    assert!(dir.path().join("server.crt").exists() && dir.path().join("server.key").exists());
+    assert_eq!(
+        curl(
+            port,
+            Some("agent:agent-pw"),
+            "/mtwilson/v2/tpm-endorsements"
+        ),
+        "200"
+    );
+    assert_eq!(
+        curl(port, Some("agent:nope"), "/mtwilson/v2/tpm-endorsements"),
+        "401"
+    );
+    assert_eq!(curl(port, None, "/mtwilson/v2/tpm-endorsements"), "401");
+    assert_eq!(
+        curl(port, Some("admin:admin-pw"), "/mtwilson/v2/hosts"),
+        "200"
+    );
+    assert_eq!(curl(port, None, "/readyz"), "200");
+    let log = stop(server);
+    assert!(
+        !log.contains("agent-pw") && !log.contains("admin-pw"),
+        "secrets in the log: {log}"
+    );
+    assert!(log.contains("server TLS certificate"), "{log}");
+    let cert_before = std::fs::read(dir.path().join("server.crt")).unwrap();
+    let port2 = free_port();
+    let server = start(dir.path(), port2);
+    wait_ready(port2);
+    assert_eq!(
+        curl(port2, Some("admin:admin-pw"), "/mtwilson/v2/hosts"),
+        "200"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("server.crt")).unwrap(),
+        cert_before,
+        "the generated pair is kept"
+    );
+    stop(server);
+}
+
+#[test]
+fn help_documents_the_interface_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodetrust-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--db",
+        "--state-dir",
+        "--tls-cert",
+        "--tls-key",
+        "--ek-ca-dir",
+        "--attest-interval",
+        "--report-validity",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(
+        help.contains("0.0.0.0:8443")
+            && help.contains("sqlite:///var/lib/nodetrust/server.db")
+            && help.contains("10m")
+    );
+}

@@ -1,0 +1,455 @@
+//! Test harness: the server's router over a temporary SQLite store (or PostgreSQL), a clock the
+//! test moves, and software agents (real quotes from a software TPM, real event logs) behind
+//! the agent connector.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test; not every test uses every helper"
+)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use nodetrust_eventlog::build::{image_load_event, LogBuilder};
+use nodetrust_eventlog::types;
+use nodetrust_proto::agent::{HostInfo, QuoteRequest, QuoteResponse};
+use nodetrust_proto::b64;
+use nodetrust_proto::registration::RegisterRequest;
+use nodetrust_server::agent_client::{AgentConnector, AgentError, AgentTarget, BoxFuture};
+use nodetrust_server::clock::ManualClock;
+use nodetrust_server::config::Config;
+use nodetrust_server::store::Store;
+use nodetrust_server::{app, AppState};
+use nodetrust_testkit::soft::SoftTpm;
+use nodetrust_tpm_wire::HashAlg;
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+pub const ADMIN: (&str, &str) = ("admin", "admin-password");
+pub const AGENT: (&str, &str) = ("agent", "agent-password");
+
+/// One measured-boot event: PCR, type, what was measured, event data.
+#[derive(Debug, Clone)]
+pub struct BootEvent {
+    pub pcr: u32,
+    pub event_type: u32,
+    pub measured: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
+pub fn app_event(pcr: u32, path: &str, image: &str) -> BootEvent {
+    BootEvent {
+        pcr,
+        event_type: types::EV_EFI_BOOT_SERVICES_APPLICATION,
+        measured: image.as_bytes().to_vec(),
+        data: image_load_event(path, image.len() as u64),
+    }
+}
+
+pub fn ipl(pcr: u32, text: &str) -> BootEvent {
+    BootEvent {
+        pcr,
+        event_type: types::EV_IPL,
+        measured: text.as_bytes().to_vec(),
+        data: text.as_bytes().to_vec(),
+    }
+}
+
+pub fn separator(pcr: u32) -> BootEvent {
+    BootEvent {
+        pcr,
+        event_type: types::EV_SEPARATOR,
+        measured: vec![0; 4],
+        data: vec![0; 4],
+    }
+}
+
+/// A gold boot: firmware, shim and grub, kernel and initrd, command line.
+pub fn gold_boot(grub: &str) -> Vec<BootEvent> {
+    let mut v = vec![BootEvent {
+        pcr: 0,
+        event_type: types::EV_POST_CODE,
+        measured: b"firmware v1".to_vec(),
+        data: b"POST CODE".to_vec(),
+    }];
+    for pcr in 0..8 {
+        v.push(separator(pcr));
+    }
+    v.push(app_event(4, "\\EFI\\BOOT\\shimx64.efi", "shim 15.7"));
+    v.push(app_event(4, "\\EFI\\debian\\grubx64.efi", grub));
+    v.push(ipl(8, "grub_cmd: set root=hd0,gpt2"));
+    v.push(ipl(8, "kernel_cmdline: /vmlinuz-6.1 root=/dev/sda2 ro"));
+    v.push(ipl(9, "/boot/vmlinuz-6.1"));
+    v.push(ipl(9, "/boot/initrd.img-6.1"));
+    v
+}
+
+/// A software agent: a software TPM, its boot log, and switches for failure cases.
+#[derive(Debug)]
+pub struct SoftAgent {
+    pub tpm: SoftTpm,
+    pub host_name: String,
+    pub hardware_uuid: String,
+    pub url: String,
+    pub event_log: Option<Vec<u8>>,
+    pub down: bool,
+    /// When set, answer with this (an old, captured answer) instead of quoting.
+    pub replay: Option<QuoteResponse>,
+    pub last: Option<QuoteResponse>,
+    pub quotes: usize,
+}
+
+impl SoftAgent {
+    pub fn new(host_name: &str, hardware_uuid: &str) -> Self {
+        Self {
+            tpm: SoftTpm::new().unwrap(),
+            host_name: host_name.into(),
+            hardware_uuid: hardware_uuid.into(),
+            url: format!("https://{host_name}.test:1443"),
+            event_log: None,
+            down: false,
+            replay: None,
+            last: None,
+            quotes: 0,
+        }
+    }
+
+    /// Reboots into `events`: PCRs reset, every event extended, the log recorded.
+    pub fn boot(&mut self, events: &[BootEvent]) {
+        self.tpm.reboot();
+        let mut log = LogBuilder::crypto_agile(&[HashAlg::Sha1, HashAlg::Sha256]);
+        for e in events {
+            log.measured(e.pcr, e.event_type, &e.measured, &e.data);
+        }
+        for e in log.events() {
+            for (bank, d) in &e.digests {
+                self.tpm.extend(*bank, e.pcr as u8, d);
+            }
+        }
+        self.event_log = Some(log.bytes());
+    }
+
+    pub fn host_info(&self) -> HostInfo {
+        HostInfo {
+            host_name: self.host_name.clone(),
+            hardware_uuid: self.hardware_uuid.clone(),
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            kernel_version: "6.1.0".into(),
+            tpm_version: "2.0".into(),
+            tpm_manufacturer: "SOFT".into(),
+            tpm_firmware_version: "1.0".into(),
+            pcr_banks: vec!["SHA1".into(), "SHA256".into()],
+            measured_launch: false,
+            secure_boot: Some(true),
+            software_tpm: false,
+            agent_version: "0.1.0".into(),
+        }
+    }
+
+    pub fn register_request(&self) -> RegisterRequest {
+        RegisterRequest {
+            host: self.host_info(),
+            connection_url: self.url.clone(),
+            tls_cert_sha256: "ab".repeat(32),
+            ek_public: self.tpm.ek_public().tpm2b_bytes(),
+            ek_certificate: None,
+            aik: self.tpm.ak_public().tpm2b_bytes(),
+        }
+    }
+
+    fn answer(&mut self, req: &QuoteRequest) -> Result<QuoteResponse, AgentError> {
+        if self.down {
+            return Err(AgentError::Connect("connection refused".into()));
+        }
+        if let Some(r) = &self.replay {
+            return Ok(r.clone());
+        }
+        let banks: Vec<HashAlg> = req
+            .pcrbanks
+            .iter()
+            .map(|b| HashAlg::from_name(b).unwrap())
+            .collect();
+        let pcrs: BTreeSet<u8> = req.pcrs.iter().copied().collect();
+        let sel: BTreeMap<HashAlg, BTreeSet<u8>> =
+            banks.into_iter().map(|b| (b, pcrs.clone())).collect();
+        let q = self
+            .tpm
+            .quote(&req.nonce, &sel)
+            .map_err(AgentError::Malformed)?;
+        let resp = QuoteResponse {
+            quote: q.attest,
+            signature: q.signature,
+            aik: self.tpm.ak_public().tpm2b_bytes(),
+            pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
+            event_log: self.event_log.clone(),
+            ima_log: None,
+        };
+        self.quotes += 1;
+        self.last = Some(resp.clone());
+        Ok(resp)
+    }
+}
+
+/// Software agents by URL.
+#[derive(Debug, Default)]
+pub struct SoftAgents {
+    agents: Mutex<HashMap<String, Arc<Mutex<SoftAgent>>>>,
+}
+
+impl SoftAgents {
+    pub fn add(&self, agent: SoftAgent) -> Arc<Mutex<SoftAgent>> {
+        let a = Arc::new(Mutex::new(agent));
+        let url = a.lock().unwrap().url.clone();
+        self.agents.lock().unwrap().insert(url, a.clone());
+        a
+    }
+}
+
+impl AgentConnector for SoftAgents {
+    fn quote<'a>(
+        &'a self,
+        target: &'a AgentTarget,
+        req: &'a QuoteRequest,
+    ) -> BoxFuture<'a, Result<QuoteResponse, AgentError>> {
+        let agent = self.agents.lock().unwrap().get(&target.url).cloned();
+        Box::pin(async move {
+            match agent {
+                Some(a) => a.lock().unwrap().answer(req),
+                None => Err(AgentError::Connect("no route to host".into())),
+            }
+        })
+    }
+}
+
+/// Who calls.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth {
+    Admin,
+    Agent,
+    None,
+    Basic(&'static str, &'static str),
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+    pub state: AppState,
+    pub app: Router,
+    pub clock: Arc<ManualClock>,
+    pub agents: Arc<SoftAgents>,
+}
+
+pub fn test_config(db: &str, dir: &std::path::Path) -> Config {
+    let mut c = Config::for_tests(db, dir.to_path_buf());
+    c.admin_username = Some(ADMIN.0.into());
+    c.admin_password = Some(ADMIN.1.into());
+    c.agent_username = Some(AGENT.0.into());
+    c.agent_password = Some(AGENT.1.into());
+    c.max_body = 64 * 1024;
+    c
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}/server.db", dir.path().display());
+        Self::with_db(dir, db).await
+    }
+
+    pub async fn with_db(dir: tempfile::TempDir, db: String) -> Self {
+        Self::with_config(dir, db, |_| {}).await
+    }
+
+    pub async fn with_config(
+        dir: tempfile::TempDir,
+        db: String,
+        edit: impl FnOnce(&mut Config),
+    ) -> Self {
+        let clock = Arc::new(ManualClock::default());
+        let agents = Arc::new(SoftAgents::default());
+        let store = Store::connect(&db).await.unwrap();
+        let mut config = test_config(&db, dir.path());
+        edit(&mut config);
+        let state = AppState::new(&config, store, clock.clone(), agents.clone())
+            .await
+            .unwrap();
+        Self {
+            app: app(state.clone()),
+            dir,
+            db,
+            state,
+            clock,
+            agents,
+        }
+    }
+
+    /// A new server process on the same database (agents and clock kept).
+    pub async fn restart(&mut self) {
+        let store = Store::connect(&self.db).await.unwrap();
+        let state = AppState::new(
+            &test_config(&self.db, self.dir.path()),
+            store,
+            self.clock.clone(),
+            self.agents.clone(),
+        )
+        .await
+        .unwrap();
+        self.app = app(state.clone());
+        self.state = state;
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(path);
+        let creds = match auth {
+            Auth::Admin => Some(ADMIN),
+            Auth::Agent => Some(AGENT),
+            Auth::Basic(u, p) => Some((u, p)),
+            Auth::None => None,
+        };
+        if let Some((u, p)) = creds {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            b = b.header("authorization", format!("Basic {token}"));
+        }
+        if let Some(ct) = content_type {
+            b = b.header("content-type", ct);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(b.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        match body {
+            Some(v) => {
+                self.raw(
+                    method,
+                    path,
+                    auth,
+                    Some("application/json"),
+                    serde_json::to_vec(&v).unwrap(),
+                )
+                .await
+            }
+            None => self.raw(method, path, auth, None, Vec::new()).await,
+        }
+    }
+
+    pub async fn endorse(&self, agent: &Arc<Mutex<SoftAgent>>) {
+        let (ek, uuid) = {
+            let a = agent.lock().unwrap();
+            (
+                b64::encode(&a.tpm.ek_public().tpm2b_bytes()),
+                a.hardware_uuid.clone(),
+            )
+        };
+        let (s, v) = self
+            .call(
+                "POST",
+                "/mtwilson/v2/tpm-endorsements",
+                Auth::Admin,
+                Some(json!({"ek_public": ek, "hardware_uuid": uuid})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Registers an agent through both steps; returns the activation answer.
+    pub async fn register(&self, agent: &Arc<Mutex<SoftAgent>>) -> (StatusCode, Value) {
+        let req = agent.lock().unwrap().register_request();
+        let (s, challenge) = self
+            .call(
+                "POST",
+                "/mtwilson/v2/hosts/register",
+                Auth::Agent,
+                Some(serde_json::to_value(&req).unwrap()),
+            )
+            .await;
+        if s != StatusCode::OK {
+            return (s, challenge);
+        }
+        let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
+        let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
+        let recovered = agent
+            .lock()
+            .unwrap()
+            .tpm
+            .activate_credential(&blob, &secret)
+            .unwrap();
+        let id = challenge["challenge_id"].as_str().unwrap();
+        self.call(
+            "POST",
+            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
+            Auth::Agent,
+            Some(json!({"secret": b64::encode(&recovered)})),
+        )
+        .await
+    }
+
+    /// Adds, endorses, boots and registers a software agent.
+    pub async fn enrol(&self, name: &str, uuid: &str, boot: &[BootEvent]) -> Arc<Mutex<SoftAgent>> {
+        let mut a = SoftAgent::new(name, uuid);
+        a.boot(boot);
+        let agent = self.agents.add(a);
+        self.endorse(&agent).await;
+        let (s, v) = self.register(&agent).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        agent
+    }
+
+    pub async fn attest(&self, name: &str) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            "/mtwilson/v2/host-attestations",
+            Auth::Admin,
+            Some(json!({"host_name": name})),
+        )
+        .await
+    }
+
+    pub async fn host(&self, name: &str) -> Value {
+        let (s, v) = self
+            .call(
+                "GET",
+                &format!("/mtwilson/v2/hosts/{name}"),
+                Auth::Admin,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}

@@ -1,0 +1,423 @@
+//! The store suite: runs on SQLite always, and on PostgreSQL too when `NODETRUST_TEST_PG_URL`
+//! is set (`make test` starts a throwaway cluster and sets it). Each PostgreSQL test gets its
+//! own database, so tests run in parallel.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use nodetrust_server::store::{
+    new_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow, ReportRow,
+    Store,
+};
+use sqlx::Connection as _;
+
+/// Fresh stores to run a check on: SQLite, and PostgreSQL when configured. The temp dir (kept
+/// alive by the caller) holds the SQLite file.
+async fn stores(dir: &tempfile::TempDir) -> Vec<(String, Store)> {
+    let sqlite = format!("sqlite://{}/t-{}.db", dir.path().display(), new_id());
+    let mut out = vec![(sqlite.clone(), Store::connect(&sqlite).await.unwrap())];
+    if let Some(url) = pg_database().await {
+        out.push((url.clone(), Store::connect(&url).await.unwrap()));
+    } else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: PostgreSQL half of the store suite skipped (make test sets it)");
+    }
+    out
+}
+
+/// A new empty database on the test cluster.
+pub async fn pg_database() -> Option<String> {
+    let base = std::env::var("NODETRUST_TEST_PG_URL").ok()?;
+    sqlx::any::install_default_drivers();
+    let name = format!("nt_{}", new_id());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{name}"))
+}
+
+fn host(name: &str, uuid: &str) -> HostRow {
+    HostRow {
+        name: name.into(),
+        hardware_uuid: uuid.into(),
+        connection_url: format!("https://{name}:1443"),
+        tls_cert_sha256: "ab".repeat(32),
+        ek_public: "ZWs=".into(),
+        ak_public: "YWs=".into(),
+        host_info: "{}".into(),
+        software_tpm: true,
+        status: "pending".into(),
+        status_detail: None,
+        reset_count: None,
+        restart_count: None,
+        verdict: None,
+        reasons: None,
+        attested_at: None,
+        expires_at: None,
+        created: 1000,
+    }
+}
+
+fn report(host: &str, verdict: &str, created: i64) -> ReportRow {
+    ReportRow {
+        id: new_id(),
+        host_name: host.into(),
+        verdict: verdict.into(),
+        reasons: "[\"r\"]".into(),
+        created,
+        expires: created + 600_000,
+        signed_report: "jws".into(),
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_data_survives_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.put_user("u", "hash", "reader", 1).await.unwrap();
+        store.register_host(&host("h1", "uuid-1"), 5).await.unwrap();
+        drop(store);
+        let again = Store::connect(&url).await.unwrap();
+        assert_eq!(again.user("u").await.unwrap().unwrap().role, "reader");
+        let h = again.host("h1").await.unwrap().unwrap();
+        assert!(h.software_tpm, "booleans read back on {url}");
+        assert_eq!(h.status, "pending");
+        again.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn leases_give_each_host_to_one_replica_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        store.register_host(&host("h2", "uuid-2"), 0).await.unwrap();
+        let now = 10_000;
+        assert_eq!(
+            store.due_hosts("a", now, 10).await.unwrap(),
+            ["h1", "h2"],
+            "{url}"
+        );
+        assert!(store
+            .claim("h1", "a", now, now + 30_000, now + 60_000)
+            .await
+            .unwrap());
+        // Replica b sees only the free host, and cannot take a's.
+        assert_eq!(store.due_hosts("b", now, 10).await.unwrap(), ["h2"]);
+        assert!(!store
+            .claim("h1", "b", now, now + 30_000, now + 60_000)
+            .await
+            .unwrap());
+        assert!(store
+            .claim("h2", "b", now, now + 30_000, now + 60_000)
+            .await
+            .unwrap());
+        // a renews its own.
+        assert!(store
+            .claim("h1", "a", now + 1, now + 40_000, now + 60_000)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.lease("h1").await.unwrap().unwrap(),
+            (Some("a".to_string()), now + 40_000)
+        );
+        // Not due again before next_attest.
+        assert!(store
+            .due_hosts("a", now + 1000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // a dies: once its lease expires, b takes h1 over.
+        let later = now + 61_000;
+        assert_eq!(store.due_hosts("b", later, 10).await.unwrap(), ["h1", "h2"]);
+        assert!(store
+            .claim("h1", "b", later, later + 30_000, later + 60_000)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.lease("h1").await.unwrap().unwrap().0.as_deref(),
+            Some("b")
+        );
+        // Scheduling now makes it due at once, first in line.
+        assert!(store
+            .claim("h2", "b", later, later + 30_000, later + 60_000)
+            .await
+            .unwrap());
+        assert!(store.schedule("h1", 0).await.unwrap());
+        assert_eq!(store.due_hosts("b", later + 1, 10).await.unwrap(), ["h1"]);
+    }
+}
+
+#[tokio::test]
+async fn the_change_feed_follows_verdict_changes_durably_and_live() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let mut live = store.subscribe();
+        store.register_host(&host("h1", "uuid-1"), 1).await.unwrap();
+        store
+            .save_report(
+                &report("h1", "trusted", 10),
+                true,
+                Some(AttestationUpdate {
+                    reset_count: Some(1),
+                    restart_count: Some(0),
+                }),
+            )
+            .await
+            .unwrap();
+        store
+            .save_report(&report("h1", "trusted", 20), true, None)
+            .await
+            .unwrap();
+        store
+            .save_report(&report("h1", "untrusted", 30), true, None)
+            .await
+            .unwrap();
+        store
+            .mark_unreachable("h1", "connection refused", 40)
+            .await
+            .unwrap();
+        store
+            .mark_unreachable("h1", "connection refused", 41)
+            .await
+            .unwrap();
+        assert!(store.delete_host("h1", 50).await.unwrap());
+        let kinds: Vec<(String, Option<String>)> = (0..5)
+            .map(|_| {
+                let c = live.try_recv().unwrap();
+                (c.kind, c.verdict)
+            })
+            .collect();
+        let expected = vec![
+            ("registered".to_string(), None),
+            ("verdict".to_string(), Some("trusted".to_string())),
+            ("verdict".to_string(), Some("untrusted".to_string())),
+            ("status".to_string(), None),
+            ("deleted".to_string(), None),
+        ];
+        assert_eq!(kinds, expected, "{url}");
+        assert!(
+            live.try_recv().is_err(),
+            "an unchanged verdict is not a change"
+        );
+        let durable = store.changes_since(0, 100).await.unwrap();
+        let durable_kinds: Vec<(String, Option<String>)> = durable
+            .iter()
+            .map(|(_, c)| (c.kind.clone(), c.verdict.clone()))
+            .collect();
+        assert_eq!(durable_kinds, expected);
+        assert!(
+            durable.windows(2).all(|w| w[0].0 < w[1].0),
+            "sequence numbers increase"
+        );
+        let after = store.changes_since(durable[2].0, 100).await.unwrap();
+        assert_eq!(after.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        // Hosts: re-registration by hardware UUID replaces, even under a new name.
+        assert!(!store.register_host(&host("h1", "uuid-1"), 1).await.unwrap());
+        store
+            .save_report(
+                &report("h1", "trusted", 10),
+                true,
+                Some(AttestationUpdate {
+                    reset_count: Some(3),
+                    restart_count: Some(1),
+                }),
+            )
+            .await
+            .unwrap();
+        let h = store.host("h1").await.unwrap().unwrap();
+        assert_eq!(
+            (h.reset_count, h.restart_count, h.status.as_str()),
+            (Some(3), Some(1), "connected"),
+            "{url}"
+        );
+        assert_eq!(h.verdict.as_deref(), Some("trusted"));
+        assert!(store
+            .register_host(&host("h1-new", "uuid-1"), 2)
+            .await
+            .unwrap());
+        assert!(store.host("h1").await.unwrap().is_none());
+        let h = store.host_by_uuid("uuid-1").await.unwrap().unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.reset_count, h.verdict),
+            ("h1-new", None, None)
+        );
+        // Reports, newest first.
+        store
+            .save_report(&report("h1-new", "untrusted", 20), true, None)
+            .await
+            .unwrap();
+        store
+            .save_report(&report("h1-new", "trusted", 30), true, None)
+            .await
+            .unwrap();
+        let r = store.reports(Some("h1-new"), 10).await.unwrap();
+        assert_eq!(r.iter().map(|r| r.created).collect::<Vec<_>>(), [30, 20]);
+        assert_eq!(
+            store.reports(Some("h1-new"), 1).await.unwrap()[0].verdict,
+            "trusted"
+        );
+        // Endorsements.
+        let e = Endorsement {
+            id: new_id(),
+            hardware_uuid: Some("uuid-9".into()),
+            ek_sha256: "ff".repeat(32),
+            ek_public: None,
+            certificate: None,
+            comment: Some("rack 4".into()),
+            revoked: false,
+            created: 5,
+        };
+        store.add_endorsement(&e).await.unwrap();
+        assert_eq!(
+            store.endorsements(Some("uuid-9")).await.unwrap(),
+            vec![e.clone()]
+        );
+        assert_eq!(
+            store
+                .active_endorsements_for(&e.ek_sha256)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store.revoke_endorsement(&e.id).await.unwrap());
+        assert!(store
+            .active_endorsements_for(&e.ek_sha256)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store.endorsements(None).await.unwrap()[0].revoked);
+        // Flavors.
+        store
+            .put_flavor(&FlavorRow {
+                id: "f1".into(),
+                body: "{}".into(),
+                created: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.flavors().await.unwrap().len(), 1);
+        assert!(store.delete_flavor("f1").await.unwrap());
+        assert!(!store.delete_flavor("f1").await.unwrap());
+        // Challenges: one take each, none after expiry.
+        let c = ChallengeRow {
+            id: "c1".into(),
+            secret_sha256: "00".into(),
+            request: "{}".into(),
+            expires: 100,
+        };
+        store.put_challenge(&c, 50).await.unwrap();
+        assert_eq!(
+            store.take_challenge("c1", 60).await.unwrap(),
+            Some(c.clone())
+        );
+        assert_eq!(store.take_challenge("c1", 60).await.unwrap(), None);
+        store
+            .put_challenge(
+                &ChallengeRow {
+                    id: "c2".into(),
+                    ..c
+                },
+                50,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.take_challenge("c2", 101).await.unwrap(), None);
+        // Keys: the first value written stays.
+        let k1 = store.key_or_insert("k", || "one".into()).await.unwrap();
+        let k2 = store.key_or_insert("k", || "two".into()).await.unwrap();
+        assert_eq!((k1.as_str(), k2.as_str()), ("one", "one"));
+        let backend = store.backend();
+        assert!(matches!(backend, Backend::Sqlite | Backend::Postgres));
+    }
+}
+
+#[tokio::test]
+async fn postgresql_replicas_hear_each_others_changes() {
+    let Some(url) = pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+        return;
+    };
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut listener = b
+        .pg_listener()
+        .await
+        .unwrap()
+        .expect("a listener on PostgreSQL");
+    a.register_host(&host("h1", "uuid-1"), 1).await.unwrap();
+    a.save_report(&report("h1", "untrusted", 10), true, None)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let c: serde_json::Value = serde_json::from_str(n.payload()).unwrap();
+        got.push((
+            c["kind"].as_str().unwrap().to_string(),
+            c["verdict"].as_str().map(str::to_string),
+        ));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("registered".to_string(), None),
+            ("verdict".to_string(), Some("untrusted".to_string()))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_has_no_cross_process_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/x.db", dir.path().display()))
+        .await
+        .unwrap();
+    assert!(store.pg_listener().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_api_works_on_postgresql_too() {
+    let Some(url) = pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+        return;
+    };
+    let h = common::Harness::with_db(tempfile::tempdir().unwrap(), url).await;
+    h.enrol("gold", "uuid-gold", &common::gold_boot("grub 2.06"))
+        .await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/flavors",
+            common::Auth::Admin,
+            Some(serde_json::json!({"from_host": "gold"})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    let (_, r) = h.attest("gold").await;
+    assert_eq!(r["verdict"], "trusted", "{r}");
+    h.clock.advance(Duration::from_secs(601));
+    assert_eq!(h.host("gold").await["trust"]["verdict"], "unknown");
+}
