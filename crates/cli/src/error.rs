@@ -12,7 +12,20 @@ pub enum CliError {
         /// Print as JSON on stdout instead of text on stderr.
         json: bool,
     },
-    /// Bad arguments or unreadable input: exit 2.
+    /// The Trust Server answered, and refused or found nothing: exit 1.
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's stable reason (`unauthorized`, `not_found`, ...).
+        reason: String,
+        /// The server's sentence.
+        message: String,
+        /// What the operator may check, when there is something to say.
+        hint: Option<String>,
+        /// Print the error body as JSON on stdout instead of text on stderr.
+        json: bool,
+    },
+    /// Bad arguments, unreadable input, or no usable connection to a server: exit 2.
     Usage(String),
 }
 
@@ -20,7 +33,7 @@ impl CliError {
     /// Exit status for the process.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Rejected { .. } => 1,
+            Self::Rejected { .. } | Self::Server { .. } => 1,
             Self::Usage(_) => 2,
         }
     }
@@ -42,6 +55,28 @@ impl CliError {
                 json: false,
             } => {
                 eprintln!("rejected ({reason}): {message}");
+            }
+            Self::Server {
+                status,
+                reason,
+                message,
+                json: true,
+                ..
+            } => {
+                let v = serde_json::json!({"error": message, "reason": reason, "status": status});
+                println!("{v}");
+            }
+            Self::Server {
+                status,
+                reason,
+                message,
+                hint,
+                json: false,
+            } => {
+                eprintln!("nodetrust: the server answered HTTP {status} ({reason}): {message}");
+                if let Some(h) = hint {
+                    eprintln!("nodetrust: {h}");
+                }
             }
             Self::Usage(m) => eprintln!("nodetrust: {m}"),
         }

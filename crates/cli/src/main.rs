@@ -1,10 +1,13 @@
 //! `nodetrust`: the operator's command line.
 //!
 //! Exit codes are the same for every command: 0 success, 1 the evidence was checked and
-//! rejected (the one line printed says why), 2 bad arguments or unreadable input.
+//! rejected (the one line printed says why) or the Trust Server answered with an error, 2 bad
+//! arguments, unreadable input, or no usable connection to the Trust Server.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
+mod client;
 mod error;
 mod eventlog;
 mod ima;
@@ -31,8 +34,9 @@ pub enum Format {
     version,
     about = "TPM-rooted trust for Kubernetes nodes: the operator's command line",
     long_about = "TPM-rooted trust for Kubernetes nodes: the operator's command line.\n\n\
-        Exit codes: 0 success; 1 the evidence was checked and rejected (one line says why); \
-        2 bad arguments or unreadable input."
+        Exit codes: 0 success; 1 the evidence was checked and rejected (one line says why), or \
+        the Trust Server answered with an error (its reason is printed); 2 bad arguments, \
+        unreadable input, or the Trust Server unreachable or failing TLS (which, is said)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +57,20 @@ enum Command {
     /// The Linux IMA runtime measurement log: replay into PCR 10.
     #[command(subcommand)]
     Ima(ima::ImaCommand),
+    /// Trust Server: registered hosts (list, show, delete).
+    #[command(subcommand)]
+    Hosts(admin::HostsCommand),
+    /// Trust Server: flavors, the gold standard (import from a host, list, delete).
+    #[command(subcommand)]
+    Flavor(admin::FlavorCommand),
+    /// Trust Server: trust reports (a host's latest verdict, or its history).
+    #[command(subcommand)]
+    Report(admin::ReportCommand),
+    /// Trust Server: attest a host now and print the new report.
+    Attest(admin::AttestArgs),
+    /// Trust Server: EKs accepted for registration, tpm-endorsements (add, list, revoke).
+    #[command(subcommand)]
+    Endorsement(admin::EndorsementCommand),
 }
 
 fn main() {
@@ -62,6 +80,11 @@ fn main() {
         Command::Bench(c) => bench::run(c),
         Command::Eventlog(c) => eventlog::run(c),
         Command::Ima(c) => ima::run(c),
+        Command::Hosts(c) => admin::run_hosts(c),
+        Command::Flavor(c) => admin::run_flavor(c),
+        Command::Report(c) => admin::run_report(c),
+        Command::Attest(c) => admin::run_attest(c),
+        Command::Endorsement(c) => admin::run_endorsement(c),
     };
     if let Err(e) = result {
         e.report();

@@ -409,15 +409,11 @@ fn ipl(pcr: u32, data: &[u8]) -> Component {
 
 fn tagged(data: &[u8]) -> Component {
     use ComponentKind as K;
-    let (Some((id, rest)), _) = (data.split_at_checked(4), ()) else {
+    // TCG_PCClientTaggedEvent: taggedEventID u32, taggedEventDataSize u32, data.
+    let Some((id, rest)) = data.split_at_checked(4) else {
         return Component::new(K::TaggedEvent, "");
     };
-    let id = u32::from_le_bytes([
-        id.first().copied().unwrap_or(0),
-        id.get(1).copied().unwrap_or(0),
-        id.get(2).copied().unwrap_or(0),
-        id.get(3).copied().unwrap_or(0),
-    ]);
+    let id = id.try_into().map(u32::from_le_bytes).unwrap_or_default();
     let body = rest.get(4..).unwrap_or_default();
     let text = uefi::text(body);
     match id {
