@@ -285,6 +285,7 @@ async fn create_flavors(
                 created: state.now_ms(),
             })
             .await?;
+        engine::flavors_changed(&state);
         vec![f]
     };
     Ok((StatusCode::CREATED, Json(json!({ "flavors": flavors }))).into_response())
@@ -297,6 +298,7 @@ async fn delete_flavor(
 ) -> Result<Response, ApiError> {
     who.require(ADMIN)?;
     if state.store.delete_flavor(&id).await? {
+        engine::flavors_changed(&state);
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound(format!("no flavor {id}")))

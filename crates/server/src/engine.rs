@@ -135,6 +135,33 @@ fn target(host: &HostRow) -> AgentTarget {
     }
 }
 
+/// How long the engine reuses the flavors it read (changes made through this process are seen
+/// at once; another replica's within this time).
+pub const FLAVOR_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Every flavor, from a cache at most [`FLAVOR_CACHE_TTL`] old.
+pub async fn current_flavors(state: &AppState) -> Result<Arc<Vec<Flavor>>, ApiError> {
+    if let Ok(cache) = state.flavor_cache.lock() {
+        if let Some((at, flavors)) = cache.as_ref() {
+            if at.elapsed() < FLAVOR_CACHE_TTL {
+                return Ok(flavors.clone());
+            }
+        }
+    }
+    let flavors = Arc::new(load_flavors(state).await?);
+    if let Ok(mut cache) = state.flavor_cache.lock() {
+        *cache = Some((Instant::now(), flavors.clone()));
+    }
+    Ok(flavors)
+}
+
+/// Forgets cached flavors (after a change).
+pub fn flavors_changed(state: &AppState) {
+    if let Ok(mut cache) = state.flavor_cache.lock() {
+        *cache = None;
+    }
+}
+
 /// Every stored flavor (a corrupt row is logged and skipped).
 pub async fn load_flavors(state: &AppState) -> Result<Vec<Flavor>, ApiError> {
     let rows = state.store.flavors().await?;
@@ -232,9 +259,10 @@ fn check_quote(
         }
     }
     let log = match &resp.event_log {
-        Some(bytes) => {
-            Some(crate::evidence::from_log(bytes).map_err(|e| (vec![e], "event_log_unreadable"))?)
-        }
+        Some(bytes) => Some(
+            crate::evidence::from_log(bytes, &verified.pcrs().banks().collect::<Vec<_>>())
+                .map_err(|e| (vec![e], "event_log_unreadable"))?,
+        ),
         None => None,
     };
     Ok(Checked { verified, log })
@@ -286,8 +314,8 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Api
         .host(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no host named {name}")))?;
-    let flavors = load_flavors(state).await?;
-    let selection = quote_selection(&flavors, &host.name);
+    let flavors = current_flavors(state).await?;
+    let selection = quote_selection(flavors.iter(), &host.name);
     let (nonce, req) = quote_request(&selection)?;
     let started = Instant::now();
     let validity = state.settings.report_validity;
@@ -427,6 +455,7 @@ pub async fn import_flavors(
             })
             .await?;
     }
+    flavors_changed(state);
     Ok(flavors)
 }
 
@@ -450,37 +479,36 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
     tokio::pin!(shutdown);
     loop {
         let now = state.now_ms();
-        let limit = i64::try_from(state.settings.attest_concurrency * 2).unwrap_or(128);
+        // Claim no more hosts than can start now (at least one: then wait for a permit).
+        let free = permits.available_permits().max(1);
+        let limit = i64::try_from(free).unwrap_or(1);
+        let next =
+            now + i64::try_from((interval + jitter(interval)).as_millis()).unwrap_or(i64::MAX / 4);
+        let mut more = false;
+        let mut started = 0usize;
         match state
             .store
-            .due_hosts(&state.settings.replica, now, limit)
+            .claim_due(&state.settings.replica, now, now + lease_ms, next, limit)
             .await
         {
-            Ok(due) => {
-                for name in due {
+            Ok(claimed) => {
+                // A full batch means more hosts may be due: look again without sleeping.
+                more = i64::try_from(claimed.len()).unwrap_or(0) >= limit;
+                for name in claimed {
                     let busy = state
                         .in_flight
                         .lock()
                         .map(|s| s.contains(&name))
                         .unwrap_or(true);
                     if busy {
+                        // Made due again (an agent restart) while being attested: once more
+                        // when the attestation in flight ends.
+                        if let Ok(mut a) = state.again.lock() {
+                            a.insert(name);
+                        }
                         continue;
                     }
-                    let next = now
-                        + i64::try_from((interval + jitter(interval)).as_millis())
-                            .unwrap_or(i64::MAX / 4);
-                    match state
-                        .store
-                        .claim(&name, &state.settings.replica, now, now + lease_ms, next)
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "claiming a host failed");
-                            continue;
-                        }
-                    }
+                    started += 1;
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
@@ -502,10 +530,25 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                             s.remove(&name);
                         }
                         drop(permit);
+                        let again = st
+                            .again
+                            .lock()
+                            .map(|mut a| a.remove(&name))
+                            .unwrap_or(false);
+                        if again && st.store.schedule(&name, 0).await.is_ok() {
+                            st.wake.notify_one();
+                        }
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "listing due hosts failed"),
+            Err(e) => tracing::warn!(error = %e, "claiming due hosts failed"),
+        }
+        if more && started > 0 {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                () = tokio::task::yield_now() => continue,
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(tick) => {}

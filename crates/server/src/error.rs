@@ -1,12 +1,12 @@
 //! Errors, and how they become HTTP responses at the edge.
 //!
 //! Handlers return [`ApiError`]; each variant maps to a status and a JSON
-//! [`ErrorBody`](nodetrust_proto::ErrorBody) with a stable `reason`. Internal failures (the
+//! [`ErrorBody`] with a stable `reason`. Internal failures (the
 //! database) are logged with their detail and answered with a generic sentence: the client is
 //! told what *it* did wrong, never the server's internals.
 //!
 //! [`ApiJson`] replaces axum's `Json` extractor so that bad JSON, unknown fields, a wrong
-//! content type and oversized bodies are 400/413 JSON errors, not axum's plain-text rejections.
+//! content type and oversized bodies are 400 JSON errors, not axum's plain-text rejections.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};

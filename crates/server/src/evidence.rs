@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use nodetrust_appraise::{EventLogEvidence, MeasuredEvent};
 use nodetrust_eventlog::component::{self, ComponentKind};
 use nodetrust_eventlog::{EventLog, Replay};
+use nodetrust_tpm_wire::HashAlg;
 
 /// Longest text shown from an event's data.
 const MAX_LABEL_DATA: usize = 160;
@@ -25,10 +26,11 @@ fn data_text(data: &[u8]) -> Option<String> {
     Some(s.chars().take(MAX_LABEL_DATA).collect())
 }
 
-/// Parses and replays a binary TCG event log.
-pub fn from_log(bytes: &[u8]) -> Result<EventLogEvidence, String> {
+/// Parses a binary TCG event log and replays the banks in `banks` (those the quote covers: no
+/// other is compared, and each costs a hash per event).
+pub fn from_log(bytes: &[u8], banks: &[HashAlg]) -> Result<EventLogEvidence, String> {
     let log = EventLog::parse(bytes).map_err(|e| format!("the event log is unreadable: {e}"))?;
-    let replayed = Replay::run(&log).values();
+    let replayed = Replay::run_banks(&log, banks).values();
     let mut events = Vec::new();
     for ev in log.measurements() {
         if !ev.extends() {
@@ -76,7 +78,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(from_log(&[0u8; 7]).is_err());
-        assert!(from_log(&[]).is_err());
+        assert!(from_log(&[0u8; 7], &[HashAlg::Sha256]).is_err());
+        assert!(from_log(&[], &[HashAlg::Sha256]).is_err());
     }
 }

@@ -226,6 +226,18 @@ pub async fn activate(
         expires_at: None,
         created: now,
     };
+    // The name may have been taken by another machine since the challenge was issued.
+    if let Some(existing) = state.store.host(&row.name).await? {
+        if !existing
+            .hardware_uuid
+            .eq_ignore_ascii_case(&row.hardware_uuid)
+        {
+            return Err(ApiError::Conflict(format!(
+                "host name {} is registered with another hardware UUID ({}); delete that host first",
+                row.name, existing.hardware_uuid
+            )));
+        }
+    }
     let replaced = state.store.register_host(&row, now).await?;
     state.wake.notify_one();
     tracing::info!(host = %row.name, replaced, "host registered; AK pinned");

@@ -55,6 +55,10 @@ pub struct Inner {
     pub wake: Notify,
     /// Hosts being attested by this process.
     pub in_flight: Mutex<HashSet<String>>,
+    /// Hosts made due again while being attested: attested once more when that ends.
+    pub again: Mutex<HashSet<String>>,
+    /// Flavors read recently, and when.
+    pub flavor_cache: Mutex<Option<(std::time::Instant, Arc<Vec<nodetrust_appraise::Flavor>>)>>,
 }
 
 /// The shared state (cheap to clone).
@@ -151,6 +155,8 @@ impl AppState {
             settings,
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            again: Mutex::new(HashSet::new()),
+            flavor_cache: Mutex::new(None),
         })))
     }
 

@@ -354,7 +354,7 @@ impl Store {
         let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let url = url.clone();
         let max = match backend {
-            Backend::Sqlite => 4,
+            Backend::Sqlite => 1,
             Backend::Postgres => 16,
         };
         let pool = AnyPoolOptions::new()
@@ -809,6 +809,33 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Claims up to `limit` due hosts in one statement: those free, this replica's, or with an
+    /// expired lease; their lease runs until `until` and their next attestation is `next`.
+    /// Returns the names claimed.
+    pub async fn claim_due(
+        &self,
+        replica: &str,
+        now: i64,
+        until: i64,
+        next: i64,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE hosts SET lease_owner = $1, lease_until = $2, next_attest = $3 \
+             WHERE name IN (SELECT name FROM hosts WHERE next_attest <= $4 \
+               AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4) ORDER BY next_attest, name LIMIT $5) \
+             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4) RETURNING name",
+        )
+        .bind(replica)
+        .bind(until)
+        .bind(next)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
     /// The replica holding a host's lease and until when.
     pub async fn lease(&self, name: &str) -> Result<Option<(Option<String>, i64)>> {
         let row = sqlx::query("SELECT lease_owner, lease_until FROM hosts WHERE name = $1")
@@ -873,31 +900,30 @@ impl Store {
                 .bind(&report.host_name)
                 .fetch_optional(&mut *tx)
                 .await?;
-        sqlx::query(
-            "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, updated = $3 WHERE name = $5",
+        let has_counters = counters.is_some();
+        let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
+        let updated = sqlx::query(
+            "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, updated = $3, \
+             status = CASE WHEN $5 = 1 THEN 'connected' ELSE status END, \
+             status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
+             reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
+             restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END WHERE name = $9",
         )
         .bind(&report.verdict)
         .bind(&report.reasons)
         .bind(report.created)
         .bind(report.expires)
+        .bind(i64::from(reached))
+        .bind(i64::from(has_counters))
+        .bind(reset)
+        .bind(restart)
         .bind(&report.host_name)
         .execute(&mut *tx)
         .await?;
-        if reached {
-            sqlx::query(
-                "UPDATE hosts SET status = 'connected', status_detail = NULL WHERE name = $1",
-            )
-            .bind(&report.host_name)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(c) = counters {
-            sqlx::query("UPDATE hosts SET reset_count = $1, restart_count = $2 WHERE name = $3")
-                .bind(c.reset_count)
-                .bind(c.restart_count)
-                .bind(&report.host_name)
-                .execute(&mut *tx)
-                .await?;
+        if updated.rows_affected() == 0 {
+            // The host was deleted while it was being attested: keep no orphan report.
+            tx.rollback().await?;
+            return Ok(());
         }
         let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
         let change = Change {

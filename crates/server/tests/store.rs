@@ -260,6 +260,12 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
             (h.name.as_str(), h.reset_count, h.verdict),
             ("h1-new", None, None)
         );
+        // A report for a host deleted meanwhile is not kept.
+        store
+            .save_report(&report("ghost", "trusted", 5), true, None)
+            .await
+            .unwrap();
+        assert!(store.reports(Some("ghost"), 10).await.unwrap().is_empty());
         // Reports, newest first.
         store
             .save_report(&report("h1-new", "untrusted", 20), true, None)

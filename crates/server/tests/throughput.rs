@@ -2,7 +2,12 @@
 //! the server's own cost per attestation (quote verification, log replay, appraisal, signing,
 //! the store). Ignored by default; run with
 //! `cargo test --release -p nodetrust-server --test throughput -- --ignored --nocapture`.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 mod common;
 
@@ -15,13 +20,23 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn engine_throughput_sqlite() {
-    let hosts: usize = std::env::var("NODETRUST_BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let hosts: usize = std::env::var("NODETRUST_BENCH_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let h = Harness::new().await;
     h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
-    h.call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(json!({"from_host": "gold"}))).await;
+    h.call(
+        "POST",
+        "/mtwilson/v2/flavors",
+        Auth::Admin,
+        Some(json!({"from_host": "gold"})),
+    )
+    .await;
     let t = Instant::now();
     for i in 0..hosts {
-        h.enrol(&format!("n{i}"), &format!("u{i}"), &gold_boot("grub 2.06")).await;
+        h.enrol(&format!("n{i}"), &format!("u{i}"), &gold_boot("grub 2.06"))
+            .await;
     }
     eprintln!("registered {hosts} hosts in {:?}", t.elapsed());
     let before = h.state.store.reports(None, 1_000_000).await.unwrap().len();
@@ -44,6 +59,9 @@ async fn engine_throughput_sqlite() {
     sched.await.unwrap();
     let after = h.state.store.reports(None, 1_000_000).await.unwrap().len();
     let done = after - before;
-    eprintln!("{done} attestations in {elapsed:?}: {:.0}/s", done as f64 / elapsed.as_secs_f64());
+    eprintln!(
+        "{done} attestations in {elapsed:?}: {:.0}/s",
+        done as f64 / elapsed.as_secs_f64()
+    );
     assert_eq!(done, hosts + 1);
 }
