@@ -3,11 +3,17 @@
 //! [`AgentConnector`] is the seam: the engine only asks it for a quote. [`HttpsAgents`] is the
 //! real one (HTTPS with the agent's certificate pinned, basic auth, a response size limit);
 //! tests plug in software agents.
+//!
+//! [`HttpsAgents`] keeps the connection after a quote (HTTP/1.1 keep-alive) and reuses it for
+//! the next quote to the same agent address with the same pinned certificate, so a host
+//! attested every interval costs one TLS handshake per connection, not one per quote. A
+//! reused connection the agent closed in the meantime is retried once on a new connection.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::{header, Method, Request, Uri};
 use base64::Engine as _;
@@ -100,6 +106,7 @@ pub struct HttpsAgents {
     timeout: std::time::Duration,
     authorization: Option<String>,
     configs: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
+    idle: IdlePool,
 }
 
 impl HttpsAgents {
@@ -115,6 +122,7 @@ impl HttpsAgents {
             timeout,
             authorization,
             configs: Mutex::new(HashMap::new()),
+            idle: IdlePool::default(),
         }
     }
 
@@ -130,6 +138,38 @@ impl HttpsAgents {
             m.insert(pin.to_string(), c.clone());
         }
         Ok(c)
+    }
+
+    /// A connection to `target`: an idle one kept from an earlier quote when there is one
+    /// (`reused` true), else a new TCP connection and TLS handshake with the pinned certificate.
+    async fn connection(
+        &self,
+        key: &PoolKey,
+        target: &AgentTarget,
+        host: &str,
+        port: u16,
+    ) -> Result<(Sender, bool), AgentError> {
+        if let Some(sender) = self.idle.take(key) {
+            return Ok((sender, true));
+        }
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| AgentError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| AgentError::BadUrl(target.url.clone()))?;
+        let connector = tokio_rustls::TlsConnector::from(self.config(&target.tls_cert_sha256)?);
+        let stream = connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| AgentError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok((sender, false))
     }
 
     async fn post_quote(
@@ -153,50 +193,58 @@ impl HttpsAgents {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let tcp = tokio::net::TcpStream::connect((bare_host.as_str(), port))
-            .await
-            .map_err(|e| AgentError::Connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let server_name = ServerName::try_from(bare_host.clone())
-            .map_err(|_| AgentError::BadUrl(target.url.clone()))?;
-        let connector = tokio_rustls::TlsConnector::from(self.config(&target.tls_cert_sha256)?);
-        let stream = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| AgentError::Tls(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| AgentError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let base = uri.path().trim_end_matches('/');
-        let body = serde_json::to_vec(req).map_err(|e| AgentError::Malformed(e.to_string()))?;
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{base}/v2/tpm/quote"))
-            .header(
-                header::HOST,
-                uri.authority().map(|a| a.as_str()).unwrap_or(&host),
-            )
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json");
-        if let Some(a) = &self.authorization {
-            builder = builder.header(header::AUTHORIZATION, a);
-        }
-        let request = builder
-            .body(Full::new(bytes_of(body)))
-            .map_err(|e| AgentError::BadUrl(e.to_string()))?;
-        let resp = sender
-            .send_request(request)
-            .await
-            .map_err(|e| AgentError::Connect(e.to_string()))?;
+        let body =
+            bytes_of(serde_json::to_vec(req).map_err(|e| AgentError::Malformed(e.to_string()))?);
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host);
+        let key = PoolKey {
+            authority: authority.to_string(),
+            pin: target.tls_cert_sha256.clone(),
+        };
+        let make_request = || {
+            let mut builder = Request::builder()
+                .method(Method::POST)
+                .uri(format!("{base}/v2/tpm/quote"))
+                .header(header::HOST, authority)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ACCEPT, "application/json");
+            if let Some(a) = &self.authorization {
+                builder = builder.header(header::AUTHORIZATION, a);
+            }
+            builder
+                .body(Full::new(body.clone()))
+                .map_err(|e| AgentError::BadUrl(e.to_string()))
+        };
+        let (mut sender, reused) = self.connection(&key, target, &bare_host, port).await?;
+        let resp = match sender.send_request(make_request()?).await {
+            Ok(r) => r,
+            // The agent closed the idle connection as it was taken (its keep-alive ran out):
+            // once more on a new connection, which decides.
+            Err(_) if reused => {
+                let (fresh, _) = self.connection_new(&key, target, &bare_host, port).await?;
+                sender = fresh;
+                sender
+                    .send_request(make_request()?)
+                    .await
+                    .map_err(|e| AgentError::Connect(e.to_string()))?
+            }
+            Err(e) => return Err(AgentError::Connect(e.to_string())),
+        };
         let status = resp.status();
+        let keep = resp
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| !v.eq_ignore_ascii_case("close"));
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
             .map_err(|e| AgentError::Malformed(format!("reading the body: {e}")))?
             .to_bytes();
+        // The whole answer was read: the connection can carry the next quote.
+        if keep {
+            self.idle.put(key, sender);
+        }
         if !status.is_success() {
             let text =
                 String::from_utf8_lossy(bytes.get(..bytes.len().min(300)).unwrap_or_default())
@@ -207,6 +255,99 @@ impl HttpsAgents {
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| AgentError::Malformed(e.to_string()))
+    }
+
+    async fn connection_new(
+        &self,
+        key: &PoolKey,
+        target: &AgentTarget,
+        host: &str,
+        port: u16,
+    ) -> Result<(Sender, bool), AgentError> {
+        self.idle.forget(key);
+        self.connection(key, target, host, port).await
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<hyper::body::Bytes>>;
+
+/// Idle connections are per agent address and pinned certificate: a connection is only ever
+/// reused for the agent whose certificate it was opened against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    authority: String,
+    pin: String,
+}
+
+/// Idle agent connections kept after a quote, for the next one.
+#[derive(Debug, Default)]
+struct IdlePool {
+    conns: Mutex<IdleMap>,
+}
+
+#[derive(Debug, Default)]
+struct IdleMap {
+    by_key: HashMap<PoolKey, Vec<(Instant, Sender)>>,
+    total: usize,
+}
+
+/// Idle connections kept per agent address (several virtual agents may share one address).
+const IDLE_PER_AGENT: usize = 16;
+/// Idle connections kept in all.
+const IDLE_TOTAL: usize = 4096;
+/// An idle connection older than this is closed rather than reused (agents close idle
+/// connections after a while; the default attestation interval is 60 s).
+const IDLE_FOR: Duration = Duration::from_secs(90);
+
+impl IdlePool {
+    fn take(&self, key: &PoolKey) -> Option<Sender> {
+        let mut m = self.conns.lock().ok()?;
+        let m = &mut *m;
+        let list = m.by_key.get_mut(key)?;
+        let mut found = None;
+        while let Some((at, sender)) = list.pop() {
+            m.total = m.total.saturating_sub(1);
+            if at.elapsed() < IDLE_FOR && !sender.is_closed() && sender.is_ready() {
+                found = Some(sender);
+                break;
+            }
+        }
+        if list.is_empty() {
+            m.by_key.remove(key);
+        }
+        found
+    }
+
+    fn put(&self, key: PoolKey, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(mut m) = self.conns.lock() else { return };
+        let m = &mut *m;
+        if m.total >= IDLE_TOTAL {
+            // Full: drop the stale ones, and this one when that frees nothing.
+            m.by_key.retain(|_, list| {
+                list.retain(|(at, s)| at.elapsed() < IDLE_FOR && !s.is_closed());
+                !list.is_empty()
+            });
+            m.total = m.by_key.values().map(Vec::len).sum();
+            if m.total >= IDLE_TOTAL {
+                return;
+            }
+        }
+        let list = m.by_key.entry(key).or_default();
+        if list.len() < IDLE_PER_AGENT {
+            list.push((Instant::now(), sender));
+            m.total += 1;
+        }
+    }
+
+    fn forget(&self, key: &PoolKey) {
+        if let Ok(mut m) = self.conns.lock() {
+            if let Some(list) = m.by_key.remove(key) {
+                m.total = m.total.saturating_sub(list.len());
+            }
+        }
     }
 }
 

@@ -5,6 +5,11 @@
 //! 0/1 integers, times as Unix milliseconds, binary as base64 text), so the Any driver reads
 //! every column the same way on both. Migrations run at start ([`Store::connect`]).
 //!
+//! Concurrency: SQLite has one writer connection (every write and transaction) and, on a file
+//! in WAL mode, a few read-only connections for reads outside transactions, so reads never
+//! queue behind writes. Reports are written by group commit ([`Store::save_report`]): those
+//! saved at the same time share one transaction and a few statements.
+//!
 //! Multi-replica work sharing uses leases on host rows: [`Store::claim`] is a conditional update
 //! that succeeds for the current owner, a free host or an expired lease. A replica renews its
 //! leases at every attestation; when it dies, the others take its hosts over once the leases
@@ -17,12 +22,14 @@
 //! with the change as JSON, so a follower in another replica hears it at commit
 //! ([`Store::pg_listener`]).
 
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 /// A store failure (the database, or a row that does not decode).
 #[derive(Debug, thiserror::Error)]
@@ -198,10 +205,15 @@ pub struct Change {
 /// The store.
 #[derive(Clone)]
 pub struct Store {
+    /// The writer: every write, and every transaction (one connection on SQLite).
     pool: AnyPool,
+    /// Reads outside transactions: a few read-only connections on a SQLite file (WAL lets them
+    /// read while the writer writes); the same pool as the writer otherwise.
+    reader: AnyPool,
     backend: Backend,
     changes: broadcast::Sender<Change>,
     url: String,
+    batch: Arc<Batch>,
 }
 
 impl std::fmt::Debug for Store {
@@ -212,6 +224,9 @@ impl std::fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+/// Read-only connections beside SQLite's single writer.
+const SQLITE_READERS: u32 = 4;
 
 /// The PostgreSQL notification channel of the change feed.
 pub const CHANGES_CHANNEL: &str = "nodetrust_changes";
@@ -326,6 +341,115 @@ pub struct AttestationUpdate {
     pub restart_count: Option<i64>,
 }
 
+/// Makes each report its host's current verdict, in one statement (each host at most once);
+/// returns the hosts that exist (and were updated).
+async fn update_host_verdicts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[&(&ReportRow, bool, Option<&AttestationUpdate>)],
+) -> Result<BTreeSet<String>> {
+    // VALUES columns are column1..column9 on both SQLite and PostgreSQL.
+    let values = (0..rows.len())
+        .map(|i| {
+            let b = i * 9;
+            format!(
+                "(${}, ${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
+                 CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let q = format!(
+        "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
+         expires_at = v.column5, updated = v.column4, \
+         status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
+         status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
+         reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
+         restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END \
+         FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 RETURNING name"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+    for (report, reached, counters) in rows {
+        let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
+        query = query
+            .bind(&report.host_name)
+            .bind(&report.verdict)
+            .bind(&report.reasons)
+            .bind(report.created)
+            .bind(report.expires)
+            .bind(i64::from(*reached))
+            .bind(i64::from(counters.is_some()))
+            .bind(reset)
+            .bind(restart);
+    }
+    let names = query.fetch_all(&mut **tx).await?;
+    names.iter().map(|r| Ok(r.try_get("name")?)).collect()
+}
+
+/// Makes `report` the host's current verdict; false when there is no such host.
+async fn update_host_verdict(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    report: &ReportRow,
+    reached: bool,
+    counters: Option<&AttestationUpdate>,
+) -> Result<bool> {
+    let has_counters = counters.is_some();
+    let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
+    let updated = sqlx::query(
+        "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, updated = $3, \
+         status = CASE WHEN $5 = 1 THEN 'connected' ELSE status END, \
+         status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
+         reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
+         restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END WHERE name = $9",
+    )
+    .bind(&report.verdict)
+    .bind(&report.reasons)
+    .bind(report.created)
+    .bind(report.expires)
+    .bind(i64::from(reached))
+    .bind(i64::from(has_counters))
+    .bind(reset)
+    .bind(restart)
+    .bind(&report.host_name)
+    .execute(&mut **tx)
+    .await?;
+    Ok(updated.rows_affected() > 0)
+}
+
+/// Most rows one statement of a batch carries (7 parameters a report: far below SQLite's and
+/// PostgreSQL's parameter limits).
+const BATCH_MAX: usize = 256;
+
+/// A report waiting for the group commit.
+struct PendingReport {
+    report: ReportRow,
+    reached: bool,
+    counters: Option<AttestationUpdate>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The group commit of reports: the queue, and the turn to commit it.
+#[derive(Default)]
+struct Batch {
+    queue: std::sync::Mutex<Vec<PendingReport>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn batch_lost() -> StoreError {
+    StoreError::Corrupt {
+        table: "reports",
+        detail: "the batch holding this report was abandoned".into(),
+    }
+}
+
 impl Store {
     /// Connects, and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -352,6 +476,7 @@ impl Store {
             return Err(StoreError::UnsupportedUrl);
         };
         let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let url = url.clone();
         let max = match backend {
             Backend::Sqlite => 1,
@@ -376,14 +501,38 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
+        // SQLite allows one writer at a time but, in WAL mode, any number of readers beside
+        // it: reads get their own small pool so they never queue behind writes. (An in-memory
+        // database is private to its connection: there the writer reads too.)
+        let reader = if backend == Backend::Sqlite && !in_memory {
+            AnyPoolOptions::new()
+                .max_connections(SQLITE_READERS)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("PRAGMA busy_timeout=10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA query_only=1")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(opts)
+        } else {
+            pool.clone()
+        };
         let (changes, _) = broadcast::channel(1024);
         let store = Self {
             pool,
+            reader,
             backend,
             changes,
             url,
+            batch: Arc::new(Batch::default()),
         };
         store.migrate().await?;
         Ok(store)
@@ -457,7 +606,7 @@ impl Store {
         let rows = sqlx::query("SELECT seq, host_name, kind, verdict FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter()
             .map(|r| {
@@ -542,7 +691,7 @@ impl Store {
     pub async fn user(&self, name: &str) -> Result<Option<UserRow>> {
         let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.map(|r| {
             Ok(UserRow {
@@ -581,12 +730,12 @@ impl Store {
             Some(u) => {
                 sqlx::query("SELECT * FROM endorsements WHERE hardware_uuid = $1 ORDER BY created")
                     .bind(u)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?
             }
             None => {
                 sqlx::query("SELECT * FROM endorsements ORDER BY created")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?
             }
         };
@@ -597,7 +746,7 @@ impl Store {
     pub async fn active_endorsements_for(&self, ek_sha256: &str) -> Result<Vec<Endorsement>> {
         let rows = sqlx::query("SELECT * FROM endorsements WHERE ek_sha256 = $1 AND revoked = 0")
             .bind(ek_sha256)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter().map(endorsement_from_row).collect()
     }
@@ -661,7 +810,7 @@ impl Store {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(host_from_row).transpose()
     }
@@ -671,7 +820,7 @@ impl Store {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE hardware_uuid = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(hardware_uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(host_from_row).transpose()
     }
@@ -680,7 +829,7 @@ impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter().map(host_from_row).collect()
     }
@@ -780,7 +929,7 @@ impl Store {
         .bind(now)
         .bind(replica)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
@@ -840,7 +989,7 @@ impl Store {
     pub async fn lease(&self, name: &str) -> Result<Option<(Option<String>, i64)>> {
         let row = sqlx::query("SELECT lease_owner, lease_until FROM hosts WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.map(|r| Ok((r.try_get("lease_owner")?, r.try_get("lease_until")?)))
             .transpose()
@@ -875,7 +1024,183 @@ impl Store {
 
     /// Stores a report and makes it the host's current verdict; `reached` says whether the
     /// agent answered (status `connected`) and `counters` the TPM counters its quote showed.
+    ///
+    /// Group commit: reports saved at the same time share one transaction. The caller queues
+    /// its report; whoever holds the write turn commits everything queued so far (on a task of
+    /// its own, so a caller that gives up strands no one) and every caller gets its own
+    /// result. A batch that fails is retried report by report, so one bad report fails alone.
     pub async fn save_report(
+        &self,
+        report: &ReportRow,
+        reached: bool,
+        counters: Option<AttestationUpdate>,
+    ) -> Result<()> {
+        let (done, mut result) = oneshot::channel();
+        let pending = PendingReport {
+            report: report.clone(),
+            reached,
+            counters,
+            done,
+        };
+        let refused = match self.batch.queue.lock() {
+            Ok(mut q) => {
+                q.push(pending);
+                None
+            }
+            Err(_) => Some(pending),
+        };
+        if let Some(p) = refused {
+            return self.save_report_one(&p.report, p.reached, p.counters).await;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut result => return r.unwrap_or_else(|_| Err(batch_lost())),
+                turn = self.batch.turn.clone().lock_owned() => {
+                    let items: Vec<PendingReport> = self
+                        .batch
+                        .queue
+                        .lock()
+                        .map(|mut q| std::mem::take(&mut *q))
+                        .unwrap_or_default();
+                    if items.is_empty() {
+                        // Ours was committed by the turn before this one.
+                        drop(turn);
+                        return result.await.unwrap_or_else(|_| Err(batch_lost()));
+                    }
+                    let store = self.clone();
+                    let _ = tokio::spawn(async move {
+                        store.commit_batch(items).await;
+                        drop(turn);
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Commits queued reports in one transaction, or one by one when that fails.
+    async fn commit_batch(&self, items: Vec<PendingReport>) {
+        let rows: Vec<(&ReportRow, bool, Option<&AttestationUpdate>)> = items
+            .iter()
+            .map(|p| (&p.report, p.reached, p.counters.as_ref()))
+            .collect();
+        match self.save_reports_tx(&rows).await {
+            Ok(changes) => {
+                for c in changes {
+                    self.publish(c);
+                }
+                for p in items {
+                    let _ = p.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, reports = items.len(), "batched report commit failed; one by one");
+                for p in items {
+                    let r = self.save_report_one(&p.report, p.reached, p.counters).await;
+                    let _ = p.done.send(r);
+                }
+            }
+        }
+    }
+
+    /// Reports (in order) in one transaction: the hosts' current verdicts updated, the reports
+    /// of hosts that still exist inserted, a change recorded for each verdict that changed.
+    /// Returns the changes to publish after the commit.
+    async fn save_reports_tx(
+        &self,
+        rows: &[(&ReportRow, bool, Option<&AttestationUpdate>)],
+    ) -> Result<Vec<Change>> {
+        let mut tx = self.write_tx().await?;
+        let mut previous: HashMap<String, Option<String>> = HashMap::new();
+        let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
+        for chunk in names.iter().collect::<Vec<_>>().chunks(BATCH_MAX) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = format!("SELECT name, verdict FROM hosts WHERE name IN ({marks})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for n in chunk {
+                query = query.bind(**n);
+            }
+            for r in query.fetch_all(&mut *tx).await? {
+                previous.insert(r.try_get("name")?, r.try_get("verdict")?);
+            }
+        }
+        // The hosts' verdicts, one statement per round; a host attested twice in one batch
+        // (a scheduled and an on-demand attestation) gets its second report in a later round.
+        let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
+        let mut changes = Vec::new();
+        let mut rest: Vec<&(&ReportRow, bool, Option<&AttestationUpdate>)> = rows.iter().collect();
+        while !rest.is_empty() {
+            let mut seen = BTreeSet::new();
+            let (round, later): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(r, _, _)| seen.insert(r.host_name.as_str()));
+            rest = later;
+            for chunk in round.chunks(BATCH_MAX) {
+                let updated = update_host_verdicts(&mut tx, chunk).await?;
+                for (report, _, _) in chunk {
+                    if !updated.contains(&report.host_name) {
+                        // The host was deleted while it was being attested: keep no orphan
+                        // report.
+                        continue;
+                    }
+                    kept.push(report);
+                    let before =
+                        previous.insert(report.host_name.clone(), Some(report.verdict.clone()));
+                    if before.flatten().as_deref() != Some(report.verdict.as_str()) {
+                        let change = Change {
+                            host_name: report.host_name.clone(),
+                            kind: "verdict".into(),
+                            verdict: Some(report.verdict.clone()),
+                        };
+                        self.record_change(&mut tx, &change, report.created).await?;
+                        changes.push(change);
+                    }
+                }
+            }
+        }
+        for chunk in kept.chunks(BATCH_MAX) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = format!(
+                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) VALUES {values}"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for r in chunk {
+                query = query
+                    .bind(&r.id)
+                    .bind(&r.host_name)
+                    .bind(&r.verdict)
+                    .bind(&r.reasons)
+                    .bind(r.created)
+                    .bind(r.expires)
+                    .bind(&r.signed_report);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    /// One report in its own transaction.
+    async fn save_report_one(
         &self,
         report: &ReportRow,
         reached: bool,
@@ -900,27 +1225,8 @@ impl Store {
                 .bind(&report.host_name)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let has_counters = counters.is_some();
-        let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
-        let updated = sqlx::query(
-            "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, updated = $3, \
-             status = CASE WHEN $5 = 1 THEN 'connected' ELSE status END, \
-             status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
-             reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
-             restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END WHERE name = $9",
-        )
-        .bind(&report.verdict)
-        .bind(&report.reasons)
-        .bind(report.created)
-        .bind(report.expires)
-        .bind(i64::from(reached))
-        .bind(i64::from(has_counters))
-        .bind(reset)
-        .bind(restart)
-        .bind(&report.host_name)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
+        let updated = update_host_verdict(&mut tx, report, reached, counters.as_ref()).await?;
+        if !updated {
             // The host was deleted while it was being attested: keep no orphan report.
             tx.rollback().await?;
             return Ok(());
@@ -948,13 +1254,13 @@ impl Store {
                 sqlx::query("SELECT * FROM reports WHERE host_name = $1 ORDER BY created DESC, id DESC LIMIT $2")
                     .bind(h)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?
             }
             None => {
                 sqlx::query("SELECT * FROM reports ORDER BY created DESC, id DESC LIMIT $1")
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?
             }
         };
@@ -977,7 +1283,7 @@ impl Store {
     /// Every flavor, oldest first.
     pub async fn flavors(&self) -> Result<Vec<FlavorRow>> {
         let rows = sqlx::query("SELECT id, body, created FROM flavors ORDER BY created, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter()
             .map(|r| {

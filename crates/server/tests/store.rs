@@ -427,3 +427,89 @@ async fn the_api_works_on_postgresql_too() {
     h.clock.advance(Duration::from_secs(601));
     assert_eq!(h.host("gold").await["trust"]["verdict"], "unknown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let n = 300;
+        for i in 0..n {
+            store
+                .register_host(&host(&format!("h{i}"), &format!("uuid-{i}")), 1)
+                .await
+                .unwrap();
+        }
+        let mut live = store.subscribe();
+        // Saved at the same time: every host once (trusted, with counters), host h0 twice more
+        // (untrusted then trusted: both changes, in order), and a host that does not exist.
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.save_report(
+                    &report(&format!("h{i}"), "trusted", 10),
+                    true,
+                    Some(AttestationUpdate {
+                        reset_count: Some(i),
+                        restart_count: Some(2),
+                    }),
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let s = store.clone();
+        let ghost = tokio::spawn(async move {
+            s.save_report(&report("ghost", "trusted", 11), true, None)
+                .await
+        });
+        let (first, second) = (report("h0", "untrusted", 12), report("h0", "trusted", 13));
+        let (a, b) = tokio::join!(store.save_report(&first, false, None), async {
+            tokio::task::yield_now().await;
+            store.save_report(&second, true, None).await
+        });
+        a.unwrap();
+        b.unwrap();
+        ghost.await.unwrap().unwrap();
+
+        for i in [0, 7, 299] {
+            let h = store.host(&format!("h{i}")).await.unwrap().unwrap();
+            assert_eq!(h.status, "connected", "{url}");
+            assert_eq!(h.reset_count, Some(i), "{url}");
+            assert_eq!(h.restart_count, Some(2), "{url}");
+        }
+        let h0 = store.host("h0").await.unwrap().unwrap();
+        assert_eq!(h0.verdict.as_deref(), Some("trusted"), "{url}");
+        assert_eq!(h0.attested_at, Some(13), "{url}");
+        assert_eq!(
+            h0.reset_count,
+            Some(0),
+            "reports without counters keep them"
+        );
+        assert!(store.reports(Some("ghost"), 10).await.unwrap().is_empty());
+        assert_eq!(store.reports(Some("h0"), 10).await.unwrap().len(), 3);
+        assert_eq!(
+            store.reports(None, 10_000).await.unwrap().len(),
+            usize::try_from(n).unwrap() + 2
+        );
+        // One change a host for the first verdict, then h0's two.
+        let mut verdict_changes = 0;
+        let mut h0_changes = Vec::new();
+        while let Ok(c) = live.try_recv() {
+            assert_eq!(c.kind, "verdict");
+            verdict_changes += 1;
+            if c.host_name == "h0" {
+                h0_changes.push(c.verdict.unwrap());
+            }
+        }
+        assert_eq!(verdict_changes, n + 2, "{url}");
+        assert_eq!(h0_changes, ["trusted", "untrusted", "trusted"], "{url}");
+        let durable = store.changes_since(0, 100_000).await.unwrap();
+        assert_eq!(
+            durable.iter().filter(|(_, c)| c.kind == "verdict").count(),
+            usize::try_from(n).unwrap() + 2
+        );
+    }
+}

@@ -4,11 +4,14 @@
 //! - [`Swtpm`]: a software TPM per test, on its own free TCP port pair, killed on drop.
 //! - [`tpm2`]: running tpm2-tools against a [`Swtpm`].
 //! - [`soft`]: a software TPM (real quotes, software AK and EK) for verifier tests.
+//! - [`fleet`]: N virtual agents over HTTPS from one listener, each on its own
+//!   `nodetrust_tpm::SoftwareAttester`: the load for the server's benchmark and scale tests.
 //!
 //! Tests that need swtpm call [`Swtpm::start`]; when swtpm is not installed it returns an
 //! error that says to run `make test` (which installs it), rather than skipping silently.
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod soft;
 mod swtpm;
 pub mod tpm2;
