@@ -351,8 +351,9 @@ fn diff_cmd(a: &DiffArgs) -> Result<(), CliError> {
         Err(CliError::Rejected {
             reason: "eventlog_differs",
             message: format!(
-                "{} differences from the gold log {}",
+                "{} difference{} from the gold log {}",
                 diffs.len(),
+                if diffs.len() == 1 { "" } else { "s" },
                 a.gold.display()
             ),
             json: false,
