@@ -139,4 +139,9 @@ kill "${agent_pid[worker-1]}"; wait "${agent_pid[worker-1]}" 2>/dev/null || true
 cli attest worker-1 || true
 cli hosts list
 echo "An unreachable node keeps its last verdict until it expires, then becomes unknown: never untrusted for a network error."
+say "Waiting for worker-1's last verdict to expire (validity 20 s)"
+for _ in $(seq 300); do
+  cli hosts list 2>/dev/null | grep -q '^worker-1 *unknown' && break; sleep 0.1
+done
+cli hosts list
 say "Done. Logs were in $work (removed on exit)."
