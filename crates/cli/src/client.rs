@@ -293,9 +293,7 @@ fn trust(args: &ServerArgs) -> Result<Trust, CliError> {
     ))
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+use nodetrust_tls::provider;
 
 #[derive(Debug)]
 enum Check {

@@ -9,11 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nodetrust_tpm_wire::credential::constant_time_eq;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, ServerConfig};
 
 /// A TLS set-up failure.
 #[derive(Debug, thiserror::Error)]
@@ -37,10 +34,7 @@ pub enum TlsError {
     Generate(String),
 }
 
-/// The crypto provider used everywhere (aws-lc-rs).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+pub use nodetrust_tls::{fingerprint, provider};
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Io {
@@ -70,11 +64,6 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| TlsError::Pem(format!("{}: {e}", path.display())))?
         .ok_or_else(|| TlsError::Pem(format!("{}: no private key found", path.display())))
-}
-
-/// SHA-256 (hex) of a certificate's DER: the fingerprint agents and the server pin.
-pub fn fingerprint(cert: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert))
 }
 
 /// The server certificate and key: the given files, or `state_dir/server.crt` and
@@ -153,70 +142,15 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
-/// Accepts exactly one server certificate, by SHA-256 of its DER.
-#[derive(Debug)]
-pub struct PinnedCert {
-    sha256: Vec<u8>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity.as_ref());
-        if constant_time_eq(got.as_ref(), &self.sha256) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
 /// A client configuration that trusts only the certificate with SHA-256 `pin_hex`.
 pub fn pinned_client_config(pin_hex: &str) -> Result<Arc<ClientConfig>, TlsError> {
     let sha256 = hex::decode(pin_hex.trim())
         .map_err(|_| TlsError::Pem("the pinned fingerprint is not hex".into()))?;
-    if sha256.len() != 32 {
-        return Err(TlsError::Pem(
-            "the pinned fingerprint is not a SHA-256".into(),
-        ));
-    }
-    let provider = provider();
-    let verifier = PinnedCert {
-        sha256,
-        algs: provider.signature_verification_algorithms,
-    };
-    let mut cfg = ClientConfig::builder_with_provider(provider)
+    let pin: [u8; 32] = sha256
+        .try_into()
+        .map_err(|_| TlsError::Pem("the pinned fingerprint is not a SHA-256".into()))?;
+    let verifier = nodetrust_tls::PinVerifier::new(pin);
+    let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
