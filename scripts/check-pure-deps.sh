@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 forbidden='^(tokio|axum|hyper|sqlx|kube|kube-client|tss-esapi|tss-esapi-sys|reqwest|ureq|tonic) '
 status=0
-for crate in nodetrust-tpm-wire nodetrust-eventlog nodetrust-appraise nodetrust-proto; do
+for crate in nodetrust-tpm-wire nodetrust-extend nodetrust-eventlog nodetrust-appraise nodetrust-proto; do
   if ! cargo metadata --format-version 1 --no-deps | grep -q "\"name\":\"$crate\""; then
     continue
   fi

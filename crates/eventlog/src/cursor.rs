@@ -93,6 +93,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a `u32` length, at most `max`, then that many bytes.
+    #[inline]
     pub(crate) fn sized_u32(
         &mut self,
         field: &'static str,

@@ -130,7 +130,8 @@ pub fn alg_name(alg: u16) -> String {
 #[derive(Clone)]
 pub struct DigestList<'a> {
     inline: [Digest<'a>; DigestList::INLINE],
-    len: u8,
+    /// A `usize`, not a `u8`: a byte store read back by a wider load stalls store forwarding.
+    len: usize,
     spill: Vec<Digest<'a>>,
 }
 
@@ -138,11 +139,13 @@ impl<'a> DigestList<'a> {
     /// Digests kept without allocation.
     pub const INLINE: usize = 5;
     const EMPTY: Digest<'static> = Digest { alg: 0, bytes: &[] };
+    const EMPTY_INLINE: [Digest<'static>; DigestList::INLINE] =
+        [DigestList::EMPTY; DigestList::INLINE];
 
     /// No digests.
     pub fn new() -> Self {
         Self {
-            inline: [Self::EMPTY; Self::INLINE],
+            inline: Self::EMPTY_INLINE,
             len: 0,
             spill: Vec::new(),
         }
@@ -151,7 +154,7 @@ impl<'a> DigestList<'a> {
     /// Appends a digest.
     pub fn push(&mut self, d: Digest<'a>) {
         if self.spill.is_empty() {
-            if let Some(slot) = self.inline.get_mut(usize::from(self.len)) {
+            if let Some(slot) = self.inline.get_mut(self.len) {
                 *slot = d;
                 self.len += 1;
                 return;
@@ -172,7 +175,7 @@ impl<'a> std::ops::Deref for DigestList<'a> {
     type Target = [Digest<'a>];
     fn deref(&self) -> &[Digest<'a>] {
         if self.spill.is_empty() {
-            self.inline.get(..usize::from(self.len)).unwrap_or_default()
+            self.inline.get(..self.len).unwrap_or_default()
         } else {
             &self.spill
         }
@@ -317,11 +320,40 @@ impl<'a> EventLog<'a> {
                 ));
             }
             c.event = events.len();
-            let ev = match &spec_id {
-                Some(spec) => read_event2(&mut c, spec)?,
-                None => read_sha1_event(&mut c)?,
+            let (offset, pcr, event_type) = read_header(&mut c)?;
+            let Some(spec) = &spec_id else {
+                // SHA-1 format: one digest, so the event is built whole and moved in.
+                let digest = c.take(20, "digest")?;
+                let data = c.sized_u32("eventDataSize", MAX_EVENT_DATA)?;
+                let mut digests = DigestList::new();
+                digests.push(Digest {
+                    alg: id::SHA1,
+                    bytes: digest,
+                });
+                events.push(Event {
+                    number: c.event,
+                    offset,
+                    pcr,
+                    event_type,
+                    digests,
+                    data,
+                });
+                continue;
             };
-            events.push(ev);
+            // Crypto-agile: filled in place. Building the event on the stack and moving it in
+            // copied its ~190 bytes twice, reading back the digests' narrow stores.
+            events.push(Event {
+                number: c.event,
+                offset,
+                pcr,
+                event_type,
+                digests: DigestList::new(),
+                data: &[],
+            });
+            // Always `Some`: the event was just pushed.
+            if let Some(ev) = events.last_mut() {
+                read_event2_body(&mut c, spec, ev)?;
+            }
         }
         Ok(Self {
             format,
@@ -357,32 +389,21 @@ fn check_pcr(c: &Cursor<'_>, offset: usize, pcr: u32, event_type: u32) -> Result
     Ok(())
 }
 
-fn read_sha1_event<'a>(c: &mut Cursor<'a>) -> Result<Event<'a>, ParseError> {
+/// Reads `pcrIndex` and `eventType`, common to both formats: the event's offset, PCR and type.
+fn read_header(c: &mut Cursor<'_>) -> Result<(usize, u32, u32), ParseError> {
     let offset = c.position();
     let pcr = c.u32("pcrIndex")?;
     let event_type = c.u32("eventType")?;
     check_pcr(c, offset, pcr, event_type)?;
-    let digest = c.take(20, "digest")?;
-    let data = c.sized_u32("eventDataSize", MAX_EVENT_DATA)?;
-    Ok(Event {
-        number: c.event,
-        offset,
-        pcr,
-        event_type,
-        digests: std::iter::once(Digest {
-            alg: id::SHA1,
-            bytes: digest,
-        })
-        .collect(),
-        data,
-    })
+    Ok((offset, pcr, event_type))
 }
 
-fn read_event2<'a>(c: &mut Cursor<'a>, spec: &SpecId<'_>) -> Result<Event<'a>, ParseError> {
-    let offset = c.position();
-    let pcr = c.u32("pcrIndex")?;
-    let event_type = c.u32("eventType")?;
-    check_pcr(c, offset, pcr, event_type)?;
+/// Reads the rest of a `TCG_PCR_EVENT2` (digests, `eventSize`, event) into `ev`.
+fn read_event2_body<'a>(
+    c: &mut Cursor<'a>,
+    spec: &SpecId<'_>,
+    ev: &mut Event<'a>,
+) -> Result<(), ParseError> {
     let count_offset = c.position();
     let count = c.u32("digests.count")?;
     let max = spec.algorithms.len() as u64;
@@ -396,31 +417,30 @@ fn read_event2<'a>(c: &mut Cursor<'a>, spec: &SpecId<'_>) -> Result<Event<'a>, P
             },
         ));
     }
-    let mut digests = DigestList::new();
+    // Bit i set: the digest of the Spec ID event's algorithm i was read (at most 16 of them).
+    let mut seen: u32 = 0;
     for _ in 0..count {
         let alg_offset = c.position();
         let alg = c.u16("digest.hashAlg")?;
-        let size = spec
-            .digest_size(alg)
+        let (index, declared) = spec
+            .algorithms
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.id == alg)
             .ok_or_else(|| c.error(alg_offset, ParseErrorKind::UndeclaredAlgorithm { alg }))?;
-        if digests.iter().any(|d: &Digest<'_>| d.alg == alg) {
+        let bit = 1u32.checked_shl(index as u32).unwrap_or(0);
+        if seen & bit != 0 {
             return Err(c.error(
                 alg_offset,
                 ParseErrorKind::Malformed("the same algorithm twice in one event"),
             ));
         }
-        let bytes = c.take(size, "digest")?;
-        digests.push(Digest { alg, bytes });
+        seen |= bit;
+        let bytes = c.take(usize::from(declared.size), "digest")?;
+        ev.digests.push(Digest { alg, bytes });
     }
-    let data = c.sized_u32("eventSize", MAX_EVENT_DATA)?;
-    Ok(Event {
-        number: c.event,
-        offset,
-        pcr,
-        event_type,
-        digests,
-        data,
-    })
+    ev.data = c.sized_u32("eventSize", MAX_EVENT_DATA)?;
+    Ok(())
 }
 
 /// Reads the first structure: a Spec ID event (crypto-agile log) or the first SHA-1 event.
@@ -429,10 +449,7 @@ fn read_event2<'a>(c: &mut Cursor<'a>, spec: &SpecId<'_>) -> Result<Event<'a>, P
 /// (tpm2-tools' `specid-vendordata.bin` fixture says 37 for a 41-byte structure) and
 /// `tpm2_eventlog` reads them this way too, so the structure, not the size field, is followed.
 fn read_first_event<'a>(c: &mut Cursor<'a>) -> Result<(Event<'a>, Option<SpecId<'a>>), ParseError> {
-    let offset = c.position();
-    let pcr = c.u32("pcrIndex")?;
-    let event_type = c.u32("eventType")?;
-    check_pcr(c, offset, pcr, event_type)?;
+    let (offset, pcr, event_type) = read_header(c)?;
     let digest = c.take(20, "digest")?;
     let size_offset = c.position();
     let declared = c.u32("eventDataSize")?;

@@ -81,7 +81,7 @@ pub fn utf16(bytes: &[u8]) -> String {
 /// Decodes text that is either UTF-16LE (every second byte zero) or ASCII/UTF-8, stopping at NUL.
 pub fn text(bytes: &[u8]) -> String {
     let looks_utf16 = bytes.len() >= 4
-        && bytes.len() % 2 == 0
+        && bytes.len().is_multiple_of(2)
         && bytes.get(1) == Some(&0)
         && bytes.get(3) == Some(&0);
     if looks_utf16 {
