@@ -55,51 +55,11 @@ impl ClientError {
     }
 }
 
-/// `https://host[:port][/path]` split up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl {
-    /// Host name or IP (without brackets).
-    pub host: String,
-    /// Port (443 when not given).
-    pub port: u16,
-    /// Path prefix without a trailing slash.
-    pub path: String,
-}
+pub use nodetrust_tls::BaseUrl;
 
-impl BaseUrl {
-    /// Parses a base URL.
-    pub fn parse(url: &str) -> Result<Self, ClientError> {
-        let bad = || ClientError::Url(url.to_string());
-        let rest = url.trim().strip_prefix("https://").ok_or_else(bad)?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (
-                rest.get(..i).ok_or_else(bad)?,
-                rest.get(i..).ok_or_else(bad)?,
-            ),
-            None => (rest, ""),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
-                None if after.is_empty() => 443,
-                None => return Err(bad()),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
-                None => (authority.to_string(), 443),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad());
-        }
-        Ok(Self {
-            host,
-            port,
-            path: path.trim_end_matches('/').to_string(),
-        })
+impl From<nodetrust_tls::UrlError> for ClientError {
+    fn from(e: nodetrust_tls::UrlError) -> Self {
+        ClientError::Url(e.0)
     }
 }
 
@@ -174,7 +134,7 @@ impl Client {
         let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable(e.to_string());
         let tcp = TcpStream::connect((self.base.host.as_str(), self.base.port))
             .await
-            .map_err(|e| unreachable(&format!("{}:{}: {e}", self.base.host, self.base.port)))?;
+            .map_err(|e| unreachable(&format!("{}: {e}", self.base.authority())))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.base.host.clone())
             .map_err(|_| ClientError::Url(self.base.host.clone()))?;
@@ -189,11 +149,7 @@ impl Client {
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let host_header = if self.base.host.contains(':') {
-            format!("[{}]:{}", self.base.host, self.base.port)
-        } else {
-            format!("{}:{}", self.base.host, self.base.port)
-        };
+        let host_header = self.base.authority();
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base.path, path))
@@ -233,28 +189,4 @@ impl Client {
 /// Whether the status is 401 or 403.
 pub fn is_auth_status(e: &ClientError) -> bool {
     matches!(e, ClientError::Status { status, .. } if *status == StatusCode::UNAUTHORIZED.as_u16() || *status == StatusCode::FORBIDDEN.as_u16())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let u = BaseUrl::parse("https://169.55.8.94:24239").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("169.55.8.94", 24239, "")
-        );
-        let u = BaseUrl::parse("https://cit.example/mtwilson/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("cit.example", 443, "/mtwilson")
-        );
-        let u = BaseUrl::parse("https://[::1]:8443").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 8443));
-        assert!(BaseUrl::parse("http://x").is_err());
-        assert!(BaseUrl::parse("https://x:notaport").is_err());
-    }
 }

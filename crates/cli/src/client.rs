@@ -12,7 +12,7 @@
 //! [`CliError::Usage`] (exit 2), saying which. Passwords never appear in output or `Debug`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,13 +22,9 @@ use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use nodetrust_proto::ErrorBody;
-use nodetrust_tpm_wire::credential::constant_time_eq;
-use nodetrust_tpm_wire::HashAlg;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::{CliError, Format};
 
@@ -94,64 +90,11 @@ enum Trust {
     Insecure,
 }
 
-/// `https://host[:port][/path]` split up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseUrl {
-    /// Host name or IP (without brackets).
-    pub host: String,
-    /// Port (443 when not given).
-    pub port: u16,
-    /// Path prefix without a trailing slash.
-    pub path: String,
-}
+pub use nodetrust_tls::BaseUrl;
 
-impl BaseUrl {
-    /// Parses a base URL.
-    pub fn parse(url: &str) -> Result<Self, CliError> {
-        let bad = || {
-            CliError::Usage(format!(
-                "bad server URL {url:?}: expected https://host[:port][/path]"
-            ))
-        };
-        let rest = url.trim().strip_prefix("https://").ok_or_else(bad)?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (
-                rest.get(..i).ok_or_else(bad)?,
-                rest.get(i..).ok_or_else(bad)?,
-            ),
-            None => (rest, ""),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
-                None if after.is_empty() => 443,
-                None => return Err(bad()),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
-                None => (authority.to_string(), 443),
-            }
-        };
-        if host.is_empty() || host.contains('@') {
-            return Err(bad());
-        }
-        Ok(Self {
-            host,
-            port,
-            path: path.trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// `host:port`, bracketed for IPv6.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+impl From<nodetrust_tls::UrlError> for CliError {
+    fn from(e: nodetrust_tls::UrlError) -> Self {
+        CliError::Usage(e.to_string())
     }
 }
 
@@ -293,83 +236,7 @@ fn trust(args: &ServerArgs) -> Result<Trust, CliError> {
     ))
 }
 
-use nodetrust_tls::provider;
-
-#[derive(Debug)]
-enum Check {
-    Pin([u8; 32]),
-    Any,
-    Roots(Arc<WebPkiServerVerifier>),
-}
-
-/// Checks the server certificate as configured, and remembers its fingerprint so that a
-/// failure can name it. Handshake signatures are always verified.
-#[derive(Debug)]
-struct Verifier {
-    check: Check,
-    provider: Arc<CryptoProvider>,
-    seen: Arc<Mutex<Option<String>>>,
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = HashAlg::Sha256.digest(end_entity.as_ref());
-        if let Ok(mut s) = self.seen.lock() {
-            *s = Some(hex::encode(&got));
-        }
-        match &self.check {
-            Check::Any => Ok(ServerCertVerified::assertion()),
-            Check::Pin(pin) if constant_time_eq(&got, pin) => Ok(ServerCertVerified::assertion()),
-            Check::Pin(_) => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
-            Check::Roots(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
+use nodetrust_tls::{provider, CertCheck, ServerVerifier};
 
 fn load_roots(path: &Path) -> Result<RootCertStore, CliError> {
     let pem = std::fs::read(path).map_err(|e| {
@@ -392,32 +259,28 @@ fn load_roots(path: &Path) -> Result<RootCertStore, CliError> {
     Ok(roots)
 }
 
-fn tls_config(trust: &Trust, seen: Arc<Mutex<Option<String>>>) -> Result<ClientConfig, CliError> {
+fn tls_config(trust: &Trust) -> Result<(ClientConfig, Arc<ServerVerifier>), CliError> {
     let provider = provider();
     let check = match trust {
-        Trust::Pin(p) => Check::Pin(*p),
-        Trust::Insecure => Check::Any,
+        Trust::Pin(p) => CertCheck::Pin(*p),
+        Trust::Insecure => CertCheck::Any,
         Trust::Ca(path) => {
             let roots = load_roots(path)?;
             let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            Check::Roots(v)
+            CertCheck::Roots(v)
         }
     };
-    let verifier = Verifier {
-        check,
-        provider: provider.clone(),
-        seen,
-    };
+    let verifier = Arc::new(ServerVerifier::with_check(check));
     let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| CliError::Usage(format!("TLS configuration: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok((cfg, verifier))
 }
 
 /// Percent-encodes one path segment or query value.
@@ -471,7 +334,7 @@ pub struct Client {
     credentials: Credentials,
     timeout: Duration,
     json: bool,
-    seen: Arc<Mutex<Option<String>>>,
+    verifier: Arc<ServerVerifier>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -498,8 +361,7 @@ impl Client {
         let base = BaseUrl::parse(&url)?;
         let trust = trust(args)?;
         let credentials = credentials(args.user.as_deref(), args.password_file.as_deref())?;
-        let seen = Arc::new(Mutex::new(None));
-        let config = tls_config(&trust, seen.clone())?;
+        let (config, verifier) = tls_config(&trust)?;
         if trust == Trust::Insecure {
             eprintln!(
                 "nodetrust: warning: --insecure: the Trust Server's certificate is not checked; \
@@ -517,7 +379,7 @@ impl Client {
             credentials,
             timeout: Duration::from_secs(args.timeout.max(1)),
             json: args.json(),
-            seen,
+            verifier,
             runtime,
         })
     }
@@ -584,8 +446,7 @@ impl Client {
     }
 
     fn tls_message(&self, where_: &str, e: &str) -> String {
-        let seen = self.seen.lock().ok().and_then(|s| s.clone());
-        match (&self.trust, seen) {
+        match (&self.trust, self.verifier.seen()) {
             (Trust::Pin(pin), Some(got)) if got != hex::encode(pin) => format!(
                 "TLS failure with {where_}: its certificate (SHA-256 {got}) is not the pinned one \
                  (--pin {}); refusing to talk to it",
@@ -701,24 +562,6 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
 
     use super::*;
-
-    #[test]
-    fn urls() {
-        let u = BaseUrl::parse("https://10.0.0.1:8443/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("10.0.0.1", 8443, "")
-        );
-        let u = BaseUrl::parse("https://[::1]/x/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("::1", 443, "/x")
-        );
-        assert_eq!(u.authority(), "[::1]:443");
-        assert!(BaseUrl::parse("http://a:1").is_err());
-        assert!(BaseUrl::parse("https://a:port").is_err());
-        assert!(BaseUrl::parse("https://u:p@a:1").is_err());
-    }
 
     #[test]
     fn pins() {
