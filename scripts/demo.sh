@@ -9,7 +9,8 @@
 #   5. flavors imported from gold-node; worker-1 attested: trusted;
 #   6. worker-1 reboots into another boot loader: untrusted, with the reason;
 #   7. worker-1's agent stops: unreachable, never untrusted.
-# Nothing is left running afterwards.
+# Each step's outcome is checked; the script exits 1 naming every step that did not happen, so
+# CI (.ci/run) runs it too. Nothing is left running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -26,6 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+failures=()
+fail() { echo "DEMO CHECK FAILED: $*" >&2; failures+=("$*"); }
 base=$(( 41000 + (RANDOM % 500) * 10 ))
 
 export NODETRUST_ADMIN_USERNAME=admin NODETRUST_ADMIN_PASSWORD=demo-admin-password
@@ -110,19 +113,23 @@ for _ in $(seq 150); do
 done
 grep -h "registered\|WARN" "$work/gold-node/agent.log" | head -3 || true
 cli hosts list
+[ "$(cli hosts list --format json 2>/dev/null | grep -o '"name"' | wc -l)" -ge 2 ] ||
+  fail "both agents register"
 
 say "The runbook's probe: curl -u \$MTWILSON_API_USERNAME:\$MTWILSON_API_PASSWORD .../mtwilson/v2/tpm-endorsements"
 code=$(curl -o /dev/null -s -k -w "%{http_code}" -u "$MTWILSON_API_USERNAME:$MTWILSON_API_PASSWORD" \
   "https://127.0.0.1:$server_port/mtwilson/v2/tpm-endorsements")
 echo "HTTP $code with the agent account"
+[ "$code" = 200 ] || fail "the runbook's probe answers 200 (got $code)"
 code=$(curl -o /dev/null -s -k -w "%{http_code}" -u "$MTWILSON_API_USERNAME:wrong" \
   "https://127.0.0.1:$server_port/mtwilson/v2/tpm-endorsements")
 echo "HTTP $code with a wrong password"
+[ "$code" = 401 ] || fail "a wrong password gets 401 (got $code)"
 
 say "Importing the gold standard (PLATFORM and OS flavors) from gold-node"
 cli flavor import --from-host gold-node
 say "Attesting worker-1"
-cli attest worker-1
+cli attest worker-1 --require-trusted || fail "worker-1 is trusted after the flavor import"
 
 say "worker-1 reboots into another boot loader (grub 2.12, not in any flavor)"
 kill "${agent_pid[worker-1]}"; wait "${agent_pid[worker-1]}" 2>/dev/null || true
@@ -132,7 +139,10 @@ for _ in $(seq 100); do
   cli report show worker-1 --format json 2>/dev/null | grep -q '"untrusted"' && break; sleep 0.1
 done
 echo "(the agent reported its restart; the server attested it at once)"
-cli report show worker-1
+report=$(cli report show worker-1 2>&1) || true
+echo "$report"
+grep -q "untrusted" <<<"$report" && grep -q "PCR 4" <<<"$report" ||
+  fail "worker-1 is untrusted after the reboot, with a PCR 4 reason"
 
 say "worker-1's agent stops: the server cannot reach it"
 kill "${agent_pid[worker-1]}"; wait "${agent_pid[worker-1]}" 2>/dev/null || true
@@ -144,4 +154,12 @@ for _ in $(seq 300); do
   cli hosts list 2>/dev/null | grep -q '^worker-1 *unknown' && break; sleep 0.1
 done
 cli hosts list
-say "Done. Logs were in $work (removed on exit)."
+cli hosts list 2>/dev/null | grep -q '^worker-1 *unknown' ||
+  fail "worker-1 is unknown once its last verdict expired"
+if [ ${#failures[@]} -gt 0 ]; then
+  echo >&2
+  echo "The demo did not go as described: ${#failures[@]} check(s) failed (logs below)." >&2
+  tail -n 20 "$work/server/server.log" "$work/worker-1/agent.log" >&2 || true
+  exit 1
+fi
+say "Done: every step happened as described. Logs were in $work (removed on exit)."
