@@ -1,7 +1,8 @@
 //! Configuration: command-line flags, each also settable from the environment.
 //!
 //! Flag names are the interface the acceptance checks use (`--listen`, `--db`, `--state-dir`,
-//! `--tls-cert`, `--tls-key`, `--ek-ca-dir`, `--attest-interval`, `--report-validity`); the
+//! `--tls-cert`, `--tls-key`, `--ek-ca-dir`, `--attest-interval`, `--report-validity`,
+//! `--report-retention`, `--change-retention`); the
 //! account variables are the runbook's (`MTWILSON_API_USERNAME` / `MTWILSON_API_PASSWORD` for
 //! the agent account) plus `NODETRUST_ADMIN_USERNAME` / `NODETRUST_ADMIN_PASSWORD` for the
 //! first admin. Secrets are never printed: [`Config`]'s `Debug` redacts them.
@@ -66,6 +67,14 @@ pub struct Config {
     /// How long a verdict holds; after that, without a new attestation, the host is `unknown`.
     #[arg(long, env = "NODETRUST_REPORT_VALIDITY", default_value = "10m", value_parser = parse_duration)]
     pub report_validity: Duration,
+    /// How long attestation reports are kept; older ones are deleted, except each registered
+    /// host's latest. At least `--report-validity`.
+    #[arg(long, env = "NODETRUST_REPORT_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub report_retention: Duration,
+    /// How long entries of the change feed (the `changes` table) are kept; older ones are
+    /// deleted. At least `--report-validity`.
+    #[arg(long, env = "NODETRUST_CHANGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub change_retention: Duration,
     /// Timeout of one quote request to an agent.
     #[arg(long, env = "NODETRUST_AGENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub agent_timeout: Duration,
@@ -116,6 +125,9 @@ pub enum ConfigError {
         /// What was wrong.
         message: String,
     },
+    /// Settings that contradict each other.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl std::fmt::Debug for Config {
@@ -130,6 +142,8 @@ impl std::fmt::Debug for Config {
             .field("ek_ca_dir", &self.ek_ca_dir)
             .field("attest_interval", &self.attest_interval)
             .field("report_validity", &self.report_validity)
+            .field("report_retention", &self.report_retention)
+            .field("change_retention", &self.change_retention)
             .field("agent_timeout", &self.agent_timeout)
             .field("attest_concurrency", &self.attest_concurrency)
             .field("admin_username", &self.admin_username)
@@ -169,6 +183,7 @@ impl Config {
         let matches = Self::command().try_get_matches_from(argv.clone())?;
         let first = Self::from_arg_matches(&matches)?;
         let Some(path) = first.config.clone() else {
+            first.validate()?;
             return Ok(first);
         };
         let file_err = |message: String| ConfigError::File {
@@ -206,7 +221,28 @@ impl Config {
             argv.push(value.into());
         }
         let matches = Self::command().try_get_matches_from(argv)?;
-        Ok(Self::from_arg_matches(&matches)?)
+        let config = Self::from_arg_matches(&matches)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks settings against each other: each retention is at least `--report-validity`
+    /// (a report must outlive its validity).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let validity = self.report_validity;
+        for (flag, retention) in [
+            ("--report-retention", self.report_retention),
+            ("--change-retention", self.change_retention),
+        ] {
+            if retention < validity {
+                return Err(ConfigError::Invalid(format!(
+                    "{flag} ({}) is shorter than --report-validity ({}): a report must outlive its validity",
+                    humantime::format_duration(retention),
+                    humantime::format_duration(validity)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A configuration for tests: defaults, with the given database and state dir.
@@ -237,6 +273,8 @@ mod tests {
         assert_eq!(c.db, "sqlite:///var/lib/nodetrust/server.db");
         assert_eq!(c.attest_interval, Duration::from_secs(60));
         assert_eq!(c.report_validity, Duration::from_secs(600));
+        assert_eq!(c.report_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.change_retention, Duration::from_secs(7 * 86_400));
         let c = Config::parse_from([
             "nodetrust-server",
             "--attest-interval",
@@ -271,6 +309,50 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown setting"));
+    }
+
+    #[test]
+    fn retention_shorter_than_validity_is_refused() {
+        let refused = |args: &[&str]| {
+            let argv = ["nodetrust-server"].iter().chain(args).copied();
+            match Config::load_from(argv) {
+                Err(ConfigError::Invalid(m)) => m,
+                other => panic!("{args:?} accepted: {other:?}"),
+            }
+        };
+        let m = refused(&["--report-retention", "5m"]);
+        assert!(
+            m.contains("--report-retention (5m)") && m.contains("--report-validity (10m)"),
+            "{m}"
+        );
+        let m = refused(&["--report-validity", "2h", "--change-retention", "1h"]);
+        assert!(m.contains("--change-retention (1h)"), "{m}");
+        // Equal is enough; longer too.
+        let c = Config::load_from([
+            "nodetrust-server",
+            "--report-validity",
+            "1h",
+            "--report-retention",
+            "1h",
+            "--change-retention",
+            "2days",
+        ])
+        .unwrap();
+        assert_eq!(c.report_retention, Duration::from_secs(3600));
+        assert_eq!(c.change_retention, Duration::from_secs(2 * 86_400));
+        assert!(Config::load_from(["nodetrust-server", "--report-retention", "soon"]).is_err());
+        // From the config file as well.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "report_retention = \"1m\"\n").unwrap();
+        let f = file.display().to_string();
+        assert!(matches!(
+            Config::load_from(["nodetrust-server", "--config", &f]),
+            Err(ConfigError::Invalid(_))
+        ));
+        std::fs::write(&file, "report_retention = \"30d\"\n").unwrap();
+        let c = Config::load_from(["nodetrust-server", "--config", &f]).unwrap();
+        assert_eq!(c.report_retention, Duration::from_secs(30 * 86_400));
     }
 
     #[test]

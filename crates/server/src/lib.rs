@@ -16,6 +16,7 @@
 //! - [`registrar`]: registration with MakeCredential / ActivateCredential, endorsements.
 //! - [`ekca`]: the manufacturer CA bundle EK certificates chain to.
 //! - [`engine`]: attestation (quote, verification, appraisal, reports) and its scheduler.
+//! - [`retention`]: deletes old reports and change-feed rows.
 //! - [`evidence`]: the agent's event log, parsed and replayed for appraisal.
 //! - [`agent_client`]: HTTPS to agents with the certificate pinned.
 //! - [`store`]: SQLite / PostgreSQL, leases, the change feed.
@@ -37,6 +38,7 @@ pub mod jws;
 pub mod metrics;
 pub mod openapi;
 pub mod registrar;
+pub mod retention;
 pub mod state;
 pub mod store;
 pub mod tls;

@@ -9,7 +9,7 @@ use nodetrust_server::agent_client::HttpsAgents;
 use nodetrust_server::clock::SystemClock;
 use nodetrust_server::config::{redact_url, Config, ConfigError};
 use nodetrust_server::store::Store;
-use nodetrust_server::{app, engine, run, tls, AppState};
+use nodetrust_server::{app, engine, retention, run, tls, AppState};
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -68,9 +68,14 @@ async fn main() -> anyhow::Result<()> {
     let scheduler = tokio::spawn(engine::run_scheduler(state.clone(), async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
+    let mut rx = stop_rx.clone();
+    let pruner = tokio::spawn(retention::run_pruner(state.clone(), async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
     run(listener, tls_config, app(state), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = pruner.await;
     tracing::info!("nodetrust-server stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! - `nodetrust_attestation_seconds`: latency histogram of one attestation (quote + checks).
 //! - `nodetrust_agent_errors_total{reason}`: agents that gave no usable answer.
 //! - `nodetrust_hosts{verdict}`: hosts per current verdict (computed when scraped).
+//! - `nodetrust_pruned_rows_total{table}`: rows deleted by retention (`reports`, `changes`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,7 +23,11 @@ struct Inner {
     latency_buckets: [u64; BUCKETS.len()],
     latency_count: u64,
     latency_sum: f64,
+    pruned: BTreeMap<String, u64>,
 }
+
+/// Tables retention prunes (each always rendered, from 0).
+const PRUNED_TABLES: [&str; 2] = ["changes", "reports"];
 
 /// The server's metrics.
 #[derive(Debug, Default)]
@@ -54,6 +59,14 @@ impl Metrics {
     pub fn agent_error(&self, reason: &str) {
         if let Ok(mut m) = self.inner.lock() {
             *m.agent_errors.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Counts rows deleted from `table` by retention.
+    pub fn pruned(&self, table: &str, rows: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            let n = m.pruned.entry(table.to_string()).or_default();
+            *n = n.saturating_add(rows);
         }
     }
 
@@ -97,6 +110,15 @@ impl Metrics {
                 out,
                 "nodetrust_agent_errors_total{{reason=\"{reason}\"}} {n}"
             );
+        }
+        out.push_str("# HELP nodetrust_pruned_rows_total Rows deleted by retention, by table.\n");
+        out.push_str("# TYPE nodetrust_pruned_rows_total counter\n");
+        let mut pruned: BTreeMap<&str, u64> = PRUNED_TABLES.iter().map(|t| (*t, 0)).collect();
+        for (table, n) in &m.pruned {
+            pruned.insert(table, *n);
+        }
+        for (table, n) in pruned {
+            let _ = writeln!(out, "nodetrust_pruned_rows_total{{table=\"{table}\"}} {n}");
         }
         out.push_str("# HELP nodetrust_hosts Hosts by current verdict.\n");
         out.push_str("# TYPE nodetrust_hosts gauge\n");

@@ -22,6 +22,10 @@ pub struct Settings {
     pub attest_interval: Duration,
     /// Verdict validity.
     pub report_validity: Duration,
+    /// How long reports are kept (each registered host's latest is always kept).
+    pub report_retention: Duration,
+    /// How long change-feed rows are kept.
+    pub change_retention: Duration,
     /// Most attestations in flight.
     pub attest_concurrency: usize,
     /// Largest request body.
@@ -93,6 +97,9 @@ pub enum StartError {
     /// The EK CA directory is unusable.
     #[error("--ek-ca-dir: {0}")]
     EkCa(String),
+    /// Settings that contradict each other.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl AppState {
@@ -104,6 +111,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         agents: Arc<dyn AgentConnector>,
     ) -> Result<Self, StartError> {
+        config.validate()?;
         let now = millis(clock.now());
         let accounts = [
             (&config.admin_username, &config.admin_password, Role::Admin),
@@ -139,6 +147,8 @@ impl AppState {
         let settings = Settings {
             attest_interval: config.attest_interval,
             report_validity: config.report_validity,
+            report_retention: config.report_retention,
+            change_retention: config.change_retention,
             attest_concurrency: config.attest_concurrency.max(1),
             max_body: config.max_body,
             replica: config.replica(),

@@ -15,6 +15,10 @@
 //! leases at every attestation; when it dies, the others take its hosts over once the leases
 //! expire.
 //!
+//! Retention: [`Store::prune_reports`] and [`Store::prune_changes`] delete rows older than a
+//! cutoff in bounded batches (each its own short statement), always sparing each registered
+//! host's latest report.
+//!
 //! The change feed: every verdict or host change appends a row to `changes` (a durable,
 //! ordered log a follower can resume from by sequence number, [`Store::changes_since`]) in the
 //! same transaction, and is published on an in-process broadcast channel
@@ -266,12 +270,26 @@ const POSTGRES_V1: &[&str] = &[
      kind TEXT NOT NULL, verdict TEXT, created BIGINT NOT NULL)",
 ];
 
+/// Version 2: indexes for retention's deletes by age. `IF NOT EXISTS`, so an index made
+/// beforehand (e.g. `CREATE INDEX CONCURRENTLY` on a large PostgreSQL table) is kept.
+const V2: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS reports_created ON reports (created)",
+    "CREATE INDEX IF NOT EXISTS changes_created ON changes (created)",
+];
+
 fn migrations() -> Vec<Migration> {
-    vec![Migration {
-        version: 1,
-        sqlite: SQLITE_V1,
-        postgres: POSTGRES_V1,
-    }]
+    vec![
+        Migration {
+            version: 1,
+            sqlite: SQLITE_V1,
+            postgres: POSTGRES_V1,
+        },
+        Migration {
+            version: 2,
+            sqlite: V2,
+            postgres: V2,
+        },
+    ]
 }
 
 const HOST_COLUMNS: &str = "name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
@@ -1265,6 +1283,101 @@ impl Store {
             }
         };
         rows.iter().map(report_from_row).collect()
+    }
+
+    // ---- retention ----
+
+    /// One bounded delete of old reports: at most `limit` reports created in `[from, before)`,
+    /// oldest first, sparing the latest report of each registered host (the one
+    /// `GET /reports?latest=true` serves). Returns how many were deleted and the newest
+    /// `created` among them (the `from` of the next batch: older reports left are spared ones).
+    ///
+    /// Safe to run from several replicas at once: on PostgreSQL each picks rows no other
+    /// replica has locked (`SKIP LOCKED`); a row already deleted is simply not deleted again.
+    pub async fn prune_reports_batch(
+        &self,
+        from: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<(u64, Option<i64>)> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE OF r SKIP LOCKED",
+        };
+        // A report is spared when it is its host's newest by (created, id), the order the API
+        // reads, and the host is registered.
+        let q = format!(
+            "DELETE FROM reports WHERE id IN (SELECT r.id FROM reports r \
+             WHERE r.created >= $1 AND r.created < $2 \
+             AND (EXISTS (SELECT 1 FROM reports n WHERE n.host_name = r.host_name \
+                   AND n.created >= r.created AND (n.created > r.created OR n.id > r.id)) \
+                  OR NOT EXISTS (SELECT 1 FROM hosts h WHERE h.name = r.host_name)) \
+             ORDER BY r.created LIMIT $3{lock}) RETURNING created"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(from)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut newest = None;
+        for r in &rows {
+            let created: i64 = r.try_get("created")?;
+            newest = newest.max(Some(created));
+        }
+        Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), newest))
+    }
+
+    /// Deletes reports created before `before` (sparing each registered host's latest) in
+    /// batches of at most `batch`, until a batch deletes fewer. Returns how many were deleted.
+    pub async fn prune_reports(&self, before: i64, batch: i64) -> Result<u64> {
+        let batch = batch.max(1);
+        let (mut total, mut from) = (0u64, i64::MIN);
+        loop {
+            let (n, newest) = self.prune_reports_batch(from, before, batch).await?;
+            total = total.saturating_add(n);
+            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
+                return Ok(total);
+            }
+            from = newest.unwrap_or(from);
+            // Lets queued writes (the group commit) in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One bounded delete of the change feed: at most `limit` changes created before `before`,
+    /// oldest first. Returns how many were deleted. Safe from several replicas at once, as
+    /// [`Store::prune_reports_batch`].
+    pub async fn prune_changes_batch(&self, before: i64, limit: i64) -> Result<u64> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
+        let q = format!(
+            "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE created < $1 \
+             ORDER BY created LIMIT $2{lock})"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(before)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes changes created before `before` in batches of at most `batch`, until a batch
+    /// deletes fewer. Returns how many were deleted.
+    pub async fn prune_changes(&self, before: i64, batch: i64) -> Result<u64> {
+        let batch = batch.max(1);
+        let mut total = 0u64;
+        loop {
+            let n = self.prune_changes_batch(before, batch).await?;
+            total = total.saturating_add(n);
+            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     // ---- flavors ----

@@ -143,6 +143,10 @@ fn help_documents_the_interface_flags() {
         "--ek-ca-dir",
         "--attest-interval",
         "--report-validity",
+        "--report-retention",
+        "--change-retention",
+        "NODETRUST_REPORT_RETENTION",
+        "NODETRUST_CHANGE_RETENTION",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -150,5 +154,30 @@ fn help_documents_the_interface_flags() {
         help.contains("0.0.0.0:8443")
             && help.contains("sqlite:///var/lib/nodetrust/server.db")
             && help.contains("10m")
+            && help.contains("[default: 7d]")
+    );
+}
+
+#[test]
+fn a_retention_shorter_than_the_validity_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodetrust-server"))
+        .args([
+            "--db",
+            &format!("sqlite://{}/server.db", dir.path().display()),
+        ])
+        .args(["--report-validity", "1h"])
+        .env("NODETRUST_CHANGE_RETENTION", "30m")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--change-retention (30m) is shorter than --report-validity (1h)"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("server.db").exists(),
+        "refused before opening the database"
     );
 }

@@ -513,3 +513,309 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
         );
     }
 }
+
+// ---- retention ----
+
+/// Every stored report as (host, created), sorted.
+async fn all_reports(store: &Store) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = store
+        .reports(None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.host_name, r.created))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn pruning_deletes_old_rows_keeps_recent_ones_and_each_hosts_latest_report() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        for (name, uuid) in [("h1", "uuid-1"), ("h2", "uuid-2"), ("h3", "uuid-3")] {
+            store.register_host(&host(name, uuid), 1).await.unwrap();
+        }
+        // h1: three old reports and a recent one; h2: only old ones, the newest of which is
+        // what `latest=true` serves.
+        for (verdict, created) in [("trusted", 10), ("trusted", 20), ("trusted", 30)] {
+            store
+                .save_report(&report("h1", verdict, created), true, None)
+                .await
+                .unwrap();
+        }
+        store
+            .save_report(&report("h1", "untrusted", 1000), true, None)
+            .await
+            .unwrap();
+        for created in [10, 40] {
+            store
+                .save_report(&report("h2", "trusted", created), true, None)
+                .await
+                .unwrap();
+        }
+        // Two reports of h3 with the same time: the one the API calls latest (by id) stays.
+        for _ in 0..2 {
+            store
+                .save_report(&report("h3", "trusted", 50), true, None)
+                .await
+                .unwrap();
+        }
+        let h3_latest = store.reports(Some("h3"), 1).await.unwrap()[0].clone();
+        // A host re-registered under another name leaves its reports behind: no host, no
+        // latest to keep.
+        store
+            .register_host(&host("old", "uuid-9"), 1)
+            .await
+            .unwrap();
+        store
+            .save_report(&report("old", "trusted", 60), true, None)
+            .await
+            .unwrap();
+        store
+            .register_host(&host("renamed", "uuid-9"), 2000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.reports(Some("old"), 10).await.unwrap().len(),
+            1,
+            "{url}"
+        );
+
+        let deleted = store.prune_reports(500, 100).await.unwrap();
+        assert_eq!(deleted, 3 + 1 + 1 + 1, "{url}");
+        assert_eq!(
+            all_reports(&store).await,
+            [
+                ("h1".to_string(), 1000),
+                ("h2".to_string(), 40),
+                ("h3".to_string(), 50)
+            ],
+            "{url}"
+        );
+        assert_eq!(store.reports(Some("h3"), 10).await.unwrap(), [h3_latest]);
+        assert_eq!(store.reports(Some("h2"), 1).await.unwrap()[0].created, 40);
+        // Nothing left to prune: a second run deletes nothing.
+        assert_eq!(store.prune_reports(500, 100).await.unwrap(), 0, "{url}");
+        // Past the cutoff, a host's latest report goes only once a newer one exists.
+        store
+            .save_report(&report("h2", "trusted", 1100), true, None)
+            .await
+            .unwrap();
+        assert_eq!(store.prune_reports(1050, 100).await.unwrap(), 1, "{url}");
+        assert_eq!(
+            store.reports(Some("h2"), 10).await.unwrap()[0].created,
+            1100
+        );
+        assert_eq!(store.reports(Some("h2"), 10).await.unwrap().len(), 1);
+
+        // The change feed: registrations at 1, first verdicts at 10..60, h1's change at 1000,
+        // the renaming at 2000; only those from 500 on stay, with their sequence numbers.
+        let before = store.changes_since(0, 1000).await.unwrap();
+        let deleted = store.prune_changes(500, 100).await.unwrap();
+        let after = store.changes_since(0, 1000).await.unwrap();
+        assert_eq!(
+            usize::try_from(deleted).unwrap(),
+            before.len() - after.len(),
+            "{url}"
+        );
+        let kept: Vec<(String, String)> = after
+            .iter()
+            .map(|(_, c)| (c.host_name.clone(), c.kind.clone()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("h1".to_string(), "verdict".to_string()),
+                ("old".to_string(), "deleted".to_string()),
+                ("renamed".to_string(), "registered".to_string()),
+            ],
+            "{url}"
+        );
+        assert!(
+            after.iter().all(|c| before.contains(c)),
+            "kept changes keep their sequence numbers"
+        );
+        // A follower resuming from a pruned sequence number gets what is left.
+        assert_eq!(store.changes_since(before[0].0, 1000).await.unwrap(), after);
+        assert_eq!(store.prune_changes(500, 100).await.unwrap(), 0, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn pruning_deletes_in_bounded_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        // Ten old reports and a recent one, each a verdict change.
+        for created in 1..=10 {
+            let verdict = if created % 2 == 0 {
+                "trusted"
+            } else {
+                "untrusted"
+            };
+            store
+                .save_report(&report("h1", verdict, created), true, None)
+                .await
+                .unwrap();
+        }
+        store
+            .save_report(&report("h1", "untrusted", 1000), true, None)
+            .await
+            .unwrap();
+        // One batch deletes at most its limit, oldest first.
+        assert_eq!(
+            store.prune_reports_batch(i64::MIN, 500, 3).await.unwrap(),
+            (3, Some(3)),
+            "{url}"
+        );
+        assert_eq!(
+            all_reports(&store).await.first(),
+            Some(&("h1".to_string(), 4))
+        );
+        assert_eq!(store.reports(None, 100).await.unwrap().len(), 8);
+        // `from` bounds a batch from below.
+        assert_eq!(
+            store.prune_reports_batch(8, 500, 3).await.unwrap(),
+            (3, Some(10)),
+            "{url}"
+        );
+        assert_eq!(store.reports(None, 100).await.unwrap().len(), 5);
+        // The loop runs batches until none is full.
+        assert_eq!(store.prune_reports(500, 3).await.unwrap(), 4, "{url}");
+        assert_eq!(all_reports(&store).await, [("h1".to_string(), 1000)]);
+
+        // Changes: the registration at 0, ten verdict changes at 1..=10, one at 1000.
+        assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 12);
+        assert_eq!(store.prune_changes_batch(500, 4).await.unwrap(), 4, "{url}");
+        assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 8);
+        assert_eq!(store.prune_changes(500, 4).await.unwrap(), 7, "{url}");
+        let left = store.changes_since(0, 100).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.verdict.as_deref(), Some("untrusted"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_pruning_at_once_delete_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, a) in stores(&dir).await {
+        // A second replica: its own connections to the same database.
+        let b = Store::connect(&url).await.unwrap();
+        let hosts = 10;
+        for i in 0..hosts {
+            a.register_host(&host(&format!("h{i}"), &format!("uuid-{i}")), 0)
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for i in 0..hosts {
+            let s = a.clone();
+            tasks.push(tokio::spawn(async move {
+                for created in 1..=30 {
+                    let verdict = if created % 2 == 0 {
+                        "trusted"
+                    } else {
+                        "untrusted"
+                    };
+                    s.save_report(&report(&format!("h{i}"), verdict, created), true, None)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let changes = a.changes_since(0, 100_000).await.unwrap().len();
+        let (ra, rb, ca, cb) = tokio::join!(
+            a.prune_reports(100, 7),
+            b.prune_reports(100, 7),
+            a.prune_changes(100, 5),
+            b.prune_changes(100, 5)
+        );
+        let (ra, rb, ca, cb) = (ra.unwrap(), rb.unwrap(), ca.unwrap(), cb.unwrap());
+        assert_eq!(ra + rb, hosts * 29, "each old report deleted once ({url})");
+        assert_eq!(
+            usize::try_from(ca + cb).unwrap(),
+            changes,
+            "each change deleted once ({url})"
+        );
+        let left = all_reports(&a).await;
+        assert_eq!(left.len(), usize::try_from(hosts).unwrap(), "{url}");
+        assert!(left.iter().all(|(_, created)| *created == 30), "{left:?}");
+        assert!(a.changes_since(0, 100).await.unwrap().is_empty());
+    }
+}
+
+/// Names of the retention indexes present.
+async fn retention_indexes(url: &str, backend: Backend) -> Vec<String> {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let q = match backend {
+        Backend::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND name IN ('reports_created', 'changes_created') ORDER BY name"
+        }
+        Backend::Postgres => {
+            "SELECT CAST(indexname AS TEXT) AS name FROM pg_indexes \
+             WHERE indexname IN ('reports_created', 'changes_created') ORDER BY indexname"
+        }
+    };
+    let names: Vec<String> = sqlx::query_scalar(q).fetch_all(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    names
+}
+
+#[tokio::test]
+async fn a_version_1_database_migrates_to_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let backend = store.backend();
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        for created in [10, 20] {
+            store
+                .save_report(&report("h1", "trusted", created), true, None)
+                .await
+                .unwrap();
+        }
+        drop(store);
+        assert_eq!(
+            retention_indexes(&url, backend).await,
+            ["changes_created", "reports_created"],
+            "{url}"
+        );
+        // Back to version 1: version 2 only adds these indexes.
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for stmt in [
+            "DROP INDEX reports_created",
+            "DROP INDEX changes_created",
+            "DELETE FROM schema_migrations WHERE version = 2",
+        ] {
+            sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        assert!(retention_indexes(&url, backend).await.is_empty());
+
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            retention_indexes(&url, backend).await,
+            ["changes_created", "reports_created"],
+            "{url}"
+        );
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        conn.close().await.unwrap();
+        assert_eq!(versions, [1, 2], "{url}");
+        // The data came through, and pruning works on it.
+        assert_eq!(all_reports(&store).await.len(), 2);
+        assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
+        assert_eq!(all_reports(&store).await, [("h1".to_string(), 20)]);
+        // Connecting again migrates nothing more.
+        drop(store);
+        Store::connect(&url).await.unwrap().ping().await.unwrap();
+    }
+}
