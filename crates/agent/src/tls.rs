@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::ServerTrust;
@@ -27,9 +27,12 @@ pub enum TlsError {
         /// What went wrong.
         detail: String,
     },
-    /// rustls or rcgen refused the material.
+    /// rustls refused the material.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The API's certificate or key could not be loaded or generated.
+    #[error(transparent)]
+    Identity(#[from] nodetrust_tls::identity::IdentityError),
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
@@ -39,6 +42,7 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
     }
 }
 
+use nodetrust_tls::identity::{load_or_generate, SelfSigned};
 pub use nodetrust_tls::{fingerprint, provider, PinVerifier};
 
 /// The API's certificate and key.
@@ -60,19 +64,6 @@ pub fn generated_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-fn write_secret(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
-    f.write_all(data).map_err(|e| file_err(path, e))
-}
-
 /// Loads `--tls-cert`/`--tls-key`, or the generated pair in `state_dir`, generating it with
 /// subject names `names` when absent.
 pub fn server_identity(
@@ -81,40 +72,25 @@ pub fn server_identity(
     state_dir: &Path,
     names: &[String],
 ) -> Result<ServerIdentity, TlsError> {
-    let (cert_path, key_path, generated) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf(), false),
-        _ => {
-            let (c, k) = generated_paths(state_dir);
-            let generate = !(c.exists() && k.exists());
-            if generate {
-                std::fs::create_dir_all(state_dir).map_err(|e| file_err(state_dir, e))?;
-                let ck = rcgen::generate_simple_self_signed(names.to_vec())
-                    .map_err(|e| TlsError::Tls(e.to_string()))?;
-                write_secret(&k, ck.key_pair.serialize_pem().as_bytes())?;
-                std::fs::write(&c, ck.cert.pem()).map_err(|e| file_err(&c, e))?;
-            }
-            (c, k, generate)
-        }
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| file_err(&cert_path, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_err(&cert_path, e))?;
-    let first = chain
-        .first()
-        .ok_or_else(|| file_err(&cert_path, "no certificate in the file"))?;
-    let fingerprint = fingerprint(first.as_ref());
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| file_err(&key_path, e))?;
+    let (cert_path, key_path) = generated_paths(state_dir);
+    let id = load_or_generate(
+        cert.zip(key),
+        &SelfSigned {
+            cert: cert_path,
+            key: key_path,
+            names,
+        },
+    )?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .with_single_cert(id.certs, id.key)
         .map_err(|e| TlsError::Tls(e.to_string()))?;
     Ok(ServerIdentity {
         config: Arc::new(config),
-        fingerprint,
-        generated,
+        fingerprint: id.fingerprint,
+        generated: id.generated,
     })
 }
 

@@ -6,7 +6,7 @@
 //!   taken at registration. No CA is consulted; the handshake signature is still verified with
 //!   the pinned certificate's key, so only the holder of that key can answer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,56 +15,19 @@ use rustls::{ClientConfig, ServerConfig};
 /// A TLS set-up failure.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A PEM file held no usable certificate or key.
+    /// The certificate options or the pinned fingerprint are unusable.
     #[error("{0}")]
     Pem(String),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    /// Generating a self-signed pair failed.
-    #[error("generating a self-signed certificate: {0}")]
-    Generate(String),
+    /// The server's certificate or key could not be loaded or generated.
+    #[error(transparent)]
+    Identity(#[from] nodetrust_tls::identity::IdentityError),
 }
 
+use nodetrust_tls::identity::{load_or_generate, SelfSigned};
 pub use nodetrust_tls::{fingerprint, provider};
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Reads a PEM certificate chain.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem(format!(
-            "{}: no certificate found",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-/// Reads a PEM private key.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| TlsError::Pem(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| TlsError::Pem(format!("{}: no private key found", path.display())))
-}
 
 /// The server certificate and key: the given files, or `state_dir/server.crt` and
 /// `state_dir/server.key`, generated (self-signed) when absent.
@@ -74,59 +37,32 @@ pub fn server_identity(
     state_dir: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     match (cert, key) {
-        (Some(c), Some(k)) => return Ok((load_certs(c)?, load_key(k)?)),
         (Some(_), None) | (None, Some(_)) => {
             return Err(TlsError::Pem(
                 "--tls-cert and --tls-key must be given together".into(),
             ))
         }
-        (None, None) => {}
+        _ => {}
     }
-    let cert_path = state_dir.join("server.crt");
-    let key_path = state_dir.join("server.key");
-    if !cert_path.exists() || !key_path.exists() {
-        std::fs::create_dir_all(state_dir).map_err(|source| TlsError::Io {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            if !h.trim().is_empty() {
-                names.push(h.trim().to_string());
-            }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        if !h.trim().is_empty() {
+            names.push(h.trim().to_string());
         }
-        let ck = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        write_private(&key_path, ck.key_pair.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, ck.cert.pem()).map_err(|source| TlsError::Io {
-            path: cert_path.clone(),
-            source,
-        })?;
-        tracing::info!(path = %cert_path.display(), "generated a self-signed TLS certificate");
     }
-    let certs = load_certs(&cert_path)?;
-    if let Some(c) = certs.first() {
-        tracing::info!(sha256 = %fingerprint(c), "server TLS certificate");
+    let id = load_or_generate(
+        cert.zip(key),
+        &SelfSigned {
+            cert: state_dir.join("server.crt"),
+            key: state_dir.join("server.key"),
+            names: &names,
+        },
+    )?;
+    if id.generated {
+        tracing::info!(path = %state_dir.join("server.crt").display(), "generated a self-signed TLS certificate");
     }
-    Ok((certs, load_key(&key_path)?))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write as _;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    f.write_all(data).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    tracing::info!(sha256 = %id.fingerprint, "server TLS certificate");
+    Ok((id.certs, id.key))
 }
 
 /// The server's rustls configuration (HTTP/1.1).

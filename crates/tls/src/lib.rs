@@ -10,7 +10,11 @@
 //!   name it. [`PinVerifier`] is the pinned case.
 //! - [`BaseUrl`]: `https://host[:port][/path]`, the one URL form agents and operators give
 //!   for a server.
+//! - [`identity`]: an endpoint's own certificate and key, from PEM files or self-signed into a
+//!   state directory on first start.
 #![forbid(unsafe_code)]
+
+pub mod identity;
 
 use std::sync::{Arc, Mutex};
 
