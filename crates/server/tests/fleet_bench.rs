@@ -216,22 +216,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// A fresh database on the `NODETRUST_TEST_PG_URL` cluster.
-async fn pg_database() -> Option<String> {
-    use sqlx::Connection as _;
-    let base = std::env::var("NODETRUST_TEST_PG_URL").ok()?;
-    sqlx::any::install_default_drivers();
-    let name = format!("nt_bench_{}", nodetrust_server::store::new_id());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn fleet_over_https_sqlite() {
@@ -243,7 +227,7 @@ async fn fleet_over_https_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn fleet_over_https_postgres() {
-    let Some(db) = pg_database().await else {
+    let Some(db) = common::pg_database().await else {
         eprintln!("NODETRUST_TEST_PG_URL not set (scripts/with-postgres.sh sets it): skipped");
         return;
     };

@@ -17,26 +17,10 @@ use std::time::Duration;
 use common::{gold_boot, Auth, Harness};
 use nodetrust_server::retention::{prune_once, run_pruner, Pruned, PRUNE_BATCH};
 use nodetrust_server::state::StartError;
-use nodetrust_server::store::{new_id, Store};
+use nodetrust_server::store::Store;
 use nodetrust_server::AppState;
-use sqlx::Connection as _;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// A new empty database on the test cluster, when there is one.
-async fn pg_database() -> Option<String> {
-    let base = std::env::var("NODETRUST_TEST_PG_URL").ok()?;
-    sqlx::any::install_default_drivers();
-    let name = format!("nt_{}", new_id());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
-}
 
 /// Harnesses with one-hour retentions: SQLite, and PostgreSQL when configured.
 async fn harnesses() -> Vec<Harness> {
@@ -47,7 +31,7 @@ async fn harnesses() -> Vec<Harness> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}/server.db", dir.path().display());
     let mut out = vec![Harness::with_config(dir, sqlite, edit).await];
-    match pg_database().await {
+    match common::pg_database().await {
         Some(url) => out.push(Harness::with_config(tempfile::tempdir().unwrap(), url, edit).await),
         None => eprintln!("NODETRUST_TEST_PG_URL not set: PostgreSQL half skipped"),
     }

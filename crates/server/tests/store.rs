@@ -24,27 +24,12 @@ use sqlx::Connection as _;
 async fn stores(dir: &tempfile::TempDir) -> Vec<(String, Store)> {
     let sqlite = format!("sqlite://{}/t-{}.db", dir.path().display(), new_id());
     let mut out = vec![(sqlite.clone(), Store::connect(&sqlite).await.unwrap())];
-    if let Some(url) = pg_database().await {
+    if let Some(url) = common::pg_database().await {
         out.push((url.clone(), Store::connect(&url).await.unwrap()));
     } else {
         eprintln!("NODETRUST_TEST_PG_URL not set: PostgreSQL half of the store suite skipped (make test sets it)");
     }
     out
-}
-
-/// A new empty database on the test cluster.
-pub async fn pg_database() -> Option<String> {
-    let base = std::env::var("NODETRUST_TEST_PG_URL").ok()?;
-    sqlx::any::install_default_drivers();
-    let name = format!("nt_{}", new_id());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
 }
 
 fn host(name: &str, uuid: &str) -> HostRow {
@@ -359,7 +344,7 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
 
 #[tokio::test]
 async fn postgresql_replicas_hear_each_others_changes() {
-    let Some(url) = pg_database().await else {
+    let Some(url) = common::pg_database().await else {
         eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
         return;
     };
@@ -406,7 +391,7 @@ async fn sqlite_has_no_cross_process_listener() {
 
 #[tokio::test]
 async fn the_api_works_on_postgresql_too() {
-    let Some(url) = pg_database().await else {
+    let Some(url) = common::pg_database().await else {
         eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
         return;
     };

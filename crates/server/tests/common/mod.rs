@@ -453,3 +453,20 @@ impl Harness {
         v
     }
 }
+
+/// A new empty database on the `NODETRUST_TEST_PG_URL` cluster (`make test` starts one), or
+/// `None` when no cluster is configured.
+pub async fn pg_database() -> Option<String> {
+    use sqlx::Connection as _;
+    let base = std::env::var("NODETRUST_TEST_PG_URL").ok()?;
+    sqlx::any::install_default_drivers();
+    let name = format!("nt_{}", nodetrust_server::store::new_id());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{name}"))
+}
