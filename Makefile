@@ -1,13 +1,14 @@
 # nodetrust — the two commands a newcomer needs:
 #   make demo   run the whole system on an embedded default
-#   make test   install what the tests need, then fmt, clippy, dependency rules and every test
+#   make test   install what the tests need, then fmt, clippy, dependency rules, every test and
+#               a fuzz smoke run
 # Both are meant for a fresh Debian 12 machine, as root (apt-get installs the packages).
 
 SHELL := /bin/bash
 CARGO ?= cargo
 DEB_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config postgresql openssl
 
-.PHONY: deps test lint check-deps test-only demo bench clean-pg
+.PHONY: deps test lint check-deps test-only fuzz-smoke demo bench clean-pg
 
 deps:
 	@scripts/install-deps.sh $(DEB_PACKAGES)
@@ -22,7 +23,11 @@ check-deps:
 test-only:
 	scripts/with-postgres.sh $(CARGO) test --workspace --locked --no-fail-fast
 
-test: deps lint check-deps test-only
+# Every fuzz target for FUZZ_SECONDS (default 20) on its seeds; any crash fails (docs/FUZZING.md).
+fuzz-smoke:
+	CARGO=$(CARGO) scripts/fuzz-smoke.sh
+
+test: deps lint check-deps test-only fuzz-smoke
 
 demo: deps
 	scripts/demo.sh

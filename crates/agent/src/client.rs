@@ -15,6 +15,9 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use nodetrust_proto::ErrorBody;
+use nodetrust_tls::{certificate_rejection, ServerVerifier, TrustFlags};
+
 use crate::config::Credentials;
 
 /// Largest response body read.
@@ -28,16 +31,26 @@ pub enum ClientError {
     /// The URL is not `https://host[:port][/path]`.
     #[error("bad server URL {0:?}: expected https://host[:port][/path]")]
     Url(String),
-    /// No connection (refused, unreachable, DNS, TLS) or no answer in time.
+    /// No connection (refused, unreachable, DNS, a TLS failure other than trust) or no
+    /// answer in time.
     #[error("server not reachable: {0}")]
     Unreachable(String),
+    /// The server's certificate is not trusted: `server certificate not trusted: <cause>;
+    /// remedy: <what to do>`. Retrying does not help until the configuration changes.
+    #[error("{0}")]
+    Untrusted(String),
     /// The server answered with an error status.
-    #[error("server answered {status}: {body}")]
+    #[error("server answered HTTP {status} ({reason}): {message}")]
     Status {
         /// HTTP status.
         status: u16,
-        /// Body (truncated).
-        body: String,
+        /// The server's stable reason (`ek_not_endorsed`, `identity_conflict`...), or
+        /// `http_<status>` when the body is not the API's error.
+        reason: String,
+        /// The server's sentence, or the body's start (bounded, control characters removed).
+        message: String,
+        /// How long the server asked to wait (`Retry-After`, seconds; at most an hour).
+        retry_after: Option<Duration>,
     },
     /// The answer was not what the API defines.
     #[error("unexpected answer from the server: {0}")]
@@ -49,6 +62,7 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable(_) => true,
+            Self::Untrusted(_) => false,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             _ => false,
         }
@@ -63,12 +77,22 @@ impl From<nodetrust_tls::UrlError> for ClientError {
     }
 }
 
+/// The agent's options to trust the server, named in remedies.
+const FLAGS: TrustFlags = TrustFlags {
+    ca: "--server-ca",
+    pin: "--server-pin",
+};
+
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// A client for one server.
 #[derive(Clone)]
 pub struct Client {
     base: BaseUrl,
     tls: TlsConnector,
     authorization: String,
+    verifier: Option<Arc<ServerVerifier>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -93,7 +117,15 @@ impl Client {
             base,
             tls: TlsConnector::from(config),
             authorization: format!("Basic {token}"),
+            verifier: None,
         })
+    }
+
+    /// The same client, told which verifier `config` uses, so that a trust failure names the
+    /// certificate the server presented ([`crate::tls::client_trust`] returns both).
+    pub fn with_verifier(mut self, verifier: Arc<ServerVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     /// The server's base URL.
@@ -138,11 +170,22 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.base.host.clone())
             .map_err(|_| ClientError::Url(self.base.host.clone()))?;
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(|e| unreachable(&format!("TLS: {e}")))?;
+        let tls =
+            self.tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| match certificate_rejection(&e) {
+                    Some(cause) => ClientError::Untrusted(match &self.verifier {
+                        Some(v) => v.not_trusted(cause, &FLAGS),
+                        None => format!(
+                        "server certificate not trusted: {cause:?}; remedy: give {} the PEM file \
+                         of the CA that issued it (or the server's certificate itself), or its \
+                         SHA-256 with {}",
+                        FLAGS.ca, FLAGS.pin
+                    ),
+                    }),
+                    None => unreachable(&format!("TLS: {e}")),
+                })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| unreachable(&e))?;
@@ -168,6 +211,12 @@ impl Client {
             .await
             .map_err(|e| unreachable(&e))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
@@ -177,13 +226,29 @@ impl Client {
         if status.is_success() {
             Ok(bytes)
         } else {
-            let text: String = String::from_utf8_lossy(&bytes).chars().take(500).collect();
+            let (reason, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (bounded(&b.reason, 64), bounded(&b.error, 1000)),
+                Err(_) => (
+                    format!("http_{}", status.as_u16()),
+                    bounded(String::from_utf8_lossy(&bytes).trim(), 500),
+                ),
+            };
             Err(ClientError::Status {
                 status: status.as_u16(),
-                body: text,
+                reason,
+                message,
+                retry_after,
             })
         }
     }
+}
+
+/// `s` cut to `max` characters, control characters replaced (it goes to a log line).
+fn bounded(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Whether the status is 401 or 403.

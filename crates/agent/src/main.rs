@@ -106,7 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None
             }
             Some(server) => {
-                let client = Client::new(&server.url, tls::client_config(&server.trust)?, &server.credentials)?;
+                let (config, verifier) = tls::client_trust(&server.trust)?;
+                let client = Client::new(&server.url, config, &server.credentials)?.with_verifier(verifier);
                 let connection_url = settings
                     .advertise_url
                     .clone()

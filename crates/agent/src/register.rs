@@ -1,7 +1,9 @@
 //! Registration with the Trust Server (the runbook's boot sequence, steps 4-5).
 //!
-//! 1. Wait until the server answers, with capped exponential backoff and one log line per
-//!    attempt.
+//! 1. Wait until the server answers, with capped exponential backoff (longer when the server
+//!    answers 429 with `Retry-After`) and one log line per attempt, telling the failure as what
+//!    it is ([`describe_failure`]): server not answering, certificate not trusted, account
+//!    refused, EK not endorsed, host known with another TPM.
 //! 2. `POST /mtwilson/v2/hosts/register`: host facts, EK public and certificate, AK public, the
 //!    agent's URL and TLS fingerprint. The server answers with a MakeCredential challenge for
 //!    (EK, AK Name).
@@ -22,7 +24,7 @@ use nodetrust_proto::registration::{
 };
 use nodetrust_tpm::{Attester, TpmError};
 
-use crate::client::{is_auth_status, Client, ClientError};
+use crate::client::{Client, ClientError};
 
 /// Registration endpoint.
 pub const REGISTER_PATH: &str = "/mtwilson/v2/hosts/register";
@@ -131,21 +133,147 @@ pub async fn register_once(
     Ok(result)
 }
 
-fn log_failure(step: &str, attempt: u32, e: &RegisterError, next: Duration) {
-    match e {
-        RegisterError::Client(c) if c.is_transient() => tracing::warn!(
-            attempt,
-            retry_in = ?next,
-            "{step}: the Trust Server is not answering yet ({c}); retrying"
+/// How a failed attempt is told in the log, and how long to wait before the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureReport {
+    /// Whether it is logged at ERROR (an operator must act) rather than WARN (it may pass by
+    /// itself: the server starting, overloaded).
+    pub error: bool,
+    /// What happened and, when an operator must act, `remedy: <what to do>`.
+    pub text: String,
+    /// The least wait before the next attempt (the server's `Retry-After`).
+    pub wait_at_least: Option<Duration>,
+}
+
+/// Tells the failure of `step` (registration, start notification) as what it is, following
+/// the server's error `reason` when it gave one.
+pub fn describe_failure(step: &str, e: &RegisterError) -> FailureReport {
+    let report = |error: bool, text: String| FailureReport {
+        error,
+        text,
+        wait_at_least: None,
+    };
+    let RegisterError::Client(c) = e else {
+        return report(true, format!("{step} failed: {e}"));
+    };
+    match c {
+        ClientError::Untrusted(m) => report(true, format!("{step}: {m}")),
+        ClientError::Unreachable(m) if m.starts_with("TLS: ") => report(
+            false,
+            format!("{step}: the TLS handshake with the Trust Server failed ({m})"),
         ),
-        RegisterError::Client(c) if is_auth_status(c) => tracing::error!(
-            attempt,
-            retry_in = ?next,
-            "{step}: the Trust Server refused the agent's account ({c}); check MTWILSON_API_USERNAME and \
-             MTWILSON_API_PASSWORD; retrying"
+        ClientError::Unreachable(m) => report(
+            false,
+            format!("{step}: the Trust Server is not answering yet ({m})"),
         ),
-        other => tracing::error!(attempt, retry_in = ?next, "{step} failed: {other}; retrying"),
+        ClientError::Status {
+            status: 429,
+            reason,
+            message,
+            retry_after,
+        } => FailureReport {
+            error: false,
+            text: format!(
+                "{step}: the Trust Server is busy (HTTP 429, {reason}: {message}); waiting{} \
+                 before the next attempt",
+                retry_after
+                    .map(|d| format!(" {}s as it asks", d.as_secs()))
+                    .unwrap_or_default()
+            ),
+            wait_at_least: *retry_after,
+        },
+        ClientError::Status {
+            status: 401,
+            message,
+            ..
+        } => report(
+            true,
+            format!(
+                "{step}: the Trust Server refused the agent's account (HTTP 401: {message}); \
+                 remedy: check MTWILSON_API_USERNAME and MTWILSON_API_PASSWORD against the \
+                 server's agent account (`nodetrust user list` on the server side)"
+            ),
+        ),
+        ClientError::Status {
+            status: 403,
+            reason,
+            message,
+            ..
+        } if reason == "ek_not_endorsed" => report(
+            true,
+            format!(
+                "{step}: the server does not accept this TPM's EK: {message}; remedy: an \
+                 administrator accepts it with `nodetrust endorsement add --ek-public FILE` \
+                 (`tpm2_createek -u FILE`) or `--certificate FILE` (`tpm2_getekcertificate`), \
+                 then this agent registers at its next attempt"
+            ),
+        ),
+        ClientError::Status {
+            status: 403,
+            reason,
+            message,
+            ..
+        } => report(
+            true,
+            format!(
+                "{step}: the Trust Server forbids this to the agent's account (HTTP 403, \
+                 {reason}: {message}); remedy: give the agent an account with the role agent \
+                 (MTWILSON_API_USERNAME / MTWILSON_API_PASSWORD)"
+            ),
+        ),
+        ClientError::Status {
+            status: 409,
+            reason,
+            message,
+            ..
+        } if reason == "identity_conflict" => report(
+            true,
+            format!(
+                "{step}: the server already has this host with another TPM: {message}; remedy: \
+                 if this host's TPM was replaced or the host reinstalled, an administrator \
+                 deletes the old record (`nodetrust hosts delete NAME`) and this agent \
+                 registers at its next attempt; otherwise two machines claim the same host name \
+                 or hardware UUID"
+            ),
+        ),
+        ClientError::Status {
+            status,
+            reason,
+            message,
+            ..
+        } if c.is_transient() => report(
+            false,
+            format!("{step}: the Trust Server failed (HTTP {status}, {reason}: {message})"),
+        ),
+        ClientError::Status {
+            status,
+            reason,
+            message,
+            ..
+        } => report(
+            true,
+            format!("{step}: the Trust Server refused it (HTTP {status}, {reason}: {message})"),
+        ),
+        other => report(true, format!("{step} failed: {other}")),
     }
+}
+
+/// The wait before attempt `attempt + 1`: the backoff, or longer when the server asked.
+pub fn next_delay(backoff: &Backoff, attempt: u32, report: &FailureReport) -> Duration {
+    backoff
+        .delay(attempt)
+        .max(report.wait_at_least.unwrap_or_default())
+}
+
+fn log_failure(step: &str, attempt: u32, e: &RegisterError, backoff: &Backoff) -> Duration {
+    let report = describe_failure(step, e);
+    let next = next_delay(backoff, attempt, &report);
+    if report.error {
+        tracing::error!(attempt, retry_in = ?next, "{}; retrying", report.text);
+    } else {
+        tracing::warn!(attempt, retry_in = ?next, "{}; retrying", report.text);
+    }
+    next
 }
 
 /// Registers, retrying with `backoff` until it succeeds, then reports the start. Runs until done;
@@ -163,8 +291,7 @@ pub async fn run(
         match register_once(&client, &attester, &reg).await {
             Ok(r) => break r,
             Err(e) => {
-                let next = backoff.delay(attempt);
-                log_failure("registration", attempt, &e, next);
+                let next = log_failure("registration", attempt, &e, &backoff);
                 tokio::time::sleep(next).await;
             }
         }
@@ -191,12 +318,11 @@ pub async fn run(
                 break;
             }
             Err(e) => {
-                let next = backoff.delay(attempt);
-                log_failure(
+                let next = log_failure(
                     "start notification",
                     attempt,
                     &RegisterError::Client(e),
-                    next,
+                    &backoff,
                 );
                 tokio::time::sleep(next).await;
             }

@@ -4,14 +4,15 @@
 //! generated into the state directory on first start and reused afterwards. Its SHA-256
 //! fingerprint is logged and sent at registration, so the server can pin it.
 //!
-//! Client side: the Trust Server's certificate must chain to `--server-ca`, or match the SHA-256
-//! pin from `--server-pin` (then names are not checked: the pin is the identity).
+//! Client side: the Trust Server's certificate must chain to `--server-ca`, be byte-identical to
+//! a certificate of that file (the server's own self-signed certificate, even `CA:TRUE` as
+//! `openssl req -x509` makes it), or match the SHA-256 pin from `--server-pin` (in these last
+//! two cases names are not checked: the certificate is the identity). Handshake signatures are
+//! always verified.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::ServerTrust;
@@ -43,7 +44,7 @@ fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
 }
 
 use nodetrust_tls::identity::{load_or_generate, SelfSigned};
-pub use nodetrust_tls::{fingerprint, provider, PinVerifier};
+pub use nodetrust_tls::{fingerprint, provider, PinVerifier, ServerVerifier};
 
 /// The API's certificate and key.
 #[derive(Debug)]
@@ -94,27 +95,29 @@ pub fn server_identity(
     })
 }
 
-/// The client configuration for the Trust Server.
-pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Tls(e.to_string()))?;
-    let config = match trust {
-        ServerTrust::Pin(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(*pin)))
-            .with_no_client_auth(),
+/// The client configuration for the Trust Server, and its certificate verifier (which can
+/// tell a trust failure as what it is).
+pub fn client_trust(
+    trust: &ServerTrust,
+) -> Result<(Arc<ClientConfig>, Arc<ServerVerifier>), TlsError> {
+    let verifier = match trust {
+        ServerTrust::Pin(pin) => ServerVerifier::new(*pin),
         ServerTrust::Ca(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))? {
-                let cert = cert.map_err(|e| file_err(path, e))?;
-                roots.add(cert).map_err(|e| file_err(path, e))?;
-            }
-            if roots.is_empty() {
-                return Err(file_err(path, "no CA certificate in the file"));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
+            ServerVerifier::from_ca_pem(&pem).map_err(|e| file_err(path, e))?
         }
     };
-    Ok(Arc::new(config))
+    let verifier = Arc::new(verifier);
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    Ok((Arc::new(config), verifier))
+}
+
+/// The client configuration for the Trust Server ([`client_trust`] without the verifier).
+pub fn client_config(trust: &ServerTrust) -> Result<Arc<ClientConfig>, TlsError> {
+    client_trust(trust).map(|(config, _)| config)
 }

@@ -6,47 +6,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-/// The outcome of an appraisal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trust {
-    /// Verified evidence matched a flavor for every required part.
-    Trusted,
-    /// Evidence was unverifiable, or verified and did not match.
-    Untrusted,
-    /// No current evidence (never attested, or the last verdict expired while the agent was
-    /// unreachable). Never a statement that the host is bad.
-    Unknown,
-}
-
-impl Trust {
-    /// `trusted`, `untrusted`, `unknown`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Trusted => "trusted",
-            Self::Untrusted => "untrusted",
-            Self::Unknown => "unknown",
-        }
-    }
-
-    /// Parses [`as_str`](Self::as_str)'s output.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "trusted" => Some(Self::Trusted),
-            "untrusted" => Some(Self::Untrusted),
-            "unknown" => Some(Self::Unknown),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Trust {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The outcome of an appraisal: the one [`Trust`] type of the trust contract
+/// (`nodetrust-proto`), shared by the server, the CLI and the labeller.
+pub use nodetrust_proto::trust::Trust;
 
 /// A verdict about one host at one time.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use nodetrust_tpm_wire::Public;
 use serde_json::{json, Value};
 
 use crate::client::{encode, Answer, Client, ServerArgs};
+use crate::output::{outln, printable, truncate};
 use crate::CliError;
 
 const API: &str = "/mtwilson/v2";
@@ -224,7 +225,7 @@ pub fn run_hosts(c: HostsCommand) -> Result<(), CliError> {
             }
             let v = answer.json()?;
             let mut rows = vec![row(["NAME", "VERDICT", "STATUS", "EXPIRES", "REASON"])];
-            for h in list(&v, "hosts") {
+            for h in list(&v, "hosts")? {
                 let trust = at(h, "trust");
                 rows.push(vec![
                     text(at(h, "name")),
@@ -235,7 +236,7 @@ pub fn run_hosts(c: HostsCommand) -> Result<(), CliError> {
                 ]);
             }
             if rows.len() == 1 {
-                println!("no hosts registered");
+                outln!("no hosts registered");
             } else {
                 print_table(&rows);
             }
@@ -257,7 +258,7 @@ pub fn run_hosts(c: HostsCommand) -> Result<(), CliError> {
             if a.server.json() {
                 print_or(&answer, json!({"name": a.name, "deleted": true}));
             } else {
-                println!("deleted host {}", a.name);
+                outln!("deleted host {}", a.name);
             }
             Ok(())
         }
@@ -282,8 +283,8 @@ pub fn run_flavor(c: FlavorCommand) -> Result<(), CliError> {
                 return Ok(());
             }
             let v = answer.json()?;
-            let flavors = list(&v, "flavors");
-            println!(
+            let flavors = list(&v, "flavors")?;
+            outln!(
                 "imported {} flavor{} from {}",
                 flavors.len(),
                 if flavors.len() == 1 { "" } else { "s" },
@@ -299,7 +300,7 @@ pub fn run_flavor(c: FlavorCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            print_flavors(list(&answer.json()?, "flavors"));
+            print_flavors(list(&answer.json()?, "flavors")?);
             Ok(())
         }
         FlavorCommand::Delete(a) => {
@@ -308,7 +309,7 @@ pub fn run_flavor(c: FlavorCommand) -> Result<(), CliError> {
             if a.server.json() {
                 print_or(&answer, json!({"id": a.id, "deleted": true}));
             } else {
-                println!("deleted flavor {}", a.id);
+                outln!("deleted flavor {}", a.id);
             }
             Ok(())
         }
@@ -327,7 +328,7 @@ pub fn run_report(c: ReportCommand) -> Result<(), CliError> {
     };
     let answer = client.get(&query)?;
     let v = answer.json()?;
-    let reports = list(&v, "reports");
+    let reports = list(&v, "reports")?;
     if reports.is_empty() {
         // Unknown host (the server's 404 says so) or a host not attested yet.
         let host = client.get(&format!("{API}/hosts/{name}"))?.json()?;
@@ -356,7 +357,7 @@ pub fn run_report(c: ReportCommand) -> Result<(), CliError> {
                 first_reason(at(r, "reasons")),
             ]);
         }
-        println!("reports of {}, newest first:", a.name);
+        outln!("reports of {}, newest first:", a.name);
         print_table(&rows);
     } else if let Some(r) = reports.first() {
         print_report(r);
@@ -411,11 +412,11 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
                 return Ok(());
             }
             let e = answer.json()?;
-            println!("added endorsement {}", text(at(&e, "id")));
-            println!("  ek sha256:     {}", text(at(&e, "ek_sha256")));
-            println!("  hardware uuid: {}", or_any(at(&e, "hardware_uuid")));
-            if let Some(c) = at(&e, "comment").as_str() {
-                println!("  comment:       {c}");
+            outln!("added endorsement {}", text(at(&e, "id")));
+            outln!("  ek sha256:     {}", text(at(&e, "ek_sha256")));
+            outln!("  hardware uuid: {}", or_any(at(&e, "hardware_uuid")));
+            if at(&e, "comment").is_string() {
+                outln!("  comment:       {}", text(at(&e, "comment")));
             }
             Ok(())
         }
@@ -439,7 +440,7 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
                 "CREATED",
                 "COMMENT",
             ])];
-            for e in list(&v, "tpm_endorsements") {
+            for e in list(&v, "tpm_endorsements")? {
                 rows.push(vec![
                     text(at(e, "id")),
                     or_any(at(e, "hardware_uuid")),
@@ -460,7 +461,7 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
                 ]);
             }
             if rows.len() == 1 {
-                println!("no endorsements");
+                outln!("no endorsements");
             } else {
                 print_table(&rows);
             }
@@ -472,7 +473,7 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
             if a.server.json() {
                 print_or(&answer, json!({"id": a.id, "revoked": true}));
             } else {
-                println!("revoked endorsement {}", a.id);
+                outln!("revoked endorsement {}", a.id);
             }
             Ok(())
         }
@@ -546,7 +547,7 @@ fn require_trusted(report: &Value) -> Result<(), CliError> {
 /// The server's body when it sent one, else `fallback`.
 fn print_or(answer: &Answer, fallback: Value) {
     if answer.body.is_empty() {
-        println!("{fallback}");
+        outln!("{fallback}");
     } else {
         answer.print_raw();
     }
@@ -557,41 +558,75 @@ fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
     v.get(key).unwrap_or(&Value::Null)
 }
 
-fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v[key].as_array().map(Vec::as_slice).unwrap_or_default()
+/// The list `key` of an answer; an answer without it is the server's error (exit 1).
+fn list<'a>(v: &'a Value, key: &str) -> Result<&'a [Value], CliError> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| CliError::Server {
+            status: 200,
+            reason: "unexpected_answer".into(),
+            message: format!(
+                "the server's answer has no {key:?} list; is the URL that of a nodetrust Trust \
+                 Server of this version?"
+            ),
+            hint: None,
+            json: false,
+        })
 }
 
-/// A JSON value as a table cell: strings bare, absent as `-`.
+/// Longest value printed on a line of its own, in characters.
+const MAX_LINE: usize = 4096;
+/// Widest table cell, in characters (a SHA-256 in hex is 64).
+const MAX_CELL: usize = 96;
+
+/// A JSON value as text for a human: strings bare, absent as `-`, control characters replaced,
+/// bounded in length.
 fn text(v: &Value) -> String {
-    match v {
+    let s = match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+        Value::String(s) => truncate(s, MAX_LINE),
+        other => truncate(&other.to_string(), MAX_LINE),
+    };
+    printable(&s, true)
 }
 
 fn or_any(v: &Value) -> String {
-    v.as_str().map_or_else(|| "any".into(), str::to_string)
+    if v.is_null() {
+        "any".into()
+    } else {
+        text(v)
+    }
 }
 
 fn first_reason(reasons: &Value) -> String {
-    reasons
+    let first = reasons
         .as_array()
         .and_then(|r| r.first())
         .and_then(Value::as_str)
         .and_then(|s| s.lines().next())
-        .unwrap_or("-")
-        .to_string()
+        .unwrap_or("-");
+    printable(&truncate(first, MAX_LINE), false)
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
     cells.iter().map(|c| (*c).to_string()).collect()
 }
 
-/// Prints rows as left-aligned columns; the last column is not padded.
-fn print_table(rows: &[Vec<String>]) {
+/// Prints rows as left-aligned columns; the last column is not padded. Every cell is shown on
+/// one line and cut to [`MAX_CELL`] characters with an ellipsis, so a long field from the
+/// server cannot break the table.
+pub fn print_table(rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| truncate(&printable(c, false), MAX_CELL))
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = Vec::new();
-    for r in rows {
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
             let w = c.chars().count();
             match widths.get_mut(i) {
@@ -600,69 +635,69 @@ fn print_table(rows: &[Vec<String>]) {
             }
         }
     }
-    for r in rows {
+    for r in &rows {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
+            line.push_str(c);
+            if i + 1 < r.len() {
                 let w = widths.get(i).copied().unwrap_or(0);
-                line.push_str(&format!("{c:<w$}  "));
+                let pad = w.saturating_sub(c.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 
 fn print_reasons(reasons: &Value) {
     let list = reasons.as_array().map(Vec::as_slice).unwrap_or_default();
     if list.is_empty() {
-        println!("reasons:        -");
+        outln!("reasons:        -");
         return;
     }
-    println!("reasons:");
+    outln!("reasons:");
     for r in list {
         let s = text(r);
         let mut lines = s.lines();
-        println!("  - {}", lines.next().unwrap_or_default());
+        outln!("  - {}", lines.next().unwrap_or_default());
         for l in lines {
-            println!("    {l}");
+            outln!("    {l}");
         }
     }
 }
 
 fn print_report(r: &Value) {
-    println!("host:           {}", text(at(r, "host_name")));
-    println!("verdict:        {}", text(at(r, "verdict")));
-    println!("created:        {}", text(at(r, "created")));
-    println!("expires:        {}", text(at(r, "expires")));
+    outln!("host:           {}", text(at(r, "host_name")));
+    outln!("verdict:        {}", text(at(r, "verdict")));
+    outln!("created:        {}", text(at(r, "created")));
+    outln!("expires:        {}", text(at(r, "expires")));
     print_reasons(at(r, "reasons"));
 }
 
 fn print_host(h: &Value) {
     let trust = at(h, "trust");
-    println!("name:           {}", text(at(h, "name")));
-    println!("hardware uuid:  {}", text(at(h, "hardware_uuid")));
-    println!("agent url:      {}", text(at(h, "connection_url")));
-    match at(h, "status_detail").as_str() {
-        Some(d) => println!("status:         {} ({d})", text(at(h, "status"))),
-        None => println!("status:         {}", text(at(h, "status"))),
+    outln!("name:           {}", text(at(h, "name")));
+    outln!("hardware uuid:  {}", text(at(h, "hardware_uuid")));
+    outln!("agent url:      {}", text(at(h, "connection_url")));
+    match at(h, "status_detail") {
+        Value::Null => outln!("status:         {}", text(at(h, "status"))),
+        d => outln!("status:         {} ({})", text(at(h, "status")), text(d)),
     }
-    println!("verdict:        {}", text(at(trust, "verdict")));
-    println!("attested at:    {}", text(at(trust, "attested_at")));
-    println!("expires at:     {}", text(at(trust, "expires_at")));
+    outln!("verdict:        {}", text(at(trust, "verdict")));
+    outln!("attested at:    {}", text(at(trust, "attested_at")));
+    outln!("expires at:     {}", text(at(trust, "expires_at")));
     print_reasons(at(trust, "reasons"));
-    println!("registered:     {}", text(at(h, "registered")));
-    println!("agent tls cert: sha256 {}", text(at(h, "tls_cert_sha256")));
+    outln!("registered:     {}", text(at(h, "registered")));
+    outln!("agent tls cert: sha256 {}", text(at(h, "tls_cert_sha256")));
     let info = at(h, "host_info");
     if info.is_object() {
-        println!(
+        outln!(
             "os:             {} {}, kernel {}",
             text(at(info, "os_name")),
             text(at(info, "os_version")),
             text(at(info, "kernel_version"))
         );
-        println!(
+        outln!(
             "tpm:            {} {}, firmware {}, banks {}",
             text(at(info, "tpm_manufacturer")),
             text(at(info, "tpm_version")),
@@ -672,10 +707,10 @@ fn print_host(h: &Value) {
                 .map(|b| b.iter().map(text).collect::<Vec<_>>().join(","))
                 .unwrap_or_else(|| "-".into())
         );
-        println!("agent version:  {}", text(at(info, "agent_version")));
+        outln!("agent version:  {}", text(at(info, "agent_version")));
     }
     if at(h, "software_tpm").as_bool() == Some(true) {
-        println!("software tpm:   yes (its evidence matches only flavors that allow it)");
+        outln!("software tpm:   yes (its evidence matches only flavors that allow it)");
     }
 }
 
@@ -705,7 +740,7 @@ fn flavor_pcrs(f: &Value) -> String {
 
 fn print_flavors(flavors: &[Value]) {
     if flavors.is_empty() {
-        println!("no flavors");
+        outln!("no flavors");
         return;
     }
     let mut rows = vec![row(["ID", "PART", "LABEL", "SOURCE", "PCRS"])];

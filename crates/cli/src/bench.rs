@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
+use crate::output::outln;
 use crate::quote::{rejected, Evidence, LoadedEvidence};
 use crate::CliError;
 
@@ -104,11 +105,11 @@ fn appraisal(a: &AppraisalArgs) -> Result<(), CliError> {
         )));
     }
     let rate = n as f64 / elapsed.as_secs_f64();
-    println!(
+    outln!(
         "verifications: {n} in {:.3} s on one thread",
         elapsed.as_secs_f64()
     );
-    println!("appraisals/s: {rate:.0}");
+    outln!("appraisals/s: {rate:.0}");
     Ok(())
 }
 
@@ -133,9 +134,9 @@ fn eventlog(a: &EventlogArgs) -> Result<(), CliError> {
     }
     let secs = elapsed.as_secs_f64();
     let rate = n as f64 / secs;
-    println!("log: {} bytes, {events} events", bytes.len());
-    println!("replays: {n} in {secs:.3} s on one thread");
-    println!("MB/s: {:.1}", rate * bytes.len() as f64 / 1e6);
-    println!("replays/s: {rate:.0}");
+    outln!("log: {} bytes, {events} events", bytes.len());
+    outln!("replays: {n} in {secs:.3} s on one thread");
+    outln!("MB/s: {:.1}", rate * bytes.len() as f64 / 1e6);
+    outln!("replays/s: {rate:.0}");
     Ok(())
 }

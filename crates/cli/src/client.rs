@@ -22,10 +22,10 @@ use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use nodetrust_proto::ErrorBody;
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
+use crate::output::{errln, outln, printable, truncate};
 use crate::{CliError, Format};
 
 /// Largest response body read.
@@ -236,44 +236,36 @@ fn trust(args: &ServerArgs) -> Result<Trust, CliError> {
     ))
 }
 
-use nodetrust_tls::{provider, CertCheck, ServerVerifier};
+use nodetrust_tls::{certificate_rejection, provider, CertCheck, ServerVerifier, TrustFlags};
 
-fn load_roots(path: &Path) -> Result<RootCertStore, CliError> {
-    let pem = std::fs::read(path).map_err(|e| {
-        CliError::Usage(format!(
-            "cannot read the CA file {}: {e} (give --ca FILE, --pin SHA256 or --insecure)",
-            path.display()
-        ))
-    })?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(certs);
-    if roots.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{}: no usable PEM CA certificate",
-            path.display()
-        )));
-    }
-    Ok(roots)
-}
+/// The options the CLI takes to trust a server, named in remedies.
+const FLAGS: TrustFlags = TrustFlags {
+    ca: "--ca",
+    pin: "--pin",
+};
 
 fn tls_config(trust: &Trust) -> Result<(ClientConfig, Arc<ServerVerifier>), CliError> {
-    let provider = provider();
-    let check = match trust {
-        Trust::Pin(p) => CertCheck::Pin(*p),
-        Trust::Insecure => CertCheck::Any,
+    let verifier = match trust {
+        Trust::Pin(p) => ServerVerifier::with_check(CertCheck::Pin(*p)),
+        Trust::Insecure => ServerVerifier::with_check(CertCheck::Any),
         Trust::Ca(path) => {
-            let roots = load_roots(path)?;
-            let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            CertCheck::Roots(v)
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::Usage(format!(
+                    "cannot read the CA file {}: {e} (give --ca FILE, --pin SHA256 or --insecure)",
+                    path.display()
+                ))
+            })?;
+            ServerVerifier::from_ca_pem(&pem).map_err(|e| {
+                CliError::Usage(format!(
+                    "{}: {e} (give --ca with a PEM CA certificate, or the server's own \
+                     certificate, or --pin SHA256)",
+                    path.display()
+                ))
+            })?
         }
     };
-    let verifier = Arc::new(ServerVerifier::with_check(check));
-    let mut cfg = ClientConfig::builder_with_provider(provider)
+    let verifier = Arc::new(verifier);
+    let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| CliError::Usage(format!("TLS configuration: {e}")))?
         .dangerous()
@@ -311,18 +303,22 @@ impl Answer {
         if self.body.is_empty() {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_slice(&self.body).map_err(|e| {
-            CliError::Usage(format!(
-                "the server's answer (HTTP {}) is not JSON: {e}",
-                self.status
-            ))
+        serde_json::from_slice(&self.body).map_err(|e| CliError::Server {
+            status: self.status,
+            reason: "unexpected_answer".into(),
+            message: format!(
+                "the server's answer is not the JSON expected ({e}); is the URL that of a \
+                 nodetrust Trust Server of this version?"
+            ),
+            hint: None,
+            json: false,
         })
     }
 
     /// Prints the body as the server sent it.
     pub fn print_raw(&self) {
         let text = String::from_utf8_lossy(&self.body);
-        println!("{}", text.trim_end());
+        outln!("{}", text.trim_end());
     }
 }
 
@@ -350,7 +346,7 @@ impl std::fmt::Debug for Client {
 
 enum Failure {
     Connect(String),
-    Tls(String),
+    Tls(std::io::Error),
     Protocol(String),
 }
 
@@ -363,7 +359,7 @@ impl Client {
         let credentials = credentials(args.user.as_deref(), args.password_file.as_deref())?;
         let (config, verifier) = tls_config(&trust)?;
         if trust == Trust::Insecure {
-            eprintln!(
+            errln!(
                 "nodetrust: warning: --insecure: the Trust Server's certificate is not checked; \
                  anyone on the network path could read the credentials"
             );
@@ -392,6 +388,11 @@ impl Client {
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<Answer, CliError> {
         self.request(Method::POST, path, Some(body))
+    }
+
+    /// `PUT path` with a JSON body.
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> Result<Answer, CliError> {
+        self.request(Method::PUT, path, Some(body))
     }
 
     /// `DELETE path`.
@@ -445,28 +446,25 @@ impl Client {
         Err(self.refusal(status, &bytes))
     }
 
-    fn tls_message(&self, where_: &str, e: &str) -> String {
-        match (&self.trust, self.verifier.seen()) {
-            (Trust::Pin(pin), Some(got)) if got != hex::encode(pin) => format!(
-                "TLS failure with {where_}: its certificate (SHA-256 {got}) is not the pinned one \
-                 (--pin {}); refusing to talk to it",
-                hex::encode(pin)
+    fn tls_message(&self, where_: &str, e: &std::io::Error) -> String {
+        match certificate_rejection(e) {
+            Some(cause) => format!(
+                "TLS failure with {where_}: {}",
+                self.verifier.not_trusted(cause, &FLAGS)
             ),
-            (Trust::Ca(path), Some(got)) => format!(
-                "TLS failure with {where_}: its certificate (SHA-256 {got}) is not trusted by \
-                 the CA file {}: {e} (give --ca FILE or --pin SHA256)",
-                path.display()
-            ),
-            _ => format!("TLS failure with {where_}: {e}"),
+            None => format!("TLS failure with {where_}: {e}"),
         }
     }
 
     fn refusal(&self, status: u16, bytes: &[u8]) -> CliError {
         let (reason, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
-            Ok(b) => (b.reason, b.error),
+            Ok(b) => (
+                printable(&truncate(&b.reason, 64), false),
+                printable(&truncate(&b.error, 2000), true),
+            ),
             Err(_) => {
                 let text: String = String::from_utf8_lossy(bytes).chars().take(300).collect();
-                let text = text.trim().to_string();
+                let text = printable(text.trim(), false);
                 (
                     format!("http_{status}"),
                     if text.is_empty() {
@@ -511,11 +509,7 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.base.host.clone())
             .map_err(|e| Failure::Protocol(format!("bad host name: {e}")))?;
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(|e| Failure::Tls(e.to_string()))?;
+        let tls = self.tls.connect(name, tcp).await.map_err(Failure::Tls)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| Failure::Protocol(e.to_string()))?;

@@ -1,5 +1,7 @@
 //! How commands fail, and the exit code each failure gives.
 
+use crate::output::{errln, outln};
+
 /// A command's failure.
 #[derive(Debug)]
 pub enum CliError {
@@ -47,14 +49,14 @@ impl CliError {
                 json: true,
             } => {
                 let v = serde_json::json!({"valid": false, "reason": reason, "error": message});
-                println!("{v}");
+                outln!("{v}");
             }
             Self::Rejected {
                 reason,
                 message,
                 json: false,
             } => {
-                eprintln!("rejected ({reason}): {message}");
+                errln!("rejected ({reason}): {message}");
             }
             Self::Server {
                 status,
@@ -64,7 +66,7 @@ impl CliError {
                 ..
             } => {
                 let v = serde_json::json!({"error": message, "reason": reason, "status": status});
-                println!("{v}");
+                outln!("{v}");
             }
             Self::Server {
                 status,
@@ -73,12 +75,12 @@ impl CliError {
                 hint,
                 json: false,
             } => {
-                eprintln!("nodetrust: the server answered HTTP {status} ({reason}): {message}");
+                errln!("nodetrust: the server answered HTTP {status} ({reason}): {message}");
                 if let Some(h) = hint {
-                    eprintln!("nodetrust: {h}");
+                    errln!("nodetrust: {h}");
                 }
             }
-            Self::Usage(m) => eprintln!("nodetrust: {m}"),
+            Self::Usage(m) => errln!("nodetrust: {m}"),
         }
     }
 }

@@ -11,6 +11,7 @@ use nodetrust_eventlog::{component, diff, integrity, EventLog, Replay};
 use nodetrust_tpm_wire::PcrValues;
 
 use crate::input;
+use crate::output::{errln, outln};
 use crate::{CliError, Format};
 
 /// `nodetrust eventlog ...`
@@ -213,10 +214,9 @@ fn show(a: &ShowArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes `text` to stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// Writes `text` to stdout; a closed pipe (`| head`) ends the process quietly.
 fn emit(text: &str) {
-    use std::io::Write as _;
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    crate::output::raw(text);
 }
 
 /// Prints PCR values as `tpm2_pcrread` YAML.
@@ -224,10 +224,10 @@ fn print_yaml(values: &PcrValues) {
     let mut current = None;
     for (alg, pcr, v) in values.iter() {
         if current != Some(alg) {
-            println!("{}:", alg.name());
+            outln!("{}:", alg.name());
             current = Some(alg);
         }
-        println!("  {pcr:<2} : 0x{}", hex::encode_upper(v));
+        outln!("  {pcr:<2} : 0x{}", hex::encode_upper(v));
     }
 }
 
@@ -242,11 +242,11 @@ fn replay(a: &ReplayArgs) -> Result<(), CliError> {
     }
     let values = r.values();
     if json {
-        println!("{}", values.to_json());
+        outln!("{}", values.to_json());
     } else {
         print_yaml(&values);
         for alg in r.unsupported() {
-            eprintln!(
+            errln!(
                 "note: bank {} not replayed (algorithm not supported)",
                 nodetrust_eventlog::tcg::alg_name(*alg)
             );
@@ -334,15 +334,15 @@ fn diff_cmd(a: &DiffArgs) -> Result<(), CliError> {
             .iter()
             .map(|d| serde_json::json!({"pcr": d.pcr, "reason": d.reason(), "statement": d.to_string()}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"same": diffs.is_empty(), "differences": v})
         );
     } else if diffs.is_empty() {
-        println!("the logs measure the same components");
+        outln!("the logs measure the same components");
     } else {
         for d in &diffs {
-            println!("{d}");
+            outln!("{d}");
         }
     }
     if diffs.is_empty() {

@@ -7,6 +7,7 @@ use nodetrust_eventlog::ima::{BankRule, ImaLog, ImaReplay};
 use nodetrust_tpm_wire::HashAlg;
 
 use crate::input;
+use crate::output::outln;
 use crate::{CliError, Format};
 
 /// `nodetrust ima ...`
@@ -65,9 +66,9 @@ fn replay(a: &ReplayArgs) -> Result<(), CliError> {
     })?;
     let values = state.values();
     if json {
-        println!("{}", values.to_json());
+        outln!("{}", values.to_json());
     } else {
-        println!(
+        outln!(
             "# entries: {}, violations: {}",
             state.entries_replayed(),
             state.violations()
@@ -75,10 +76,10 @@ fn replay(a: &ReplayArgs) -> Result<(), CliError> {
         let mut current = None;
         for (alg, pcr, v) in values.iter() {
             if current != Some(alg) {
-                println!("{}:", alg.name());
+                outln!("{}:", alg.name());
                 current = Some(alg);
             }
-            println!("  {pcr:<2} : 0x{}", hex::encode_upper(v));
+            outln!("  {pcr:<2} : 0x{}", hex::encode_upper(v));
         }
     }
     let findings = log.check();

@@ -2,7 +2,11 @@
 //!
 //! Exit codes are the same for every command: 0 success, 1 the evidence was checked and
 //! rejected (the one line printed says why) or the Trust Server answered with an error, 2 bad
-//! arguments, unreadable input, or no usable connection to the Trust Server.
+//! arguments, unreadable input, or no usable connection to the Trust Server. 141 when stdout is
+//! closed before the output is written (`| head`), quietly, as a shell shows SIGPIPE.
+//!
+//! No answer of a server, however long, malformed or hostile, makes it panic: table cells are
+//! cut to a bounded width, a body of unexpected shape is an error message.
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -12,7 +16,10 @@ mod error;
 mod eventlog;
 mod ima;
 mod input;
+mod label;
+mod output;
 mod quote;
+mod users;
 
 use clap::{Parser, Subcommand};
 
@@ -71,6 +78,12 @@ enum Command {
     /// Trust Server: EKs accepted for registration, tpm-endorsements (add, list, revoke).
     #[command(subcommand)]
     Endorsement(admin::EndorsementCommand),
+    /// Trust Server: accounts (add, list, passwd, delete). Needs an admin account.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Kubernetes: label nodes ibm-cloud.kubernetes.io/is-trusted from a Trust Server's
+    /// verdicts (the standalone labeller, polling with a reader account).
+    Label(Box<label::LabelCommand>),
 }
 
 fn main() {
@@ -85,9 +98,13 @@ fn main() {
         Command::Report(c) => admin::run_report(c),
         Command::Attest(c) => admin::run_attest(c),
         Command::Endorsement(c) => admin::run_endorsement(c),
+        Command::User(c) => users::run(c),
+        Command::Label(c) => label::run(*c),
     };
     if let Err(e) = result {
         e.report();
+        output::finish();
         std::process::exit(e.exit_code());
     }
+    output::finish();
 }

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use nodetrust_tpm_wire::{verify_quote, verify_quote_with_bare_key, QuoteError, VerifiedQuote};
 
 use crate::input::{self, Ak};
+use crate::output::outln;
 use crate::{CliError, Format};
 
 /// `nodetrust quote ...`
@@ -174,24 +175,27 @@ fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool, eventlo
                 serde_json::Value::String(ev.to_string()),
             );
         }
-        println!("{v}");
+        outln!("{v}");
         return;
     }
-    println!("quote: genuine");
-    println!("signer: {}", loaded.signer());
+    outln!("quote: genuine");
+    outln!("signer: {}", loaded.signer());
     if !q.ak_attributes_checked() {
-        println!("warning: a bare public key was given; that it is a TPM restricted signing key was not checked");
+        outln!("warning: a bare public key was given; that it is a TPM restricted signing key was not checked");
     }
-    println!("signature: {} with {}", q.scheme(), q.signature_hash());
-    println!("pcr selection: {}", a.pcr_select.describe());
-    println!("pcr digest: {}", hex::encode(&a.pcr_digest));
-    println!("nonce: {} ({nonce_state})", hex::encode(&a.extra_data));
-    println!(
+    outln!("signature: {} with {}", q.scheme(), q.signature_hash());
+    outln!("pcr selection: {}", a.pcr_select.describe());
+    outln!("pcr digest: {}", hex::encode(&a.pcr_digest));
+    outln!("nonce: {} ({nonce_state})", hex::encode(&a.extra_data));
+    outln!(
         "clock: {} ms, reset count {}, restart count {}, safe {}",
-        a.clock_info.clock, a.clock_info.reset_count, a.clock_info.restart_count, a.clock_info.safe
+        a.clock_info.clock,
+        a.clock_info.reset_count,
+        a.clock_info.restart_count,
+        a.clock_info.safe
     );
-    println!("firmware: {:#018x}", a.firmware_version);
+    outln!("firmware: {:#018x}", a.firmware_version);
     if let Some(ev) = eventlog {
-        println!("event log: {ev}");
+        outln!("event log: {ev}");
     }
 }

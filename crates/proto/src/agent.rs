@@ -26,6 +26,7 @@ pub struct VersionInfo {
 
 /// `GET /v2/host`: facts about the machine the agent runs on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostInfo {
     /// Host name (the Kubernetes node name).
     pub host_name: String,

@@ -8,12 +8,16 @@
 //! # Layout
 //! - [`agent`]: the Trust Agent API (`/version`, `/v2/host`, `/v2/tpm/quote`, `/v2/aik`, `/v2/ek`).
 //! - [`registration`]: the agent-to-server exchange (register, activate credential, started).
+//! - [`trust`]: verdicts, host status, [`trust::EffectiveTrust::at`] and the change feed.
+//! - [`users`]: the server's accounts API.
 //! - [`ErrorBody`]: the JSON error every API returns with a 4xx/5xx.
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod b64;
 pub mod registration;
+pub mod trust;
+pub mod users;
 
 use serde::{Deserialize, Serialize};
 

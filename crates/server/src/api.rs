@@ -13,16 +13,20 @@
 //! | `POST /mtwilson/v2/flavors` (a flavor, or `{"from_host", "parts"}`), `DELETE .../{id}` | admin |
 //! | `GET /mtwilson/v2/reports[?host_name=&latest=true]` | admin, reader |
 //! | `POST /mtwilson/v2/host-attestations {"host_name"}` | admin |
+//! | `GET /mtwilson/v2/users`, `POST /mtwilson/v2/users`, `PUT .../users/{name}/password`, `DELETE .../users/{name}` | admin |
 //! | `GET /mtwilson/v2/signing-key`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
+//!
+//! Routes that take a body check the caller's role in an extractor that runs before the body
+//! is read, so a caller without the role learns nothing about its body (403 whatever it is).
 //!
 //! [`crate::openapi::ROUTES`] documents the same table for `/openapi.json`.
 
 use std::collections::BTreeMap;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use nodetrust_appraise::{Flavor, FlavorPart};
 use nodetrust_proto::registration::{ActivateRequest, AgentStarted, RegisterRequest};
@@ -31,7 +35,7 @@ use serde_json::json;
 
 use crate::auth::{Caller, Role};
 use crate::engine::{self, trust_view, ReportView};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::registrar::{self, NewEndorsement};
 use crate::state::AppState;
 use crate::store::HostRow;
@@ -56,7 +60,10 @@ pub fn app(state: AppState) -> Router {
         .route("/flavors/{id}", delete(delete_flavor))
         .route("/reports", get(list_reports))
         .route("/host-attestations", post(attest_now))
-        .route("/signing-key", get(signing_key));
+        .route("/signing-key", get(signing_key))
+        .route("/users", get(crate::users::list).post(crate::users::create))
+        .route("/users/{name}", delete(crate::users::delete))
+        .route("/users/{name}/password", put(crate::users::set_password));
     Router::new()
         .nest(BASE, api)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -67,6 +74,7 @@ pub fn app(state: AppState) -> Router {
             get(|| async { Json(crate::openapi::document()) }),
         )
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -80,7 +88,48 @@ impl axum::extract::FromRequestParts<AppState> for Caller {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, ApiError> {
-        state.auth.authenticate(&state.store, &parts.headers).await
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        state
+            .auth
+            .authenticate(&state.store, &state.metrics, &parts.headers, peer)
+            .await
+    }
+}
+
+/// A caller with the `admin` role, checked before the body is read.
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub Caller);
+
+impl axum::extract::FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        c.require(ADMIN)?;
+        Ok(Self(c))
+    }
+}
+
+/// A caller with the `agent` (or `admin`) role, checked before the body is read.
+#[derive(Debug, Clone)]
+pub struct AgentCaller(pub Caller);
+
+impl axum::extract::FromRequestParts<AppState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        c.require(AGENTS)?;
+        Ok(Self(c))
     }
 }
 
@@ -89,6 +138,7 @@ const ADMIN: &[Role] = &[Role::Admin];
 const AGENTS: &[Role] = &[Role::Agent, Role::Admin];
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EndorsementQuery {
     #[serde(rename = "hardwareUuidEqualTo")]
     hardware_uuid_equal_to: Option<String>,
@@ -97,7 +147,7 @@ struct EndorsementQuery {
 async fn list_endorsements(
     State(state): State<AppState>,
     who: Caller,
-    Query(q): Query<EndorsementQuery>,
+    ApiQuery(q): ApiQuery<EndorsementQuery>,
 ) -> Result<Response, ApiError> {
     who.require(&[Role::Admin, Role::Reader, Role::Agent])?;
     let list = state
@@ -109,10 +159,9 @@ async fn list_endorsements(
 
 async fn add_endorsement(
     State(state): State<AppState>,
-    who: Caller,
+    _who: AdminCaller,
     ApiJson(req): ApiJson<NewEndorsement>,
 ) -> Result<Response, ApiError> {
-    who.require(ADMIN)?;
     let e = registrar::add_endorsement(&state, req).await?;
     Ok((StatusCode::CREATED, Json(e)).into_response())
 }
@@ -189,29 +238,32 @@ async fn delete_host(
 
 async fn register(
     State(state): State<AppState>,
-    who: Caller,
+    _who: AgentCaller,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
-    who.require(AGENTS)?;
     Ok(Json(registrar::register(&state, req).await?).into_response())
 }
 
 async fn activate(
     State(state): State<AppState>,
-    who: Caller,
+    _who: AgentCaller,
     Path(challenge_id): Path<String>,
     ApiJson(req): ApiJson<ActivateRequest>,
 ) -> Result<Response, ApiError> {
-    who.require(AGENTS)?;
     Ok(Json(registrar::activate(&state, &challenge_id, req).await?).into_response())
 }
 
 async fn agent_event(
     State(state): State<AppState>,
-    who: Caller,
+    _who: AgentCaller,
     ApiJson(ev): ApiJson<AgentStarted>,
 ) -> Result<Response, ApiError> {
-    who.require(AGENTS)?;
+    if ev.host_name.len() > 253 || ev.hardware_uuid.len() > 64 {
+        return Err(ApiError::bad_request(
+            "too_long",
+            "host_name is at most 253 characters, hardware_uuid at most 64",
+        ));
+    }
     let host = state
         .store
         .host(&ev.host_name)
@@ -222,6 +274,14 @@ async fn agent_event(
             "host {} is registered with another hardware UUID",
             ev.host_name
         )));
+    }
+    if !state.agent_event_due(&host.name) {
+        // Coalesced: an attestation was scheduled for this host moments ago.
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"host_name": host.name, "scheduled": false, "coalesced": true})),
+        )
+            .into_response());
     }
     state.store.schedule(&host.name, 0).await?;
     state.wake.notify_one();
@@ -247,13 +307,18 @@ struct ImportRequest {
 
 async fn create_flavors(
     State(state): State<AppState>,
-    who: Caller,
+    _who: AdminCaller,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    who.require(ADMIN)?;
     let flavors = if body.get("from_host").is_some() {
         let req: ImportRequest = serde_json::from_value(body)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid request: {e}")))?;
+        if req.from_host.len() > 253 || req.parts.len() > 3 {
+            return Err(ApiError::bad_request(
+                "too_long",
+                "from_host is at most 253 characters and parts at most 3",
+            ));
+        }
         let parts = if req.parts.is_empty() {
             vec![FlavorPart::Platform, FlavorPart::Os]
         } else {
@@ -273,6 +338,7 @@ async fn create_flavors(
     } else {
         let mut f: Flavor = serde_json::from_value(body)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid flavor: {e}")))?;
+        check_flavor_limits(&f)?;
         f.validate()
             .map_err(|e| ApiError::bad_request("invalid_flavor", e.to_string()))?;
         f.id = crate::store::new_id();
@@ -305,7 +371,59 @@ async fn delete_flavor(
     }
 }
 
+/// Longest flavor label.
+pub const MAX_FLAVOR_LABEL: usize = 256;
+/// Longest event label inside a flavor rule.
+pub const MAX_EVENT_LABEL: usize = 1024;
+/// Most events one flavor rule lists.
+pub const MAX_RULE_EVENTS: usize = 4096;
+
+/// Bounds and uniqueness a stored flavor must meet (beyond [`Flavor::validate`]): bounded
+/// free text, at most one rule per (bank, PCR).
+fn check_flavor_limits(f: &Flavor) -> Result<(), ApiError> {
+    if f.label.is_empty() || f.label.chars().count() > MAX_FLAVOR_LABEL {
+        return Err(ApiError::bad_request(
+            "too_long",
+            format!("label must be 1-{MAX_FLAVOR_LABEL} characters"),
+        ));
+    }
+    for (what, v) in [("host_name", &f.host_name), ("source_host", &f.source_host)] {
+        if v.as_ref().is_some_and(|v| v.len() > 253) {
+            return Err(ApiError::bad_request(
+                "too_long",
+                format!("{what} must be at most 253 characters"),
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &f.pcrs {
+        if !seen.insert((r.bank.name(), r.index)) {
+            return Err(ApiError::bad_request(
+                "duplicate_pcr_rule",
+                format!(
+                    "flavor {:?} has two rules for PCR {} in bank {}: give one rule per bank and PCR",
+                    f.label.chars().take(64).collect::<String>(),
+                    r.index,
+                    r.bank.name()
+                ),
+            ));
+        }
+        if r.events.len() > MAX_RULE_EVENTS
+            || r.events.iter().any(|e| e.label.len() > MAX_EVENT_LABEL)
+        {
+            return Err(ApiError::bad_request(
+                "too_long",
+                format!(
+                    "a rule lists at most {MAX_RULE_EVENTS} events, each label at most {MAX_EVENT_LABEL} bytes"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReportQuery {
     host_name: Option<String>,
     #[serde(default)]
@@ -316,7 +434,7 @@ struct ReportQuery {
 async fn list_reports(
     State(state): State<AppState>,
     who: Caller,
-    Query(q): Query<ReportQuery>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     who.require(READERS)?;
     let limit = if q.latest {
@@ -358,10 +476,9 @@ struct AttestRequest {
 
 async fn attest_now(
     State(state): State<AppState>,
-    who: Caller,
+    _who: AdminCaller,
     ApiJson(req): ApiJson<AttestRequest>,
 ) -> Result<Response, ApiError> {
-    who.require(ADMIN)?;
     Ok(Json(engine::attest_host(&state, &req.host_name).await?).into_response())
 }
 
@@ -370,25 +487,32 @@ async fn signing_key(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+    match state.store.ready().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            (
+            tracing::warn!(error = %e, "readiness: not ready");
+            let mut resp = (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "database unreachable"})),
+                Json(json!({"status": "not ready", "reason": "database", "error": e})),
             )
-                .into_response()
+                .into_response();
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+            resp
         }
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut per_verdict: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_verdict: BTreeMap<&'static str, u64> = BTreeMap::new();
     if let Ok(hosts) = state.store.hosts().await {
         let now = state.clock.now();
         for h in &hosts {
-            *per_verdict.entry(trust_view(h, now).verdict).or_default() += 1;
+            *per_verdict
+                .entry(h.effective().at(crate::store::millis(now)).verdict.as_str())
+                .or_default() += 1;
         }
     }
     (
@@ -396,7 +520,23 @@ async fn metrics(State(state): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics.render(&per_verdict),
+        format!(
+            "{}# HELP nodetrust_password_checks_in_flight Password checks (argon2) running now.\n\
+             # TYPE nodetrust_password_checks_in_flight gauge\n\
+             nodetrust_password_checks_in_flight {}\n\
+             # HELP nodetrust_password_checks_peak Most password checks that ran at once.\n\
+             # TYPE nodetrust_password_checks_peak gauge\n\
+             nodetrust_password_checks_peak {}\n",
+            {
+                let mut text = state.metrics.render(&per_verdict);
+                if let Some(m) = state.labeller_metrics.get() {
+                    m.render(&mut text, state.now_ms());
+                }
+                text
+            },
+            state.auth.checks_running(),
+            state.auth.peak_concurrent_checks()
+        ),
     )
         .into_response()
 }

@@ -2,13 +2,23 @@
 //!
 //! Roles: `admin` (everything), `reader` (hosts and reports: the labeller and pollers), `agent`
 //! (registration, agent events, and reading `tpm-endorsements` as the OpenCIT agent did).
-//! Passwords are stored as argon2id PHC strings. Verifying argon2 costs tens of milliseconds,
-//! so a successful check is remembered for a minute as an HMAC of the password under a
-//! per-process random key (never the password itself); verification runs off the async
-//! executor.
+//! Passwords are stored as argon2id PHC strings.
+//!
+//! Verifying argon2 costs tens of milliseconds and ~19 MiB, so:
+//! - at most [`AuthLimits::max_concurrent`] checks run at once (off the async executor), at most
+//!   [`AuthLimits::max_waiting`] more wait; beyond that the answer is 429 with `Retry-After` at
+//!   once, without running argon2;
+//! - a success is remembered for [`CACHE_TTL`] under an HMAC of user and password with a
+//!   per-process random key (never the password itself), dropped when that user's password
+//!   changes or the user is deleted;
+//! - failures are counted per source address and per account; past the limit within the window
+//!   the address or account is refused (429, `Retry-After`) for a period that doubles at each
+//!   new burst, without running argon2, even for a right password.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -16,42 +26,14 @@ use argon2::Argon2;
 use aws_lc_rs::hmac;
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use nodetrust_tpm_wire::credential::constant_time_eq;
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// A role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Read hosts and reports.
-    Reader,
-    /// Register and report (re)starts.
-    Agent,
-}
-
-impl Role {
-    /// `admin`, `reader`, `agent`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Reader => "reader",
-            Self::Agent => "agent",
-        }
-    }
-
-    /// Parses [`as_str`](Self::as_str)'s output.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "admin" => Some(Self::Admin),
-            "reader" => Some(Self::Reader),
-            "agent" => Some(Self::Agent),
-            _ => None,
-        }
-    }
-}
+/// A role: the accounts API's type.
+pub use nodetrust_proto::users::UserRole as Role;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,16 +93,98 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-const CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a successful check is remembered.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
-/// A remembered success: HMAC of the credentials, the role, and when.
-type CacheEntry = (Vec<u8>, Role, Instant);
+/// Bounds of password checking and of the failure limiter.
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    /// argon2 checks running at once.
+    pub max_concurrent: usize,
+    /// Checks waiting for a slot; more are answered 429 at once.
+    pub max_waiting: usize,
+    /// Failures from one source address within `window` before it is refused.
+    pub per_address: u32,
+    /// Failures for one account within `window` before it is refused.
+    pub per_account: u32,
+    /// The failure-counting window.
+    pub window: Duration,
+    /// The first refusal period; each further burst doubles it.
+    pub first_backoff: Duration,
+    /// The longest refusal period.
+    pub max_backoff: Duration,
+    /// Addresses and accounts remembered by the limiter (the oldest are forgotten first).
+    pub max_tracked: usize,
+    /// Remembered successes.
+    pub max_cached: usize,
+}
 
-/// Checks credentials against the store, with a short cache of successes.
+impl Default for AuthLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self {
+            max_concurrent: (2 * cores).max(2),
+            max_waiting: 64,
+            per_address: 10,
+            per_account: 20,
+            window: Duration::from_secs(60),
+            first_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            max_tracked: 10_000,
+            max_cached: 10_000,
+        }
+    }
+}
+
+/// What the limiter counts failures of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Address(IpAddr),
+    Account(String),
+}
+
+impl Subject {
+    fn describe(&self) -> String {
+        match self {
+            Self::Address(a) => format!("source address {a}"),
+            Self::Account(u) => format!("account {u:?}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Failures {
+    count: u32,
+    window_start: Instant,
+    strikes: u32,
+    blocked_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+/// Failure counts per address and per account, bounded.
+#[derive(Debug, Default)]
+struct Limiter {
+    map: HashMap<Subject, Failures>,
+}
+
+/// A remembered success: the user, the role, and when.
+type CacheEntry = (String, Role, Instant);
+
+/// Checks credentials against the store: bounded argon2, a short cache of successes, and
+/// back-off after repeated failures.
 #[derive(Debug)]
 pub struct Authenticator {
     key: hmac::Key,
-    cache: Mutex<HashMap<String, CacheEntry>>,
+    cache: Mutex<HashMap<Vec<u8>, CacheEntry>>,
+    limits: AuthLimits,
+    checks: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    limiter: Mutex<Limiter>,
+    /// (window start, lines logged in it): refusals are logged at most 20 times a minute.
+    log_budget: Mutex<(Instant, u32)>,
 }
 
 impl Default for Authenticator {
@@ -129,73 +193,309 @@ impl Default for Authenticator {
     }
 }
 
+/// The limiter's verdict for a subject.
+fn blocked_for(l: &Limiter, s: &Subject, now: Instant) -> Option<Duration> {
+    l.map
+        .get(s)
+        .and_then(|f| f.blocked_until)
+        .and_then(|until| until.checked_duration_since(now))
+        .filter(|d| !d.is_zero())
+}
+
 impl Authenticator {
-    /// A new authenticator with a fresh cache key.
+    /// A new authenticator with a fresh cache key and the default limits.
     pub fn new() -> Self {
+        Self::with_limits(AuthLimits::default())
+    }
+
+    /// A new authenticator with `limits`.
+    pub fn with_limits(limits: AuthLimits) -> Self {
         let mut k = [0u8; 32];
         let _ = aws_lc_rs::rand::fill(&mut k);
+        let limits = AuthLimits {
+            max_concurrent: limits.max_concurrent.max(1),
+            ..limits
+        };
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, &k),
             cache: Mutex::new(HashMap::new()),
+            checks: Arc::new(Semaphore::new(limits.max_concurrent)),
+            limits,
+            waiting: AtomicUsize::new(0),
+            running: Arc::new(AtomicUsize::new(0)),
+            peak: Arc::new(AtomicUsize::new(0)),
+            total: Arc::new(AtomicUsize::new(0)),
+            limiter: Mutex::new(Limiter::default()),
+            log_budget: Mutex::new((Instant::now(), 0)),
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &AuthLimits {
+        &self.limits
+    }
+
+    /// Password checks (argon2) running now.
+    pub fn checks_running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Password checks (argon2) run so far.
+    pub fn checks_total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// The most password checks (argon2) that ever ran at once in this process.
+    pub fn peak_concurrent_checks(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
 
     fn tag(&self, user: &str, password: &str) -> Vec<u8> {
         let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&(user.len() as u64).to_be_bytes());
         ctx.update(user.as_bytes());
-        ctx.update(&[0]);
         ctx.update(password.as_bytes());
         ctx.sign().as_ref().to_vec()
     }
 
-    /// Forgets cached successes (after a password change).
+    /// Forgets every cached success.
     pub fn forget(&self) {
         if let Ok(mut c) = self.cache.lock() {
             c.clear();
         }
     }
 
-    /// Authenticates a request.
+    /// Forgets the cached successes of `user` (its password changed, or it was deleted).
+    pub fn forget_user(&self, user: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|_, (u, _, _)| u != user);
+        }
+    }
+
+    /// Runs `f` (argon2) within the concurrency bound: 429 at once when too many wait.
+    pub async fn run_bounded<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = match self.checks.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.limits.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(busy());
+                }
+                let p = self.checks.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                p.map_err(|_| ApiError::Internal("password check slots closed".into()))?
+            }
+        };
+        let running = self.running.clone();
+        let peak = self.peak.clone();
+        let total = self.total.clone();
+        // The permit moves into the blocking task: a request that gives up does not free the
+        // slot before argon2 is done.
+        tokio::task::spawn_blocking(move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            total.fetch_add(1, Ordering::SeqCst);
+            let out = f();
+            running.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check: {e}")))
+    }
+
+    fn subjects(user: &str, peer: Option<IpAddr>) -> Vec<Subject> {
+        let mut v = vec![Subject::Account(user.chars().take(128).collect())];
+        if let Some(a) = peer {
+            v.push(Subject::Address(a));
+        }
+        v
+    }
+
+    /// Whether `subjects` are refused now, and for how long.
+    fn refused(&self, subjects: &[Subject]) -> Option<(Duration, String)> {
+        let now = Instant::now();
+        let l = self.limiter.lock().ok()?;
+        subjects
+            .iter()
+            .filter_map(|s| blocked_for(&l, s, now).map(|d| (d, s.describe())))
+            .max_by_key(|(d, _)| *d)
+    }
+
+    fn may_log(&self) -> bool {
+        let Ok(mut b) = self.log_budget.lock() else {
+            return false;
+        };
+        if b.0.elapsed() > Duration::from_secs(60) {
+            *b = (Instant::now(), 0);
+        }
+        b.1 += 1;
+        b.1 <= 20
+    }
+
+    /// Counts a failure for each subject; starts a refusal period where a limit is reached.
+    fn failed(&self, subjects: &[Subject]) {
+        let now = Instant::now();
+        let mut started = Vec::new();
+        if let Ok(mut l) = self.limiter.lock() {
+            for s in subjects {
+                if !l.map.contains_key(s) && l.map.len() >= self.limits.max_tracked {
+                    // Bounded memory: forget the subject seen longest ago.
+                    if let Some(oldest) = l
+                        .map
+                        .iter()
+                        .min_by_key(|(_, f)| f.last_seen)
+                        .map(|(k, _)| k.clone())
+                    {
+                        l.map.remove(&oldest);
+                    }
+                }
+                let limit = match s {
+                    Subject::Address(_) => self.limits.per_address,
+                    Subject::Account(_) => self.limits.per_account,
+                };
+                let f = l.map.entry(s.clone()).or_insert(Failures {
+                    count: 0,
+                    window_start: now,
+                    strikes: 0,
+                    blocked_until: None,
+                    last_seen: now,
+                });
+                f.last_seen = now;
+                if now.duration_since(f.window_start) > self.limits.window {
+                    f.count = 0;
+                    f.window_start = now;
+                }
+                f.count = f.count.saturating_add(1);
+                if f.count >= limit {
+                    let factor = 1u32.checked_shl(f.strikes.min(16)).unwrap_or(u32::MAX);
+                    let period = self
+                        .limits
+                        .first_backoff
+                        .saturating_mul(factor)
+                        .min(self.limits.max_backoff);
+                    f.strikes = f.strikes.saturating_add(1);
+                    f.blocked_until = Some(now + period);
+                    f.count = 0;
+                    f.window_start = now;
+                    started.push((s.describe(), period));
+                }
+            }
+        }
+        for (who, period) in started {
+            if self.may_log() {
+                tracing::warn!(
+                    subject = %who,
+                    refused_for = %humantime::format_duration(period),
+                    "too many failed logins: refusing logins from it for a while"
+                );
+            }
+        }
+    }
+
+    /// A success ends the account's back-off (the address keeps its count).
+    fn succeeded(&self, user: &str) {
+        if let Ok(mut l) = self.limiter.lock() {
+            l.map
+                .remove(&Subject::Account(user.chars().take(128).collect()));
+        }
+    }
+
+    /// Authenticates a request from `peer` (the client address, when known).
     pub async fn authenticate(
         &self,
         store: &Store,
+        metrics: &Metrics,
         headers: &HeaderMap,
+        peer: Option<IpAddr>,
     ) -> Result<Caller, ApiError> {
-        let (user, password) = basic_credentials(headers).ok_or(ApiError::Unauthorized)?;
+        let Some((user, password)) = basic_credentials(headers) else {
+            metrics.auth_failure("no_credentials");
+            return Err(ApiError::Unauthorized);
+        };
+        if user.len() > 256 || password.len() > nodetrust_proto::users::MAX_PASSWORD_LEN {
+            metrics.auth_failure("bad_password");
+            return Err(ApiError::Unauthorized);
+        }
+        let subjects = Self::subjects(&user, peer);
+        if let Some(r) = self.refused(&subjects) {
+            metrics.auth_failure("rate_limited");
+            return Err(rate_limited(r));
+        }
         let tag = self.tag(&user, &password);
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((t, role, at)) = cache.get(&user) {
-                if at.elapsed() < CACHE_TTL && constant_time_eq(t, &tag) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if let Some((u, role, at)) = cache.get(&tag) {
+                if at.elapsed() < CACHE_TTL && *u == user {
                     return Ok(Caller {
                         name: user,
                         role: *role,
                     });
                 }
+                cache.remove(&tag);
             }
         }
         let row = store.user(&user).await?;
-        let Some(row) = row else {
-            // Spend the same time as a real check, so user names cannot be probed by timing.
-            let _ =
-                tokio::task::spawn_blocking(move || verify_password(&password, DUMMY_HASH)).await;
+        // Waiting for a slot may take a while: the limiter is asked again after it.
+        let phc = row
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.to_string(), |r| r.password_hash.clone());
+        let refused = self.refused(&subjects);
+        if let Some(r) = refused {
+            metrics.auth_failure("rate_limited");
+            return Err(rate_limited(r));
+        }
+        let ok = match self
+            .run_bounded(move || verify_password(&password, &phc))
+            .await
+        {
+            Ok(ok) => ok,
+            Err(e) => {
+                metrics.auth_failure("busy");
+                return Err(e);
+            }
+        };
+        let Some(row) = row.filter(|_| ok) else {
+            metrics.auth_failure("bad_password");
+            self.failed(&subjects);
             return Err(ApiError::Unauthorized);
         };
-        let phc = row.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
-        if !ok {
-            return Err(ApiError::Unauthorized);
-        }
         let role = Role::parse(&row.role)
             .ok_or_else(|| ApiError::Internal(format!("user {user} has unknown role")))?;
+        self.succeeded(&user);
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
+            if cache.len() >= self.limits.max_cached {
+                cache.retain(|_, (_, _, at)| at.elapsed() < CACHE_TTL);
+                if cache.len() >= self.limits.max_cached {
+                    cache.clear();
+                }
             }
-            cache.insert(user.clone(), (tag, role, Instant::now()));
+            cache.insert(tag, (user.clone(), role, Instant::now()));
         }
         Ok(Caller { name: user, role })
+    }
+}
+
+fn busy() -> ApiError {
+    ApiError::TooMany {
+        reason: "busy",
+        message: "too many logins are being checked at once; try again shortly".into(),
+        retry_after: 1,
+    }
+}
+
+fn rate_limited((wait, who): (Duration, String)) -> ApiError {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    ApiError::TooMany {
+        reason: "too_many_failures",
+        message: format!(
+            "too many failed logins for this {who}; try again in {secs} s with the right credentials"
+        ),
+        retry_after: secs.max(1),
     }
 }
 

@@ -105,10 +105,30 @@ pub struct Config {
     /// Password the server presents to agents' APIs.
     #[arg(long, env = "TRUSTAGENT_ADMIN_PASSWORD", hide_env_values = true)]
     pub trustagent_password: Option<String>,
+    /// Turn the Kubernetes labeller on with this kubeconfig (the node label
+    /// `ibm-cloud.kubernetes.io/is-trusted`). A plain `http://` server without credentials works.
+    #[arg(long, env = "NODETRUST_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Turn the Kubernetes labeller on with the pod's service account (in-cluster).
+    #[arg(long, env = "NODETRUST_LABELLER")]
+    pub labeller: bool,
+    /// Namespace of the labeller's leader Lease (default: the pod's namespace, else kubx-cit).
+    #[arg(long, env = "NODETRUST_LABELLER_NAMESPACE")]
+    pub labeller_namespace: Option<String>,
+    /// How long the labeller's leader Lease lasts without renewal (another replica takes over
+    /// after it).
+    #[arg(long, env = "NODETRUST_LABELLER_LEASE", default_value = "15s", value_parser = parse_duration)]
+    pub labeller_lease: Duration,
+    /// Labelling options.
+    #[command(flatten)]
+    pub label: nodetrust_labeller::args::LabelArgs,
     /// Config file (TOML; keys are the flag names in snake case). Flags and environment win
     /// over it.
     #[arg(long, env = "NODETRUST_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Bounds of password checking and login back-off (not a flag: the defaults, or a test's).
+    #[arg(skip)]
+    pub auth_limits: crate::auth::AuthLimits,
 }
 
 /// Why the configuration could not be read.
@@ -152,6 +172,9 @@ impl std::fmt::Debug for Config {
             .field("agent_password", &redact(&self.agent_password))
             .field("trustagent_username", &self.trustagent_username)
             .field("trustagent_password", &redact(&self.trustagent_password))
+            .field("kubeconfig", &self.kubeconfig)
+            .field("labeller", &self.labeller)
+            .field("label", &self.label)
             .finish_non_exhaustive()
     }
 }
@@ -229,6 +252,7 @@ impl Config {
     /// Checks settings against each other: each retention is at least `--report-validity`
     /// (a report must outlive its validity).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.label.validate().map_err(ConfigError::Invalid)?;
         let validity = self.report_validity;
         for (flag, retention) in [
             ("--report-retention", self.report_retention),

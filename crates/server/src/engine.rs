@@ -26,6 +26,7 @@ use nodetrust_appraise::{
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::b64;
+use nodetrust_proto::trust::HostStatus;
 use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public, VerifiedQuote};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -33,15 +34,15 @@ use tokio::sync::Semaphore;
 use crate::agent_client::{AgentError, AgentTarget};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{from_millis, millis, AttestationUpdate, HostRow, ReportRow};
+use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
 
 /// A report as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportView {
     /// Host.
     pub host_name: String,
-    /// `trusted`, `untrusted`, `unknown`.
-    pub verdict: String,
+    /// The verdict.
+    pub verdict: Trust,
     /// Reasons.
     pub reasons: Vec<String>,
     /// RFC 3339.
@@ -52,17 +53,14 @@ pub struct ReportView {
     pub signed_report: String,
 }
 
-/// RFC 3339 with milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(from_millis(ms)).to_string()
-}
+pub use nodetrust_proto::trust::{rfc3339, TrustView};
 
 impl ReportView {
     /// From a stored row.
     pub fn from_row(r: &ReportRow) -> Self {
         Self {
             host_name: r.host_name.clone(),
-            verdict: r.verdict.clone(),
+            verdict: r.verdict,
             reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
             created: rfc3339(r.created),
             expires: rfc3339(r.expires),
@@ -71,60 +69,11 @@ impl ReportView {
     }
 }
 
-/// The host's trust as the API shows it: the current verdict, or `unknown` once it expired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TrustView {
-    /// `trusted`, `untrusted`, `unknown`.
-    pub verdict: String,
-    /// Reasons.
-    pub reasons: Vec<String>,
-    /// RFC 3339, when attested.
-    pub attested_at: Option<String>,
-    /// RFC 3339, when attested.
-    pub expires_at: Option<String>,
-}
-
-/// The effective trust of `host` at `now`.
+/// The effective trust of `host` at `now`, as the API shows it ([`EffectiveTrust::at`]).
+///
+/// [`EffectiveTrust::at`]: nodetrust_proto::trust::EffectiveTrust::at
 pub fn trust_view(host: &HostRow, now: SystemTime) -> TrustView {
-    let (Some(verdict), Some(attested), Some(expires)) =
-        (&host.verdict, host.attested_at, host.expires_at)
-    else {
-        let mut reasons = vec!["not attested yet".to_string()];
-        reasons.extend(host.status_detail.clone());
-        return TrustView {
-            verdict: "unknown".into(),
-            reasons,
-            attested_at: None,
-            expires_at: None,
-        };
-    };
-    let mut reasons: Vec<String> = host
-        .reasons
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or_default();
-    let mut verdict = verdict.clone();
-    if millis(now) >= expires && verdict != "unknown" {
-        let mut why = vec![format!(
-            "the last verdict ({verdict}, attested {}) expired at {}",
-            rfc3339(attested),
-            rfc3339(expires)
-        )];
-        if host.status == "unreachable" {
-            why.push(format!(
-                "the agent is unreachable: {}",
-                host.status_detail.as_deref().unwrap_or("no answer")
-            ));
-        }
-        verdict = "unknown".into();
-        reasons = why;
-    }
-    TrustView {
-        verdict,
-        reasons,
-        attested_at: Some(rfc3339(attested)),
-        expires_at: Some(rfc3339(expires)),
-    }
+    host.effective().at(millis(now)).view()
 }
 
 fn target(host: &HostRow) -> AgentTarget {
@@ -294,7 +243,7 @@ async fn save(
     let row = ReportRow {
         id: crate::store::new_id(),
         host_name: host.name.clone(),
-        verdict: verdict.verdict().as_str().to_string(),
+        verdict: verdict.verdict(),
         reasons: serde_json::to_string(verdict.reasons())
             .map_err(|e| ApiError::Internal(e.to_string()))?,
         created,
@@ -389,13 +338,13 @@ async fn unreachable(
     {
         return err.into();
     }
-    let expired = host.expires_at.is_none_or(|x| x <= now_ms);
-    if expired && host.verdict.as_deref().is_some_and(|v| v != "unknown") {
-        let mut h = host.clone();
-        h.status = "unreachable".into();
-        h.status_detail = Some(e.to_string());
-        let view = trust_view(&h, now);
-        let v = Verdict::unknown(view.reasons, now, state.settings.report_validity);
+    let mut h = host.clone();
+    h.status = HostStatus::Unreachable;
+    h.status_detail = Some(e.to_string());
+    let at = h.effective().at(now_ms);
+    // The stored verdict expired (and was not already `unknown`): record that it is now.
+    if at.verdict == Trust::Unknown && at.last_verdict.is_some_and(|v| v != Trust::Unknown) {
+        let v = Verdict::unknown(at.reasons, now, state.settings.report_validity);
         if let Err(err) = save(state, host, &v, false, None).await {
             return err;
         }

@@ -48,6 +48,38 @@ pub enum ApiError {
     /// Conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// Conflicts with the current state, for a reason the client can act on (409 with
+    /// `reason`, e.g. `identity_conflict`).
+    #[error("{message}")]
+    ConflictWith {
+        /// Stable reason.
+        reason: &'static str,
+        /// Sentence for the client.
+        message: String,
+    },
+    /// Too many requests: try again after `retry_after` seconds (429 with `Retry-After`).
+    #[error("{message}")]
+    TooMany {
+        /// Stable reason.
+        reason: &'static str,
+        /// Sentence for the client.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The server cannot take this now (503 with `Retry-After`).
+    #[error("{message}")]
+    Unavailable {
+        /// Stable reason.
+        reason: &'static str,
+        /// Sentence for the client.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The method is not allowed on this path.
+    #[error("method not allowed on this resource")]
+    MethodNotAllowed,
     /// The body is larger than allowed.
     #[error("request body too large")]
     TooLarge,
@@ -84,6 +116,10 @@ impl ApiError {
             Self::Refused { reason, .. } => (StatusCode::FORBIDDEN, reason),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::ConflictWith { reason, .. } => (StatusCode::CONFLICT, reason),
+            Self::TooMany { reason, .. } => (StatusCode::TOO_MANY_REQUESTS, reason),
+            Self::Unavailable { reason, .. } => (StatusCode::SERVICE_UNAVAILABLE, reason),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::TooLarge => (StatusCode::BAD_REQUEST, "body_too_large"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -108,6 +144,12 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut resp = (status, Json(ErrorBody::new(reason, message))).into_response();
+        if let Self::TooMany { retry_after, .. } | Self::Unavailable { retry_after, .. } = &self {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.max(&1).to_string()) {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         if matches!(self, Self::Unauthorized) {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -153,6 +195,31 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             ApiError::bad_request("content_type", "expected Content-Type: application/json")
         }
         other => ApiError::bad_request("bad_body", other.body_text()),
+    }
+}
+
+/// Query-string extractor whose rejections are [`ApiError`]s (400 `bad_query`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(r) => Err(ApiError::bad_request(
+                "bad_query",
+                format!("invalid query string: {}", r.body_text()),
+            )),
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`config`]: flags and environment.
 //! - [`state`]: [`AppState`], shared by handlers and the engine.
 //! - [`api`]: the `/mtwilson/v2` routes, health, readiness and metrics.
-//! - [`auth`]: accounts, roles, basic auth, argon2.
+//! - [`auth`]: accounts, roles, basic auth, argon2 (bounded), login back-off.
+//! - [`users`]: the accounts API.
 //! - [`registrar`]: registration with MakeCredential / ActivateCredential, endorsements.
 //! - [`ekca`]: the manufacturer CA bundle EK certificates chain to.
 //! - [`engine`]: attestation (quote, verification, appraisal, reports) and its scheduler.
@@ -20,6 +21,8 @@
 //! - [`evidence`]: the agent's event log, parsed and replayed for appraisal.
 //! - [`agent_client`]: HTTPS to agents with the certificate pinned.
 //! - [`store`]: SQLite / PostgreSQL, leases, the change feed.
+//! - [`labeller`]: feeds the embedded Kubernetes labeller from the store and the change feed.
+//! - [`feed`]: the typed, resumable change feed ([`feed::ChangeFeed`]) the labeller follows.
 //! - [`jws`]: signed reports. [`metrics`]: Prometheus text. [`tls`]: rustls set-up.
 //! - [`openapi`]: the OpenAPI document, from the route table.
 //! - [`clock`], [`error`].
@@ -34,7 +37,9 @@ pub mod ekca;
 pub mod engine;
 pub mod error;
 pub mod evidence;
+pub mod feed;
 pub mod jws;
+pub mod labeller;
 pub mod metrics;
 pub mod openapi;
 pub mod registrar;
@@ -42,6 +47,7 @@ pub mod retention;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,7 +79,15 @@ pub async fn run(
                 };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                // Handlers (the login limiter) see the client address as `ConnectInfo`.
+                let service = hyper_util::service::TowerToHyperService::new(
+                    tower::ServiceBuilder::new()
+                        .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            req
+                        })
+                        .service(app.clone()),
+                );
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {

@@ -44,6 +44,13 @@ async fn main() -> anyhow::Result<()> {
         Err(ConfigError::Clap(e)) => e.exit(),
         Err(e) => return Err(e.into()),
     };
+    // Generated state (the self-signed TLS pair) is the owner's alone.
+    nodetrust_server::store::create_private_dir(&config.state_dir).with_context(|| {
+        format!(
+            "creating the state directory {}",
+            config.state_dir.display()
+        )
+    })?;
     let store = Store::connect(&config.db)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&config.db)))?;
@@ -72,10 +79,16 @@ async fn main() -> anyhow::Result<()> {
     let pruner = tokio::spawn(retention::run_pruner(state.clone(), async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
+    let labeller = nodetrust_server::labeller::start(&state, &config, stop_rx.clone())
+        .await
+        .context("starting the Kubernetes labeller")?;
     run(listener, tls_config, app(state), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = pruner.await;
+    for task in labeller.into_iter().flatten() {
+        let _ = task.await;
+    }
     tracing::info!("nodetrust-server stopped");
     Ok(())
 }

@@ -6,6 +6,13 @@
 //! - `nodetrust_agent_errors_total{reason}`: agents that gave no usable answer.
 //! - `nodetrust_hosts{verdict}`: hosts per current verdict (computed when scraped).
 //! - `nodetrust_pruned_rows_total{table}`: rows deleted by retention (`reports`, `changes`).
+//! - `nodetrust_auth_failures_total{reason}`: refused logins (`bad_password`, `no_credentials`,
+//!   `rate_limited`, `busy`).
+//! - `nodetrust_registrations_refused_total{reason}`: refused registrations
+//!   (`identity_conflict`, `ek_not_endorsed`, ...).
+//! - `nodetrust_password_checks_in_flight`, `nodetrust_password_checks_peak`: argon2 checks
+//!   running now and the most that ever ran at once (rendered by the API with the
+//!   authenticator's numbers).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +31,8 @@ struct Inner {
     latency_count: u64,
     latency_sum: f64,
     pruned: BTreeMap<String, u64>,
+    auth_failures: BTreeMap<String, u64>,
+    registrations_refused: BTreeMap<String, u64>,
 }
 
 /// Tables retention prunes (each always rendered, from 0).
@@ -70,8 +79,33 @@ impl Metrics {
         }
     }
 
+    /// Counts a refused login.
+    pub fn auth_failure(&self, reason: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.auth_failures.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Counts a refused registration.
+    pub fn registration_refused(&self, reason: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.registrations_refused
+                .entry(reason.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    /// Refused registrations with `reason` so far.
+    pub fn registrations_refused(&self, reason: &str) -> u64 {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|m| m.registrations_refused.get(reason).copied())
+            .unwrap_or(0)
+    }
+
     /// The exposition text, with `hosts` (verdict → count) as a gauge.
-    pub fn render(&self, hosts: &BTreeMap<String, u64>) -> String {
+    pub fn render(&self, hosts: &BTreeMap<&'static str, u64>) -> String {
         let mut out = String::new();
         let Ok(m) = self.inner.lock() else { return out };
         out.push_str("# HELP nodetrust_attestations_total Attestations by result and reason.\n");
@@ -119,6 +153,24 @@ impl Metrics {
         }
         for (table, n) in pruned {
             let _ = writeln!(out, "nodetrust_pruned_rows_total{{table=\"{table}\"}} {n}");
+        }
+        out.push_str("# HELP nodetrust_auth_failures_total Refused logins, by reason.\n");
+        out.push_str("# TYPE nodetrust_auth_failures_total counter\n");
+        for (reason, n) in &m.auth_failures {
+            let _ = writeln!(
+                out,
+                "nodetrust_auth_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP nodetrust_registrations_refused_total Refused registrations, by reason.\n",
+        );
+        out.push_str("# TYPE nodetrust_registrations_refused_total counter\n");
+        for (reason, n) in &m.registrations_refused {
+            let _ = writeln!(
+                out,
+                "nodetrust_registrations_refused_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         out.push_str("# HELP nodetrust_hosts Hosts by current verdict.\n");
         out.push_str("# TYPE nodetrust_hosts gauge\n");

@@ -147,6 +147,38 @@ pub const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         method: "get",
+        path: "/mtwilson/v2/users",
+        summary: "List accounts (never passwords)",
+        roles: A,
+        request: None,
+        response: (200, Some("UserList")),
+    },
+    RouteDoc {
+        method: "post",
+        path: "/mtwilson/v2/users",
+        summary: "Create an account (409 when the name is taken)",
+        roles: A,
+        request: Some("NewUser"),
+        response: (201, Some("UserView")),
+    },
+    RouteDoc {
+        method: "put",
+        path: "/mtwilson/v2/users/{name}/password",
+        summary: "Change an account's password; its cached logins end at once",
+        roles: A,
+        request: Some("NewPassword"),
+        response: (200, Some("UserView")),
+    },
+    RouteDoc {
+        method: "delete",
+        path: "/mtwilson/v2/users/{name}",
+        summary: "Delete an account (409 for the last admin)",
+        roles: A,
+        request: None,
+        response: (204, None),
+    },
+    RouteDoc {
+        method: "get",
         path: "/mtwilson/v2/signing-key",
         summary: "The public key signed reports verify with (JWK and PEM)",
         roles: &[],
@@ -164,7 +196,7 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "get",
         path: "/readyz",
-        summary: "Readiness: the database answers",
+        summary: "Readiness: database writes work (503 with Retry-After when they do not)",
         roles: &[],
         request: None,
         response: (200, None),
@@ -274,6 +306,7 @@ fn schemas() -> Value {
         "pcrs": {"type": "array", "items": rule}}});
     let import = json!({"type": "object", "additionalProperties": false, "required": ["from_host"], "properties": {
         "from_host": s(), "parts": {"type": "array", "items": {"type": "string", "enum": ["PLATFORM", "OS", "HOST_UNIQUE"]}}}});
+    let role = json!({"type": "string", "enum": ["admin", "reader", "agent"]});
     json!({
         "ErrorBody": obj(&["error", "reason"], json!({"error": s(), "reason": s()})),
         "Trust": trust,
@@ -294,6 +327,13 @@ fn schemas() -> Value {
         "FlavorList": list("flavors", "Flavor"),
         "FlavorOrImport": {"oneOf": [{"$ref": "#/components/schemas/Flavor"}, import]},
         "AttestRequest": json!({"type": "object", "additionalProperties": false, "required": ["host_name"], "properties": {"host_name": s()}}),
+        "UserView": obj(&["name", "role", "created"], json!({"name": s(), "role": role.clone(), "created": {"type": "string", "format": "date-time"}})),
+        "UserList": list("users", "UserView"),
+        "NewUser": json!({"type": "object", "additionalProperties": false, "required": ["name", "role", "password"], "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._@-]+$"},
+            "role": role, "password": {"type": "string", "minLength": 12, "maxLength": 1024}}}),
+        "NewPassword": json!({"type": "object", "additionalProperties": false, "required": ["password"], "properties": {
+            "password": {"type": "string", "minLength": 12, "maxLength": 1024}}}),
         "SigningKey": obj(&["alg", "kid", "jwk", "pem"], json!({"alg": s(), "kid": s(), "jwk": {"type": "object"}, "pem": s()})),
     })
 }
@@ -343,6 +383,12 @@ pub fn document() -> Value {
         }
         if !r.roles.is_empty() {
             responses.insert("401".into(), error_response("no or wrong credentials"));
+            responses.insert(
+                "429".into(),
+                error_response(
+                    "too many failed logins, or too many logins being checked; see Retry-After",
+                ),
+            );
             responses.insert(
                 "403".into(),
                 error_response("the role may not do this, or the request is refused with a reason"),

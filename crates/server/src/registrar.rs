@@ -6,8 +6,21 @@
 //!    the secret.
 //! 2. [`activate`]: the secret comes back (ActivateCredential succeeded in the TPM holding the
 //!    EK, with the AK loaded). Only now is the host stored with its AK pinned; an earlier
-//!    registration of the same hardware UUID (a reimaged node) is replaced. Each challenge
-//!    allows one try.
+//!    registration of the same hardware UUID with the same EK (a reimaged node) is replaced.
+//!    Each challenge allows one try.
+//!
+//! A host's identity is its EK. A registration that claims a hardware UUID or a host name held
+//! by a host with another EK is refused (409 `identity_conflict`), checked at both steps (at
+//! activation in the transaction that stores the host), unless an admin endorsed the new EK for
+//! that hardware UUID (`tpm-endorsements` with `hardware_uuid`: the TPM was replaced). An EK
+//! registered under one hardware UUID that claims another is refused too. Every refusal is
+//! logged (WARN: host name, hardware UUID, EK SHA-256, reason) and counted
+//! (`nodetrust_registrations_refused_total{reason}`).
+//!
+//! Bounds: host facts at most [`MAX_HOST_INFO`] bytes serialized, each text field at most
+//! [`MAX_FACT_LEN`]; at most [`crate::store::MAX_CHALLENGES_PER_UUID`] open challenges per
+//! hardware UUID (a newer one replaces the oldest) and [`crate::store::MAX_CHALLENGES`] in all
+//! (then 503 with `Retry-After`).
 
 use std::time::Duration;
 
@@ -23,7 +36,14 @@ use nodetrust_tpm_wire::{Public, PublicKey};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{ChallengeRow, Endorsement, HostRow};
+use crate::store::{ChallengeRow, Endorsement, HostRow, Registered};
+
+/// Largest host facts (the `host` object of a registration), serialized.
+pub const MAX_HOST_INFO: usize = 16 * 1024;
+/// Longest text field of the host facts (host name and hardware UUID have their own bounds).
+pub const MAX_FACT_LEN: usize = 256;
+/// Most PCR banks listed in the host facts.
+pub const MAX_PCR_BANKS: usize = 8;
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, data))
@@ -40,13 +60,56 @@ pub fn key_id(key: &PublicKey) -> String {
     sha256_hex(&nodetrust_tpm_wire::der::spki(key))
 }
 
-/// Checks a host name: what Kubernetes accepts as a node name (DNS subdomain).
+/// Checks a host name: what Kubernetes accepts as a node name (RFC 1123 DNS subdomain:
+/// lowercase letters, digits, '-' and '.', at most 253 characters, labels of 1-63 characters
+/// that start and end with a letter or digit).
 pub fn valid_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.first().is_some_and(alnum)
+                && b.last().is_some_and(alnum)
+                && b.iter().all(|c| alnum(c) || *c == b'-')
+        })
+}
+
+/// Checks the size of the host facts an agent sends.
+fn check_host_facts(host: &HostInfo) -> Result<(), ApiError> {
+    let fields = [
+        ("os_name", &host.os_name),
+        ("os_version", &host.os_version),
+        ("kernel_version", &host.kernel_version),
+        ("tpm_version", &host.tpm_version),
+        ("tpm_manufacturer", &host.tpm_manufacturer),
+        ("tpm_firmware_version", &host.tpm_firmware_version),
+        ("agent_version", &host.agent_version),
+    ];
+    for (name, v) in fields {
+        if v.len() > MAX_FACT_LEN {
+            return Err(ApiError::bad_request(
+                "host_facts_too_large",
+                format!("host.{name} is longer than {MAX_FACT_LEN} bytes"),
+            ));
+        }
+    }
+    if host.pcr_banks.len() > MAX_PCR_BANKS || host.pcr_banks.iter().any(|b| b.len() > 16) {
+        return Err(ApiError::bad_request(
+            "host_facts_too_large",
+            format!("host.pcr_banks lists at most {MAX_PCR_BANKS} bank names of 16 bytes"),
+        ));
+    }
+    let size = serde_json::to_vec(host).map_or(usize::MAX, |v| v.len());
+    if size > MAX_HOST_INFO {
+        return Err(ApiError::bad_request(
+            "host_facts_too_large",
+            format!("host facts are {size} bytes serialized; at most {MAX_HOST_INFO}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_request(req: &RegisterRequest) -> Result<(Public, Public), ApiError> {
@@ -54,13 +117,26 @@ fn check_request(req: &RegisterRequest) -> Result<(Public, Public), ApiError> {
     if !valid_host_name(&host.host_name) {
         return Err(ApiError::bad_request(
             "bad_host_name",
-            "host.host_name must be 1-253 characters of letters, digits, '-', '.', '_'",
+            "host.host_name must be a DNS subdomain name as Kubernetes node names are: at most 253 characters of lowercase letters, digits, '-' and '.', each dot-separated label 1-63 characters starting and ending with a letter or digit",
         ));
     }
-    if host.hardware_uuid.trim().is_empty() || host.hardware_uuid.len() > 64 {
+    if host.hardware_uuid.trim().is_empty()
+        || host.hardware_uuid.len() > 64
+        || !host
+            .hardware_uuid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
         return Err(ApiError::bad_request(
             "bad_hardware_uuid",
-            "host.hardware_uuid must be 1-64 characters",
+            "host.hardware_uuid must be 1-64 characters of letters, digits and '-'",
+        ));
+    }
+    check_host_facts(host)?;
+    if req.connection_url.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "bad_connection_url",
+            "connection_url is longer than 2048 bytes",
         ));
     }
     let url: axum::http::Uri = req
@@ -131,24 +207,160 @@ async fn check_endorsement(
     ))
 }
 
+/// Whether an admin endorsed this EK for exactly this hardware UUID (the TPM-replaced
+/// workflow).
+async fn endorsed_for_uuid(
+    state: &AppState,
+    ek: &str,
+    hardware_uuid: &str,
+) -> Result<bool, ApiError> {
+    Ok(state
+        .store
+        .active_endorsements_for(ek)
+        .await?
+        .iter()
+        .any(|e| {
+            e.hardware_uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(hardware_uuid))
+        }))
+}
+
+/// The EK identifier of a stored host (`None` when its EK does not parse).
+fn stored_ek_id(h: &HostRow) -> Option<String> {
+    let bytes = b64::decode(&h.ek_public).ok()?;
+    Public::from_either(&bytes).ok().map(|p| ek_id(&p))
+}
+
+/// The identity rule: a registration of (`name`, `uuid`, EK `ek`) against the hosts holding
+/// that name, that hardware UUID or that EK. `endorsed` says whether the EK is endorsed for
+/// `uuid` by an admin (then it may replace another EK's host of that UUID).
+pub fn check_identity(
+    holders: &[HostRow],
+    name: &str,
+    uuid: &str,
+    ek: &str,
+    endorsed: bool,
+) -> Result<(), (&'static str, String)> {
+    for h in holders {
+        let same_uuid = h.hardware_uuid.eq_ignore_ascii_case(uuid);
+        let old_ek = stored_ek_id(h);
+        let same_ek = old_ek.as_deref() == Some(ek);
+        let old_ek = old_ek.unwrap_or_else(|| "unreadable".into());
+        if same_ek && same_uuid {
+            // A reimaged node (same TPM, same machine): replaced.
+            continue;
+        }
+        if same_ek {
+            return Err((
+                "identity_conflict",
+                format!(
+                    "registration refused: this EK (sha256 {ek}) is registered as host {:?} with hardware UUID {:?}, and this registration claims hardware UUID {uuid:?}; an EK belongs to one machine. If the machine's UUID really changed, delete host {:?} first (DELETE /mtwilson/v2/hosts/{})",
+                    h.name, h.hardware_uuid, h.name, h.name
+                ),
+            ));
+        }
+        if same_uuid && endorsed {
+            // The TPM was replaced, and an admin endorsed the new EK for this machine.
+            continue;
+        }
+        let what = if same_uuid {
+            format!("hardware UUID {uuid:?} is registered as host {:?}", h.name)
+        } else {
+            format!(
+                "host name {name:?} is registered with hardware UUID {:?}",
+                h.hardware_uuid
+            )
+        };
+        let remedy = if same_uuid {
+            format!(
+                "If the TPM of this machine was replaced, endorse the new EK for this machine (POST /mtwilson/v2/tpm-endorsements with ek_public or certificate and \"hardware_uuid\": {uuid:?}) and register again; otherwise delete host {:?} first (DELETE /mtwilson/v2/hosts/{})",
+                h.name, h.name
+            )
+        } else {
+            format!(
+                "Give this machine another host name, or delete host {:?} first (DELETE /mtwilson/v2/hosts/{})",
+                h.name, h.name
+            )
+        };
+        return Err((
+            "identity_conflict",
+            format!(
+                "registration refused: {what} with another EK (sha256 {old_ek}), and this registration's EK is sha256 {ek}: a host's identity is its EK. {remedy}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Logs and counts a refused registration.
+fn refused(state: &AppState, host: &HostInfo, ek: Option<&str>, e: &ApiError) {
+    let reason = match e {
+        ApiError::BadRequest { reason, .. }
+        | ApiError::Refused { reason, .. }
+        | ApiError::ConflictWith { reason, .. }
+        | ApiError::TooMany { reason, .. }
+        | ApiError::Unavailable { reason, .. } => *reason,
+        ApiError::Conflict(_) => "conflict",
+        ApiError::NotFound(_) => "unknown_challenge",
+        ApiError::Internal(_) => return,
+        _ => "refused",
+    };
+    state.metrics.registration_refused(reason);
+    let name: String = host.host_name.chars().take(253).collect();
+    let uuid: String = host.hardware_uuid.chars().take(64).collect();
+    tracing::warn!(
+        host = ?name,
+        hardware_uuid = ?uuid,
+        ek_sha256 = ek.unwrap_or("unreadable"),
+        reason,
+        detail = %e,
+        "registration refused"
+    );
+}
+
 /// Step 1: checks the request and answers a MakeCredential challenge.
 pub async fn register(
     state: &AppState,
     req: RegisterRequest,
 ) -> Result<RegisterChallenge, ApiError> {
-    let (ek, ak) = check_request(&req)?;
-    if let Some(existing) = state.store.host(&req.host.host_name).await? {
-        if !existing
-            .hardware_uuid
-            .eq_ignore_ascii_case(&req.host.hardware_uuid)
-        {
-            return Err(ApiError::Conflict(format!(
-                "host name {} is registered with another hardware UUID ({}); delete that host first",
-                req.host.host_name, existing.hardware_uuid
-            )));
-        }
+    let mut ek_sha = None;
+    let r = register_inner(state, &req, &mut ek_sha).await;
+    if let Err(e) = &r {
+        refused(state, &req.host, ek_sha.as_deref(), e);
     }
-    let why = check_endorsement(state, &req, &ek).await?;
+    r
+}
+
+async fn register_inner(
+    state: &AppState,
+    req: &RegisterRequest,
+    ek_sha: &mut Option<String>,
+) -> Result<RegisterChallenge, ApiError> {
+    if let Ok(ek) = Public::from_either(&req.ek_public) {
+        *ek_sha = Some(ek_id(&ek));
+    }
+    let (ek, ak) = check_request(req)?;
+    let id = ek_id(&ek);
+    let why = check_endorsement(state, req, &ek).await?;
+    let host = &req.host;
+    let holders = state
+        .store
+        .identity_holders(
+            &host.host_name,
+            &host.hardware_uuid,
+            &b64::encode(&req.ek_public),
+        )
+        .await?;
+    let endorsed = endorsed_for_uuid(state, &id, &host.hardware_uuid).await?;
+    check_identity(
+        &holders,
+        &host.host_name,
+        &host.hardware_uuid,
+        &id,
+        endorsed,
+    )
+    .map_err(|(reason, message)| ApiError::ConflictWith { reason, message })?;
     let mut secret = vec![0u8; ek.name_alg.size().min(32)];
     aws_lc_rs::rand::fill(&mut secret)
         .map_err(|_| ApiError::Internal("system random generator failed".into()))?;
@@ -158,23 +370,34 @@ pub async fn register(
             format!("cannot make a credential for this EK: {e}"),
         )
     })?;
-    let request = serde_json::to_string(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let request = serde_json::to_string(req).map_err(|e| ApiError::Internal(e.to_string()))?;
     let challenge_id = crate::store::new_id();
     let now = state.now_ms();
     let ttl = i64::try_from(state.settings.challenge_ttl.as_millis()).unwrap_or(300_000);
-    state
+    let stored = state
         .store
-        .put_challenge(
+        .put_challenge_bounded(
             &ChallengeRow {
                 id: challenge_id.clone(),
                 secret_sha256: sha256_hex(&secret),
                 request,
                 expires: now + ttl,
             },
+            &host.hardware_uuid.to_ascii_lowercase(),
             now,
         )
         .await?;
-    tracing::info!(host = %req.host.host_name, endorsement = %why, "registration challenge issued");
+    if !stored {
+        return Err(ApiError::Unavailable {
+            reason: "too_many_challenges",
+            message: format!(
+                "{} registrations are open; try again later",
+                crate::store::MAX_CHALLENGES
+            ),
+            retry_after: 30,
+        });
+    }
+    tracing::info!(host = ?host.host_name, endorsement = %why, "registration challenge issued");
     Ok(RegisterChallenge {
         challenge_id,
         credential_blob: cred.blob,
@@ -189,6 +412,9 @@ pub async fn activate(
     req: ActivateRequest,
 ) -> Result<RegisterResult, ApiError> {
     let now = state.now_ms();
+    if challenge_id.len() > 64 {
+        return Err(ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into()));
+    }
     let challenge = state
         .store
         .take_challenge(challenge_id, now)
@@ -196,15 +422,19 @@ pub async fn activate(
         .ok_or_else(|| ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into()))?;
     let expected =
         hex::decode(&challenge.secret_sha256).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let got = digest::digest(&digest::SHA256, &req.secret);
-    if !constant_time_eq(got.as_ref(), &expected) {
-        return Err(ApiError::refused(
-            "activation_failed",
-            "credential activation failed: the returned secret is wrong, so the AK was not shown to be in the TPM that holds the EK; register again",
-        ));
-    }
     let reg: RegisterRequest =
         serde_json::from_str(&challenge.request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ek = Public::from_either(&reg.ek_public).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = ek_id(&ek);
+    let got = digest::digest(&digest::SHA256, &req.secret);
+    if !constant_time_eq(got.as_ref(), &expected) {
+        let e = ApiError::refused(
+            "activation_failed",
+            "credential activation failed: the returned secret is wrong, so the AK was not shown to be in the TPM that holds the EK; register again",
+        );
+        refused(state, &reg.host, Some(&id), &e);
+        return Err(e);
+    }
     let host_info =
         serde_json::to_string(&reg.host).map_err(|e| ApiError::Internal(e.to_string()))?;
     let row = HostRow {
@@ -216,7 +446,7 @@ pub async fn activate(
         ak_public: b64::encode(&reg.aik),
         host_info,
         software_tpm: reg.host.software_tpm,
-        status: "pending".into(),
+        status: nodetrust_proto::trust::HostStatus::Pending,
         status_detail: None,
         reset_count: None,
         restart_count: None,
@@ -226,19 +456,23 @@ pub async fn activate(
         expires_at: None,
         created: now,
     };
-    // The name may have been taken by another machine since the challenge was issued.
-    if let Some(existing) = state.store.host(&row.name).await? {
-        if !existing
-            .hardware_uuid
-            .eq_ignore_ascii_case(&row.hardware_uuid)
-        {
-            return Err(ApiError::Conflict(format!(
-                "host name {} is registered with another hardware UUID ({}); delete that host first",
-                row.name, existing.hardware_uuid
-            )));
+    // The endorsement may have been revoked, and the name or UUID taken by another machine,
+    // since the challenge was issued: checked again in the transaction that stores the host.
+    let endorsed = endorsed_for_uuid(state, &id, &row.hardware_uuid).await?;
+    let outcome = state
+        .store
+        .register_host_checked(&row, now, |holders| {
+            check_identity(holders, &row.name, &row.hardware_uuid, &id, endorsed)
+        })
+        .await?;
+    let replaced = match outcome {
+        Registered::Stored(replaced) => replaced,
+        Registered::Refused(reason, message) => {
+            let e = ApiError::ConflictWith { reason, message };
+            refused(state, &reg.host, Some(&id), &e);
+            return Err(e);
         }
-    }
-    let replaced = state.store.register_host(&row, now).await?;
+    };
     state.wake.notify_one();
     tracing::info!(host = %row.name, replaced, "host registered; AK pinned");
     Ok(RegisterResult {
@@ -298,7 +532,16 @@ pub async fn add_endorsement(
             ));
         }
     }
-    if req.comment.as_ref().is_some_and(|c| c.len() > 1024)
+    if let Some(u) = &req.hardware_uuid {
+        if !u.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(ApiError::bad_request(
+                "bad_hardware_uuid",
+                "hardware_uuid must be letters, digits and '-'",
+            ));
+        }
+    }
+    if req.ek_public.as_ref().is_some_and(|c| c.len() > 16 * 1024)
+        || req.comment.as_ref().is_some_and(|c| c.len() > 1024)
         || req
             .certificate
             .as_ref()

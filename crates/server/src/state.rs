@@ -1,8 +1,8 @@
 //! The state shared by request handlers and the attestation engine.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -34,7 +34,12 @@ pub struct Settings {
     pub replica: String,
     /// How long a registration challenge stays open.
     pub challenge_ttl: Duration,
+    /// Agent events of one host closer together than this are coalesced into one attestation.
+    pub agent_event_interval: Duration,
 }
+
+/// Hosts whose agent events are remembered for coalescing (the oldest are forgotten first).
+const MAX_EVENT_HOSTS: usize = 100_000;
 
 /// Everything shared.
 #[derive(Debug)]
@@ -61,6 +66,10 @@ pub struct Inner {
     pub in_flight: Mutex<HashSet<String>>,
     /// Hosts made due again while being attested: attested once more when that ends.
     pub again: Mutex<HashSet<String>>,
+    /// When each host's last agent event scheduled an attestation.
+    pub agent_events: Mutex<HashMap<String, Instant>>,
+    /// The embedded labeller's metrics, once it runs.
+    pub labeller_metrics: std::sync::OnceLock<Arc<nodetrust_labeller::Metrics>>,
     /// Flavors read recently, and when.
     pub flavor_cache: Mutex<Option<(std::time::Instant, Arc<Vec<nodetrust_appraise::Flavor>>)>>,
 }
@@ -153,12 +162,13 @@ impl AppState {
             max_body: config.max_body,
             replica: config.replica(),
             challenge_ttl: crate::registrar::CHALLENGE_TTL,
+            agent_event_interval: Duration::from_secs(5),
         };
         Ok(Self(Arc::new(Inner {
             store,
             clock,
             agents,
-            auth: Authenticator::new(),
+            auth: Authenticator::with_limits(config.auth_limits.clone()),
             signer,
             metrics: Metrics::default(),
             ek_cas,
@@ -166,8 +176,33 @@ impl AppState {
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             again: Mutex::new(HashSet::new()),
+            agent_events: Mutex::new(HashMap::new()),
             flavor_cache: Mutex::new(None),
+            labeller_metrics: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Whether an agent event of `host` may schedule an attestation now (at most one per
+    /// [`Settings::agent_event_interval`]); records it when it may.
+    pub fn agent_event_due(&self, host: &str) -> bool {
+        let Ok(mut m) = self.agent_events.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        let interval = self.settings.agent_event_interval;
+        if m.get(host)
+            .is_some_and(|t| now.duration_since(*t) < interval)
+        {
+            return false;
+        }
+        if m.len() >= MAX_EVENT_HOSTS {
+            m.retain(|_, t| now.duration_since(*t) < interval);
+            if m.len() >= MAX_EVENT_HOSTS {
+                m.clear();
+            }
+        }
+        m.insert(host.to_string(), now);
+        true
     }
 
     /// Now, in Unix milliseconds.

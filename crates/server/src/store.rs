@@ -28,11 +28,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use nodetrust_proto::trust::{ChangeKind, EffectiveTrust, HostStatus, Trust};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, ConnectOptions, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, ConnectOptions, Connection as _, Row};
 use tokio::sync::{broadcast, oneshot};
 
 /// A store failure (the database, or a row that does not decode).
@@ -55,22 +58,21 @@ pub enum StoreError {
     /// The SQLite file's directory could not be made.
     #[error("cannot create the database directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The database could not be opened; the detail names the cause.
+    #[error("cannot open the database: {0}")]
+    Connect(String),
+    /// A file holding secrets is readable by others.
+    #[error("{0}")]
+    Permissions(String),
+    /// A fault injected by a test.
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
 }
 
 /// Result of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Unix milliseconds.
-pub fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// From Unix milliseconds.
-pub fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
+pub use nodetrust_proto::trust::{from_millis, millis};
 
 /// Which backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,8 +134,8 @@ pub struct HostRow {
     pub host_info: String,
     /// Whether the TPM is a software TPM.
     pub software_tpm: bool,
-    /// `pending`, `connected`, `unreachable`.
-    pub status: String,
+    /// Whether the agent answers.
+    pub status: HostStatus,
     /// Detail of the status (the last agent error).
     pub status_detail: Option<String>,
     /// Last seen TPM resetCount.
@@ -141,7 +143,7 @@ pub struct HostRow {
     /// Last seen TPM restartCount.
     pub restart_count: Option<i64>,
     /// Latest verdict.
-    pub verdict: Option<String>,
+    pub verdict: Option<Trust>,
     /// Latest reasons (JSON array).
     pub reasons: Option<String>,
     /// Latest attestation time (Unix ms).
@@ -152,6 +154,24 @@ pub struct HostRow {
     pub created: i64,
 }
 
+impl HostRow {
+    /// The stored trust, for [`EffectiveTrust::at`].
+    pub fn effective(&self) -> EffectiveTrust {
+        EffectiveTrust {
+            verdict: self.verdict,
+            reasons: self
+                .reasons
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or_default(),
+            attested_at: self.attested_at,
+            expires_at: self.expires_at,
+            status: self.status,
+            status_detail: self.status_detail.clone(),
+        }
+    }
+}
+
 /// A report (one verdict).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportRow {
@@ -159,8 +179,8 @@ pub struct ReportRow {
     pub id: String,
     /// Host.
     pub host_name: String,
-    /// `trusted`, `untrusted`, `unknown`.
-    pub verdict: String,
+    /// The verdict.
+    pub verdict: Trust,
     /// JSON array of reasons.
     pub reasons: String,
     /// Unix ms.
@@ -200,10 +220,10 @@ pub struct ChallengeRow {
 pub struct Change {
     /// Host concerned.
     pub host_name: String,
-    /// `verdict`, `registered`, `deleted`, `status`.
-    pub kind: String,
+    /// What happened.
+    pub kind: ChangeKind,
     /// The new verdict, for `verdict` changes.
-    pub verdict: Option<String>,
+    pub verdict: Option<Trust>,
 }
 
 /// The store.
@@ -218,6 +238,217 @@ pub struct Store {
     changes: broadcast::Sender<Change>,
     url: String,
     batch: Arc<Batch>,
+    health: Arc<WriteHealth>,
+    faults: Arc<Faults>,
+}
+
+/// Whether writes work: the last failed write transaction, cleared by the next success.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failed: Mutex<Option<(Instant, String)>>,
+}
+
+impl WriteHealth {
+    fn failed(&self, what: &str) {
+        if let Ok(mut f) = self.failed.lock() {
+            if f.is_none() {
+                tracing::warn!(error = %what, "database writes failing; /readyz answers 503 until they succeed again");
+            }
+            *f = Some((Instant::now(), what.to_string()));
+        }
+    }
+
+    fn ok(&self) {
+        if let Ok(mut f) = self.failed.lock() {
+            if f.take().is_some() {
+                tracing::info!("database writes succeed again");
+            }
+        }
+    }
+
+    fn last_failure(&self) -> Option<(Instant, String)> {
+        self.failed.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+/// Faults a test injects into the store (not for production use).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// The next this-many write commits fail (rolled back) instead of committing.
+    pub fail_commits: AtomicU32,
+    /// Every write commit fails while set (a full disk, on any backend).
+    pub fail_writes: AtomicBool,
+    /// SQLite: `PRAGMA max_page_count` of writer connections (0: none), a full disk.
+    pub max_pages: AtomicI64,
+}
+
+/// A writer connection checked out for one transaction. Unless the transaction commits (or
+/// is rolled back on purpose), the connection is closed instead of going back to the pool: a
+/// connection whose transaction failed (a full disk, a lost server) is never reused, so one
+/// failure cannot leave it inside a half-finished transaction for every later write.
+struct Writer<'s> {
+    conn: PoolConnection<Any>,
+    end: TxEnd<'s>,
+}
+
+/// How a [`Writer`]'s transaction ended (a field apart from the connection, which the
+/// transaction borrows).
+struct TxEnd<'s> {
+    store: &'s Store,
+    ok: bool,
+}
+
+/// Begins a write transaction on `conn` (on SQLite `BEGIN IMMEDIATE`: it takes the write lock
+/// at once; a deferred transaction that reads and then writes fails outright when another
+/// connection wrote in between).
+async fn begin(
+    conn: &mut PoolConnection<Any>,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'_, Any>> {
+    Ok(match backend {
+        Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => conn.begin().await?,
+    })
+}
+
+impl TxEnd<'_> {
+    /// Commits `tx` (or fails as an injected fault says), then marks the connection reusable.
+    async fn commit(&mut self, tx: sqlx::Transaction<'_, Any>) -> Result<()> {
+        let f = &self.store.faults;
+        if f.fail_writes.load(Ordering::SeqCst)
+            || f.fail_commits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            drop(tx);
+            return Err(StoreError::Injected(
+                "the commit failed (database or disk is full)",
+            ));
+        }
+        tx.commit().await?;
+        self.ok = true;
+        self.store.health.ok();
+        Ok(())
+    }
+
+    /// Ends without committing, keeping the connection (a deliberate rollback).
+    async fn rollback(&mut self, tx: sqlx::Transaction<'_, Any>) -> Result<()> {
+        tx.rollback().await?;
+        self.ok = true;
+        Ok(())
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if !self.end.ok {
+            self.conn.close_on_drop();
+            self.end.store.health.failed("a write transaction failed");
+        }
+    }
+}
+
+/// A file or directory that holds secrets must not be readable by group or others.
+#[cfg(unix)]
+pub fn check_private(path: &std::path::Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        let fix = if meta.is_dir() { "700" } else { "600" };
+        return Err(StoreError::Permissions(format!(
+            "{what} {} is accessible by group or others (mode {mode:04o}) and holds secrets;              restrict it and start again: chmod {fix} {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A file or directory that holds secrets must not be readable by group or others.
+#[cfg(not(unix))]
+pub fn check_private(_path: &std::path::Path, _what: &str) -> Result<()> {
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) owner-only (0700) where missing.
+pub fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)?;
+    Ok(())
+}
+
+/// Sets `path` to mode 0600 when it exists.
+fn make_private(path: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// One direct connection, so a failure names its cause (a pool only times out).
+async fn probe_connect(opts: &AnyConnectOptions, backend: Backend) -> Result<()> {
+    let attempt = async {
+        let mut c = sqlx::AnyConnection::connect_with(opts).await?;
+        let q = match backend {
+            Backend::Sqlite => "SELECT count(*) FROM sqlite_master",
+            Backend::Postgres => "SELECT 1",
+        };
+        sqlx::query(q).execute(&mut c).await?;
+        c.close().await?;
+        Ok::<(), sqlx::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Connect(e.to_string())),
+        Err(_) => Err(StoreError::Connect(
+            "no answer within 5 s (is the host reachable, the port right?)".into(),
+        )),
+    }
+}
+
+/// Most open registration challenges per hardware UUID (a newer one replaces the oldest).
+pub const MAX_CHALLENGES_PER_UUID: i64 = 4;
+/// Most open registration challenges in all.
+pub const MAX_CHALLENGES: i64 = 10_000;
+
+/// What [`Store::register_host_checked`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Stored; whether an earlier registration was replaced.
+    Stored(bool),
+    /// Refused by the check, with its reason and sentence.
+    Refused(&'static str, String),
+}
+
+/// What [`Store::delete_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDeleted {
+    /// Deleted.
+    Deleted,
+    /// No such user.
+    NotFound,
+    /// The last admin is kept.
+    LastAdmin,
 }
 
 impl std::fmt::Debug for Store {
@@ -231,6 +462,9 @@ impl std::fmt::Debug for Store {
 
 /// Read-only connections beside SQLite's single writer.
 const SQLITE_READERS: u32 = 4;
+
+/// The `server_keys` row holding [`Store::changes_pruned_through`].
+const PRUNED_THROUGH: &str = "changes-pruned-through";
 
 /// The PostgreSQL notification channel of the change feed.
 pub const CHANGES_CHANNEL: &str = "nodetrust_changes";
@@ -277,6 +511,12 @@ const V2: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS changes_created ON changes (created)",
 ];
 
+/// Version 3: open challenges are counted per hardware UUID.
+const V3: &[&str] = &[
+    "ALTER TABLE challenges ADD COLUMN hardware_uuid TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX IF NOT EXISTS challenges_uuid ON challenges (hardware_uuid, expires)",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -288,6 +528,11 @@ fn migrations() -> Vec<Migration> {
             version: 2,
             sqlite: V2,
             postgres: V2,
+        },
+        Migration {
+            version: 3,
+            sqlite: V3,
+            postgres: V3,
         },
     ]
 }
@@ -305,11 +550,14 @@ fn host_from_row(r: &AnyRow) -> Result<HostRow> {
         ak_public: r.try_get("ak_public")?,
         host_info: r.try_get("host_info")?,
         software_tpm: r.try_get::<i64, _>("software_tpm")? != 0,
-        status: r.try_get("status")?,
+        status: decode("hosts", "status", r.try_get("status")?, HostStatus::parse)?,
         status_detail: r.try_get("status_detail")?,
         reset_count: r.try_get("reset_count")?,
         restart_count: r.try_get("restart_count")?,
-        verdict: r.try_get("verdict")?,
+        verdict: r
+            .try_get::<Option<String>, _>("verdict")?
+            .map(|v| decode("hosts", "verdict", v, Trust::parse))
+            .transpose()?,
         reasons: r.try_get("reasons")?,
         attested_at: r.try_get("attested_at")?,
         expires_at: r.try_get("expires_at")?,
@@ -317,11 +565,24 @@ fn host_from_row(r: &AnyRow) -> Result<HostRow> {
     })
 }
 
+/// Reads a closed set of values stored as text; anything else is a corrupt row.
+fn decode<T>(
+    table: &'static str,
+    column: &str,
+    text: String,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T> {
+    parse(&text).ok_or_else(|| StoreError::Corrupt {
+        table,
+        detail: format!("{column} = {text:?} is not a known value"),
+    })
+}
+
 fn report_from_row(r: &AnyRow) -> Result<ReportRow> {
     Ok(ReportRow {
         id: r.try_get("id")?,
         host_name: r.try_get("host_name")?,
-        verdict: r.try_get("verdict")?,
+        verdict: decode("reports", "verdict", r.try_get("verdict")?, Trust::parse)?,
         reasons: r.try_get("reasons")?,
         created: r.try_get("created")?,
         expires: r.try_get("expires")?,
@@ -362,7 +623,7 @@ pub struct AttestationUpdate {
 /// Makes each report its host's current verdict, in one statement (each host at most once);
 /// returns the hosts that exist (and were updated).
 async fn update_host_verdicts(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[&(&ReportRow, bool, Option<&AttestationUpdate>)],
 ) -> Result<BTreeSet<String>> {
     // VALUES columns are column1..column9 on both SQLite and PostgreSQL.
@@ -399,7 +660,7 @@ async fn update_host_verdicts(
         let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
         query = query
             .bind(&report.host_name)
-            .bind(&report.verdict)
+            .bind(report.verdict.as_str())
             .bind(&report.reasons)
             .bind(report.created)
             .bind(report.expires)
@@ -414,7 +675,7 @@ async fn update_host_verdicts(
 
 /// Makes `report` the host's current verdict; false when there is no such host.
 async fn update_host_verdict(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     report: &ReportRow,
     reached: bool,
     counters: Option<&AttestationUpdate>,
@@ -428,7 +689,7 @@ async fn update_host_verdict(
          reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
          restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END WHERE name = $9",
     )
-    .bind(&report.verdict)
+    .bind(report.verdict.as_str())
     .bind(&report.reasons)
     .bind(report.created)
     .bind(report.expires)
@@ -472,15 +733,29 @@ impl Store {
     /// Connects, and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        let mut db_file = None;
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             let (file, query) = path.split_once('?').unwrap_or((path, ""));
-            if file != ":memory:" && !file.is_empty() {
-                if let Some(dir) = std::path::Path::new(file).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir)?;
+            if file != ":memory:" && !file.is_empty() && !query.contains("mode=memory") {
+                let f = std::path::Path::new(file);
+                if let Some(dir) = f.parent() {
+                    create_private_dir(dir)?;
+                }
+                // The file holds the report-signing key: owner-only, whatever the umask.
+                check_private(f, "the database file")?;
+                if !f.exists() {
+                    let mut o = std::fs::OpenOptions::new();
+                    o.write(true).create_new(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+                    match o.open(f) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
+                db_file = Some(f.to_path_buf());
             }
             let query = if query.is_empty() {
                 "mode=rwc".to_string()
@@ -500,12 +775,28 @@ impl Store {
             Backend::Sqlite => 1,
             Backend::Postgres => 16,
         };
+        // One direct connection first: a pool only says "timed out" after its acquire timeout,
+        // while this names the cause (connection refused, not a database, bad password).
+        if !in_memory {
+            probe_connect(&opts, backend).await?;
+        }
+        let faults = Arc::new(Faults::default());
+        let writer_faults = faults.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
+                let faults = writer_faults.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
+                        let pages = faults.max_pages.load(Ordering::SeqCst);
+                        if pages > 0 {
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA max_page_count = {pages}"
+                            )))
+                            .execute(&mut *conn)
+                            .await?;
+                        }
                         sqlx::query("PRAGMA journal_mode=WAL")
                             .execute(&mut *conn)
                             .await?;
@@ -551,19 +842,99 @@ impl Store {
             changes,
             url,
             batch: Arc::new(Batch::default()),
+            health: Arc::new(WriteHealth::default()),
+            faults,
         };
         store.migrate().await?;
+        if let Some(f) = &db_file {
+            // SQLite gives the -wal and -shm files the database file's mode; made sure here.
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut p = f.clone().into_os_string();
+                p.push(suffix);
+                make_private(std::path::Path::new(&p))?;
+            }
+        }
         Ok(store)
     }
 
-    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`): a deferred transaction that reads and then writes fails outright, without
-    /// waiting, when another connection wrote in between.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+    /// A writer connection for one transaction (see [`Writer`]).
+    async fn writer(&self) -> Result<Writer<'_>> {
+        let conn = self.pool.acquire().await.inspect_err(|e| {
+            self.health.failed(&e.to_string());
+        })?;
+        Ok(Writer {
+            conn,
+            end: TxEnd {
+                store: self,
+                ok: false,
+            },
         })
+    }
+
+    /// The faults a test may inject.
+    #[doc(hidden)]
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Test hook: a full disk. On SQLite the database may not grow past its current pages
+    /// (`max_page_count`, on the writer connection now and on every one opened later); on
+    /// PostgreSQL every write commit fails. `false` ends it.
+    #[doc(hidden)]
+    pub async fn inject_disk_full(&self, full: bool) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            self.faults.fail_writes.store(full, Ordering::SeqCst);
+            return Ok(());
+        }
+        self.faults
+            .max_pages
+            .store(i64::from(full), Ordering::SeqCst);
+        let mut conn = self.pool.acquire().await?;
+        let n: i64 = if full { 1 } else { 4_294_967_294 };
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Readiness: writes work. A small write transaction must commit within 5 s (a locked or
+    /// unreachable database fails it); while the last write transaction failed (a full disk), a
+    /// write that needs new pages (a 64 KiB row, committed and deleted) must succeed too.
+    pub async fn ready(&self) -> std::result::Result<(), String> {
+        let failing = self.health.last_failure();
+        let size = if failing.is_some() { 64 * 1024 } else { 16 };
+        match tokio::time::timeout(Duration::from_secs(5), self.write_probe(size)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(match failing {
+                Some((at, _)) => format!(
+                    "database writes failing for {} s: {e}",
+                    at.elapsed().as_secs()
+                ),
+                None => format!("database write failed: {e}"),
+            }),
+            Err(_) => {
+                Err("a database write did not finish within 5 s (locked, or unreachable)".into())
+            }
+        }
+    }
+
+    async fn write_probe(&self, size: usize) -> Result<()> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        sqlx::query("DELETE FROM server_keys WHERE name = $1")
+            .bind("readiness-probe")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO server_keys (name, value) VALUES ($1, $2)")
+            .bind("readiness-probe")
+            .bind("x".repeat(size))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM server_keys WHERE name = $1")
+            .bind("readiness-probe")
+            .execute(&mut *tx)
+            .await?;
+        w.end.commit(tx).await
     }
 
     /// Which backend this is.
@@ -576,7 +947,8 @@ impl Store {
             .execute(&self.pool)
             .await?;
         for m in migrations() {
-            let mut tx = self.write_tx().await?;
+            let mut w = self.writer().await?;
+            let mut tx = begin(&mut w.conn, self.backend).await?;
             if self.backend == Backend::Postgres {
                 // Replicas starting together: one migrates, the others wait here.
                 sqlx::query("SELECT pg_advisory_xact_lock(7365242)")
@@ -603,7 +975,7 @@ impl Store {
                     .await?;
                 tracing::info!(version = m.version, "database migrated");
             }
-            tx.commit().await?;
+            w.end.commit(tx).await?;
         }
         Ok(())
     }
@@ -621,23 +993,21 @@ impl Store {
 
     /// Changes after sequence number `after`, oldest first (for a follower that resumes).
     pub async fn changes_since(&self, after: i64, limit: i64) -> Result<Vec<(i64, Change)>> {
-        let rows = sqlx::query("SELECT seq, host_name, kind, verdict FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("seq")?,
+        Ok(self
+            .change_events_since(after, limit)
+            .await?
+            .into_iter()
+            .map(|e| {
+                (
+                    e.seq,
                     Change {
-                        host_name: r.try_get("host_name")?,
-                        kind: r.try_get("kind")?,
-                        verdict: r.try_get("verdict")?,
+                        host_name: e.host,
+                        kind: e.kind,
+                        verdict: e.trust,
                     },
-                ))
+                )
             })
-            .collect()
+            .collect())
     }
 
     async fn record_change(
@@ -650,8 +1020,8 @@ impl Store {
             "INSERT INTO changes (host_name, kind, verdict, created) VALUES ($1, $2, $3, $4)",
         )
         .bind(&change.host_name)
-        .bind(&change.kind)
-        .bind(&change.verdict)
+        .bind(change.kind.as_str())
+        .bind(change.verdict.map(Trust::as_str))
         .bind(now)
         .execute(&mut **tx)
         .await?;
@@ -703,6 +1073,112 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Every user with when it was created or last changed, by name.
+    pub async fn users(&self) -> Result<Vec<(UserRow, i64)>> {
+        let rows =
+            sqlx::query("SELECT name, password_hash, role, created FROM users ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserRow {
+                        name: r.try_get("name")?,
+                        password_hash: r.try_get("password_hash")?,
+                        role: r.try_get("role")?,
+                    },
+                    r.try_get("created")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Creates a user; false when the name is taken.
+    pub async fn create_user(&self, u: &UserRow, now: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO users (name, password_hash, role, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(&u.role)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Replaces a user's password hash; the user, or `None` when there is none.
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<UserRow>> {
+        let r = sqlx::query("UPDATE users SET password_hash = $1, created = $2 WHERE name = $3")
+            .bind(password_hash)
+            .bind(now)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(UserRow {
+                name: r.try_get("name")?,
+                password_hash: r.try_get("password_hash")?,
+                role: r.try_get("role")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a user, never the last admin (checked in the same transaction).
+    pub async fn delete_user(&self, name: &str) -> Result<UserDeleted> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        if self.backend == Backend::Postgres {
+            // Two admins deleting each other at once: one waits for the other.
+            sqlx::query("SELECT pg_advisory_xact_lock(7365243)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match role.as_deref() {
+            None => UserDeleted::NotFound,
+            Some("admin") => {
+                let admins: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if admins <= 1 {
+                    UserDeleted::LastAdmin
+                } else {
+                    UserDeleted::Deleted
+                }
+            }
+            Some(_) => UserDeleted::Deleted,
+        };
+        if outcome != UserDeleted::Deleted {
+            w.end.rollback(tx).await?;
+            return Ok(outcome);
+        }
+        sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        w.end.commit(tx).await?;
+        Ok(UserDeleted::Deleted)
     }
 
     /// A user by name.
@@ -798,9 +1274,78 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a pending registration for `hardware_uuid`, bounded: a UUID keeps at most
+    /// [`MAX_CHALLENGES_PER_UUID`] open (a newer one replaces the oldest), and at most
+    /// [`MAX_CHALLENGES`] are open in all (then false: nothing stored).
+    pub async fn put_challenge_bounded(
+        &self,
+        c: &ChallengeRow,
+        hardware_uuid: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        sqlx::query("DELETE FROM challenges WHERE expires < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let mine: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $1")
+                .bind(hardware_uuid)
+                .fetch_one(&mut *tx)
+                .await?;
+        if mine >= MAX_CHALLENGES_PER_UUID {
+            sqlx::query(
+                "DELETE FROM challenges WHERE id IN (SELECT id FROM challenges WHERE hardware_uuid = $1 \
+                 ORDER BY expires, id LIMIT $2)",
+            )
+            .bind(hardware_uuid)
+            .bind(mine - MAX_CHALLENGES_PER_UUID + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM challenges")
+            .fetch_one(&mut *tx)
+            .await?;
+        if all >= MAX_CHALLENGES {
+            w.end.rollback(tx).await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_sha256)
+        .bind(&c.request)
+        .bind(c.expires)
+        .bind(hardware_uuid)
+        .execute(&mut *tx)
+        .await?;
+        w.end.commit(tx).await?;
+        Ok(true)
+    }
+
+    /// Open (not expired) challenges of a hardware UUID, and in all.
+    pub async fn open_challenges(&self, hardware_uuid: &str, now: i64) -> Result<(i64, i64)> {
+        let mine: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $1 AND expires >= $2",
+        )
+        .bind(hardware_uuid)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM challenges WHERE expires >= $1")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((mine, all))
+    }
+
     /// Takes (reads and deletes) a pending registration that has not expired: one try each.
     pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
-        let mut tx = self.write_tx().await?;
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
         let row =
             sqlx::query("SELECT id, secret_sha256, request, expires FROM challenges WHERE id = $1")
                 .bind(id)
@@ -810,7 +1355,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        w.end.commit(tx).await?;
         let Some(r) = row else { return Ok(None) };
         let c = ChallengeRow {
             id: r.try_get("id")?,
@@ -856,7 +1401,8 @@ impl Store {
     /// hardware UUID (a reimaged node). Returns whether one was replaced. The host is due for
     /// attestation at once; its last-seen TPM counters are forgotten (a new AK, a new history).
     pub async fn register_host(&self, h: &HostRow, now: i64) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
         let old: Option<String> =
             sqlx::query_scalar("SELECT name FROM hosts WHERE hardware_uuid = $1")
                 .bind(&h.hardware_uuid)
@@ -870,7 +1416,7 @@ impl Store {
             if old_name != &h.name {
                 let change = Change {
                     host_name: old_name.clone(),
-                    kind: "deleted".into(),
+                    kind: ChangeKind::Deleted,
                     verdict: None,
                 };
                 self.record_change(&mut tx, &change, now).await?;
@@ -894,23 +1440,118 @@ impl Store {
         .await?;
         let change = Change {
             host_name: h.name.clone(),
-            kind: "registered".into(),
+            kind: ChangeKind::Registered,
             verdict: None,
         };
         self.record_change(&mut tx, &change, now).await?;
-        tx.commit().await?;
+        w.end.commit(tx).await?;
         self.publish(change);
         Ok(old.is_some())
     }
 
+    /// Hosts that share a name, a hardware UUID (any case) or an EK (`ek_public`, as stored)
+    /// with a registration: those it would replace or conflict with.
+    pub async fn identity_holders(
+        &self,
+        name: &str,
+        hardware_uuid: &str,
+        ek_public: &str,
+    ) -> Result<Vec<HostRow>> {
+        let q = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1 OR LOWER(hardware_uuid) = LOWER($2) \
+             OR ek_public = $3 ORDER BY name"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(name)
+            .bind(hardware_uuid)
+            .bind(ek_public)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(host_from_row).collect()
+    }
+
+    /// Registers a host whose AK was just proven, after `check` accepted the hosts it would
+    /// replace or conflict with ([`Store::identity_holders`]), read in the same transaction
+    /// (locked on PostgreSQL), so two registrations cannot race past the check. Every host
+    /// `check` accepted is replaced.
+    pub async fn register_host_checked(
+        &self,
+        h: &HostRow,
+        now: i64,
+        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
+    ) -> Result<Registered> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
+        let q = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1 OR LOWER(hardware_uuid) = LOWER($2) \
+             OR ek_public = $3 ORDER BY name{lock}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(&h.name)
+            .bind(&h.hardware_uuid)
+            .bind(&h.ek_public)
+            .fetch_all(&mut *tx)
+            .await?;
+        let holders = rows.iter().map(host_from_row).collect::<Result<Vec<_>>>()?;
+        if let Err((reason, message)) = check(&holders) {
+            w.end.rollback(tx).await?;
+            return Ok(Registered::Refused(reason, message));
+        }
+        for old in &holders {
+            sqlx::query("DELETE FROM hosts WHERE name = $1")
+                .bind(&old.name)
+                .execute(&mut *tx)
+                .await?;
+            if old.name != h.name {
+                let change = Change {
+                    host_name: old.name.clone(),
+                    kind: ChangeKind::Deleted,
+                    verdict: None,
+                };
+                self.record_change(&mut tx, &change, now).await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
+             software_tpm, status, created, updated, next_attest, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, 0, 0)",
+        )
+        .bind(&h.name)
+        .bind(&h.hardware_uuid)
+        .bind(&h.connection_url)
+        .bind(&h.tls_cert_sha256)
+        .bind(&h.ek_public)
+        .bind(&h.ak_public)
+        .bind(&h.host_info)
+        .bind(i64::from(h.software_tpm))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let change = Change {
+            host_name: h.name.clone(),
+            kind: ChangeKind::Registered,
+            verdict: None,
+        };
+        self.record_change(&mut tx, &change, now).await?;
+        w.end.commit(tx).await?;
+        self.publish(change);
+        Ok(Registered::Stored(!holders.is_empty()))
+    }
+
     /// Deletes a host and its reports; false when there is none.
     pub async fn delete_host(&self, name: &str, now: i64) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
         let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
+            w.end.rollback(tx).await?;
             return Ok(false);
         }
         sqlx::query("DELETE FROM reports WHERE host_name = $1")
@@ -919,11 +1560,11 @@ impl Store {
             .await?;
         let change = Change {
             host_name: name.to_string(),
-            kind: "deleted".into(),
+            kind: ChangeKind::Deleted,
             verdict: None,
         };
         self.record_change(&mut tx, &change, now).await?;
-        tx.commit().await?;
+        w.end.commit(tx).await?;
         self.publish(change);
         Ok(true)
     }
@@ -1027,14 +1668,15 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if r.rows_affected() > 0 {
-            let mut tx = self.write_tx().await?;
+            let mut w = self.writer().await?;
+            let mut tx = begin(&mut w.conn, self.backend).await?;
             let change = Change {
                 host_name: name.to_string(),
-                kind: "status".into(),
+                kind: ChangeKind::Status,
                 verdict: None,
             };
             self.record_change(&mut tx, &change, now).await?;
-            tx.commit().await?;
+            w.end.commit(tx).await?;
             self.publish(change);
         }
         Ok(())
@@ -1129,7 +1771,8 @@ impl Store {
         &self,
         rows: &[(&ReportRow, bool, Option<&AttestationUpdate>)],
     ) -> Result<Vec<Change>> {
-        let mut tx = self.write_tx().await?;
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
         let mut previous: HashMap<String, Option<String>> = HashMap::new();
         let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
         for chunk in names.iter().collect::<Vec<_>>().chunks(BATCH_MAX) {
@@ -1166,13 +1809,15 @@ impl Store {
                         continue;
                     }
                     kept.push(report);
-                    let before =
-                        previous.insert(report.host_name.clone(), Some(report.verdict.clone()));
+                    let before = previous.insert(
+                        report.host_name.clone(),
+                        Some(report.verdict.as_str().into()),
+                    );
                     if before.flatten().as_deref() != Some(report.verdict.as_str()) {
                         let change = Change {
                             host_name: report.host_name.clone(),
-                            kind: "verdict".into(),
-                            verdict: Some(report.verdict.clone()),
+                            kind: ChangeKind::Verdict,
+                            verdict: Some(report.verdict),
                         };
                         self.record_change(&mut tx, &change, report.created).await?;
                         changes.push(change);
@@ -1205,7 +1850,7 @@ impl Store {
                 query = query
                     .bind(&r.id)
                     .bind(&r.host_name)
-                    .bind(&r.verdict)
+                    .bind(r.verdict.as_str())
                     .bind(&r.reasons)
                     .bind(r.created)
                     .bind(r.expires)
@@ -1213,7 +1858,7 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        w.end.commit(tx).await?;
         Ok(changes)
     }
 
@@ -1224,14 +1869,15 @@ impl Store {
         reached: bool,
         counters: Option<AttestationUpdate>,
     ) -> Result<()> {
-        let mut tx = self.write_tx().await?;
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
         sqlx::query(
             "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&report.id)
         .bind(&report.host_name)
-        .bind(&report.verdict)
+        .bind(report.verdict.as_str())
         .bind(&report.reasons)
         .bind(report.created)
         .bind(report.expires)
@@ -1246,19 +1892,19 @@ impl Store {
         let updated = update_host_verdict(&mut tx, report, reached, counters.as_ref()).await?;
         if !updated {
             // The host was deleted while it was being attested: keep no orphan report.
-            tx.rollback().await?;
+            w.end.rollback(tx).await?;
             return Ok(());
         }
         let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
         let change = Change {
             host_name: report.host_name.clone(),
-            kind: "verdict".into(),
-            verdict: Some(report.verdict.clone()),
+            kind: ChangeKind::Verdict,
+            verdict: Some(report.verdict),
         };
         if changed {
             self.record_change(&mut tx, &change, report.created).await?;
         }
-        tx.commit().await?;
+        w.end.commit(tx).await?;
         if changed {
             self.publish(change);
         }
@@ -1357,12 +2003,71 @@ impl Store {
             "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE created < $1 \
              ORDER BY created LIMIT $2{lock})"
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(q))
+        let deleted: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q + " RETURNING seq"))
             .bind(before)
             .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        if let Some(newest) = deleted.iter().max() {
+            // Followers behind this point have lost changes: they must resync.
+            sqlx::query(
+                "INSERT INTO server_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
+                 SET value = excluded.value \
+                 WHERE CAST(server_keys.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
+            )
+            .bind(PRUNED_THROUGH)
+            .bind(newest.to_string())
             .execute(&self.pool)
             .await?;
-        Ok(r.rows_affected())
+        }
+        Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
+    }
+
+    /// The newest sequence number retention has deleted from the change feed (0 when none):
+    /// a follower whose position is older has missed changes.
+    pub async fn changes_pruned_through(&self) -> Result<i64> {
+        let v: Option<String> = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
+            .bind(PRUNED_THROUGH)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// The newest sequence number of the change feed (0 when empty).
+    pub async fn changes_head(&self) -> Result<i64> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(v.unwrap_or(0).max(self.changes_pruned_through().await?))
+    }
+
+    /// Typed changes after sequence number `after`, oldest first.
+    pub async fn change_events_since(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<nodetrust_proto::trust::ChangeEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, host_name, kind, verdict, created FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(nodetrust_proto::trust::ChangeEvent {
+                    seq: r.try_get("seq")?,
+                    host: r.try_get("host_name")?,
+                    kind: decode("changes", "kind", r.try_get("kind")?, ChangeKind::parse)?,
+                    trust: r
+                        .try_get::<Option<String>, _>("verdict")?
+                        .map(|v| decode("changes", "verdict", v, Trust::parse))
+                        .transpose()?,
+                    at: r.try_get("created")?,
+                })
+            })
+            .collect()
     }
 
     /// Deletes changes created before `before` in batches of at most `batch`, until a batch

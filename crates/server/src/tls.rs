@@ -44,6 +44,15 @@ pub fn server_identity(
         }
         _ => {}
     }
+    // The private key must be the owner's alone; a generated one goes into an owner-only
+    // directory.
+    let key_path = key.map_or_else(|| state_dir.join("server.key"), Path::to_path_buf);
+    crate::store::check_private(&key_path, "the TLS key file")
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    if key.is_none() {
+        crate::store::create_private_dir(state_dir)
+            .map_err(|e| TlsError::Pem(format!("state directory {}: {e}", state_dir.display())))?;
+    }
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         if !h.trim().is_empty() {

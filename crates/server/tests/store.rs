@@ -42,7 +42,7 @@ fn host(name: &str, uuid: &str) -> HostRow {
         ak_public: "YWs=".into(),
         host_info: "{}".into(),
         software_tpm: true,
-        status: "pending".into(),
+        status: nodetrust_proto::trust::HostStatus::Pending,
         status_detail: None,
         reset_count: None,
         restart_count: None,
@@ -58,7 +58,7 @@ fn report(host: &str, verdict: &str, created: i64) -> ReportRow {
     ReportRow {
         id: new_id(),
         host_name: host.into(),
-        verdict: verdict.into(),
+        verdict: nodetrust_proto::trust::Trust::parse(verdict).unwrap(),
         reasons: "[\"r\"]".into(),
         created,
         expires: created + 600_000,
@@ -77,7 +77,7 @@ async fn migrations_are_idempotent_and_data_survives_reconnect() {
         assert_eq!(again.user("u").await.unwrap().unwrap().role, "reader");
         let h = again.host("h1").await.unwrap().unwrap();
         assert!(h.software_tpm, "booleans read back on {url}");
-        assert_eq!(h.status, "pending");
+        assert_eq!(h.status.as_str(), "pending");
         again.ping().await.unwrap();
     }
 }
@@ -181,7 +181,10 @@ async fn the_change_feed_follows_verdict_changes_durably_and_live() {
         let kinds: Vec<(String, Option<String>)> = (0..5)
             .map(|_| {
                 let c = live.try_recv().unwrap();
-                (c.kind, c.verdict)
+                (
+                    c.kind.as_str().to_string(),
+                    c.verdict.map(|v| v.as_str().to_string()),
+                )
             })
             .collect();
         let expected = vec![
@@ -199,7 +202,12 @@ async fn the_change_feed_follows_verdict_changes_durably_and_live() {
         let durable = store.changes_since(0, 100).await.unwrap();
         let durable_kinds: Vec<(String, Option<String>)> = durable
             .iter()
-            .map(|(_, c)| (c.kind.clone(), c.verdict.clone()))
+            .map(|(_, c)| {
+                (
+                    c.kind.as_str().to_string(),
+                    c.verdict.map(|v| v.as_str().to_string()),
+                )
+            })
             .collect();
         assert_eq!(durable_kinds, expected);
         assert!(
@@ -234,7 +242,7 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
             (Some(3), Some(1), "connected"),
             "{url}"
         );
-        assert_eq!(h.verdict.as_deref(), Some("trusted"));
+        assert_eq!(h.verdict.map(|v| v.as_str()), Some("trusted"));
         assert!(store
             .register_host(&host("h1-new", "uuid-1"), 2)
             .await
@@ -263,7 +271,9 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
         let r = store.reports(Some("h1-new"), 10).await.unwrap();
         assert_eq!(r.iter().map(|r| r.created).collect::<Vec<_>>(), [30, 20]);
         assert_eq!(
-            store.reports(Some("h1-new"), 1).await.unwrap()[0].verdict,
+            store.reports(Some("h1-new"), 1).await.unwrap()[0]
+                .verdict
+                .as_str(),
             "trusted"
         );
         // Endorsements.
@@ -461,12 +471,12 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
 
         for i in [0, 7, 299] {
             let h = store.host(&format!("h{i}")).await.unwrap().unwrap();
-            assert_eq!(h.status, "connected", "{url}");
+            assert_eq!(h.status.as_str(), "connected", "{url}");
             assert_eq!(h.reset_count, Some(i), "{url}");
             assert_eq!(h.restart_count, Some(2), "{url}");
         }
         let h0 = store.host("h0").await.unwrap().unwrap();
-        assert_eq!(h0.verdict.as_deref(), Some("trusted"), "{url}");
+        assert_eq!(h0.verdict.map(|v| v.as_str()), Some("trusted"), "{url}");
         assert_eq!(h0.attested_at, Some(13), "{url}");
         assert_eq!(
             h0.reset_count,
@@ -483,17 +493,20 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
         let mut verdict_changes = 0;
         let mut h0_changes = Vec::new();
         while let Ok(c) = live.try_recv() {
-            assert_eq!(c.kind, "verdict");
+            assert_eq!(c.kind.as_str(), "verdict");
             verdict_changes += 1;
             if c.host_name == "h0" {
-                h0_changes.push(c.verdict.unwrap());
+                h0_changes.push(c.verdict.unwrap().as_str());
             }
         }
         assert_eq!(verdict_changes, n + 2, "{url}");
         assert_eq!(h0_changes, ["trusted", "untrusted", "trusted"], "{url}");
         let durable = store.changes_since(0, 100_000).await.unwrap();
         assert_eq!(
-            durable.iter().filter(|(_, c)| c.kind == "verdict").count(),
+            durable
+                .iter()
+                .filter(|(_, c)| c.kind.as_str() == "verdict")
+                .count(),
             usize::try_from(n).unwrap() + 2
         );
     }
@@ -606,7 +619,7 @@ async fn pruning_deletes_old_rows_keeps_recent_ones_and_each_hosts_latest_report
         );
         let kept: Vec<(String, String)> = after
             .iter()
-            .map(|(_, c)| (c.host_name.clone(), c.kind.clone()))
+            .map(|(_, c)| (c.host_name.clone(), c.kind.as_str().to_string()))
             .collect();
         assert_eq!(
             kept,
@@ -677,7 +690,7 @@ async fn pruning_deletes_in_bounded_batches() {
         assert_eq!(store.prune_changes(500, 4).await.unwrap(), 7, "{url}");
         let left = store.changes_since(0, 100).await.unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].1.verdict.as_deref(), Some("untrusted"));
+        assert_eq!(left[0].1.verdict.map(|v| v.as_str()), Some("untrusted"));
     }
 }
 

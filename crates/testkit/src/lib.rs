@@ -6,12 +6,15 @@
 //! - [`soft`]: a software TPM (real quotes, software AK and EK) for verifier tests.
 //! - [`fleet`]: N virtual agents over HTTPS from one listener, each on its own
 //!   `nodetrust_tpm::SoftwareAttester`: the load for the server's benchmark and scale tests.
+//! - [`kubeapi`]: a loopback Kubernetes API server stand-in ([`kubeapi::FakeApiServer`]) for
+//!   the labeller, `nodetrust doctor` and kubectl.
 //!
 //! Tests that need swtpm call [`Swtpm::start`]; when swtpm is not installed it returns an
 //! error that says to run `make test` (which installs it), rather than skipping silently.
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod kubeapi;
 pub mod soft;
 mod swtpm;
 pub mod tpm2;

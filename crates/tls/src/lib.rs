@@ -7,7 +7,12 @@
 //! - [`ServerVerifier`]: checks a server certificate by a pinned SHA-256 (names are not checked:
 //!   the pin is the identity), by CA roots, or not at all; handshake signatures are always
 //!   verified, and the fingerprint of the certificate presented is kept so that a failure can
-//!   name it. [`PinVerifier`] is the pinned case.
+//!   name it. [`PinVerifier`] is the pinned case. A trust file ([`ServerVerifier::from_ca_pem`])
+//!   may hold the server's own certificate, even a self-signed one marked `CA:TRUE` as
+//!   `openssl req -x509` makes it: a certificate byte-identical to one in the file is accepted
+//!   like a pin (as curl and Go accept it).
+//! - [`certificate_rejection`] and [`ServerVerifier::not_trusted`]: a TLS trust failure told as
+//!   what it is, `server certificate not trusted: <cause>; remedy: <what to do>`.
 //! - [`BaseUrl`]: `https://host[:port][/path]`, the one URL form agents and operators give
 //!   for a server.
 //! - [`identity`]: an endpoint's own certificate and key, from PEM files or self-signed into a
@@ -23,7 +28,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The crypto provider: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -45,8 +50,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub enum CertCheck {
     /// Exactly the certificate whose DER hashes to this SHA-256.
     Pin([u8; 32]),
-    /// A chain to these roots, with the host name (webpki).
-    Roots(Arc<WebPkiServerVerifier>),
+    /// A certificate byte-identical to one of `trusted` (the server's own certificate given
+    /// as its CA; names are not checked, as for a pin), else a chain to the roots with the host
+    /// name (webpki).
+    Roots {
+        /// WebPKI verification against the roots.
+        webpki: Arc<WebPkiServerVerifier>,
+        /// Every certificate of the trust file, DER.
+        trusted: Vec<CertificateDer<'static>>,
+    },
     /// Any certificate (`curl -k`); only handshake signatures are checked.
     Any,
 }
@@ -78,9 +90,146 @@ impl ServerVerifier {
         Self::with_check(CertCheck::Pin(pin))
     }
 
+    /// A verifier trusting the certificates of a PEM trust file: the CAs a server certificate
+    /// may chain to, and any certificate given as is (the server's own, self-signed or not,
+    /// `CA:TRUE` or not), which is then accepted when presented byte for byte.
+    pub fn from_ca_pem(pem: &[u8]) -> Result<Self, TrustFileError> {
+        let trusted: Vec<CertificateDer<'static>> = rustls_pki_pem(pem)?;
+        if trusted.is_empty() {
+            return Err(TrustFileError::Empty);
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(trusted.iter().cloned());
+        if added == 0 {
+            return Err(TrustFileError::Unusable);
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| TrustFileError::Verifier(e.to_string()))?;
+        Ok(Self::with_check(CertCheck::Roots { webpki, trusted }))
+    }
+
     /// The SHA-256 fingerprint ([`fingerprint`]) of the last certificate a server presented.
     pub fn seen(&self) -> Option<String> {
         self.seen.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The one line telling a certificate rejection (`cause`, from [`certificate_rejection`])
+    /// as what it is: `server certificate not trusted: <cause>; remedy: <what to do>`, naming
+    /// the fingerprint presented and the options (`flags`) of the program that fails.
+    pub fn not_trusted(&self, cause: &CertificateError, flags: &TrustFlags) -> String {
+        let seen = self.seen();
+        let presented = seen
+            .as_deref()
+            .map(|s| format!(" (the server presented the certificate with SHA-256 {s})"))
+            .unwrap_or_default();
+        let pin_hint = match seen.as_deref() {
+            Some(s) => format!("{} {s}", flags.pin),
+            None => format!("{} SHA256", flags.pin),
+        };
+        let remedy = match &self.check {
+            CertCheck::Pin(pin) => format!(
+                "if the server's certificate was replaced, check on the server that its                  fingerprint (logged at its start) is the one presented, then give it with                  {pin_hint} instead of {}; otherwise something else answers at that address",
+                hex::encode(pin)
+            ),
+            CertCheck::Roots { .. } => format!(
+                "give {} the PEM file of the CA that issued the server's certificate (or the                  server's certificate itself), or pin it with {pin_hint} after checking that                  fingerprint on the server",
+                flags.ca
+            ),
+            CertCheck::Any => "none: this connection does not check certificates".into(),
+        };
+        format!(
+            "server certificate not trusted: {}{presented}; remedy: {remedy}",
+            describe_rejection(cause, &self.check)
+        )
+    }
+}
+
+/// The options a program takes to trust a server, named in remedies.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustFlags {
+    /// The CA file option (`--server-ca`, `--ca`).
+    pub ca: &'static str,
+    /// The pin option (`--server-pin`, `--pin`).
+    pub pin: &'static str,
+}
+
+/// Why a trust file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustFileError {
+    /// Not PEM.
+    #[error("not a PEM certificate file: {0}")]
+    Pem(String),
+    /// No `CERTIFICATE` block.
+    #[error("no PEM CERTIFICATE in the file")]
+    Empty,
+    /// No certificate could be parsed.
+    #[error("no usable certificate in the file (none parses as X.509)")]
+    Unusable,
+    /// rustls refused the roots.
+    #[error("the certificates cannot be used: {0}")]
+    Verifier(String),
+}
+
+fn rustls_pki_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TrustFileError> {
+    use rustls::pki_types::pem::PemObject as _;
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map_err(|e| TrustFileError::Pem(e.to_string())))
+        .collect()
+}
+
+/// The rustls certificate rejection in `e` or what it wraps (an `io::Error` from a TLS
+/// connector wraps the `rustls::Error`), if the failure is one.
+pub fn certificate_rejection<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CertificateError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut depth = 0;
+    while let Some(err) = current {
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            return Some(c);
+        }
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        current = inner.or_else(|| err.source());
+        depth += 1;
+        if depth > 16 {
+            break;
+        }
+    }
+    None
+}
+
+fn describe_rejection(cause: &CertificateError, check: &CertCheck) -> String {
+    match (cause, check) {
+        (CertificateError::ApplicationVerificationFailure, CertCheck::Pin(pin)) => format!(
+            "it is not the pinned certificate (SHA-256 {})",
+            hex::encode(pin)
+        ),
+        (CertificateError::UnknownIssuer, _) => {
+            "it was not issued by a CA of the trust file (unknown issuer)".into()
+        }
+        (CertificateError::Other(o), _) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate (CA:TRUE) used as a server certificate, and not one of the \
+             trust file"
+                .into()
+        }
+        (
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            _,
+        ) => "it is not valid for the host name in the server URL".into(),
+        (CertificateError::Expired | CertificateError::ExpiredContext { .. }, _) => {
+            "it has expired".into()
+        }
+        (CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }, _) => {
+            "it is not valid yet (check the clocks)".into()
+        }
+        (CertificateError::Revoked, _) => "it is revoked".into(),
+        (CertificateError::BadSignature, _) => "its signature does not verify".into(),
+        (CertificateError::BadEncoding, _) => "it is not a well-formed X.509 certificate".into(),
+        (other, _) => format!("{other:?}"),
     }
 }
 
@@ -104,9 +253,20 @@ impl ServerCertVerifier for ServerVerifier {
             CertCheck::Pin(_) => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             )),
-            CertCheck::Roots(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            CertCheck::Roots { trusted, .. }
+                if trusted
+                    .iter()
+                    .any(|t| constant_time_eq(t.as_ref(), end_entity.as_ref())) =>
+            {
+                Ok(ServerCertVerified::assertion())
             }
+            CertCheck::Roots { webpki, .. } => webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
             CertCheck::Any => Ok(ServerCertVerified::assertion()),
         }
     }

@@ -206,6 +206,17 @@ pub struct SoftAgents {
 }
 
 impl SoftAgents {
+    /// The agent of `host_name` (added with [`SoftAgents::add`]).
+    pub fn get(&self, host_name: &str) -> Arc<Mutex<SoftAgent>> {
+        self.agents
+            .lock()
+            .unwrap()
+            .values()
+            .find(|a| a.lock().unwrap().host_name == host_name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no agent {host_name}"))
+    }
+
     pub fn add(&self, agent: SoftAgent) -> Arc<Mutex<SoftAgent>> {
         let a = Arc::new(Mutex::new(agent));
         let url = a.lock().unwrap().url.clone();

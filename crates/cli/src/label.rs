@@ -1,0 +1,170 @@
+//! `nodetrust label`: the standalone labeller, for clusters whose Trust Server runs elsewhere
+//! (the runbook's own arrangement). It polls the server's hosts API with a `reader` account
+//! and applies the same desired state as the labeller embedded in the server (the code is
+//! `nodetrust-labeller`'s). When the server does not answer, answers an error, or answers
+//! something that does not parse, no label changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use nodetrust_labeller::args::LabelArgs;
+use nodetrust_labeller::{HostTrust, TrustUpdate};
+use nodetrust_proto::trust::{parse_rfc3339, EffectiveTrust, HostStatus, TrustView};
+use serde::Deserialize;
+
+use crate::client::{Client, ServerArgs};
+use crate::output::errln;
+use crate::CliError;
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 10s or 1m: {e}"))
+}
+
+/// `nodetrust label --server URL --kubeconfig FILE`.
+#[derive(Debug, Args)]
+pub struct LabelCommand {
+    /// Kubeconfig of the cluster whose nodes are labelled. [default: $KUBECONFIG, else
+    /// ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How often the server is asked.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Poll once, apply, and exit (for cron jobs and tests).
+    #[arg(long)]
+    pub once: bool,
+    /// Labelling options.
+    #[command(flatten)]
+    pub label: LabelArgs,
+    /// The Trust Server (a `reader` account is enough).
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Deserialize)]
+struct HostList {
+    hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HostEntry {
+    name: String,
+    hardware_uuid: String,
+    status: HostStatus,
+    trust: TrustView,
+}
+
+/// What the server said, as the labeller's input.
+fn host_trust(h: HostEntry) -> HostTrust {
+    let attested_at = h.trust.attested_at.as_deref().and_then(parse_rfc3339);
+    HostTrust {
+        name: h.name,
+        hardware_uuid: h.hardware_uuid,
+        trust: EffectiveTrust {
+            verdict: attested_at.map(|_| h.trust.verdict),
+            reasons: h.trust.reasons,
+            attested_at,
+            expires_at: h.trust.expires_at.as_deref().and_then(parse_rfc3339),
+            status: h.status,
+            status_detail: None,
+        },
+        report_id: None,
+    }
+}
+
+/// One poll: every host, or why there is nothing to apply.
+fn poll(client: &Client) -> Result<Vec<HostTrust>, String> {
+    let answer = client.get("/mtwilson/v2/hosts").map_err(|e| match e {
+        CliError::Server {
+            status,
+            reason,
+            message,
+            ..
+        } => {
+            format!("the server answered {status} {reason}: {message}")
+        }
+        CliError::Rejected { message, .. } | CliError::Usage(message) => message,
+    })?;
+    let list: HostList = serde_json::from_slice(&answer.body)
+        .map_err(|e| format!("the server's host list does not parse: {e}"))?;
+    Ok(list.hosts.into_iter().map(host_trust).collect())
+}
+
+/// Runs the poller (until interrupted, or one round with `--once`).
+pub fn run(cmd: LabelCommand) -> Result<(), CliError> {
+    cmd.label.validate().map_err(CliError::Usage)?;
+    let kubeconfig = cmd
+        .kubeconfig
+        .clone()
+        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
+        .ok_or_else(|| CliError::Usage("no kubeconfig: give --kubeconfig FILE".into()))?;
+    let client = Client::new(&cmd.server)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the I/O runtime: {e}")))?;
+    let kube = runtime
+        .block_on(nodetrust_labeller::client::from_kubeconfig(&kubeconfig))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut settings = cmd.label.settings();
+    settings.resync = settings.resync.min(cmd.interval);
+    let metrics = Arc::new(nodetrust_labeller::Metrics::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let once = cmd.once;
+    let interval = cmd.interval;
+    // The server client blocks on its own runtime: it polls from a thread of its own.
+    let poller = std::thread::spawn(move || {
+        let mut first = true;
+        loop {
+            match poll(&client) {
+                Ok(hosts) => {
+                    let n = hosts.len();
+                    if tx.blocking_send(TrustUpdate::Snapshot(hosts)).is_err() {
+                        return;
+                    }
+                    if first {
+                        errln!("nodetrust label: {n} hosts from the Trust Server");
+                        first = false;
+                    }
+                }
+                Err(e) => {
+                    errln!("nodetrust label: no labels changed this round: {e}");
+                }
+            }
+            if once {
+                return;
+            }
+            std::thread::sleep(interval);
+        }
+    });
+    let m = metrics.clone();
+    runtime.block_on(async move {
+        let labeller = tokio::spawn(nodetrust_labeller::run(kube, settings, rx, m, async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        if once {
+            // One round: wait for the watch to list the nodes and the patches to settle.
+            let settle = Duration::from_secs(3);
+            let mut last = u64::MAX;
+            loop {
+                tokio::time::sleep(settle).await;
+                let now = metrics.patches();
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = labeller.await;
+    });
+    let _ = poller.join();
+    Ok(())
+}

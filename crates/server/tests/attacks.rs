@@ -1,0 +1,883 @@
+//! Attacks on the Trust Server and what stops them: identity takeover at registration, login
+//! floods and brute force, an agent account filling the disk (challenges, host facts, agent
+//! events), requests built to slip past validation, and the accounts API's least privilege.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
+use base64::Engine as _;
+use common::{gold_boot, Auth, Harness, SoftAgent, ADMIN, AGENT};
+use http_body_util::BodyExt;
+use nodetrust_proto::b64;
+use nodetrust_server::auth::AuthLimits;
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+fn assert_error(status: StatusCode, v: &Value, want: StatusCode, reason: &str) {
+    assert_eq!(status, want, "{v}");
+    assert_eq!(v["reason"], reason, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+}
+
+/// One request with full control: credentials, client address, raw body; the answer's headers.
+async fn send(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    creds: Option<(&str, &str)>,
+    peer: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some((u, p)) = creds {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        b = b.header("authorization", format!("Basic {token}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let mut req = b.body(Body::from(body.unwrap_or_default())).unwrap();
+    if let Some(p) = peer {
+        let addr: SocketAddr = p.parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, headers, v)
+}
+
+/// Endorses an agent's EK for any machine (an EK any manufacturer CA would accept).
+async fn endorse_anywhere(h: &Harness, agent: &Arc<Mutex<SoftAgent>>) {
+    let ek = b64::encode(&agent.lock().unwrap().tpm.ek_public().tpm2b_bytes());
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/tpm-endorsements",
+            Auth::Admin,
+            Some(json!({ "ek_public": ek })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+async fn stored_ek(h: &Harness, name: &str) -> String {
+    h.state.store.host(name).await.unwrap().unwrap().ek_public
+}
+
+fn ek_of(agent: &Arc<Mutex<SoftAgent>>) -> String {
+    b64::encode(&agent.lock().unwrap().tpm.ek_public().tpm2b_bytes())
+}
+
+// ---- identity ----
+
+async fn identity_takeover_same_uuid_and_name_refused_on(h: Harness) {
+    let victim = h.enrol("victim", "uuid-v", &gold_boot("grub 2.06")).await;
+    // Another TPM whose EK is accepted (here: endorsed for any machine) claims the victim's
+    // hardware UUID and host name.
+    let mut a = SoftAgent::new("victim", "uuid-v");
+    a.url = "https://attacker.test:1443".into();
+    let attacker = h.agents.add(a);
+    endorse_anywhere(&h, &attacker).await;
+    let (s, v) = h.register(&attacker).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
+    let msg = v["error"].as_str().unwrap();
+    for needle in [
+        "victim",
+        "uuid-v",
+        "another EK",
+        "tpm-endorsements",
+        "hardware_uuid",
+        "delete host",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing from {msg}");
+    }
+    // The victim keeps its registration, EK and agent URL.
+    assert_eq!(stored_ek(&h, "victim").await, ek_of(&victim));
+    assert_eq!(
+        h.host("victim").await["connection_url"],
+        "https://victim.test:1443"
+    );
+    assert!(h.state.metrics.registrations_refused("identity_conflict") >= 1);
+    let (_, metrics) = h.call("GET", "/metrics", Auth::None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("nodetrust_registrations_refused_total{reason=\"identity_conflict\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn identity_takeover_same_uuid_and_name_refused() {
+    identity_takeover_same_uuid_and_name_refused_on(Harness::new().await).await;
+}
+
+#[tokio::test]
+async fn identity_takeover_same_uuid_and_name_refused_postgres() {
+    let Some(db) = common::pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: PostgreSQL variant skipped");
+        return;
+    };
+    identity_takeover_same_uuid_and_name_refused_on(
+        Harness::with_db(tempfile::tempdir().unwrap(), db).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn identity_takeover_new_name_same_uuid_refused() {
+    let h = Harness::new().await;
+    let victim = h.enrol("victim", "uuid-v", &gold_boot("grub 2.06")).await;
+    let attacker = h.agents.add(SoftAgent::new("other", "uuid-v"));
+    endorse_anywhere(&h, &attacker).await;
+    let (s, v) = h.register(&attacker).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
+    assert!(v["error"].as_str().unwrap().contains("uuid-v"), "{v}");
+    // The same name with another UUID and EK is refused too.
+    let squatter = h.agents.add(SoftAgent::new("victim", "uuid-s"));
+    endorse_anywhere(&h, &squatter).await;
+    let (s, v) = h.register(&squatter).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("host name \"victim\""),
+        "{v}"
+    );
+    assert_eq!(stored_ek(&h, "victim").await, ek_of(&victim));
+    assert!(h.state.store.host("other").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn identity_takeover_raced_past_register_refused_at_activate() {
+    let h = Harness::new().await;
+    // The attacker asks for a challenge while the UUID is still free...
+    let attacker = h.agents.add(SoftAgent::new("victim", "uuid-v"));
+    endorse_anywhere(&h, &attacker).await;
+    let req = attacker.lock().unwrap().register_request();
+    let (s, challenge) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/hosts/register",
+            Auth::Agent,
+            Some(serde_json::to_value(&req).unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{challenge}");
+    // ...the real machine registers...
+    let victim = h.enrol("victim", "uuid-v", &gold_boot("grub 2.06")).await;
+    // ...and the attacker's activation, checked again with the insert, is refused.
+    let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
+    let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
+    let recovered = attacker
+        .lock()
+        .unwrap()
+        .tpm
+        .activate_credential(&blob, &secret)
+        .unwrap();
+    let id = challenge["challenge_id"].as_str().unwrap();
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
+            Auth::Agent,
+            Some(json!({"secret": b64::encode(&recovered)})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
+    assert_eq!(stored_ek(&h, "victim").await, ek_of(&victim));
+}
+
+#[tokio::test]
+async fn same_ek_new_uuid_refused() {
+    let h = Harness::new().await;
+    let agent = h.enrol("n1", "uuid-1", &gold_boot("grub 2.06")).await;
+    endorse_anywhere(&h, &agent).await;
+    {
+        let mut a = agent.lock().unwrap();
+        a.host_name = "n2".into();
+        a.hardware_uuid = "uuid-2".into();
+    }
+    let (s, v) = h.register(&agent).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("uuid-1") && msg.contains("uuid-2") && msg.contains("n1"),
+        "{msg}"
+    );
+    assert!(h.state.store.host("n2").await.unwrap().is_none());
+    assert!(h.state.store.host("n1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn tpm_replaced_with_endorsement_allowed() {
+    let h = Harness::new().await;
+    h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    // The mainboard's TPM is replaced: a new EK for the same machine.
+    let mut a = SoftAgent::new("node-1", "uuid-1");
+    a.boot(&gold_boot("grub 2.06"));
+    let replaced = h.agents.add(a);
+    endorse_anywhere(&h, &replaced).await;
+    // An EK accepted for any machine is not enough to take the machine's identity...
+    let (s, v) = h.register(&replaced).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
+    // ...an admin's endorsement of the new EK for this hardware UUID is.
+    h.endorse(&replaced).await;
+    let (s, v) = h.register(&replaced).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["replaced"], true, "{v}");
+    assert_eq!(stored_ek(&h, "node-1").await, ek_of(&replaced));
+}
+
+#[tokio::test]
+async fn reimaged_same_ek_new_ak_reregisters() {
+    let h = Harness::new().await;
+    let agent = h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let old_ak = h
+        .state
+        .store
+        .host("node-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .ak_public;
+    agent.lock().unwrap().tpm.replace_ak().unwrap();
+    let (s, v) = h.register(&agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["replaced"], true, "{v}");
+    let row = h.state.store.host("node-1").await.unwrap().unwrap();
+    assert_ne!(row.ak_public, old_ak);
+    assert_eq!(row.ek_public, ek_of(&agent));
+}
+
+// ---- logins ----
+
+fn small_limits() -> AuthLimits {
+    AuthLimits {
+        max_concurrent: 2,
+        max_waiting: 8,
+        ..AuthLimits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_flood_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/server.db", dir.path().display());
+    let h = Arc::new(Harness::with_config(dir, db, |c| c.auth_limits = small_limits()).await);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            // Unknown users: the dummy check runs under the same bound.
+            let user = format!("nobody-{i}");
+            send(
+                &h,
+                "GET",
+                "/mtwilson/v2/hosts",
+                Some((&user, "wrong")),
+                None,
+                None,
+            )
+            .await
+        }));
+    }
+    let (mut refused, mut unauthorized) = (0, 0);
+    for t in tasks {
+        let (s, headers, v) = t.await.unwrap();
+        match s {
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(v["reason"], "busy", "{v}");
+                let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(after >= 1);
+            }
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert!(refused > 0, "no 429 among 200 parallel logins");
+    assert!(unauthorized > 0);
+    let peak = h.state.auth.peak_concurrent_checks();
+    assert!(
+        peak >= 1 && peak <= 2,
+        "{peak} argon2 checks ran at once; the bound is 2"
+    );
+    assert_eq!(h.state.auth.checks_total(), unauthorized);
+    // The flood is over: a right password works.
+    let (s, _) = h.call("GET", "/mtwilson/v2/hosts", Auth::Admin, None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn brute_force_per_account_and_per_address_limited() {
+    let h = Harness::new().await;
+    let limits = h.state.auth.limits().clone();
+    // Per account: wrong passwords for admin from unknown addresses.
+    for _ in 0..limits.per_account {
+        let (s, _, _) = send(
+            &h,
+            "GET",
+            "/mtwilson/v2/hosts",
+            Some((ADMIN.0, "guess")),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let checks = h.state.auth.checks_total();
+    // Now even the right password is refused, at once, without argon2.
+    let (s, headers, v) = send(&h, "GET", "/mtwilson/v2/hosts", Some(ADMIN), None, None).await;
+    assert_error(s, &v, StatusCode::TOO_MANY_REQUESTS, "too_many_failures");
+    let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=limits.first_backoff.as_secs()).contains(&after),
+        "{after}"
+    );
+    assert!(v["error"].as_str().unwrap().contains("admin"), "{v}");
+    assert!(!v["error"].as_str().unwrap().contains("guess"), "{v}");
+    assert_eq!(
+        h.state.auth.checks_total(),
+        checks,
+        "argon2 ran for a refused login"
+    );
+    // Other accounts are not affected.
+    let (s, _, _) = send(
+        &h,
+        "GET",
+        "/mtwilson/v2/tpm-endorsements",
+        Some(AGENT),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // After the back-off the right password works again.
+    tokio::time::sleep(limits.first_backoff + std::time::Duration::from_millis(200)).await;
+    let (s, _, v) = send(&h, "GET", "/mtwilson/v2/hosts", Some(ADMIN), None, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Per address: one client spraying user names.
+    for i in 0..limits.per_address {
+        let user = format!("spray-{i}");
+        let (s, _, _) = send(
+            &h,
+            "GET",
+            "/mtwilson/v2/hosts",
+            Some((&user, "x")),
+            Some("10.0.0.1:4000"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, headers, v) = send(
+        &h,
+        "GET",
+        "/mtwilson/v2/tpm-endorsements",
+        Some(AGENT),
+        Some("10.0.0.1:4001"),
+        None,
+    )
+    .await;
+    assert_error(s, &v, StatusCode::TOO_MANY_REQUESTS, "too_many_failures");
+    assert!(headers.contains_key("retry-after"));
+    assert!(v["error"].as_str().unwrap().contains("10.0.0.1"), "{v}");
+    // Another address is served.
+    let (s, _, _) = send(
+        &h,
+        "GET",
+        "/mtwilson/v2/tpm-endorsements",
+        Some(AGENT),
+        Some("10.0.0.2:4000"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, metrics) = h.call("GET", "/metrics", Auth::None, None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("nodetrust_auth_failures_total{reason=\"rate_limited\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nodetrust_auth_failures_total{reason=\"bad_password\"}"),
+        "{metrics}"
+    );
+}
+
+// ---- the agent account filling the disk ----
+
+#[tokio::test]
+async fn challenge_flood_bounded() {
+    let h = Harness::new().await;
+    let agent = h.agents.add(SoftAgent::new("node-1", "uuid-1"));
+    h.endorse(&agent).await;
+    let req = serde_json::to_value(agent.lock().unwrap().register_request()).unwrap();
+    for _ in 0..10 {
+        let (s, v) = h
+            .call(
+                "POST",
+                "/mtwilson/v2/hosts/register",
+                Auth::Agent,
+                Some(req.clone()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let now = h.state.now_ms();
+    let (mine, all) = h.state.store.open_challenges("uuid-1", now).await.unwrap();
+    assert_eq!(
+        mine,
+        nodetrust_server::store::MAX_CHALLENGES_PER_UUID,
+        "a UUID keeps a bounded number of open challenges"
+    );
+    assert_eq!(all, mine);
+    // The newest challenge still works (the oldest were replaced).
+    let (s, v) = h.register(&agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // In all: fill the table to its bound (many machines), then one more is refused.
+    {
+        use sqlx::Connection as _;
+        let file = format!("sqlite://{}/server.db", h.dir.path().display());
+        let mut c = sqlx::AnyConnection::connect(&file).await.unwrap();
+        let fill = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
+             SELECT 'fill-' || i, '00', '{{}}', {}, 'flood-' || i FROM n",
+            nodetrust_server::store::MAX_CHALLENGES,
+            now + 600_000
+        );
+        sqlx::query(sqlx::AssertSqlSafe(fill))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+    let other = h.agents.add(SoftAgent::new("node-2", "uuid-2"));
+    h.endorse(&other).await;
+    let req = serde_json::to_value(other.lock().unwrap().register_request()).unwrap();
+    let (s, headers, v) = send(
+        &h,
+        "POST",
+        "/mtwilson/v2/hosts/register",
+        Some(AGENT),
+        None,
+        Some(serde_json::to_vec(&req).unwrap()),
+    )
+    .await;
+    assert_error(
+        s,
+        &v,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_challenges",
+    );
+    assert!(headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn oversized_host_facts_refused() {
+    let h = Harness::new().await;
+    let agent = h.agents.add(SoftAgent::new("node-1", "uuid-1"));
+    h.endorse(&agent).await;
+    let base = agent.lock().unwrap().register_request();
+    let post = |v: Value| {
+        let h = &h;
+        async move {
+            h.call("POST", "/mtwilson/v2/hosts/register", Auth::Agent, Some(v))
+                .await
+        }
+    };
+    let mut r = base.clone();
+    r.host.os_name = "x".repeat(4000);
+    let (s, v) = post(serde_json::to_value(&r).unwrap()).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "host_facts_too_large");
+    let mut r = base.clone();
+    r.host.pcr_banks = vec!["SHA256".into(); 500];
+    let (s, v) = post(serde_json::to_value(&r).unwrap()).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "host_facts_too_large");
+    // Unknown fields inside `host` are refused, not stored.
+    let mut v = serde_json::to_value(&base).unwrap();
+    v["host"]["payload"] = json!("y".repeat(1000));
+    let (s, v) = post(v).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(v["error"].as_str().unwrap().contains("payload"), "{v}");
+    // Nothing was stored; the well-formed request registers.
+    let now = h.state.now_ms();
+    assert_eq!(
+        h.state
+            .store
+            .open_challenges("uuid-1", now)
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+    let (s, v) = h.register(&agent).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn agent_event_flood_coalesced() {
+    let h = Harness::new().await;
+    h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let ev = json!({"host_name": "node-1", "hardware_uuid": "uuid-1"});
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/agent-events",
+            Auth::Agent,
+            Some(ev.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["scheduled"], true, "{v}");
+    for _ in 0..50 {
+        let (s, v) = h
+            .call(
+                "POST",
+                "/mtwilson/v2/agent-events",
+                Auth::Agent,
+                Some(ev.clone()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["scheduled"], false, "{v}");
+        assert_eq!(v["coalesced"], true, "{v}");
+    }
+}
+
+// ---- validation ----
+
+#[tokio::test]
+async fn role_checked_before_body() {
+    let h = Harness::new().await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/users",
+            Auth::Admin,
+            Some(json!({"name": "poller", "role": "reader", "password": "reader-password-1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let reader = Auth::Basic("poller", "reader-password-1");
+    for path in [
+        "/mtwilson/v2/hosts/register",
+        "/mtwilson/v2/hosts/register/abc/activate",
+        "/mtwilson/v2/agent-events",
+        "/mtwilson/v2/flavors",
+        "/mtwilson/v2/tpm-endorsements",
+        "/mtwilson/v2/host-attestations",
+        "/mtwilson/v2/users",
+    ] {
+        let (s, v) = h
+            .raw(
+                "POST",
+                path,
+                reader,
+                Some("application/json"),
+                b"{not json".to_vec(),
+            )
+            .await;
+        assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // The agent account may not write flavors, whatever it sends.
+    let (s, v) = h
+        .raw(
+            "POST",
+            "/mtwilson/v2/flavors",
+            Auth::Agent,
+            Some("text/plain"),
+            b"x".to_vec(),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn bad_query_and_405_are_json() {
+    let h = Harness::new().await;
+    let (s, v) = h
+        .call("GET", "/mtwilson/v2/reports?limit=lots", Auth::Admin, None)
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_query");
+    let (s, v) = h
+        .call(
+            "GET",
+            "/mtwilson/v2/reports?latest=perhaps",
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_query");
+    for (method, path) in [
+        ("PATCH", "/mtwilson/v2/hosts"),
+        ("DELETE", "/mtwilson/v2/reports"),
+        ("PUT", "/mtwilson/v2/flavors"),
+        ("POST", "/readyz"),
+        ("GET", "/mtwilson/v2/hosts/register"),
+    ] {
+        let (s, v) = h.call(method, path, Auth::Admin, None).await;
+        assert_error(s, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn non_dns_host_names_refused() {
+    let h = Harness::new().await;
+    let agent = h.agents.add(SoftAgent::new("node-1", "uuid-1"));
+    h.endorse(&agent).await;
+    let long_label = "a".repeat(64);
+    let too_long = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(63)
+    );
+    for bad in [
+        "..",
+        ".",
+        "_x",
+        "-x",
+        "x-",
+        "a..b",
+        "Node-1",
+        "a_b",
+        "node 1",
+        long_label.as_str(),
+        too_long.as_str(),
+        "",
+    ] {
+        let mut r = agent.lock().unwrap().register_request();
+        r.host.host_name = bad.into();
+        let (s, v) = h
+            .call(
+                "POST",
+                "/mtwilson/v2/hosts/register",
+                Auth::Agent,
+                Some(serde_json::to_value(&r).unwrap()),
+            )
+            .await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_host_name");
+    }
+    for good in ["node-1", "a", "worker-1.cluster.example", "10.0.0.5"] {
+        assert!(nodetrust_server::registrar::valid_host_name(good), "{good}");
+    }
+}
+
+fn rule(index: u8) -> Value {
+    json!({"bank": "sha256", "index": index, "value": "00".repeat(32)})
+}
+
+#[tokio::test]
+async fn duplicate_pcr_rules_refused() {
+    let h = Harness::new().await;
+    let f = json!({"label": "dup", "part": "PLATFORM", "pcrs": [rule(0), rule(0)]});
+    let (s, v) = h
+        .call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(f))
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "duplicate_pcr_rule");
+    assert!(v["error"].as_str().unwrap().contains("PCR 0"), "{v}");
+    let f = json!({"label": "ok", "part": "PLATFORM", "pcrs": [rule(0), rule(1)]});
+    let (s, v) = h
+        .call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(f))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn oversized_flavor_label_refused() {
+    let h = Harness::new().await;
+    let f = json!({"label": "L".repeat(1000), "part": "PLATFORM", "pcrs": [rule(0)]});
+    let (s, v) = h
+        .call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(f))
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "too_long");
+    let f = json!({"label": "ok", "part": "PLATFORM", "pcrs": [
+        {"bank": "sha256", "index": 0, "events": [{"label": "E".repeat(5000), "digest": "00".repeat(32)}]}
+    ]});
+    let (s, v) = h
+        .call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(f))
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "too_long");
+    let f = json!({"label": "L".repeat(256), "part": "PLATFORM", "pcrs": [rule(0)]});
+    let (s, v) = h
+        .call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(f))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Endorsement comments are bounded too.
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/tpm-endorsements",
+            Auth::Admin,
+            Some(json!({"ek_public": "AAAA", "comment": "c".repeat(2000)})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "too_long");
+}
+
+// ---- accounts ----
+
+#[tokio::test]
+async fn users_api() {
+    let h = Harness::new().await;
+    h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let users = "/mtwilson/v2/users";
+    let new = json!({"name": "labeller", "role": "reader", "password": "first-password-1"});
+    let (s, v) = h.call("POST", users, Auth::Admin, Some(new.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["name"], "labeller");
+    assert_eq!(v["role"], "reader");
+    assert!(
+        v.get("password").is_none() && !v.to_string().contains("argon2"),
+        "{v}"
+    );
+    let (s, v) = h.call("POST", users, Auth::Admin, Some(new)).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "user_exists");
+    // Bad names and short passwords.
+    let (s, v) = h
+        .call(
+            "POST",
+            users,
+            Auth::Admin,
+            Some(json!({"name": "a b", "role": "reader", "password": "long-enough-pw"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_user_name");
+    let (s, v) = h
+        .call(
+            "POST",
+            users,
+            Auth::Admin,
+            Some(json!({"name": "x", "role": "reader", "password": "short"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_password");
+    // A reader reads hosts, and writes nothing.
+    let reader = Auth::Basic("labeller", "first-password-1");
+    let (s, v) = h.call("GET", "/mtwilson/v2/hosts", reader, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["hosts"][0]["name"], "node-1");
+    let (s, v) = h
+        .call("DELETE", "/mtwilson/v2/hosts/node-1", reader, None)
+        .await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/host-attestations",
+            reader,
+            Some(json!({"host_name": "node-1"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    let (s, v) = h.call("GET", users, reader, None).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    let (s, v) = h.call("GET", users, Auth::Agent, None).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    // A password change: the old password (just used, so cached) stops working at once.
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/mtwilson/v2/users/labeller/password",
+            Auth::Admin,
+            Some(json!({"password": "second-password-2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = h.call("GET", "/mtwilson/v2/hosts", reader, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = h
+        .call(
+            "GET",
+            "/mtwilson/v2/hosts",
+            Auth::Basic("labeller", "second-password-2"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/mtwilson/v2/users/ghost/password",
+            Auth::Admin,
+            Some(json!({"password": "whatever-pw-123"})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    // The list shows every account, without secrets.
+    let (s, v) = h.call("GET", users, Auth::Admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let names: Vec<&str> = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "agent", "labeller"]);
+    assert!(!v.to_string().contains("argon2"), "{v}");
+    // The last admin cannot be deleted; another admin can delete it.
+    let (s, v) = h
+        .call("DELETE", "/mtwilson/v2/users/admin", Auth::Admin, None)
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "last_admin");
+    let (s, v) = h
+        .call(
+            "POST",
+            users,
+            Auth::Admin,
+            Some(json!({"name": "ops", "role": "admin", "password": "ops-password-123"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ops = Auth::Basic("ops", "ops-password-123");
+    let (s, v) = h
+        .call("DELETE", "/mtwilson/v2/users/admin", ops, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    // The deleted admin's cached login ends at once.
+    let (s, _) = h.call("GET", "/mtwilson/v2/hosts", Auth::Admin, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = h.call("DELETE", "/mtwilson/v2/users/ops", ops, None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "last_admin");
+    let (s, v) = h
+        .call("DELETE", "/mtwilson/v2/users/labeller", ops, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = h
+        .call(
+            "GET",
+            "/mtwilson/v2/hosts",
+            Auth::Basic("labeller", "second-password-2"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = h
+        .call("DELETE", "/mtwilson/v2/users/labeller", ops, None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+}
