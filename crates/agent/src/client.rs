@@ -162,6 +162,19 @@ impl Client {
         serde_json::from_slice(&answer).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A certificate rejection told as such, naming the certificate presented when the
+    /// verifier is known.
+    fn untrusted(&self, cause: &rustls::CertificateError) -> ClientError {
+        ClientError::Untrusted(match &self.verifier {
+            Some(v) => v.not_trusted(cause, &FLAGS),
+            None => format!(
+                "server certificate not trusted: {cause:?}; remedy: give {} the PEM file of the \
+                 CA that issued it (or the server's certificate itself), or its SHA-256 with {}",
+                FLAGS.ca, FLAGS.pin
+            ),
+        })
+    }
+
     async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Bytes, ClientError> {
         let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable(e.to_string());
         let tcp = TcpStream::connect((self.base.host.as_str(), self.base.port))
@@ -175,15 +188,7 @@ impl Client {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| match certificate_rejection(&e) {
-                    Some(cause) => ClientError::Untrusted(match &self.verifier {
-                        Some(v) => v.not_trusted(cause, &FLAGS),
-                        None => format!(
-                        "server certificate not trusted: {cause:?}; remedy: give {} the PEM file \
-                         of the CA that issued it (or the server's certificate itself), or its \
-                         SHA-256 with {}",
-                        FLAGS.ca, FLAGS.pin
-                    ),
-                    }),
+                    Some(cause) => self.untrusted(cause),
                     None => unreachable(&format!("TLS: {e}")),
                 })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))

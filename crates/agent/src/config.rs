@@ -84,7 +84,8 @@ pub struct Cli {
     /// when MTWILSON_SERVER is set; else none: no registration]
     #[arg(long, env = "server_url", value_name = "URL")]
     pub server_url: Option<String>,
-    /// CA certificate(s) (PEM) that the Trust Server's TLS certificate must chain to [default: none]
+    /// CA certificate(s) (PEM) that the Trust Server's TLS certificate must chain to, or the
+    /// server's own certificate (even self-signed CA:TRUE), trusted byte for byte [default: none]
     #[arg(long, env = "TRUSTAGENT_SERVER_CA", value_name = "FILE")]
     pub server_ca: Option<PathBuf>,
     /// SHA-256 fingerprint (hex, colons allowed) of the Trust Server's TLS certificate, instead of
@@ -104,6 +105,18 @@ pub struct Cli {
     /// Config file (TOML, keys as the flags in snake case) [default: /etc/nodetrust/agent.toml if it exists]
     #[arg(long, env = "TRUSTAGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// What to do instead of serving the API.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands. Flags go before the subcommand: `nodetrust-agent --tcti=... check`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Check that the agent can use the TPM (device present, TPM answers, not in
+    /// dictionary-attack lockout, endorsement hierarchy usable, logs readable) and exit:
+    /// 0 when every check passes, 1 when one fails, 2 on bad arguments.
+    Check,
 }
 
 /// The config file: every flag (snake case) and the environment-only settings.
@@ -261,7 +274,7 @@ pub fn parse_pin(s: &str) -> Result<[u8; 32], ConfigError> {
     })
 }
 
-fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
+pub(crate) fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.display().to_string(),
         detail: e.to_string(),

@@ -6,6 +6,7 @@
 //! agent without a real TPM, network or clock.
 //!
 //! # Layout
+//! - [`check`] — `nodetrust-agent check`: TPM readiness checks with a plain verdict.
 //! - [`config`] — settings: flags > environment (the runbook's names) > config file > defaults.
 //! - [`api`] — `fn app(state) -> Router`: the HTTP API, basic auth, request limits, typed errors.
 //! - [`host`] — host facts (hardware UUID, OS, kernel, Secure Boot).
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod host;

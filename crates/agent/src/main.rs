@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use nodetrust_agent::api::{app, AppState};
 use nodetrust_agent::client::Client;
-use nodetrust_agent::config::{Cli, Settings};
+use nodetrust_agent::config::{Cli, Command, Settings};
 use nodetrust_agent::register::{self, Backoff, Registration};
 use nodetrust_agent::{host, server, tls};
 use nodetrust_tpm::tss::is_software_tcti;
@@ -32,6 +32,9 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if cli.command == Some(Command::Check) {
+        return nodetrust_agent::check::main(&cli);
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

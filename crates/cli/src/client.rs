@@ -54,8 +54,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Trust the server's certificate when it chains to a CA in this PEM file (the host name in
-    /// the URL must match the certificate). [env: NODETRUST_SERVER_CA] [default: the system CA
-    /// bundle, $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt]
+    /// the URL must match the certificate), or is byte-identical to a certificate of the file
+    /// (the server's own, even self-signed `CA:TRUE` from `openssl req -x509`; names are then
+    /// not checked). [env: NODETRUST_SERVER_CA] [default: the system CA bundle,
+    /// $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt]
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
     pub ca: Option<PathBuf>,
     /// Trust exactly the server certificate with this SHA-256 fingerprint: 64 hex digits,

@@ -95,6 +95,13 @@ fn poll(client: &Client) -> Result<Vec<HostTrust>, String> {
 /// Runs the poller (until interrupted, or one round with `--once`).
 pub fn run(cmd: LabelCommand) -> Result<(), CliError> {
     cmd.label.validate().map_err(CliError::Usage)?;
+    // The labeller logs what it does (RUST_LOG, default info) on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
     let kubeconfig = cmd
         .kubeconfig
         .clone()
@@ -102,6 +109,16 @@ pub fn run(cmd: LabelCommand) -> Result<(), CliError> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
         .ok_or_else(|| CliError::Usage("no kubeconfig: give --kubeconfig FILE".into()))?;
     let client = Client::new(&cmd.server)?;
+    // One round: a bad answer is an error and nothing is touched.
+    let first = if cmd.once {
+        Some(poll(&client).map_err(|e| CliError::Rejected {
+            reason: "no_verdicts",
+            message: format!("no labels changed: {e}"),
+            json: false,
+        })?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,13 +130,28 @@ pub fn run(cmd: LabelCommand) -> Result<(), CliError> {
     let mut settings = cmd.label.settings();
     settings.resync = settings.resync.min(cmd.interval);
     let metrics = Arc::new(nodetrust_labeller::Metrics::default());
+    if let Some(hosts) = first {
+        let n = hosts.len();
+        runtime
+            .block_on(nodetrust_labeller::sync_once(
+                kube,
+                &settings,
+                hosts,
+                metrics.clone(),
+            ))
+            .map_err(|e| CliError::Usage(format!("Kubernetes API: {e}")))?;
+        errln!(
+            "nodetrust label: {n} hosts from the Trust Server; {} nodes patched",
+            metrics.patches()
+        );
+        return Ok(());
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let once = cmd.once;
     let interval = cmd.interval;
     // The server client blocks on its own runtime: it polls from a thread of its own.
     let poller = std::thread::spawn(move || {
-        let mut first = true;
+        let mut announce = true;
         loop {
             match poll(&client) {
                 Ok(hosts) => {
@@ -127,44 +159,43 @@ pub fn run(cmd: LabelCommand) -> Result<(), CliError> {
                     if tx.blocking_send(TrustUpdate::Snapshot(hosts)).is_err() {
                         return;
                     }
-                    if first {
+                    if announce {
                         errln!("nodetrust label: {n} hosts from the Trust Server");
-                        first = false;
+                        announce = false;
                     }
                 }
                 Err(e) => {
                     errln!("nodetrust label: no labels changed this round: {e}");
                 }
             }
-            if once {
-                return;
-            }
             std::thread::sleep(interval);
         }
     });
-    let m = metrics.clone();
     runtime.block_on(async move {
-        let labeller = tokio::spawn(nodetrust_labeller::run(kube, settings, rx, m, async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        }));
-        if once {
-            // One round: wait for the watch to list the nodes and the patches to settle.
-            let settle = Duration::from_secs(3);
-            let mut last = u64::MAX;
-            loop {
-                tokio::time::sleep(settle).await;
-                let now = metrics.patches();
-                if now == last {
-                    break;
+        let labeller = tokio::spawn(nodetrust_labeller::run(
+            kube,
+            settings,
+            rx,
+            metrics,
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ));
+        // SIGINT, or SIGTERM (a pod being stopped).
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
                 }
-                last = now;
             }
-        } else {
-            let _ = tokio::signal::ctrl_c().await;
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
         let _ = stop_tx.send(true);
         let _ = labeller.await;
     });
-    let _ = poller.join();
+    drop(poller);
     Ok(())
 }

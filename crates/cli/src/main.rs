@@ -8,10 +8,13 @@
 //! No answer of a server, however long, malformed or hostile, makes it panic: table cells are
 //! cut to a bounded width, a body of unexpected shape is an error message.
 #![forbid(unsafe_code)]
+// Output goes through `output::{outln, errln}`, which never panic on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
 mod bench;
 mod client;
+mod doctor;
 mod error;
 mod eventlog;
 mod ima;
@@ -84,6 +87,10 @@ enum Command {
     /// Kubernetes: label nodes ibm-cloud.kubernetes.io/is-trusted from a Trust Server's
     /// verdicts (the standalone labeller, polling with a reader account).
     Label(Box<label::LabelCommand>),
+    /// Kubernetes + Trust Server: walk the troubleshooting runbook (docs/runbook.md) and name
+    /// the most likely root cause per node. Exit 0 healthy (warnings allowed), 1 a check
+    /// failed, 2 doctor cannot run.
+    Doctor(Box<doctor::DoctorCommand>),
 }
 
 fn main() {
@@ -100,6 +107,7 @@ fn main() {
         Command::Endorsement(c) => admin::run_endorsement(c),
         Command::User(c) => users::run(c),
         Command::Label(c) => label::run(*c),
+        Command::Doctor(c) => doctor::run(*c),
     };
     if let Err(e) = result {
         e.report();

@@ -64,7 +64,7 @@ impl LabelArgs {
                 self.label_key
             ));
         }
-        if !(self.kube_qps > 0.0) || self.kube_burst == 0 {
+        if !self.kube_qps.is_finite() || self.kube_qps <= 0.0 || self.kube_burst == 0 {
             return Err("--kube-qps and --kube-burst must be positive".into());
         }
         Ok(())

@@ -162,7 +162,7 @@ impl Hosts {
     }
 }
 
-/// Runs the labeller until `shutdown` resolves (or the update channel closes).
+/// Runs the labeller until `shutdown` resolves.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -198,6 +198,7 @@ pub async fn run(
     let mut resync = tokio::time::interval(settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut init_buffer: Option<HashMap<String, Node>> = None;
+    let mut updates_open = true;
     tokio::pin!(shutdown);
     tracing::info!(selector = %settings.node_selector, label = %settings.policy.label_key, "labeller started");
 
@@ -237,8 +238,12 @@ pub async fn run(
                     }
                 }
             }
-            update = updates.recv() => {
-                let Some(update) = update else { break };
+            update = updates.recv(), if updates_open => {
+                // A closed channel (the source stopped): keep what is known until shutdown.
+                let Some(update) = update else {
+                    updates_open = false;
+                    continue;
+                };
                 let touched: Vec<String> = match update {
                     TrustUpdate::Snapshot(all) => {
                         hosts = Hosts::default();
@@ -300,6 +305,46 @@ pub async fn run(
     }
     metrics.set_leader(false);
     tracing::info!("labeller stopped");
+}
+
+/// One pass without watching: lists the nodes in scope and brings each to its desired state
+/// (`nodetrust label --once`). No leader election: the caller is the only labeller.
+pub async fn sync_once(
+    client: Client,
+    settings: &Settings,
+    all: Vec<HostTrust>,
+    metrics: Arc<Metrics>,
+) -> Result<(), kube::Error> {
+    let ctx = Ctx {
+        nodes_api: Api::all(client.clone()),
+        events_api: Api::namespaced(client, &settings.event_namespace),
+        limiter: Arc::new(RateLimiter::new(settings.kube_qps, settings.kube_burst)),
+        metrics,
+        settings: settings.clone(),
+    };
+    let mut hosts = Hosts::default();
+    for h in all {
+        hosts.insert(h);
+    }
+    let mut nodes = HashMap::new();
+    let mut params = kube::api::ListParams::default()
+        .labels(&settings.node_selector)
+        .limit(500);
+    loop {
+        ctx.limiter.acquire().await;
+        let page = ctx.nodes_api.list(&params).await?;
+        for n in page.items {
+            if let Some(name) = n.metadata.name.clone() {
+                nodes.insert(name, n);
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => params = params.continue_token(&c),
+            None => break,
+        }
+    }
+    ctx.reconcile_all(&hosts, &mut nodes).await;
+    Ok(())
 }
 
 struct Ctx {

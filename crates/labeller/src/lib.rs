@@ -20,6 +20,6 @@ pub mod desired;
 pub mod leader;
 pub mod metrics;
 
-pub use controller::{run, Clock, HostTrust, Settings, TrustUpdate};
+pub use controller::{run, sync_once, Clock, HostTrust, Settings, TrustUpdate};
 pub use desired::{desired, patch_for, Desired, Policy};
 pub use metrics::Metrics;

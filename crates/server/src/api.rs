@@ -138,7 +138,6 @@ const ADMIN: &[Role] = &[Role::Admin];
 const AGENTS: &[Role] = &[Role::Agent, Role::Admin];
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EndorsementQuery {
     #[serde(rename = "hardwareUuidEqualTo")]
     hardware_uuid_equal_to: Option<String>,
@@ -423,7 +422,6 @@ fn check_flavor_limits(f: &Flavor) -> Result<(), ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ReportQuery {
     host_name: Option<String>,
     #[serde(default)]

@@ -436,7 +436,7 @@ async fn reimaged_node_re_registers_with_a_new_ak_and_the_same_hardware_uuid() {
     let other = h.agents.add(other);
     h.endorse(&other).await;
     let (s, v) = h.register(&other).await;
-    assert_error(s, &v, StatusCode::CONFLICT, "conflict");
+    assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
     // Delete, then the name is free.
     let (s, _) = h
         .call("DELETE", "/mtwilson/v2/hosts/node-1", Auth::Admin, None)

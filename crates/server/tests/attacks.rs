@@ -318,7 +318,7 @@ async fn login_flood_bounded() {
     assert!(unauthorized > 0);
     let peak = h.state.auth.peak_concurrent_checks();
     assert!(
-        peak >= 1 && peak <= 2,
+        (1..=2).contains(&peak),
         "{peak} argon2 checks ran at once; the bound is 2"
     );
     assert_eq!(h.state.auth.checks_total(), unauthorized);
@@ -743,7 +743,19 @@ async fn oversized_flavor_label_refused() {
 
 #[tokio::test]
 async fn users_api() {
-    let h = Harness::new().await;
+    users_api_on(Harness::new().await).await;
+}
+
+#[tokio::test]
+async fn users_api_postgres() {
+    let Some(db) = common::pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: PostgreSQL variant skipped");
+        return;
+    };
+    users_api_on(Harness::with_db(tempfile::tempdir().unwrap(), db).await).await;
+}
+
+async fn users_api_on(h: Harness) {
     h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
     let users = "/mtwilson/v2/users";
     let new = json!({"name": "labeller", "role": "reader", "password": "first-password-1"});
@@ -880,4 +892,74 @@ async fn users_api() {
         .call("DELETE", "/mtwilson/v2/users/labeller", ops, None)
         .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// The per-address limit over the real listener: the accept loop gives handlers the client's
+/// address.
+#[test]
+fn brute_force_per_address_limited_over_tls() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodetrust-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--db",
+            &format!("sqlite://{}/server.db", dir.path().display()),
+        ])
+        .args(["--state-dir", &dir.path().display().to_string()])
+        .env("NODETRUST_ADMIN_USERNAME", "admin")
+        .env("NODETRUST_ADMIN_PASSWORD", "admin-pw")
+        .env("MTWILSON_API_USERNAME", "agent")
+        .env("MTWILSON_API_PASSWORD", "agent-pw")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let curl = |creds: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-k",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-u", creds])
+            .arg(format!(
+                "https://127.0.0.1:{port}/mtwilson/v2/tpm-endorsements"
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let code = text
+            .get(text.len().saturating_sub(3)..)
+            .unwrap_or("")
+            .to_string();
+        (code, text.to_lowercase())
+    };
+    let start = Instant::now();
+    while curl("agent:agent-pw").0 != "200" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..10 {
+        assert_eq!(curl(&format!("spray-{i}:x")).0, "401");
+    }
+    let (code, head) = curl("agent:agent-pw");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, "429", "{head}");
+    assert!(head.contains("retry-after:"), "{head}");
 }

@@ -283,6 +283,44 @@ impl Node {
     }
 }
 
+/// Changes the node's endorsement primary seed (a new EK, which its EK certificate no longer
+/// matches) and endorses the new EK for the node's hardware UUID.
+fn give_own_ek(node: &Node, port: u16) {
+    let tcti = node.tpm.tcti();
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["tpm2_changeeps"]);
+    let public = node.state.path().join("ek.pub");
+    let ctx = node.state.path().join("ek.ctx");
+    run(&[
+        "tpm2_createek",
+        "-G",
+        "rsa",
+        "-u",
+        &public.display().to_string(),
+        "-c",
+        &ctx.display().to_string(),
+    ]);
+    let ek = nodetrust_proto::b64::encode(&std::fs::read(&public).unwrap());
+    let (s, v) = api(
+        port,
+        "POST",
+        "/mtwilson/v2/tpm-endorsements",
+        Some(json!({"ek_public": ek, "hardware_uuid": node.uuid})),
+    );
+    assert_eq!(s, 201, "{v}");
+}
+
 fn trust(port: u16, host: &str) -> Value {
     api(port, "GET", &format!("/mtwilson/v2/hosts/{host}"), None).1
 }
@@ -311,7 +349,12 @@ fn real_agents_on_swtpm_trusted_then_pcr4_untrusted_then_unreachable_unknown() {
     let srv = server.start();
     let port = server.port;
 
-    // Both agents register (EK certificate chains to the swtpm CA), prove their AK, start.
+    // Every swtpm of the testkit is a copy of one manufactured TPM, so all share one EK; a
+    // host's identity is its EK, so node-1 gets its own (a new endorsement primary seed) and an
+    // admin endorses it for node-1's hardware UUID.
+    give_own_ek(&node, port);
+    // Both agents register (gold's EK certificate chains to the swtpm CA; node-1's EK is
+    // endorsed), prove their AK, start.
     let gold_agent = gold.start_agent(&server);
     let node_agent = node.start_agent(&server);
     wait_until("registration", Duration::from_secs(60), || {

@@ -399,3 +399,116 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], alive);
 }
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Benchmark (docs/PERFORMANCE.md, "Labeller"): from a verdict's commit to the node's label,
+/// through the store's change feed, the labeller and the API. Run with
+/// `cargo test --release -p nodetrust-server --test labeller -- --ignored --nocapture label_latency`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn label_latency_benchmark() {
+    let c = Cluster::start(|_| {}).await;
+    c.trusted_fleet().await;
+    wait_label(&c.k8s, "worker-1", "true", Duration::from_secs(15)).await;
+    let agent = c.h.agents.get("worker-1");
+    let mut samples = Vec::new();
+    for i in 0..200 {
+        let (grub, want) = if i % 2 == 0 {
+            ("other grub", "false")
+        } else {
+            ("grub 2.06", "true")
+        };
+        agent.lock().unwrap().boot(&gold_boot(grub));
+        let (s, _) = c.h.attest("worker-1").await;
+        assert_eq!(s, StatusCode::OK);
+        // The attestation's answer comes after the commit: the time from here is an upper
+        // bound of commit → label.
+        let start = Instant::now();
+        while label(&c.k8s, "worker-1").as_deref() != Some(want) {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    eprintln!(
+        "label latency over {} verdict changes: p50 {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.last().unwrap()
+    );
+    c.stop().await;
+}
+
+/// Benchmark (docs/PERFORMANCE.md, "Labeller"): the first sync of a large cluster: every node
+/// listed (pages of 500) and patched. `NODES` (default 10000) and `QPS` (default 5, client-go's)
+/// set the size and the client-side rate. Run with
+/// `NODES=10000 QPS=5 cargo test --release -p nodetrust-server --test labeller -- --ignored --nocapture initial_sync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn initial_sync_benchmark() {
+    let nodes: usize = std::env::var("NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let qps: f32 = std::env::var("QPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let k8s = FakeApiServer::start().unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..nodes {
+        k8s.add_node(&format!("node-{i}"), &[TPM], &format!("uuid-{i}"))
+            .unwrap();
+        hosts.push(host(
+            &format!("node-{i}"),
+            &format!("uuid-{i}"),
+            Trust::Trusted,
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    k8s.write_kubeconfig(&kc).unwrap();
+    for round in ["fresh cluster", "restart (labels already right)"] {
+        k8s.clear_requests();
+        let rss0 = rss_kib();
+        let client = nodetrust_labeller::client::from_kubeconfig(&kc)
+            .await
+            .unwrap();
+        let mut s = Settings::new(Policy::default());
+        s.kube_qps = qps;
+        s.kube_burst = (qps * 2.0) as u32;
+        s.events = false;
+        let metrics = Arc::new(Metrics::default());
+        let start = Instant::now();
+        nodetrust_labeller::sync_once(client, &s, hosts.clone(), metrics.clone())
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        let calls = k8s.requests().len();
+        eprintln!(
+            "{round}: {nodes} nodes at {qps} qps: {took:?}, {calls} API calls ({} patches), RSS +{} MiB",
+            metrics.patches(),
+            rss_kib().saturating_sub(rss0) / 1024
+        );
+        assert_eq!(label(&k8s, "node-0").as_deref(), Some("true"));
+        assert_eq!(
+            label(&k8s, &format!("node-{}", nodes - 1)).as_deref(),
+            Some("true")
+        );
+    }
+}

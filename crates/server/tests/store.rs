@@ -807,7 +807,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2], "{url}");
+        assert_eq!(versions, [1, 2, 3], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -816,4 +816,147 @@ async fn a_version_1_database_migrates_to_version_2() {
         drop(store);
         Store::connect(&url).await.unwrap().ping().await.unwrap();
     }
+}
+
+// ---- the typed change feed (`Store::subscribe_from`) ----
+
+async fn next_change(
+    feed: &mut nodetrust_server::feed::ChangeFeed,
+) -> nodetrust_proto::trust::FeedItem {
+    tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("a change within 5 s")
+        .unwrap()
+}
+
+fn change_of(item: nodetrust_proto::trust::FeedItem) -> nodetrust_proto::trust::ChangeEvent {
+    match item {
+        nodetrust_proto::trust::FeedItem::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn change_feed_replays_in_order_then_follows_live_and_resumes_mid_way() {
+    use nodetrust_proto::trust::{ChangeKind, Trust};
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 1).await.unwrap();
+        store.register_host(&host("h2", "uuid-2"), 2).await.unwrap();
+        store
+            .save_report(&report("h1", "untrusted", 10), true, None)
+            .await
+            .unwrap();
+        let mut feed = store.subscribe_from(0).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let c = change_of(next_change(&mut feed).await);
+            got.push((c.seq, c.host, c.kind, c.trust, c.at));
+        }
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{got:?} ({url})");
+        let shape: Vec<_> = got.iter().map(|g| (g.1.as_str(), g.2, g.3, g.4)).collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("h1", ChangeKind::Registered, None, 1),
+                ("h2", ChangeKind::Registered, None, 2),
+                ("h1", ChangeKind::Verdict, Some(Trust::Untrusted), 10),
+            ],
+            "{url}"
+        );
+        assert_eq!(feed.position(), got[2].0);
+        // Live: a change committed later wakes the follower.
+        let writer = store.clone();
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            writer
+                .save_report(&report("h2", "trusted", 20), true, None)
+                .await
+                .unwrap();
+        });
+        let c = change_of(next_change(&mut feed).await);
+        later.await.unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.trust),
+            ("h2", Some(Trust::Trusted)),
+            "{url}"
+        );
+        // A follower resuming after the first change gets exactly the rest.
+        let mut resumed = store.subscribe_from(got[0].0).await.unwrap();
+        let c = change_of(next_change(&mut resumed).await);
+        assert_eq!(c.seq, got[1].0, "{url}");
+        assert_eq!(store.changes_head().await.unwrap(), feed.position());
+    }
+}
+
+#[tokio::test]
+async fn change_feed_follower_behind_retention_gets_resync_not_a_gap() {
+    use nodetrust_proto::trust::{ChangeKind, FeedItem};
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 1).await.unwrap();
+        store
+            .save_report(&report("h1", "untrusted", 10), true, None)
+            .await
+            .unwrap();
+        let head = store.changes_head().await.unwrap();
+        assert_eq!(store.changes_pruned_through().await.unwrap(), 0);
+        // Retention deletes both changes.
+        assert_eq!(store.prune_changes(1_000_000, 1).await.unwrap(), 2, "{url}");
+        assert_eq!(store.changes_pruned_through().await.unwrap(), head, "{url}");
+        assert_eq!(
+            store.changes_head().await.unwrap(),
+            head,
+            "head survives pruning"
+        );
+        let mut behind = store.subscribe_from(0).await.unwrap();
+        match next_change(&mut behind).await {
+            FeedItem::Resync { resume_after } => assert_eq!(resume_after, head, "{url}"),
+            other => panic!("expected a resync, got {other:?} ({url})"),
+        }
+        // Up to date, no resync: the next change is the next thing.
+        let mut current = store.subscribe_from(head).await.unwrap();
+        store
+            .register_host(&host("h3", "uuid-3"), 30)
+            .await
+            .unwrap();
+        for feed in [&mut behind, &mut current] {
+            let c = change_of(next_change(feed).await);
+            assert_eq!(
+                (c.host.as_str(), c.kind),
+                ("h3", ChangeKind::Registered),
+                "{url}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn change_feed_spans_replicas_on_postgresql() {
+    use nodetrust_proto::trust::{ChangeKind, Trust};
+    let Some(url) = common::pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+        return;
+    };
+    // Two server processes' stores: separate pools, separate in-process channels.
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut feed = b
+        .subscribe_from(b.changes_head().await.unwrap())
+        .await
+        .unwrap();
+    a.register_host(&host("h1", "uuid-1"), 1).await.unwrap();
+    a.save_report(&report("h1", "trusted", 10), true, None)
+        .await
+        .unwrap();
+    let first = change_of(next_change(&mut feed).await);
+    let second = change_of(next_change(&mut feed).await);
+    assert_eq!(
+        (first.host.as_str(), first.kind),
+        ("h1", ChangeKind::Registered)
+    );
+    assert_eq!(
+        (second.kind, second.trust),
+        (ChangeKind::Verdict, Some(Trust::Trusted))
+    );
 }

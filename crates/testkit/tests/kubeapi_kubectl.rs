@@ -357,6 +357,7 @@ fn kubectl_watch_prints_changes_made_through_the_api() {
         .arg(&c.kubeconfig)
         .args(["get", "nodes", "-w", "--output-watch-events", "-o", "json"])
         .env_remove("KUBECONFIG")
+        .env("HOME", c.kubeconfig.parent().unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

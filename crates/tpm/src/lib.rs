@@ -12,6 +12,8 @@
 //! - [`software`] — [`SoftwareAttester`], a TPM made of software keys. Its evidence is real
 //!   (`TPMS_ATTEST` bytes, signatures, credential activation) and **never trustworthy**.
 //! - [`auth`] — how `TPM_OWNER_SECRET` is read.
+//! - [`probe`] — a read-only look at the TPM's state (lockout, endorsement hierarchy) for
+//!   `nodetrust-agent check`.
 //!
 //! # Features
 //! - `tss` (default): the tss-esapi attester. A simulator that only needs [`SoftwareAttester`]
@@ -20,6 +22,8 @@
 
 pub mod auth;
 pub mod error;
+#[cfg(feature = "tss")]
+pub mod probe;
 pub mod software;
 #[cfg(feature = "tss")]
 pub mod tss;

@@ -360,6 +360,12 @@ fn dispatch(
             ))
         }
     };
+    if *method != Method::GET && q.get("dryRun").is_some_and(|d| !d.is_empty()) {
+        // Refused rather than ignored: a dry run that wrote would hide a bug.
+        return Err(ApiError::bad_request(
+            "dryRun is not implemented by this test API server",
+        ));
+    }
     let mut st = shared.lock();
     match (method.as_str(), t.name.as_deref()) {
         ("GET", None) => {
@@ -601,7 +607,18 @@ fn start_watch(shared: &Arc<Shared>, t: &Target, w: WatchParams) -> Response {
         let mut tick = tokio::time::interval(BOOKMARK_EVERY);
         tick.tick().await;
         loop {
+            // Biased: a drop or a closed client wins over an event that is ready at the same
+            // time, so no event committed after `inject(DropWatches)` reaches an old stream.
             let line = tokio::select! {
+                biased;
+                _ = drops.changed() => return,
+                _ = tx.closed() => return,
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => return,
                 r = brx.recv() => match r {
                     Ok(ev) => {
                         if ev.rv <= last_rv {
@@ -621,14 +638,6 @@ fn start_watch(shared: &Arc<Shared>, t: &Target, w: WatchParams) -> Response {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick(), if w.bookmarks => bookmark(res, last_rv, false),
-                _ = drops.changed() => return,
-                _ = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => return,
-                _ = tx.closed() => return,
             };
             if tx.send(line).await.is_err() {
                 return;
