@@ -1,136 +1,164 @@
 //! Explaining a mismatch: which measured events differ between a host's log and a flavor's.
 //!
-//! The comparison is by digest (what the TPM vouches for) and explained by label (what an
-//! operator recognises): an expected event whose label is still present with another digest
-//! "changed"; an expected digest that is gone "is missing"; a digest the flavor does not know
-//! is "unexpected".
+//! The comparison is the event-log crate's ([`nodetrust_eventlog::diff_measurements`]: the
+//! longest common subsequence of digests is the same, the rest is paired by name into
+//! *changed* or *moved*, or is *added* / *removed*), so a flavor mismatch and `nodetrust
+//! eventlog diff` find the same differences with the same stable
+//! [`reason`](Difference::reason) labels. Digests decide (what the TPM vouches for); labels
+//! only name (what an operator recognises). This module words a [`Difference`] in a flavor's
+//! terms: an expected event whose label is still present with another digest "changed"; an
+//! expected event that is gone "is missing"; an event the flavor does not know is
+//! "unexpected".
 
-use crate::flavor::EventRule;
+use nodetrust_eventlog::component::{Component, ComponentKind};
+use nodetrust_eventlog::{diff_measurements, Change, Difference};
+use nodetrust_tpm_wire::HashAlg;
 
 fn short(d: &[u8]) -> String {
     let h = hex::encode(d);
     h.get(..16).map(|s| format!("{s}…")).unwrap_or(h)
 }
 
-/// Sentences describing how `actual` (label, digest) differs from `expected`, for PCR `pcr`.
-/// Empty when they hold the same digests in the same order.
-pub fn explain(pcr: u8, expected: &[EventRule], actual: &[(&str, &[u8])]) -> Vec<String> {
-    let same = expected.len() == actual.len()
-        && expected
-            .iter()
-            .zip(actual)
-            .all(|(e, (_, d))| e.digest.as_slice() == *d);
-    if same {
-        return Vec::new();
+/// An event known by its label only (a flavor keeps labels, not event data): it pairs with
+/// the event of the same label.
+fn labelled(label: &str) -> Component {
+    Component {
+        kind: ComponentKind::Unknown,
+        name: label.to_string(),
+        detail: None,
     }
-    let mut out = Vec::new();
-    let mut used = vec![false; actual.len()];
-    let mut matched_expected = vec![false; expected.len()];
-    // Exact digest matches first (in order, each actual event used once).
-    for (ei, e) in expected.iter().enumerate() {
-        if let Some(ai) = actual.iter().enumerate().position(|(ai, (_, d))| {
-            !used.get(ai).copied().unwrap_or(true) && e.digest.as_slice() == *d
-        }) {
-            if let Some(u) = used.get_mut(ai) {
-                *u = true;
-            }
-            if let Some(m) = matched_expected.get_mut(ei) {
-                *m = true;
-            }
-        }
+}
+
+/// How `actual` (label, digest) differs from `expected` on PCR `pcr` of `bank`. Empty when they
+/// hold the same digests in the same order.
+pub fn differences(
+    pcr: u8,
+    bank: HashAlg,
+    expected: &[(&str, &[u8])],
+    actual: &[(&str, &[u8])],
+) -> Vec<Difference> {
+    fn side<'a>(events: &[(&str, &'a [u8])]) -> Vec<(Component, &'a [u8])> {
+        events.iter().map(|(l, d)| (labelled(l), *d)).collect()
     }
-    for (ei, e) in expected.iter().enumerate() {
-        if matched_expected.get(ei).copied().unwrap_or(false) {
-            continue;
-        }
-        let same_label = actual
-            .iter()
-            .enumerate()
-            .position(|(ai, (l, _))| !used.get(ai).copied().unwrap_or(true) && *l == e.label);
-        match same_label {
-            Some(ai) => {
-                if let Some(u) = used.get_mut(ai) {
-                    *u = true;
-                }
-                let new = actual.get(ai).map(|(_, d)| short(d)).unwrap_or_default();
-                out.push(format!(
-                    "PCR {pcr}: {} changed (expected {}, found {new})",
-                    e.label,
-                    short(&e.digest)
-                ));
-            }
-            None => out.push(format!(
-                "PCR {pcr}: {} is missing (expected {})",
-                e.label,
-                short(&e.digest)
-            )),
-        }
+    let (g, h) = (side(expected), side(actual));
+    diff_measurements(u32::from(pcr), bank, &g, &h)
+}
+
+/// One difference as a verdict reason, in a flavor's words:
+/// `PCR 4: boot application \EFI\debian\grubx64.efi changed (expected e551c902…, found d4ad0593…)`.
+pub fn sentence(d: &Difference) -> String {
+    let pcr = d.pcr;
+    match &d.change {
+        Change::Changed {
+            gold,
+            host,
+            gold_digest,
+            host_digest,
+            ..
+        } if gold.name == host.name => format!(
+            "PCR {pcr}: {} changed (expected {}, found {})",
+            gold.name,
+            short(gold_digest),
+            short(host_digest)
+        ),
+        Change::Changed {
+            gold,
+            host,
+            gold_digest,
+            host_digest,
+            ..
+        } => format!(
+            "PCR {pcr}: {} changed to {} (expected {}, found {})",
+            gold.name,
+            host.name,
+            short(gold_digest),
+            short(host_digest)
+        ),
+        Change::Removed {
+            component, digest, ..
+        } => format!(
+            "PCR {pcr}: {} is missing (expected {})",
+            component.name,
+            short(digest)
+        ),
+        Change::Added {
+            component, digest, ..
+        } => format!(
+            "PCR {pcr}: unexpected {} ({})",
+            component.name,
+            short(digest)
+        ),
+        Change::Moved {
+            component, digest, ..
+        } => format!(
+            "PCR {pcr}: {} was measured in a different order than the flavor's ({})",
+            component.name,
+            short(digest)
+        ),
+        Change::NoCommonBank => format!("PCR {pcr}: {d}"),
     }
-    for (ai, (label, d)) in actual.iter().enumerate() {
-        if !used.get(ai).copied().unwrap_or(true) {
-            out.push(format!("PCR {pcr}: unexpected {label} ({})", short(d)));
-        }
-    }
-    if out.is_empty() {
-        out.push(format!(
-            "PCR {pcr}: the expected events were measured in a different order"
-        ));
-    }
-    out
+}
+
+/// Sentences describing how `actual` differs from `expected` (see [`differences`] and
+/// [`sentence`]). Empty when they hold the same digests in the same order.
+pub fn explain(
+    pcr: u8,
+    bank: HashAlg,
+    expected: &[(&str, &[u8])],
+    actual: &[(&str, &[u8])],
+) -> Vec<String> {
+    differences(pcr, bank, expected, actual)
+        .iter()
+        .map(sentence)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rule(label: &str, d: u8) -> EventRule {
-        EventRule {
-            label: label.to_string(),
-            digest: vec![d; 32],
-        }
-    }
+    const S: HashAlg = HashAlg::Sha256;
 
     #[test]
     fn identical_logs_have_no_differences() {
         let d = [1u8; 32];
-        assert!(explain(4, &[rule("a", 1)], &[("a", &d)]).is_empty());
+        assert!(explain(4, S, &[("a", &d)], &[("a", &d)]).is_empty());
     }
 
     #[test]
     fn changed_missing_unexpected_and_reordered() {
         let (d1, d2, d3, d8, d9) = ([1u8; 32], [2u8; 32], [3u8; 32], [8u8; 32], [9u8; 32]);
         let expected = [
-            rule("boot application grubx64.efi", 1),
-            rule("shim", 2),
-            rule("separator", 3),
+            ("boot application grubx64.efi", &d1[..]),
+            ("shim", &d2[..]),
+            ("separator", &d3[..]),
         ];
         let actual = [
             ("boot application grubx64.efi", &d9[..]),
             ("separator", &d3[..]),
             ("extra", &d8[..]),
         ];
-        let r = explain(4, &expected, &actual);
-        assert!(
-            r.iter()
-                .any(|s| s.starts_with("PCR 4: boot application grubx64.efi changed")),
-            "{r:?}"
-        );
-        assert!(
-            r.iter().any(|s| s.starts_with("PCR 4: shim is missing")),
-            "{r:?}"
-        );
-        assert!(
-            r.iter().any(|s| s.starts_with("PCR 4: unexpected extra")),
-            "{r:?}"
-        );
-        let reordered = explain(
-            4,
-            &[rule("a", 1), rule("b", 2)],
-            &[("b", &d2[..]), ("a", &d1[..])],
-        );
+        let d = differences(4, S, &expected, &actual);
+        let r: Vec<String> = d.iter().map(sentence).collect();
         assert_eq!(
-            reordered,
-            vec!["PCR 4: the expected events were measured in a different order".to_string()]
+            r,
+            vec![
+                "PCR 4: boot application grubx64.efi changed (expected 0101010101010101…, found 0909090909090909…)".to_string(),
+                "PCR 4: shim is missing (expected 0202020202020202…)".to_string(),
+                "PCR 4: unexpected extra (0808080808080808…)".to_string(),
+            ]
+        );
+        let reasons: Vec<&str> = d.iter().map(Difference::reason).collect();
+        assert_eq!(
+            reasons,
+            ["component_changed", "component_removed", "component_added"]
+        );
+        let reordered = differences(4, S, &[("a", &d1), ("b", &d2)], &[("b", &d2), ("a", &d1)]);
+        assert_eq!(reordered.len(), 1, "{reordered:?}");
+        assert_eq!(reordered[0].reason(), "component_moved");
+        assert!(
+            sentence(&reordered[0]).starts_with("PCR 4: a was measured in a different order"),
+            "{reordered:?}"
         );
     }
 }

@@ -7,7 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use nodetrust_tpm_wire::{HashAlg, PcrValues};
+use nodetrust_tpm_wire::{HashAlg, PcrValues, VerifiedQuote};
+
+fn short(d: &[u8]) -> String {
+    let h = hex::encode(d);
+    h.get(..16).map(|s| format!("{s}…")).unwrap_or(h)
+}
 
 /// One measurement from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,25 @@ impl EventLogEvidence {
             .iter()
             .filter(move |e| e.pcr == pcr)
             .filter_map(move |e| e.digest(bank).map(|d| (e, d)))
+    }
+
+    /// Quoted PCRs this log does not replay to, as sentences (empty when it replays to every
+    /// quoted PCR it touches).
+    pub fn replay_mismatches(&self, verified: &VerifiedQuote) -> Vec<String> {
+        let mut out = Vec::new();
+        for (bank, index, quoted) in verified.pcrs().iter() {
+            let Some(replayed) = self.replayed.get(bank, index) else {
+                continue;
+            };
+            if replayed != quoted {
+                out.push(format!(
+                    "PCR {index} ({bank}): the event log replays to {} but the TPM quoted {}",
+                    short(replayed),
+                    short(quoted)
+                ));
+            }
+        }
+        out
     }
 
     /// Builds the evidence from events by replaying them from the standard initial values

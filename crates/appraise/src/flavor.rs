@@ -303,7 +303,7 @@ pub fn flavors_from_evidence(
         return Err(ImportError::NoParts);
     }
     if let Some(log) = log {
-        let bad = crate::policy::replay_mismatches(verified, log);
+        let bad = log.replay_mismatches(verified);
         if !bad.is_empty() {
             return Err(ImportError::LogDoesNotReplay(bad.join("; ")));
         }

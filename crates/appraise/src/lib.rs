@@ -12,10 +12,13 @@
 //!   flavors from a gold host's verified evidence.
 //! - [`evidence`]: the measured-boot log as appraisal sees it (events with digests, plus the
 //!   PCR values the log replays to).
-//! - [`verdict`]: [`Trust`] and [`Verdict`].
+//! - [`verdict`]: [`Trust`], [`Verdict`] and its [`Failure`] kind (stable labels for metrics).
 //! - [`policy`]: the match policy and [`appraise`].
-//! - [`diff`]: explanations of a PCR mismatch from the event logs ("PCR 4: boot application
-//!   ... changed").
+//! - [`diff`]: explanations of a PCR mismatch, worded from the event-log crate's typed
+//!   differences ("PCR 4: boot application ... changed").
+//!
+//! Modules depend one way: `evidence` ← `flavor` ← `verdict` ← `policy`, and `diff` (on the
+//! event-log crate only) ← `policy`.
 #![forbid(unsafe_code)]
 
 pub mod diff;
@@ -29,4 +32,4 @@ pub use flavor::{
     flavors_from_evidence, EventRule, EventScope, Flavor, FlavorPart, ImportError, PcrRule,
 };
 pub use policy::{appraise, quote_selection, HostContext, MatchPolicy};
-pub use verdict::{Trust, Verdict};
+pub use verdict::{Failure, Trust, Verdict};

@@ -18,7 +18,7 @@ use nodetrust_tpm_wire::{HashAlg, VerifiedQuote};
 use crate::diff;
 use crate::evidence::EventLogEvidence;
 use crate::flavor::{Flavor, FlavorPart, PcrRule};
-use crate::verdict::Verdict;
+use crate::verdict::{Failure, Verdict};
 
 /// Which parts must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,24 +52,6 @@ fn short(d: &[u8]) -> String {
     h.get(..16).map(|s| format!("{s}…")).unwrap_or(h)
 }
 
-/// Quoted PCRs the log does not replay to, as sentences.
-pub(crate) fn replay_mismatches(verified: &VerifiedQuote, log: &EventLogEvidence) -> Vec<String> {
-    let mut out = Vec::new();
-    for (bank, index, quoted) in verified.pcrs().iter() {
-        let Some(replayed) = log.replayed.get(bank, index) else {
-            continue;
-        };
-        if replayed != quoted {
-            out.push(format!(
-                "PCR {index} ({bank}): the event log replays to {} but the TPM quoted {}",
-                short(replayed),
-                short(quoted)
-            ));
-        }
-    }
-    out
-}
-
 /// Why one rule failed, as sentences (empty when it holds).
 fn check_rule(
     rule: &PcrRule,
@@ -78,6 +60,11 @@ fn check_rule(
 ) -> Vec<String> {
     let (bank, index) = (rule.bank, rule.index);
     let quoted = verified.pcrs().get(bank, index);
+    let expected_events: Vec<(&str, &[u8])> = rule
+        .events
+        .iter()
+        .map(|e| (e.label.as_str(), e.digest.as_slice()))
+        .collect();
     let host_events: Option<Vec<(&str, &[u8])>> = log.map(|l| {
         l.events_for(bank, index)
             .filter(|(e, _)| rule.scope.includes(&e.label))
@@ -94,7 +81,7 @@ fn check_rule(
             }
             let explained = match &host_events {
                 Some(actual) if !rule.events.is_empty() => {
-                    diff::explain(index, &rule.events, actual)
+                    diff::explain(index, bank, &expected_events, actual)
                 }
                 _ => Vec::new(),
             };
@@ -126,7 +113,7 @@ fn check_rule(
                     "PCR {index} ({bank}): not covered by both the quote and the event log"
                 )];
             }
-            diff::explain(index, &rule.events, &actual)
+            diff::explain(index, bank, &expected_events, &actual)
         }
     }
 }
@@ -193,14 +180,16 @@ pub fn appraise(
     validity: Duration,
 ) -> Verdict {
     if !verified.nonce_checked() {
-        return Verdict::untrusted(
+        return Verdict::failed(
+            Failure::NonceNotChecked,
             vec!["the quote was not checked against a fresh nonce".to_string()],
             now,
             validity,
         );
     }
     if !verified.ak_attributes_checked() {
-        return Verdict::untrusted(
+        return Verdict::failed(
+            Failure::AkNotChecked,
             vec![
                 "the quote was not verified with a TPM-resident restricted signing AK".to_string(),
             ],
@@ -209,14 +198,14 @@ pub fn appraise(
         );
     }
     if let Some(log) = event_log {
-        let bad = replay_mismatches(verified, log);
+        let bad = log.replay_mismatches(verified);
         if !bad.is_empty() {
             let mut reasons = vec![
                 "the event log does not match the quoted PCRs (altered or incomplete log)"
                     .to_string(),
             ];
             reasons.extend(bad);
-            return Verdict::untrusted(reasons, now, validity);
+            return Verdict::failed(Failure::ReplayMismatch, reasons, now, validity);
         }
     }
     let applicable: Vec<&Flavor> = flavors.iter().filter(|f| applies(f, ctx)).collect();
@@ -227,10 +216,12 @@ pub fn appraise(
         }
     }
     let mut failures = Vec::new();
+    let (mut no_flavor, mut mismatch) = (None, None);
     let mut matched = Vec::new();
     for part in required {
         let candidates: Vec<&&Flavor> = applicable.iter().filter(|f| f.part == part).collect();
         if candidates.is_empty() {
+            no_flavor = no_flavor.or(Some(part));
             failures.push(format!(
                 "{part}: no {part} flavor is defined; import one from a gold host"
             ));
@@ -253,18 +244,27 @@ pub fn appraise(
                 matched.push(format!("{part}: matches flavor {:?} ({})", f.label, f.id))
             }
             (None, Some((f, why))) => {
+                mismatch = mismatch.or(Some(part));
                 failures.push(format!(
                     "{part}: no {part} flavor matches; closest is {:?} ({})",
                     f.label, f.id
                 ));
                 failures.extend(why.into_iter().map(|w| format!("{part}: {w}")));
             }
-            (None, None) => failures.push(format!("{part}: no {part} flavor matches")),
+            (None, None) => {
+                mismatch = mismatch.or(Some(part));
+                failures.push(format!("{part}: no {part} flavor matches"));
+            }
         }
     }
-    if failures.is_empty() {
-        Verdict::trusted(matched, now, validity)
-    } else {
-        Verdict::untrusted(failures, now, validity)
+    // Evidence that differs from a flavor says more than a part nobody defined yet.
+    // Every failure above records its part: evidence that differs from a flavor says more
+    // than a part nobody defined yet.
+    match (mismatch, no_flavor) {
+        (Some(part), _) => {
+            Verdict::failed(Failure::FlavorMismatch { part }, failures, now, validity)
+        }
+        (None, Some(part)) => Verdict::failed(Failure::NoFlavor { part }, failures, now, validity),
+        (None, None) => Verdict::trusted(matched, now, validity),
     }
 }

@@ -6,14 +6,62 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::flavor::FlavorPart;
+
 /// The outcome of an appraisal: the one [`Trust`] type of the trust contract
 /// (`nodetrust-proto`), shared by the server, the CLI and the labeller.
 pub use nodetrust_proto::trust::Trust;
+
+/// Why appraisal did not trust a host: a kind with a stable [`reason`](Failure::reason) label
+/// for metrics and logs (the verdict's reasons are the sentences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The quote was not checked against a fresh nonce.
+    NonceNotChecked,
+    /// The quote was not verified with a TPM-resident restricted signing AK.
+    AkNotChecked,
+    /// The event log does not replay to the quoted PCRs (an altered or incomplete log).
+    ReplayMismatch,
+    /// The evidence verified and replayed, but a required part has no flavor at all.
+    NoFlavor {
+        /// The first such part.
+        part: FlavorPart,
+    },
+    /// The evidence verified and replayed, but matched none of a required part's flavors.
+    FlavorMismatch {
+        /// The first such part.
+        part: FlavorPart,
+    },
+}
+
+impl Failure {
+    /// `nonce_not_checked`, `ak_not_checked`, `replay_mismatch`, `no_flavor`,
+    /// `flavor_mismatch`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NonceNotChecked => "nonce_not_checked",
+            Self::AkNotChecked => "ak_not_checked",
+            Self::ReplayMismatch => "replay_mismatch",
+            Self::NoFlavor { .. } => "no_flavor",
+            Self::FlavorMismatch { .. } => "flavor_mismatch",
+        }
+    }
+
+    /// The flavor part that failed, for [`NoFlavor`](Self::NoFlavor) and
+    /// [`FlavorMismatch`](Self::FlavorMismatch).
+    pub fn part(self) -> Option<FlavorPart> {
+        match self {
+            Self::NoFlavor { part } | Self::FlavorMismatch { part } => Some(part),
+            _ => None,
+        }
+    }
+}
 
 /// A verdict about one host at one time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     verdict: Trust,
+    failure: Option<Failure>,
     reasons: Vec<String>,
     attested_at: SystemTime,
     expires_at: SystemTime,
@@ -23,16 +71,35 @@ impl Verdict {
     pub(crate) fn trusted(reasons: Vec<String>, now: SystemTime, validity: Duration) -> Self {
         Self {
             verdict: Trust::Trusted,
+            failure: None,
             reasons,
             attested_at: now,
             expires_at: now + validity,
         }
     }
 
-    /// An untrusted verdict: the evidence could not be verified, or did not match.
+    /// An untrusted verdict: the evidence could not be verified, or did not match. Its
+    /// [`failure`](Self::failure) is `None`: the caller knows why (a rejected quote).
     pub fn untrusted(reasons: Vec<String>, now: SystemTime, validity: Duration) -> Self {
         Self {
             verdict: Trust::Untrusted,
+            failure: None,
+            reasons,
+            attested_at: now,
+            expires_at: now + validity,
+        }
+    }
+
+    /// An untrusted verdict from appraisal, with the kind of failure.
+    pub(crate) fn failed(
+        failure: Failure,
+        reasons: Vec<String>,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Self {
+        Self {
+            verdict: Trust::Untrusted,
+            failure: Some(failure),
             reasons,
             attested_at: now,
             expires_at: now + validity,
@@ -43,6 +110,7 @@ impl Verdict {
     pub fn unknown(reasons: Vec<String>, now: SystemTime, validity: Duration) -> Self {
         Self {
             verdict: Trust::Unknown,
+            failure: None,
             reasons,
             attested_at: now,
             expires_at: now + validity,
@@ -52,6 +120,12 @@ impl Verdict {
     /// The outcome.
     pub fn verdict(&self) -> Trust {
         self.verdict
+    }
+
+    /// Why appraisal did not trust the host, as a kind; `None` when trusted, unknown, or
+    /// made untrusted by the caller ([`Verdict::untrusted`]).
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
     }
 
     /// Why: concrete sentences an operator can act on.

@@ -420,3 +420,59 @@ fn host_unique_import_needs_a_log() {
     let only_values = flavors_from_evidence(&v, None, &[FlavorPart::Os], "gold", false).unwrap();
     assert!(only_values[0].pcrs.iter().all(|r| r.value.is_some()));
 }
+
+#[test]
+fn the_failure_kind_says_replay_mismatch_flavor_mismatch_or_no_flavor() {
+    use nodetrust_appraise::Failure;
+    let flavors = gold_flavors(&[FlavorPart::Platform, FlavorPart::Os]);
+    let run =
+        |events: &[(u8, &str, &str)], claimed: Option<&[(u8, &str, &str)]>, flavors: &[Flavor]| {
+            let mut host = SoftTpm::new().unwrap();
+            let mut log = boot(&mut host, events);
+            if let Some(c) = claimed {
+                log = boot(&mut SoftTpm::new().unwrap(), c);
+            }
+            let v = verified(&mut host, &quote_selection(flavors, "node-1"));
+            appraise(
+                &v,
+                Some(&log),
+                flavors,
+                &MatchPolicy::default(),
+                &ctx("node-1"),
+                SystemTime::now(),
+                VALIDITY,
+            )
+        };
+    let trusted = run(GOLD_BOOT, None, &flavors);
+    assert_eq!(trusted.verdict(), Trust::Trusted, "{:?}", trusted.reasons());
+    assert_eq!(trusted.failure(), None);
+
+    let mut evil = GOLD_BOOT.to_vec();
+    evil[3] = (
+        4,
+        "boot application \\EFI\\debian\\grubx64.efi",
+        "grub evil",
+    );
+    let mismatch = run(&evil, None, &flavors);
+    assert_eq!(
+        mismatch.failure(),
+        Some(Failure::FlavorMismatch {
+            part: FlavorPart::Os
+        })
+    );
+    assert_eq!(mismatch.failure().unwrap().reason(), "flavor_mismatch");
+
+    let liar = run(&evil, Some(GOLD_BOOT), &flavors);
+    assert_eq!(liar.failure(), Some(Failure::ReplayMismatch));
+    assert_eq!(liar.failure().unwrap().reason(), "replay_mismatch");
+
+    let platform_only = gold_flavors(&[FlavorPart::Platform]);
+    let none = run(GOLD_BOOT, None, &platform_only);
+    assert_eq!(
+        none.failure(),
+        Some(Failure::NoFlavor {
+            part: FlavorPart::Os
+        })
+    );
+    assert_eq!(none.failure().unwrap().reason(), "no_flavor");
+}

@@ -9,8 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
+use nodetrust_appraise::{Flavor, FlavorPart};
+use nodetrust_proto::trust::{rfc3339, Trust};
+use nodetrust_proto::views::{
+    self, EndorsementView, FlavorList, HostDetail, HostList, ReportList, ReportView,
+};
 use nodetrust_tpm_wire::Public;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::client::{encode, Answer, Client, ServerArgs};
@@ -50,26 +56,14 @@ pub struct HostName {
     server: ServerArgs,
 }
 
-/// A flavor part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Part {
-    /// Firmware, Secure Boot, measured-launch ACM: PCRs 0-3, 5-7, 17.
-    Platform,
-    /// Boot loader and kernel: PCRs 4, 8, 9, 18, 19.
-    Os,
-    /// What differs per host (kernel command line, initrd): PCRs 8, 9, for that host only.
-    HostUnique,
-}
-
-impl Part {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Platform => "PLATFORM",
-            Self::Os => "OS",
-            Self::HostUnique => "HOST_UNIQUE",
-        }
-    }
+/// A flavor part of `--parts` (case-insensitive).
+fn parse_part(s: &str) -> Result<FlavorPart, String> {
+    FlavorPart::parse(s).ok_or_else(|| {
+        format!(
+            "unknown flavor part {:?}: PLATFORM, OS or HOST_UNIQUE",
+            printable(&truncate(s, 64), false)
+        )
+    })
 }
 
 /// `nodetrust flavor ...`
@@ -92,16 +86,12 @@ pub struct FlavorImport {
     /// The gold host's name.
     #[arg(long, value_name = "NAME")]
     from_host: String,
-    /// Parts to import, comma-separated (case-insensitive). [default: PLATFORM,OS, the
-    /// server's default]
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        ignore_case = true,
-        value_name = "PARTS"
-    )]
-    parts: Vec<Part>,
+    /// Parts to import, comma-separated (case-insensitive): PLATFORM (firmware, Secure Boot,
+    /// measured-launch ACM: PCRs 0-3, 5-7, 17), OS (boot loader and kernel: PCRs 4, 8, 9, 18,
+    /// 19), HOST_UNIQUE (what differs per host: PCRs 8, 9, for that host only). [default:
+    /// PLATFORM,OS, the server's default]
+    #[arg(long, value_parser = parse_part, value_delimiter = ',', value_name = "PARTS")]
+    parts: Vec<FlavorPart>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -223,16 +213,15 @@ pub fn run_hosts(c: HostsCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            let v = answer.json()?;
+            let list: HostList = decode(&answer)?;
             let mut rows = vec![row(["NAME", "VERDICT", "STATUS", "EXPIRES", "REASON"])];
-            for h in list(&v, "hosts")? {
-                let trust = at(h, "trust");
+            for h in &list.hosts {
                 rows.push(vec![
-                    text(at(h, "name")),
-                    text(at(trust, "verdict")),
-                    text(at(h, "status")),
-                    text(at(trust, "expires_at")),
-                    first_reason(at(trust, "reasons")),
+                    line(&h.name),
+                    h.trust.verdict.to_string(),
+                    h.status.to_string(),
+                    or_dash(h.trust.expires_at.as_deref()),
+                    first_reason(&h.trust.reasons),
                 ]);
             }
             if rows.len() == 1 {
@@ -249,7 +238,7 @@ pub fn run_hosts(c: HostsCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            print_host(&answer.json()?);
+            print_host(&decode(&answer)?);
             Ok(())
         }
         HostsCommand::Delete(a) => {
@@ -273,7 +262,7 @@ pub fn run_flavor(c: FlavorCommand) -> Result<(), CliError> {
             let mut body = serde_json::Map::new();
             body.insert("from_host".into(), json!(a.from_host));
             if !a.parts.is_empty() {
-                let mut parts: Vec<&str> = a.parts.iter().map(|p| p.name()).collect();
+                let mut parts: Vec<&str> = a.parts.iter().map(|p| p.as_str()).collect();
                 parts.dedup();
                 body.insert("parts".into(), json!(parts));
             }
@@ -282,15 +271,14 @@ pub fn run_flavor(c: FlavorCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            let v = answer.json()?;
-            let flavors = list(&v, "flavors")?;
+            let FlavorList { flavors } = decode::<FlavorList<Flavor>>(&answer)?;
             outln!(
                 "imported {} flavor{} from {}",
                 flavors.len(),
                 if flavors.len() == 1 { "" } else { "s" },
                 a.from_host
             );
-            print_flavors(flavors);
+            print_flavors(&flavors);
             Ok(())
         }
         FlavorCommand::List(a) => {
@@ -300,7 +288,7 @@ pub fn run_flavor(c: FlavorCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            print_flavors(list(&answer.json()?, "flavors")?);
+            print_flavors(&decode::<FlavorList<Flavor>>(&answer)?.flavors);
             Ok(())
         }
         FlavorCommand::Delete(a) => {
@@ -327,19 +315,16 @@ pub fn run_report(c: ReportCommand) -> Result<(), CliError> {
         format!("{API}/reports?host_name={name}&latest=true")
     };
     let answer = client.get(&query)?;
-    let v = answer.json()?;
-    let reports = list(&v, "reports")?;
+    let ReportList { reports } = decode(&answer)?;
     if reports.is_empty() {
         // Unknown host (the server's 404 says so) or a host not attested yet.
-        let host = client.get(&format!("{API}/hosts/{name}"))?.json()?;
+        let host: HostDetail = decode(&client.get(&format!("{API}/hosts/{name}"))?)?;
         return Err(CliError::Server {
             status: 404,
             reason: "no_report".into(),
             message: format!(
                 "host {} has no report yet (status {}); `nodetrust attest {}` attests it now",
-                a.name,
-                text(at(&host, "status")),
-                a.name
+                a.name, host.status, a.name
             ),
             hint: None,
             json: a.server.json(),
@@ -349,12 +334,12 @@ pub fn run_report(c: ReportCommand) -> Result<(), CliError> {
         answer.print_raw();
     } else if a.all {
         let mut rows = vec![row(["CREATED", "VERDICT", "EXPIRES", "REASON"])];
-        for r in reports {
+        for r in &reports {
             rows.push(vec![
-                text(at(r, "created")),
-                text(at(r, "verdict")),
-                text(at(r, "expires")),
-                first_reason(at(r, "reasons")),
+                line(&r.created),
+                r.verdict.to_string(),
+                line(&r.expires),
+                first_reason(&r.reasons),
             ]);
         }
         outln!("reports of {}, newest first:", a.name);
@@ -375,7 +360,7 @@ pub fn run_attest(a: AttestArgs) -> Result<(), CliError> {
         &format!("{API}/host-attestations"),
         &json!({"host_name": a.name}),
     )?;
-    let v = answer.json()?;
+    let v: ReportView = decode(&answer)?;
     if a.server.json() {
         answer.print_raw();
     } else {
@@ -411,12 +396,12 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            let e = answer.json()?;
-            outln!("added endorsement {}", text(at(&e, "id")));
-            outln!("  ek sha256:     {}", text(at(&e, "ek_sha256")));
-            outln!("  hardware uuid: {}", or_any(at(&e, "hardware_uuid")));
-            if at(&e, "comment").is_string() {
-                outln!("  comment:       {}", text(at(&e, "comment")));
+            let e: EndorsementView = decode(&answer)?;
+            outln!("added endorsement {}", line(&e.id));
+            outln!("  ek sha256:     {}", line(&e.ek_sha256));
+            outln!("  hardware uuid: {}", or_any(e.hardware_uuid.as_deref()));
+            if let Some(c) = &e.comment {
+                outln!("  comment:       {}", line(c));
             }
             Ok(())
         }
@@ -431,7 +416,7 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
                 answer.print_raw();
                 return Ok(());
             }
-            let v = answer.json()?;
+            let list: views::EndorsementList = decode(&answer)?;
             let mut rows = vec![row([
                 "ID",
                 "HARDWARE-UUID",
@@ -440,22 +425,15 @@ pub fn run_endorsement(c: EndorsementCommand) -> Result<(), CliError> {
                 "CREATED",
                 "COMMENT",
             ])];
-            for e in list(&v, "tpm_endorsements")? {
+            for e in &list.tpm_endorsements {
                 rows.push(vec![
-                    text(at(e, "id")),
-                    or_any(at(e, "hardware_uuid")),
-                    text(at(e, "ek_sha256")),
-                    if at(e, "revoked").as_bool().unwrap_or(false) {
-                        "revoked".into()
-                    } else {
-                        "active".into()
-                    },
-                    at(e, "created")
-                        .as_i64()
-                        .map(rfc3339)
-                        .unwrap_or_else(|| text(at(e, "created"))),
-                    at(e, "comment")
-                        .as_str()
+                    line(&e.id),
+                    or_any(e.hardware_uuid.as_deref()),
+                    line(&e.ek_sha256),
+                    if e.revoked { "revoked" } else { "active" }.into(),
+                    rfc3339(e.created),
+                    e.comment
+                        .as_deref()
                         .map(|c| c.lines().next().unwrap_or_default().to_string())
                         .unwrap_or_default(),
                 ]);
@@ -525,20 +503,17 @@ fn read_certificate(path: &std::path::Path) -> Result<String, CliError> {
 }
 
 /// Exit 1 (one line on stderr; stdout keeps the report alone) unless `report` is `trusted`.
-fn require_trusted(report: &Value) -> Result<(), CliError> {
-    let verdict = text(at(report, "verdict"));
-    let reason = match verdict.as_str() {
-        "trusted" => return Ok(()),
-        "untrusted" => "untrusted",
-        "unknown" => "unknown",
-        _ => "not_trusted",
-    };
+fn require_trusted(report: &ReportView) -> Result<(), CliError> {
+    if report.verdict == Trust::Trusted {
+        return Ok(());
+    }
     Err(CliError::Rejected {
-        reason,
+        reason: report.verdict.as_str(),
         message: format!(
-            "host {} is {verdict}: {}",
-            text(at(report, "host_name")),
-            first_reason(at(report, "reasons"))
+            "host {} is {}: {}",
+            line(&report.host_name),
+            report.verdict,
+            first_reason(&report.reasons)
         ),
         json: false,
     })
@@ -558,21 +533,19 @@ fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
     v.get(key).unwrap_or(&Value::Null)
 }
 
-/// The list `key` of an answer; an answer without it is the server's error (exit 1).
-fn list<'a>(v: &'a Value, key: &str) -> Result<&'a [Value], CliError> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .ok_or_else(|| CliError::Server {
-            status: 200,
-            reason: "unexpected_answer".into(),
-            message: format!(
-                "the server's answer has no {key:?} list; is the URL that of a nodetrust Trust \
-                 Server of this version?"
-            ),
-            hint: None,
-            json: false,
-        })
+/// The answer as the typed view `T` ([`nodetrust_proto::views`]); an answer of another shape
+/// is the server's error (exit 1).
+fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, CliError> {
+    serde_json::from_slice(&answer.body).map_err(|e| CliError::Server {
+        status: answer.status,
+        reason: "unexpected_answer".into(),
+        message: format!(
+            "the server's answer is not the JSON expected ({e}); is the URL that of a nodetrust \
+             Trust Server of this version?"
+        ),
+        hint: None,
+        json: false,
+    })
 }
 
 /// Longest value printed on a line of its own, in characters.
@@ -591,19 +564,24 @@ fn text(v: &Value) -> String {
     printable(&s, true)
 }
 
-fn or_any(v: &Value) -> String {
-    if v.is_null() {
-        "any".into()
-    } else {
-        text(v)
-    }
+/// A string from the server as text for a human: control characters replaced, bounded.
+fn line(s: &str) -> String {
+    printable(&truncate(s, MAX_LINE), true)
 }
 
-fn first_reason(reasons: &Value) -> String {
+/// [`line`], `-` when absent.
+fn or_dash(s: Option<&str>) -> String {
+    s.map_or_else(|| "-".into(), line)
+}
+
+/// [`line`], `any` when absent.
+fn or_any(s: Option<&str>) -> String {
+    s.map_or_else(|| "any".into(), line)
+}
+
+fn first_reason(reasons: &[String]) -> String {
     let first = reasons
-        .as_array()
-        .and_then(|r| r.first())
-        .and_then(Value::as_str)
+        .first()
         .and_then(|s| s.lines().next())
         .unwrap_or("-");
     printable(&truncate(first, MAX_LINE), false)
@@ -649,15 +627,14 @@ pub fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-fn print_reasons(reasons: &Value) {
-    let list = reasons.as_array().map(Vec::as_slice).unwrap_or_default();
-    if list.is_empty() {
+fn print_reasons(reasons: &[String]) {
+    if reasons.is_empty() {
         outln!("reasons:        -");
         return;
     }
     outln!("reasons:");
-    for r in list {
-        let s = text(r);
+    for r in reasons {
+        let s = line(r);
         let mut lines = s.lines();
         outln!("  - {}", lines.next().unwrap_or_default());
         for l in lines {
@@ -666,30 +643,32 @@ fn print_reasons(reasons: &Value) {
     }
 }
 
-fn print_report(r: &Value) {
-    outln!("host:           {}", text(at(r, "host_name")));
-    outln!("verdict:        {}", text(at(r, "verdict")));
-    outln!("created:        {}", text(at(r, "created")));
-    outln!("expires:        {}", text(at(r, "expires")));
-    print_reasons(at(r, "reasons"));
+fn print_report(r: &ReportView) {
+    outln!("host:           {}", line(&r.host_name));
+    outln!("verdict:        {}", r.verdict);
+    outln!("created:        {}", line(&r.created));
+    outln!("expires:        {}", line(&r.expires));
+    print_reasons(&r.reasons);
 }
 
-fn print_host(h: &Value) {
-    let trust = at(h, "trust");
-    outln!("name:           {}", text(at(h, "name")));
-    outln!("hardware uuid:  {}", text(at(h, "hardware_uuid")));
-    outln!("agent url:      {}", text(at(h, "connection_url")));
-    match at(h, "status_detail") {
-        Value::Null => outln!("status:         {}", text(at(h, "status"))),
-        d => outln!("status:         {} ({})", text(at(h, "status")), text(d)),
+fn print_host(h: &HostDetail) {
+    outln!("name:           {}", line(&h.name));
+    outln!("hardware uuid:  {}", line(&h.hardware_uuid));
+    outln!("agent url:      {}", line(&h.connection_url));
+    match &h.status_detail {
+        None => outln!("status:         {}", h.status),
+        Some(d) => outln!("status:         {} ({})", h.status, line(d)),
     }
-    outln!("verdict:        {}", text(at(trust, "verdict")));
-    outln!("attested at:    {}", text(at(trust, "attested_at")));
-    outln!("expires at:     {}", text(at(trust, "expires_at")));
-    print_reasons(at(trust, "reasons"));
-    outln!("registered:     {}", text(at(h, "registered")));
-    outln!("agent tls cert: sha256 {}", text(at(h, "tls_cert_sha256")));
-    let info = at(h, "host_info");
+    outln!("verdict:        {}", h.trust.verdict);
+    outln!(
+        "attested at:    {}",
+        or_dash(h.trust.attested_at.as_deref())
+    );
+    outln!("expires at:     {}", or_dash(h.trust.expires_at.as_deref()));
+    print_reasons(&h.trust.reasons);
+    outln!("registered:     {}", line(&h.registered));
+    outln!("agent tls cert: sha256 {}", line(&h.tls_cert_sha256));
+    let info = &h.host_info;
     if info.is_object() {
         outln!(
             "os:             {} {}, kernel {}",
@@ -709,81 +688,51 @@ fn print_host(h: &Value) {
         );
         outln!("agent version:  {}", text(at(info, "agent_version")));
     }
-    if at(h, "software_tpm").as_bool() == Some(true) {
+    if h.software_tpm {
         outln!("software tpm:   yes (its evidence matches only flavors that allow it)");
     }
 }
 
 /// `sha256:0,4,7 sha1:0` from a flavor's rules.
-fn flavor_pcrs(f: &Value) -> String {
-    let mut banks: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for rule in at(f, "pcrs")
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        if let (Some(bank), Some(i)) = (at(rule, "bank").as_str(), at(rule, "index").as_u64()) {
-            banks.entry(bank.to_string()).or_default().push(i);
-        }
+fn flavor_pcrs(f: &Flavor) -> String {
+    let mut banks: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for rule in &f.pcrs {
+        banks.entry(rule.bank.name()).or_default().push(rule.index);
     }
     banks
         .into_iter()
         .map(|(b, mut v)| {
             v.sort_unstable();
             v.dedup();
-            let list: Vec<String> = v.iter().map(u64::to_string).collect();
+            let list: Vec<String> = v.iter().map(u8::to_string).collect();
             format!("{b}:{}", list.join(","))
         })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn print_flavors(flavors: &[Value]) {
+fn print_flavors(flavors: &[Flavor]) {
     if flavors.is_empty() {
         outln!("no flavors");
         return;
     }
     let mut rows = vec![row(["ID", "PART", "LABEL", "SOURCE", "PCRS"])];
     for f in flavors {
-        let source = match (at(f, "source_host").as_str(), at(f, "host_name").as_str()) {
+        let source = match (f.source_host.as_deref(), f.host_name.as_deref()) {
             (Some(s), Some(h)) if s != h => format!("{s} (for {h})"),
             (Some(s), _) => s.to_string(),
             (None, Some(h)) => format!("(for {h})"),
             (None, None) => "-".into(),
         };
         rows.push(vec![
-            text(at(f, "id")),
-            text(at(f, "part")),
-            text(at(f, "label")),
+            line(&f.id),
+            f.part.to_string(),
+            line(&f.label),
             source,
             flavor_pcrs(f),
         ]);
     }
     print_table(&rows);
-}
-
-/// Unix milliseconds as RFC 3339 UTC with milliseconds.
-fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -799,10 +748,20 @@ mod tests {
 
     #[test]
     fn pcr_summary() {
-        let f = json!({"pcrs": [
+        let f: Flavor = serde_json::from_value(json!({"label": "l", "part": "PLATFORM", "pcrs": [
             {"bank": "sha256", "index": 7}, {"bank": "sha256", "index": 0},
             {"bank": "sha1", "index": 4}
-        ]});
+        ]}))
+        .unwrap();
         assert_eq!(flavor_pcrs(&f), "sha1:4 sha256:0,7");
+    }
+
+    #[test]
+    fn parts_parse_case_insensitively_and_unknown_ones_are_refused() {
+        assert_eq!(parse_part("platform"), Ok(FlavorPart::Platform));
+        assert_eq!(parse_part("HOST_UNIQUE"), Ok(FlavorPart::HostUnique));
+        assert!(parse_part("kernel")
+            .unwrap_err()
+            .contains("PLATFORM, OS or HOST_UNIQUE"));
     }
 }

@@ -483,8 +483,7 @@ fn node_with_a_tpm_but_without_the_tpm_enabled_label_is_named() {
     );
     assert!(
         r.stdout
-            .contains("the Trust Server has host \"worker-2\" registered for it (by systemUUID)")
-            || r.stdout.contains("has host worker-2 registered"),
+            .contains("but it has a TPM: the Trust Server has host worker-2 registered for it (by systemUUID)"),
         "{}",
         r.stdout
     );

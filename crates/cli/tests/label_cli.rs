@@ -205,3 +205,69 @@ fn label_poller_keeps_labels_through_rounds_of_bad_answers() {
         "patched once, when the answer was good"
     );
 }
+
+#[test]
+fn label_poller_with_stale_after_fails_closed_once_the_server_is_gone() {
+    let (k8s, _dir, kc) = cluster();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    // One good answer whose verdict expires in 1 s, then the server is gone (every later
+    // request fails): the label was "true"; 1 s expiry + 2 s --stale-after later it is "false".
+    let now = SystemTime::now();
+    let good = json!({"hosts": [{
+        "name": "worker-1", "hardware_uuid": "uuid-1", "connection_url": "https://worker-1:1443",
+        "status": "connected",
+        "trust": {"verdict": "trusted", "reasons": ["ok"], "attested_at": rfc3339(now),
+                  "expires_at": rfc3339(now + Duration::from_secs(1))}}]});
+    let server = FakeServer::start(move |_| {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            (200, good.to_string().into_bytes())
+        } else {
+            (
+                503,
+                br#"{"error":"unavailable","reason":"internal"}"#.to_vec(),
+            )
+        }
+    });
+    let mut child = server
+        .cli(&[
+            "label",
+            "--kubeconfig",
+            &kc,
+            "--interval",
+            "200ms",
+            "--stale-after",
+            "2s",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let now = label(&k8s, "worker-1");
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        if now.as_deref() == Some("false") || start.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        vec![None, Some("true".to_string()), Some("false".to_string())]
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "not before --stale-after"
+    );
+    let reasons =
+        k8s.node("worker-1").unwrap()["metadata"]["annotations"]["nodetrust.io/reasons"].clone();
+    assert!(
+        reasons.as_str().unwrap().contains("--stale-after"),
+        "{reasons}"
+    );
+}

@@ -6,7 +6,9 @@
 //! carry (SHA-256 first, then SHA-384, SHA-512, SHA-1). The longest common subsequence of
 //! digests is "the same"; what remains on each side is paired by component identity (a boot
 //! application by its path, a variable by its name, positional kinds such as the kernel command
-//! line or firmware blobs by kind) into *changed*; the rest is *added* or *removed*.
+//! line or firmware blobs by kind) into *changed* (or *moved*, when only the position differs);
+//! the rest is *added* or *removed*. [`diff_measurements`] is the same method for one PCR's
+//! (component, digest) lists, e.g. a flavor's reference events against a host's.
 //!
 //! Logs with no bank in common that this crate knows (SHA-1/256/384/512) give one
 //! [`Change::NoCommonBank`], even when identical: they cannot be replayed either.
@@ -66,6 +68,16 @@ pub enum Change {
         /// Its digest.
         digest: Vec<u8>,
     },
+    /// The same component with the same digest, measured in another position: the PCR's
+    /// value differs although every measurement is known.
+    Moved {
+        /// The component.
+        component: Component,
+        /// Bank compared.
+        alg: HashAlg,
+        /// Its digest.
+        digest: Vec<u8>,
+    },
     /// The logs share no bank this crate can compare.
     NoCommonBank,
 }
@@ -87,6 +99,7 @@ impl Difference {
             },
             Change::Added { .. } => "component_added",
             Change::Removed { .. } => "component_removed",
+            Change::Moved { .. } => "component_moved",
             Change::NoCommonBank => "no_common_bank",
         }
     }
@@ -157,6 +170,17 @@ impl std::fmt::Display for Difference {
                 component,
                 short(digest)
             ),
+            Change::Moved {
+                component,
+                alg,
+                digest,
+            } => write!(
+                f,
+                "PCR {}: {} measured in another order than on the gold machine ({alg} {})",
+                self.pcr,
+                component,
+                short(digest)
+            ),
         }
     }
 }
@@ -203,11 +227,6 @@ fn key(c: &Component) -> (ComponentKind, &str) {
     }
 }
 
-struct Item<'e, 'a> {
-    event: &'e Event<'a>,
-    digest: &'a [u8],
-}
-
 /// Compares a host's log with its gold machine's.
 pub fn diff(gold: &EventLog<'_>, host: &EventLog<'_>) -> Vec<Difference> {
     let Some(alg) = common_bank(gold, host) else {
@@ -218,88 +237,118 @@ pub fn diff(gold: &EventLog<'_>, host: &EventLog<'_>) -> Vec<Difference> {
     };
     let mut out = Vec::new();
     for pcr in 0..PCR_COUNT {
-        let g = items(gold, pcr, alg);
-        let h = items(host, pcr, alg);
+        let g = events(gold, pcr);
+        let h = events(host, pcr);
         if g.is_empty() && h.is_empty() {
             continue;
         }
-        diff_pcr(pcr, alg, &g, &h, &mut out);
+        let gd: Vec<&[u8]> = g
+            .iter()
+            .map(|e| e.digest(alg).unwrap_or_default())
+            .collect();
+        let hd: Vec<&[u8]> = h
+            .iter()
+            .map(|e| e.digest(alg).unwrap_or_default())
+            .collect();
+        diff_pcr(
+            pcr,
+            alg,
+            (&gd, |i| g.get(i).map(|e| describe(e))),
+            (&hd, |i| h.get(i).map(|e| describe(e))),
+            &mut out,
+        );
     }
     out
 }
 
-fn items<'e, 'a>(log: &'e EventLog<'a>, pcr: u32, alg: HashAlg) -> Vec<Item<'e, 'a>> {
+/// Compares the measurements of one PCR with the same method as [`diff`], for callers that
+/// keep measurements rather than logs (a flavor's reference events): `gold` and `host` are
+/// (component, digest in `alg`) in log order.
+pub fn diff_measurements(
+    pcr: u32,
+    alg: HashAlg,
+    gold: &[(Component, &[u8])],
+    host: &[(Component, &[u8])],
+) -> Vec<Difference> {
+    let gd: Vec<&[u8]> = gold.iter().map(|(_, d)| *d).collect();
+    let hd: Vec<&[u8]> = host.iter().map(|(_, d)| *d).collect();
+    let mut out = Vec::new();
+    diff_pcr(
+        pcr,
+        alg,
+        (&gd, |i| gold.get(i).map(|(c, _)| c.clone())),
+        (&hd, |i| host.get(i).map(|(c, _)| c.clone())),
+        &mut out,
+    );
+    out
+}
+
+fn events<'e, 'a>(log: &'e EventLog<'a>, pcr: u32) -> Vec<&'e Event<'a>> {
     log.measurements()
         .filter(|e| e.pcr == pcr && e.extends())
-        .map(|e| Item {
-            event: e,
-            digest: e.digest(alg).unwrap_or_default(),
-        })
         .collect()
 }
 
-fn diff_pcr(
+/// One side of a PCR's comparison: digests in log order, and how to name event `i` (asked
+/// only for events outside the common subsequence).
+type Side<'s, F> = (&'s [&'s [u8]], F);
+
+fn diff_pcr<G, H>(
     pcr: u32,
     alg: HashAlg,
-    g: &[Item<'_, '_>],
-    h: &[Item<'_, '_>],
+    (g, name_g): Side<'_, G>,
+    (h, name_h): Side<'_, H>,
     out: &mut Vec<Difference>,
-) {
+) where
+    G: Fn(usize) -> Option<Component>,
+    H: Fn(usize) -> Option<Component>,
+{
     let (g_same, h_same) = lcs(g, h);
-    let g_left: Vec<(usize, Component)> = g
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !g_same.get(*i).copied().unwrap_or(false))
-        .map(|(i, it)| (i, describe(it.event)))
+    let g_left: Vec<(usize, Component)> = (0..g.len())
+        .filter(|i| !g_same.get(*i).copied().unwrap_or(false))
+        .filter_map(|i| name_g(i).map(|c| (i, c)))
         .collect();
-    let mut h_left: Vec<(usize, Component, bool)> = h
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !h_same.get(*i).copied().unwrap_or(false))
-        .map(|(i, it)| (i, describe(it.event), false))
+    let mut h_left: Vec<(usize, Component, bool)> = (0..h.len())
+        .filter(|i| !h_same.get(*i).copied().unwrap_or(false))
+        .filter_map(|i| name_h(i).map(|c| (i, c, false)))
         .collect();
     let mut found: Vec<(usize, Difference)> = Vec::new();
     for (gi, gc) in g_left {
-        let gd = g.get(gi).map(|it| it.digest).unwrap_or_default();
+        let gd = g.get(gi).copied().unwrap_or_default();
         let partner = h_left
             .iter_mut()
             .find(|(_, hc, used)| !*used && key(hc) == key(&gc));
-        match partner {
+        let change = match partner {
             Some((hi, hc, used)) => {
                 *used = true;
-                let hd = h.get(*hi).map(|it| it.digest).unwrap_or_default();
-                if gd != hd {
-                    found.push((
-                        gi,
-                        Difference {
-                            pcr,
-                            change: Change::Changed {
-                                gold: gc,
-                                host: hc.clone(),
-                                alg,
-                                gold_digest: gd.to_vec(),
-                                host_digest: hd.to_vec(),
-                            },
-                        },
-                    ));
-                }
-            }
-            None => found.push((
-                gi,
-                Difference {
-                    pcr,
-                    change: Change::Removed {
+                let hd = h.get(*hi).copied().unwrap_or_default();
+                if gd == hd {
+                    Change::Moved {
                         component: gc,
                         alg,
                         digest: gd.to_vec(),
-                    },
-                },
-            )),
-        }
+                    }
+                } else {
+                    Change::Changed {
+                        gold: gc,
+                        host: hc.clone(),
+                        alg,
+                        gold_digest: gd.to_vec(),
+                        host_digest: hd.to_vec(),
+                    }
+                }
+            }
+            None => Change::Removed {
+                component: gc,
+                alg,
+                digest: gd.to_vec(),
+            },
+        };
+        found.push((gi, Difference { pcr, change }));
     }
     for (hi, hc, used) in h_left {
         if !used {
-            let hd = h.get(hi).map(|it| it.digest).unwrap_or_default();
+            let hd = h.get(hi).copied().unwrap_or_default();
             found.push((
                 hi,
                 Difference {
@@ -318,7 +367,7 @@ fn diff_pcr(
 }
 
 /// Marks the events in a longest common subsequence of digests.
-fn lcs(g: &[Item<'_, '_>], h: &[Item<'_, '_>]) -> (Vec<bool>, Vec<bool>) {
+fn lcs(g: &[&[u8]], h: &[&[u8]]) -> (Vec<bool>, Vec<bool>) {
     let (n, m) = (g.len(), h.len());
     let mut gs = vec![false; n];
     let mut hs = vec![false; m];
@@ -329,7 +378,7 @@ fn lcs(g: &[Item<'_, '_>], h: &[Item<'_, '_>]) -> (Vec<bool>, Vec<bool>) {
     let mut t = vec![0u32; (n + 1) * w];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            let v = if g.get(i).map(|x| x.digest) == h.get(j).map(|x| x.digest) {
+            let v = if g.get(i) == h.get(j) {
                 t.get((i + 1) * w + j + 1).copied().unwrap_or(0) + 1
             } else {
                 let a = t.get((i + 1) * w + j).copied().unwrap_or(0);
@@ -343,7 +392,7 @@ fn lcs(g: &[Item<'_, '_>], h: &[Item<'_, '_>]) -> (Vec<bool>, Vec<bool>) {
     }
     let (mut i, mut j) = (0, 0);
     while i < n && j < m {
-        if g.get(i).map(|x| x.digest) == h.get(j).map(|x| x.digest) {
+        if g.get(i) == h.get(j) {
             if let Some(x) = gs.get_mut(i) {
                 *x = true;
             }

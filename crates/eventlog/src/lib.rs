@@ -64,7 +64,7 @@ pub mod types;
 pub mod uefi;
 
 pub use component::{describe, Component, ComponentKind};
-pub use diff::{diff, Change, Difference};
+pub use diff::{diff, diff_measurements, Change, Difference};
 pub use error::{ParseError, ParseErrorKind};
 pub use integrity::Finding;
 pub use replay::{PcrComparison, Replay};

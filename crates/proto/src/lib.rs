@@ -10,6 +10,7 @@
 //! - [`registration`]: the agent-to-server exchange (register, activate credential, started).
 //! - [`trust`]: verdicts, host status, [`trust::EffectiveTrust::at`] and the change feed.
 //! - [`users`]: the server's accounts API.
+//! - [`views`]: the server's answers (hosts, reports, endorsements, flavors, signing key).
 //! - [`ErrorBody`]: the JSON error every API returns with a 4xx/5xx.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod b64;
 pub mod registration;
 pub mod trust;
 pub mod users;
+pub mod views;
 
 use serde::{Deserialize, Serialize};
 

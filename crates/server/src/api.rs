@@ -19,6 +19,9 @@
 //! Routes that take a body check the caller's role in an extractor that runs before the body
 //! is read, so a caller without the role learns nothing about its body (403 whatever it is).
 //!
+//! Every answer is a type of `nodetrust_proto` ([`nodetrust_proto::views`], `trust`, `users`)
+//! that the CLI reads back; `tests/golden.rs` pins the JSON of each.
+//!
 //! [`crate::openapi::ROUTES`] documents the same table for `/openapi.json`.
 
 use std::collections::BTreeMap;
@@ -30,15 +33,18 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use nodetrust_appraise::{Flavor, FlavorPart};
 use nodetrust_proto::registration::{ActivateRequest, AgentStarted, RegisterRequest};
+use nodetrust_proto::views::{
+    AgentEventAnswer, EndorsementList, EndorsementView, FlavorList, Health, HostDetail, HostList,
+    HostSummary, NotReady, ReportList, Revoked, SigningKey,
+};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::{Caller, Role};
-use crate::engine::{self, trust_view, ReportView};
+use crate::engine::{self, report_view, trust_view, ReportView};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::registrar::{self, NewEndorsement};
 use crate::state::AppState;
-use crate::store::HostRow;
+use crate::store::{Endorsement, HostRow};
 
 const BASE: &str = "/mtwilson/v2";
 
@@ -66,7 +72,14 @@ pub fn app(state: AppState) -> Router {
         .route("/users/{name}/password", put(crate::users::set_password));
     Router::new()
         .nest(BASE, api)
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async {
+                Json(Health {
+                    status: "ok".into(),
+                })
+            }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
@@ -153,7 +166,10 @@ async fn list_endorsements(
         .store
         .endorsements(q.hardware_uuid_equal_to.as_deref())
         .await?;
-    Ok(Json(json!({ "tpm_endorsements": list })).into_response())
+    Ok(Json(EndorsementList {
+        tpm_endorsements: list.into_iter().map(endorsement_view).collect(),
+    })
+    .into_response())
 }
 
 async fn add_endorsement(
@@ -162,7 +178,21 @@ async fn add_endorsement(
     ApiJson(req): ApiJson<NewEndorsement>,
 ) -> Result<Response, ApiError> {
     let e = registrar::add_endorsement(&state, req).await?;
-    Ok((StatusCode::CREATED, Json(e)).into_response())
+    Ok((StatusCode::CREATED, Json(endorsement_view(e))).into_response())
+}
+
+/// A stored endorsement as the API shows it.
+fn endorsement_view(e: Endorsement) -> EndorsementView {
+    EndorsementView {
+        id: e.id,
+        hardware_uuid: e.hardware_uuid,
+        ek_sha256: e.ek_sha256,
+        ek_public: e.ek_public,
+        certificate: e.certificate,
+        comment: e.comment,
+        revoked: e.revoked,
+        created: e.created,
+    }
 }
 
 async fn revoke_endorsement(
@@ -172,40 +202,44 @@ async fn revoke_endorsement(
 ) -> Result<Response, ApiError> {
     who.require(ADMIN)?;
     if state.store.revoke_endorsement(&id).await? {
-        Ok(Json(json!({"id": id, "revoked": true})).into_response())
+        Ok(Json(Revoked { id, revoked: true }).into_response())
     } else {
         Err(ApiError::NotFound(format!("no endorsement {id}")))
     }
 }
 
-fn host_json(h: &HostRow, state: &AppState, detail: bool) -> serde_json::Value {
-    let mut v = json!({
-        "name": h.name,
-        "hardware_uuid": h.hardware_uuid,
-        "connection_url": h.connection_url,
-        "status": h.status,
-        "trust": trust_view(h, state.clock.now()),
-    });
-    if detail {
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("status_detail".into(), json!(h.status_detail));
-            obj.insert("tls_cert_sha256".into(), json!(h.tls_cert_sha256));
-            obj.insert("software_tpm".into(), json!(h.software_tpm));
-            obj.insert("registered".into(), json!(engine::rfc3339(h.created)));
-            obj.insert(
-                "host_info".into(),
-                serde_json::from_str(&h.host_info).unwrap_or(serde_json::Value::Null),
-            );
-        }
+fn host_summary(h: &HostRow, now: std::time::SystemTime) -> HostSummary {
+    HostSummary {
+        connection_url: h.connection_url.clone(),
+        hardware_uuid: h.hardware_uuid.clone(),
+        name: h.name.clone(),
+        status: h.status,
+        trust: trust_view(h, now),
     }
-    v
+}
+
+fn host_detail(h: HostRow, state: &AppState) -> HostDetail {
+    let trust = trust_view(&h, state.clock.now());
+    HostDetail {
+        connection_url: h.connection_url,
+        hardware_uuid: h.hardware_uuid,
+        host_info: serde_json::from_str(&h.host_info).unwrap_or(serde_json::Value::Null),
+        name: h.name,
+        registered: engine::rfc3339(h.created),
+        software_tpm: h.software_tpm,
+        status: h.status,
+        status_detail: h.status_detail,
+        tls_cert_sha256: h.tls_cert_sha256,
+        trust,
+    }
 }
 
 async fn list_hosts(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
     who.require(READERS)?;
     let hosts = state.store.hosts().await?;
-    let list: Vec<_> = hosts.iter().map(|h| host_json(h, &state, false)).collect();
-    Ok(Json(json!({ "hosts": list })).into_response())
+    let now = state.clock.now();
+    let hosts = hosts.iter().map(|h| host_summary(h, now)).collect();
+    Ok(Json(HostList { hosts }).into_response())
 }
 
 async fn show_host(
@@ -219,7 +253,7 @@ async fn show_host(
         .host(&name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no host named {name}")))?;
-    Ok(Json(host_json(&h, &state, true)).into_response())
+    Ok(Json(host_detail(h, &state)).into_response())
 }
 
 async fn delete_host(
@@ -278,7 +312,11 @@ async fn agent_event(
         // Coalesced: an attestation was scheduled for this host moments ago.
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"host_name": host.name, "scheduled": false, "coalesced": true})),
+            Json(AgentEventAnswer {
+                coalesced: true,
+                host_name: host.name,
+                scheduled: false,
+            }),
         )
             .into_response());
     }
@@ -286,14 +324,21 @@ async fn agent_event(
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"host_name": host.name, "scheduled": true})),
+        Json(AgentEventAnswer {
+            coalesced: false,
+            host_name: host.name,
+            scheduled: true,
+        }),
     )
         .into_response())
 }
 
 async fn list_flavors(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
     who.require(READERS)?;
-    Ok(Json(json!({ "flavors": engine::load_flavors(&state).await? })).into_response())
+    Ok(Json(FlavorList {
+        flavors: engine::load_flavors(&state).await?,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,7 +398,7 @@ async fn create_flavors(
         engine::flavors_changed(&state);
         vec![f]
     };
-    Ok((StatusCode::CREATED, Json(json!({ "flavors": flavors }))).into_response())
+    Ok((StatusCode::CREATED, Json(FlavorList { flavors })).into_response())
 }
 
 async fn delete_flavor(
@@ -450,7 +495,7 @@ async fn list_reports(
                     .reports(Some(&h.name), 1)
                     .await?
                     .iter()
-                    .map(ReportView::from_row),
+                    .map(report_view),
             );
         }
         out
@@ -460,10 +505,10 @@ async fn list_reports(
             .reports(q.host_name.as_deref(), limit)
             .await?
             .iter()
-            .map(ReportView::from_row)
+            .map(report_view)
             .collect()
     };
-    Ok(Json(json!({ "reports": reports })).into_response())
+    Ok(Json(ReportList { reports }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,17 +526,30 @@ async fn attest_now(
 }
 
 async fn signing_key(State(state): State<AppState>) -> Response {
-    Json(json!({"alg": "ES256", "kid": state.signer.kid(), "jwk": state.signer.jwk(), "pem": state.signer.public_pem()})).into_response()
+    Json(SigningKey {
+        alg: "ES256".into(),
+        jwk: state.signer.jwk(),
+        kid: state.signer.kid().to_string(),
+        pem: state.signer.public_pem(),
+    })
+    .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Health {
+            status: "ready".into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: not ready");
             let mut resp = (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not ready", "reason": "database", "error": e})),
+                Json(NotReady {
+                    error: e,
+                    reason: "database".into(),
+                    status: "not ready".into(),
+                }),
             )
                 .into_response();
             resp.headers_mut().insert(

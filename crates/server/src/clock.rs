@@ -19,7 +19,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// The system clock plus an offset that tests move forward (for tests of expiry).
+/// The system clock plus an offset that tests move (for tests of expiry and of clock jumps).
 #[derive(Debug)]
 pub struct ManualClock {
     offset: Mutex<Duration>,
@@ -38,6 +38,13 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         if let Ok(mut o) = self.offset.lock() {
             *o += by;
+        }
+    }
+
+    /// Moves the clock back (a backwards jump), at most to the system clock.
+    pub fn rewind(&self, by: Duration) {
+        if let Ok(mut o) = self.offset.lock() {
+            *o = o.saturating_sub(by);
         }
     }
 }

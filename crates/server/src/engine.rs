@@ -22,50 +22,101 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nodetrust_appraise::{
     appraise, flavors_from_evidence, quote_selection, EventLogEvidence, Flavor, FlavorPart,
-    HostContext, MatchPolicy, Trust, Verdict,
+    HostContext, ImportError, MatchPolicy, Trust, Verdict,
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::b64;
 use nodetrust_proto::trust::HostStatus;
 use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public, VerifiedQuote};
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::agent_client::{AgentError, AgentTarget};
-use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
+use crate::store::{millis, AttestationUpdate, HostRow, ReportRow, StoreError};
 
-/// A report as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReportView {
-    /// Host.
-    pub host_name: String,
-    /// The verdict.
-    pub verdict: Trust,
-    /// Reasons.
-    pub reasons: Vec<String>,
-    /// RFC 3339.
-    pub created: String,
-    /// RFC 3339.
-    pub expires: String,
-    /// JWS (ES256) over the report.
-    pub signed_report: String,
+/// Why an attestation or a flavor import produced no report. The engine's own error: the
+/// scheduler matches on it, and the API maps it to an HTTP answer only at its edge
+/// (`From<AttestError> for ApiError`, in `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// No host of that name.
+    #[error("no host named {0}")]
+    NotFound(String),
+    /// The agent gave no usable answer (down, network, TLS, timeout, an HTTP error, a body
+    /// that is not a quote); `message` says which host and what failed.
+    #[error("{message}")]
+    Agent {
+        /// Sentence for the operator.
+        message: String,
+        /// What failed.
+        error: AgentError,
+    },
+    /// A flavor import's evidence does not verify (bad signature, nonce, counters...).
+    #[error("{message}")]
+    EvidenceRejected {
+        /// The failed check's stable label (e.g. `bad_signature`).
+        reason: &'static str,
+        /// Sentence for the operator.
+        message: String,
+    },
+    /// Flavors cannot be made from the host's verified evidence.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server failed (random generator, signing, serialising).
+    #[error("{0}")]
+    Internal(String),
 }
+
+impl AttestError {
+    /// A stable label: `not_found`, `agent_unreachable`, `agent_timeout`, `agent_error` (an
+    /// answer that is not a quote), the rejected check's label, `import_failed`, `store`,
+    /// `internal`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Agent { error, .. } => agent_reason(error),
+            Self::EvidenceRejected { reason, .. } => reason,
+            Self::Import(_) => "import_failed",
+            Self::Store(_) => "store",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the host's agent could not be reached (the host is `unreachable`; nothing is
+    /// wrong with the server).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Agent { error, .. } if error.is_unreachable())
+    }
+}
+
+/// `agent_timeout`, `agent_unreachable` (no answer), or `agent_error` (an answer that is not
+/// a quote).
+fn agent_reason(e: &AgentError) -> &'static str {
+    match e {
+        AgentError::Timeout(_) => "agent_timeout",
+        e if e.is_unreachable() => "agent_unreachable",
+        _ => "agent_error",
+    }
+}
+
+/// A report as the API shows it (the type lives in [`nodetrust_proto::views`], shared with the
+/// CLI).
+pub use nodetrust_proto::views::ReportView;
 
 pub use nodetrust_proto::trust::{rfc3339, TrustView};
 
-impl ReportView {
-    /// From a stored row.
-    pub fn from_row(r: &ReportRow) -> Self {
-        Self {
-            host_name: r.host_name.clone(),
-            verdict: r.verdict,
-            reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
-            created: rfc3339(r.created),
-            expires: rfc3339(r.expires),
-            signed_report: r.signed_report.clone(),
-        }
+/// A stored report as the API shows it.
+pub fn report_view(r: &ReportRow) -> ReportView {
+    ReportView {
+        host_name: r.host_name.clone(),
+        verdict: r.verdict,
+        reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
+        created: rfc3339(r.created),
+        expires: rfc3339(r.expires),
+        signed_report: r.signed_report.clone(),
     }
 }
 
@@ -89,7 +140,7 @@ fn target(host: &HostRow) -> AgentTarget {
 pub const FLAVOR_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Every flavor, from a cache at most [`FLAVOR_CACHE_TTL`] old.
-pub async fn current_flavors(state: &AppState) -> Result<Arc<Vec<Flavor>>, ApiError> {
+pub async fn current_flavors(state: &AppState) -> Result<Arc<Vec<Flavor>>, AttestError> {
     if let Ok(cache) = state.flavor_cache.lock() {
         if let Some((at, flavors)) = cache.as_ref() {
             if at.elapsed() < FLAVOR_CACHE_TTL {
@@ -112,7 +163,7 @@ pub fn flavors_changed(state: &AppState) {
 }
 
 /// Every stored flavor (a corrupt row is logged and skipped).
-pub async fn load_flavors(state: &AppState) -> Result<Vec<Flavor>, ApiError> {
+pub async fn load_flavors(state: &AppState) -> Result<Vec<Flavor>, AttestError> {
     let rows = state.store.flavors().await?;
     Ok(rows
         .iter()
@@ -131,10 +182,10 @@ pub async fn load_flavors(state: &AppState) -> Result<Vec<Flavor>, ApiError> {
 
 fn quote_request(
     selection: &BTreeMap<HashAlg, BTreeSet<u8>>,
-) -> Result<(Vec<u8>, QuoteRequest), ApiError> {
+) -> Result<(Vec<u8>, QuoteRequest), AttestError> {
     let mut nonce = vec![0u8; 32];
     aws_lc_rs::rand::fill(&mut nonce)
-        .map_err(|_| ApiError::Internal("system random generator failed".into()))?;
+        .map_err(|_| AttestError::Internal("system random generator failed".into()))?;
     let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
     let pcrbanks = selection
         .keys()
@@ -223,7 +274,7 @@ async fn save(
     verdict: &Verdict,
     reached: bool,
     counters: Option<AttestationUpdate>,
-) -> Result<ReportView, ApiError> {
+) -> Result<ReportView, AttestError> {
     let created = millis(verdict.attested_at());
     let expires = millis(verdict.expires_at());
     let payload = serde_json::json!({
@@ -239,30 +290,36 @@ async fn save(
     let signed_report = state
         .signer
         .sign(&payload)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| AttestError::Internal(e.to_string()))?;
     let row = ReportRow {
         id: crate::store::new_id(),
         host_name: host.name.clone(),
         verdict: verdict.verdict(),
         reasons: serde_json::to_string(verdict.reasons())
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+            .map_err(|e| AttestError::Internal(e.to_string()))?,
         created,
         expires,
         signed_report,
     };
     state.store.save_report(&row, reached, counters).await?;
-    Ok(ReportView::from_row(&row))
+    Ok(report_view(&row))
 }
 
 /// Attests one host now and returns the new report. An unreachable agent gives
-/// [`ApiError::BadGateway`] (no new verdict; status `unreachable`; an expired verdict becomes
+/// [`AttestError::Agent`] (no new verdict; status `unreachable`; an expired verdict becomes
 /// `unknown`).
-pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, ApiError> {
+///
+/// Every outcome is counted in `nodetrust_attestations_total{result,reason}` with its real
+/// reason: `ok`, the quote check that failed (tpm-wire's `VerifyError::reason()`, counters
+/// going backwards, an unreadable event log), appraisal's [`Failure`](nodetrust_appraise::Failure)
+/// (`replay_mismatch`, `flavor_mismatch`, `no_flavor`), or, with result `unreachable`,
+/// `agent_unreachable` / `agent_timeout`.
+pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, AttestError> {
     let host = state
         .store
         .host(name)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no host named {name}")))?;
+        .ok_or_else(|| AttestError::NotFound(name.to_string()))?;
     let flavors = current_flavors(state).await?;
     let selection = quote_selection(flavors.iter(), &host.name);
     let (nonce, req) = quote_request(&selection)?;
@@ -272,7 +329,12 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Api
     let now = state.clock.now();
     let resp = match answer {
         Ok(r) => r,
-        Err(e) if e.is_unreachable() => return Err(unreachable(state, &host, &e, now).await),
+        Err(e) if e.is_unreachable() => {
+            state
+                .metrics
+                .attestation("unreachable", agent_reason(&e), started.elapsed());
+            return Err(unreachable(state, &host, e, now).await);
+        }
         Err(e) => {
             state.metrics.agent_error(e.reason());
             let v = Verdict::untrusted(vec![e.to_string()], now, validity);
@@ -311,10 +373,11 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Api
         reset_count: Some(i64::from(clock.reset_count)),
         restart_count: Some(i64::from(clock.restart_count)),
     };
-    let label = if verdict.verdict() == Trust::Trusted {
-        "ok"
-    } else {
-        "flavor_mismatch"
+    let label = match (verdict.verdict(), verdict.failure()) {
+        (_, Some(failure)) => failure.reason(),
+        (Trust::Trusted, None) => "ok",
+        // Appraisal gives every untrusted verdict a failure kind; fail loudly in the metric.
+        (_, None) => "unclassified",
     };
     state
         .metrics
@@ -325,9 +388,9 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Api
 async fn unreachable(
     state: &AppState,
     host: &HostRow,
-    e: &AgentError,
+    e: AgentError,
     now: SystemTime,
-) -> ApiError {
+) -> AttestError {
     state.metrics.agent_error(e.reason());
     tracing::info!(host = %host.name, error = %e, "agent unreachable");
     let now_ms = millis(now);
@@ -349,7 +412,10 @@ async fn unreachable(
             return err;
         }
     }
-    ApiError::BadGateway(format!("host {} is unreachable: {e}", host.name))
+    AttestError::Agent {
+        message: format!("host {} is unreachable: {e}", host.name),
+        error: e,
+    }
 }
 
 /// Imports flavors for `parts` from a registered host's current, freshly verified evidence.
@@ -357,12 +423,12 @@ pub async fn import_flavors(
     state: &AppState,
     from_host: &str,
     parts: &[FlavorPart],
-) -> Result<Vec<Flavor>, ApiError> {
+) -> Result<Vec<Flavor>, AttestError> {
     let host = state
         .store
         .host(from_host)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no host named {from_host}")))?;
+        .ok_or_else(|| AttestError::NotFound(from_host.to_string()))?;
     let pcrs: BTreeSet<u8> = parts
         .iter()
         .flat_map(|p| p.pcrs().iter().copied())
@@ -373,15 +439,18 @@ pub async fn import_flavors(
         .agents
         .quote(&target(&host), &req)
         .await
-        .map_err(|e| ApiError::BadGateway(format!("cannot get evidence from {from_host}: {e}")))?;
+        .map_err(|e| AttestError::Agent {
+            message: format!("cannot get evidence from {from_host}: {e}"),
+            error: e,
+        })?;
     let checked = check_quote(&host, &nonce, &resp).map_err(|(reasons, reason)| {
-        ApiError::refused(
+        AttestError::EvidenceRejected {
             reason,
-            format!(
+            message: format!(
                 "the evidence of {from_host} does not verify: {}",
                 reasons.join("; ")
             ),
-        )
+        }
     })?;
     let mut flavors = flavors_from_evidence(
         &checked.verified,
@@ -389,12 +458,11 @@ pub async fn import_flavors(
         parts,
         &host.name,
         host.software_tpm,
-    )
-    .map_err(|e| ApiError::bad_request("import_failed", e.to_string()))?;
+    )?;
     let now = state.now_ms();
     for f in &mut flavors {
         f.id = crate::store::new_id();
-        let body = serde_json::to_string(&*f).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let body = serde_json::to_string(&*f).map_err(|e| AttestError::Internal(e.to_string()))?;
         state
             .store
             .put_flavor(&crate::store::FlavorRow {
@@ -470,9 +538,10 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                             Ok(r) => {
                                 tracing::debug!(host = %name, verdict = %r.verdict, "attested")
                             }
-                            Err(ApiError::BadGateway(_)) => {}
+                            // Counted and recorded (status `unreachable`) by `attest_host`.
+                            Err(e) if e.is_unreachable() => {}
                             Err(e) => {
-                                tracing::warn!(host = %name, error = %e, "attestation failed")
+                                tracing::warn!(host = %name, reason = e.reason(), error = %e, "attestation failed")
                             }
                         }
                         if let Ok(mut s) = st.in_flight.lock() {

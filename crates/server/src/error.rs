@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nodetrust_proto::ErrorBody;
 
+use crate::engine::AttestError;
 use crate::store::StoreError;
 
 /// An error answered to an API client.
@@ -130,6 +131,21 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+/// The engine's errors at the API edge: statuses and reasons as the API has always answered
+/// (404 `not_found`, 502 `agent_error`, 403 with the failed check, 400 `import_failed`, 500).
+impl From<AttestError> for ApiError {
+    fn from(e: AttestError) -> Self {
+        match e {
+            AttestError::NotFound(host) => ApiError::NotFound(format!("no host named {host}")),
+            AttestError::Agent { message, .. } => ApiError::BadGateway(message),
+            AttestError::EvidenceRejected { reason, message } => ApiError::refused(reason, message),
+            AttestError::Import(e) => ApiError::bad_request("import_failed", e.to_string()),
+            AttestError::Store(e) => e.into(),
+            AttestError::Internal(detail) => ApiError::Internal(detail),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! Prometheus metrics, in the text exposition format.
 //!
-//! - `nodetrust_attestations_total{result,reason}`: attestations by verdict and by the stable
-//!   reason label of the first failed check (`ok` when none failed).
+//! - `nodetrust_attestations_total{result,reason}`: attestations by result (the verdict, or
+//!   `unreachable` when the agent gave no answer) and by the stable reason label of the first
+//!   failed check: `ok`; a rejected quote (tpm-wire's `VerifyError::reason()`,
+//!   `reset_count_backwards`, `event_log_unreadable`, ...); appraisal's `Failure`
+//!   (`replay_mismatch`, `flavor_mismatch`, `no_flavor`); `agent_unreachable`, `agent_timeout`.
 //! - `nodetrust_attestation_seconds`: latency histogram of one attestation (quote + checks).
 //! - `nodetrust_agent_errors_total{reason}`: agents that gave no usable answer.
 //! - `nodetrust_hosts{verdict}`: hosts per current verdict (computed when scraped).

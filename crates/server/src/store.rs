@@ -1619,6 +1619,8 @@ impl Store {
 
     /// Claims up to `limit` due hosts in one statement: those free, this replica's, or with an
     /// expired lease; their lease runs until `until` and their next attestation is `next`.
+    /// A host whose next attestation is more than twice `next - now` ahead was scheduled by a
+    /// clock that has since jumped back: it is due now, not when the clock catches up.
     /// Returns the names claimed.
     pub async fn claim_due(
         &self,
@@ -1630,7 +1632,7 @@ impl Store {
     ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "UPDATE hosts SET lease_owner = $1, lease_until = $2, next_attest = $3 \
-             WHERE name IN (SELECT name FROM hosts WHERE next_attest <= $4 \
+             WHERE name IN (SELECT name FROM hosts WHERE (next_attest <= $4 OR next_attest > 2 * $3 - $4) \
                AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4) ORDER BY next_attest, name LIMIT $5) \
              AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4) RETURNING name",
         )

@@ -1,6 +1,10 @@
 //! Attacks on the Trust Server and what stops them: identity takeover at registration, login
 //! floods and brute force, an agent account filling the disk (challenges, host facts, agent
-//! events), requests built to slip past validation, and the accounts API's least privilege.
+//! events), requests built to slip past validation, and the accounts API's least privilege;
+//! a compromised agent's forged evidence (flipped or forged signatures, a quote selection
+//! that differs from the PCR values sent, an edited event log); every route without
+//! credentials and with each wrong role; deeply nested and oversized bodies on every route.
+//! docs/SECURITY.md lists these with the attack tests kept in other files.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,6 +26,7 @@ use common::{gold_boot, Auth, Harness, SoftAgent, ADMIN, AGENT};
 use http_body_util::BodyExt;
 use nodetrust_proto::b64;
 use nodetrust_server::auth::AuthLimits;
+use nodetrust_tpm_wire::HashAlg;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
@@ -962,4 +967,311 @@ fn brute_force_per_address_limited_over_tls() {
     let _ = child.wait();
     assert_eq!(code, "429", "{head}");
     assert!(head.contains("retry-after:"), "{head}");
+}
+
+// ---- forged evidence from a compromised agent ----
+
+fn reasons(v: &Value) -> String {
+    v["reasons"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r.as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// A gold host, flavors imported from it, and `node-1` booted like it and trusted.
+async fn trusted_node(h: &Harness) -> (Arc<Mutex<SoftAgent>>, Arc<Mutex<SoftAgent>>) {
+    let gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/flavors",
+            Auth::Admin,
+            Some(json!({"from_host": "gold"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let node = h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let (s, r) = h.attest("node-1").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["verdict"], "trusted", "{r}");
+    (gold, node)
+}
+
+/// The selection a quote request asks for.
+fn selection(
+    req: &nodetrust_proto::agent::QuoteRequest,
+) -> std::collections::BTreeMap<HashAlg, std::collections::BTreeSet<u8>> {
+    req.pcrbanks
+        .iter()
+        .map(|b| {
+            (
+                HashAlg::from_name(b).unwrap(),
+                req.pcrs.iter().copied().collect(),
+            )
+        })
+        .collect()
+}
+
+/// Attests `node-1`: the verdict must be untrusted with `needle` among its reasons.
+async fn assert_untrusted(h: &Harness, needle: &str) -> Value {
+    let (s, r) = h.attest("node-1").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["verdict"], "untrusted", "{r}");
+    assert!(reasons(&r).contains(needle), "{needle:?} not in {r}");
+    assert_eq!(h.host("node-1").await["trust"]["verdict"], "untrusted");
+    r
+}
+
+#[tokio::test]
+async fn forged_or_bit_flipped_quote_signature_is_untrusted() {
+    let h = Harness::new().await;
+    let (_gold, node) = trusted_node(&h).await;
+    // One bit of the signature flipped.
+    node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        *r.signature.last_mut().unwrap() ^= 0x01;
+        r
+    }));
+    assert_untrusted(&h, "quote rejected: bad signature").await;
+    // One bit of the signed quote flipped (the signature no longer covers it).
+    node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        *r.quote.last_mut().unwrap() ^= 0x80;
+        r
+    }));
+    assert_untrusted(&h, "bad signature").await;
+    // A quote with the right nonce and the right PCR values, signed by a key the attacker
+    // holds, presented with the pinned AK's public part.
+    let mut forger = SoftAgent::new("forger", "uuid-forger");
+    forger.boot(&gold_boot("grub 2.06"));
+    node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, req, mut r| {
+        let sel = selection(req);
+        let q = forger.tpm.quote(&req.nonce, &sel).unwrap();
+        r.quote = q.attest;
+        r.signature = q.signature;
+        r
+    }));
+    let r = assert_untrusted(&h, "bad signature").await;
+    assert!(
+        !reasons(&r).contains("different AK"),
+        "the pinned AK was presented: {r}"
+    );
+    // The honest agent again: trusted.
+    node.lock().unwrap().tamper = None;
+    let (_, r) = h.attest("node-1").await;
+    assert_eq!(r["verdict"], "trusted", "{r}");
+}
+
+#[tokio::test]
+async fn quote_selection_differing_from_the_pcr_values_sent_is_untrusted() {
+    let h = Harness::new().await;
+    let (gold, node) = trusted_node(&h).await;
+    // The agent has its TPM quote every PCR but 4 (with the server's nonce and the pinned AK)
+    // and sends the values of all of them.
+    node.lock().unwrap().tamper = Some(common::Tamper::new(|tpm, req, mut r| {
+        let mut sel = selection(req);
+        for pcrs in sel.values_mut() {
+            pcrs.remove(&4);
+        }
+        let q = tpm.quote(&req.nonce, &sel).unwrap();
+        r.quote = q.attest;
+        r.signature = q.signature;
+        r
+    }));
+    assert_untrusted(&h, "PCR 4 (sha256) was not in the quote").await;
+    // The node boots another boot loader; the agent sends the gold PCR 4 with the honest
+    // quote of the real one.
+    let gold_pcr4: Vec<(String, String)> = {
+        let g = gold.lock().unwrap();
+        [HashAlg::Sha1, HashAlg::Sha256]
+            .into_iter()
+            .map(|b| (b.name().to_string(), hex::encode(g.tpm.pcr(b, 4).unwrap())))
+            .collect()
+    };
+    node.lock().unwrap().boot(&gold_boot("grub evil"));
+    node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        for (bank, value) in &gold_pcr4 {
+            if let Some(pcrs) = r.pcrs.get_mut(bank) {
+                if let Some(v) = pcrs.get_mut("4") {
+                    *v = value.clone();
+                }
+            }
+        }
+        r
+    }));
+    assert_untrusted(&h, "quote rejected: PCR digest mismatch").await;
+    // The agent leaves a quoted PCR's value out.
+    node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        for pcrs in r.pcrs.values_mut() {
+            pcrs.remove("4");
+        }
+        r
+    }));
+    assert_untrusted(
+        &h,
+        "sha256 PCR 4 is in the quote's selection but was not supplied",
+    )
+    .await;
+    // Honest again: untrusted for the boot loader it really runs, PCR 4 named.
+    node.lock().unwrap().tamper = None;
+    assert_untrusted(&h, "PCR 4").await;
+}
+
+#[tokio::test]
+async fn event_log_edited_to_hide_an_event_is_untrusted() {
+    let h = Harness::new().await;
+    let (_gold, node) = trusted_node(&h).await;
+    // The node boots the gold chain plus one more kernel command line; the agent sends the
+    // gold log, without that event.
+    let mut hidden = gold_boot("grub 2.06");
+    hidden.push(common::ipl(8, "kernel_cmdline: init=/bin/sh"));
+    let gold_log = {
+        let mut clean = SoftAgent::new("clean", "uuid-clean");
+        clean.boot(&gold_boot("grub 2.06"));
+        clean.event_log.unwrap()
+    };
+    {
+        let mut n = node.lock().unwrap();
+        n.boot(&hidden);
+        n.event_log = Some(gold_log.clone());
+    }
+    assert_untrusted(&h, "PCR 8 (sha256): the event log replays to").await;
+    // An event removed from the middle of the log of the boot that really ran.
+    let grub_hidden = {
+        let mut a = SoftAgent::new("evil", "uuid-evil");
+        let mut boot = gold_boot("grub 2.06");
+        boot.retain(|e| !e.measured.starts_with(b"grub_cmd"));
+        a.boot(&boot);
+        a.event_log.unwrap()
+    };
+    {
+        let mut n = node.lock().unwrap();
+        n.boot(&gold_boot("grub 2.06"));
+        n.event_log = Some(grub_hidden);
+    }
+    assert_untrusted(&h, "PCR 8 (sha256): the event log replays to").await;
+    // The true log: trusted.
+    node.lock().unwrap().boot(&gold_boot("grub 2.06"));
+    let (_, r) = h.attest("node-1").await;
+    assert_eq!(r["verdict"], "trusted", "{r}");
+}
+
+// ---- every route: credentials, roles, hostile bodies ----
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "x")
+        .replace("{name}", "x")
+        .replace("{challenge_id}", "x")
+}
+
+#[tokio::test]
+async fn every_route_refuses_no_credentials_and_each_wrong_role() {
+    use nodetrust_server::openapi::ROUTES;
+    let h = Harness::new().await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/users",
+            Auth::Admin,
+            Some(json!({"name": "poller", "role": "reader", "password": "reader-password-1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let accounts = [
+        ("admin", ADMIN),
+        ("reader", ("poller", "reader-password-1")),
+        ("agent", AGENT),
+    ];
+    let mut checked = 0;
+    for (i, r) in ROUTES.iter().enumerate() {
+        let method = r.method.to_uppercase();
+        let path = concrete(r.path);
+        let what = format!("{method} {}", r.path);
+        // Routes with a body get one that is not even JSON: the role decides first.
+        let body = || r.request.map(|_| b"{not json".to_vec());
+        if r.roles.is_empty() {
+            let (s, _, v) = send(&h, &method, &path, None, None, body()).await;
+            assert_eq!(s.as_u16(), r.response.0, "{what} is public: {v}");
+            continue;
+        }
+        let (s, _, v) = send(&h, &method, &path, None, None, body()).await;
+        assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+        // A wrong password, and an unknown account (a name per route: no rate limit).
+        let (s, _, v) = send(&h, &method, &path, Some(("poller", "guess")), None, body()).await;
+        assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+        let nobody = format!("nobody-{i}");
+        let (s, _, v) = send(&h, &method, &path, Some((&nobody, "x")), None, body()).await;
+        assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+        for (role, creds) in accounts {
+            let (s, _, v) = send(&h, &method, &path, Some(creds), None, body()).await;
+            if r.roles.contains(&role) {
+                // The table and the handler agree: this role gets past the role check.
+                assert!(
+                    s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                    "{what} as {role}: {s} {v}"
+                );
+            } else {
+                assert_eq!(s, StatusCode::FORBIDDEN, "{what} as {role}: {v}");
+                assert_eq!(v["reason"], "forbidden", "{what} as {role}: {v}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} wrong-role refusals checked");
+    // Nothing was changed by the refused calls.
+    let (_, v) = h.call("GET", "/mtwilson/v2/users", Auth::Admin, None).await;
+    assert_eq!(v["users"].as_array().unwrap().len(), 3, "{v}");
+}
+
+#[tokio::test]
+async fn deeply_nested_and_oversized_bodies_refused_on_every_body_route() {
+    use nodetrust_server::openapi::ROUTES;
+    const MAX_BODY: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/server.db", dir.path().display());
+    let h = Harness::with_config(dir, db, |c| c.max_body = MAX_BODY).await;
+    let depth = 100_000;
+    let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+    let inside = format!("{{\"host_name\": {arrays}, \"pcrs\": {arrays}}}");
+    let oversized = format!("{{\"host_name\": \"{}\"}}", "x".repeat(MAX_BODY));
+    let mut routes = 0;
+    for r in ROUTES.iter().filter(|r| r.request.is_some()) {
+        routes += 1;
+        let method = r.method.to_uppercase();
+        let path = concrete(r.path);
+        for body in [&arrays, &objects, &inside] {
+            assert!(body.len() < MAX_BODY);
+            let (s, _, v) = send(
+                &h,
+                &method,
+                &path,
+                Some(ADMIN),
+                None,
+                Some(body.as_bytes().to_vec()),
+            )
+            .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {}: {v}", r.path);
+            assert!(v["reason"].is_string(), "{v}");
+        }
+        let (s, _, v) = send(
+            &h,
+            &method,
+            &path,
+            Some(ADMIN),
+            None,
+            Some(oversized.as_bytes().to_vec()),
+        )
+        .await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "body_too_large");
+        // The server keeps answering.
+        let (s, v) = h.call("GET", "/mtwilson/v2/hosts", Auth::Admin, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    assert!(routes >= 8, "{routes} routes take a body");
+    let (s, _) = h.call("GET", "/readyz", Auth::None, None).await;
+    assert_eq!(s, StatusCode::OK);
 }

@@ -161,3 +161,121 @@ async fn two_replicas_share_the_hosts_and_attest_each_once() {
         s.await.unwrap();
     }
 }
+
+/// The quote's PCR selection as the server asked for it.
+fn selection(
+    req: &nodetrust_proto::agent::QuoteRequest,
+) -> std::collections::BTreeMap<nodetrust_tpm_wire::HashAlg, std::collections::BTreeSet<u8>> {
+    req.pcrbanks
+        .iter()
+        .map(|b| {
+            (
+                nodetrust_tpm_wire::HashAlg::from_name(b).unwrap(),
+                req.pcrs.iter().copied().collect(),
+            )
+        })
+        .collect()
+}
+
+/// `nodetrust_attestations_total{result,reason}` as scraped from `/metrics`.
+async fn attestation_counts(h: &Harness) -> std::collections::BTreeMap<(String, String), u64> {
+    let (s, m) = h.call("GET", "/metrics", Auth::None, None).await;
+    assert_eq!(s.as_u16(), 200);
+    m.as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nodetrust_attestations_total{result=\""))
+        .map(|l| {
+            let (result, rest) = l.split_once("\",reason=\"").unwrap();
+            let (reason, n) = rest.split_once("\"} ").unwrap();
+            ((result.to_string(), reason.to_string()), n.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_failed_attestation_is_counted_with_its_real_reason() {
+    let h = Harness::new().await;
+    let gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    // No flavor yet: untrusted because nothing is defined, not because anything differs.
+    let (s, v) = h.attest("gold").await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["verdict"], "untrusted", "{v}");
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/flavors",
+            Auth::Admin,
+            Some(json!({"from_host": "gold"})),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    let gold_log = gold.lock().unwrap().event_log.clone();
+
+    let _ok = h.enrol("ok", "uuid-ok", &gold_boot("grub 2.06")).await;
+    let _evil = h.enrol("evil", "uuid-evil", &gold_boot("grub evil")).await;
+    let forged = h
+        .enrol("forged", "uuid-forged", &gold_boot("grub 2.06"))
+        .await;
+    forged.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        *r.signature.last_mut().unwrap() ^= 0x01;
+        r
+    }));
+    let stale = h
+        .enrol("stale", "uuid-stale", &gold_boot("grub 2.06"))
+        .await;
+    stale.lock().unwrap().tamper = Some(common::Tamper::new(|tpm, req, mut r| {
+        let q = tpm.quote(&[7u8; 32], &selection(req)).unwrap();
+        r.quote = q.attest;
+        r.signature = q.signature;
+        r
+    }));
+    // Boots another loader but sends the gold machine's log.
+    let liar = h.enrol("liar", "uuid-liar", &gold_boot("grub evil")).await;
+    liar.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        r.event_log = gold_log.clone();
+        r
+    }));
+    let garbled = h
+        .enrol("garbled", "uuid-garbled", &gold_boot("grub 2.06"))
+        .await;
+    garbled.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        r.event_log = Some(vec![0u8; 7]);
+        r
+    }));
+    let down = h.enrol("down", "uuid-down", &gold_boot("grub 2.06")).await;
+    down.lock().unwrap().down = true;
+
+    for (host, verdict) in [
+        ("ok", "trusted"),
+        ("evil", "untrusted"),
+        ("forged", "untrusted"),
+        ("stale", "untrusted"),
+        ("liar", "untrusted"),
+        ("garbled", "untrusted"),
+    ] {
+        let (s, v) = h.attest(host).await;
+        assert_eq!(s.as_u16(), 200, "{host}: {v}");
+        assert_eq!(v["verdict"], verdict, "{host}: {v}");
+    }
+    // An unreachable agent: no verdict, the same HTTP answer as ever.
+    let (s, v) = h.attest("down").await;
+    assert_eq!(s.as_u16(), 502, "{v}");
+    assert_eq!(v["reason"], "agent_error", "{v}");
+
+    let counts = attestation_counts(&h).await;
+    let expected: std::collections::BTreeMap<(String, String), u64> = [
+        ("untrusted", "no_flavor"),
+        ("trusted", "ok"),
+        ("untrusted", "flavor_mismatch"),
+        ("untrusted", "bad_signature"),
+        ("untrusted", "nonce_mismatch"),
+        ("untrusted", "replay_mismatch"),
+        ("untrusted", "event_log_unreadable"),
+        ("unreachable", "agent_unreachable"),
+    ]
+    .into_iter()
+    .map(|(r, w)| ((r.to_string(), w.to_string()), 1))
+    .collect();
+    assert_eq!(counts, expected);
+}

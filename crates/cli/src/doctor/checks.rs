@@ -1252,6 +1252,91 @@ mod tests {
 
     use super::*;
 
+    fn facts(lease: Lookup<super::super::facts::LeaseFacts>, labeller_log: Option<&str>) -> Facts {
+        use super::super::facts::{Probe, Remote};
+        let node = NodeFacts {
+            name: "n1".into(),
+            system_uuid: "u1".into(),
+            labels: [
+                (names::TPM_LABEL.to_string(), "true".to_string()),
+                (names::TRUST_LABEL.to_string(), "false".to_string()),
+            ]
+            .into(),
+            ..NodeFacts::default()
+        };
+        let host = HostEntry {
+            name: "n1".into(),
+            hardware_uuid: "U1".into(),
+            connection_url: "https://n1:1443".into(),
+            status: nodetrust_proto::trust::HostStatus::Connected,
+            trust: nodetrust_proto::trust::TrustView {
+                verdict: Trust::Trusted,
+                reasons: vec![],
+                attested_at: None,
+                expires_at: None,
+            },
+        };
+        Facts {
+            namespace: "kubx-cit".into(),
+            now_ms: 10_000_000,
+            only_node: None,
+            cluster: Cluster {
+                namespace: Lookup::Found(()),
+                daemonset: Lookup::Missing,
+                nodes: vec![node],
+                pods: Ok(vec![]),
+                configmap: Lookup::Missing,
+                secret: Lookup::Missing,
+                lease,
+                labeller_log: labeller_log.map(|l| Ok(l.to_string())),
+            },
+            remote: Remote {
+                url: Err("none".into()),
+                probe: Probe::NotRun("none".into()),
+                hosts: Ok(vec![host]),
+                details: BTreeMap::new(),
+                agents: BTreeMap::new(),
+            },
+        }
+    }
+
+    fn label_saw(f: &Facts) -> Check {
+        evaluate(f)
+            .into_iter()
+            .find(|c| c.name == "trust label")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_label_disagreeing_names_an_expired_lease_or_the_labellers_api_errors() {
+        use super::super::facts::LeaseFacts;
+        let expired = LeaseFacts {
+            holder: Some("server-0".into()),
+            renewed_ms: Some(1_000),
+            duration_s: 15,
+        };
+        let c = label_saw(&facts(Lookup::Found(expired), None));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.cause.unwrap().contains("expired"), "{}", c.saw);
+        let fresh = LeaseFacts {
+            holder: Some("server-0".into()),
+            renewed_ms: Some(9_999_000),
+            duration_s: 15,
+        };
+        let log = "WARN node not labelled (API error); retried at the next resync node=n1 error=ApiError: forbidden\n";
+        let c = label_saw(&facts(Lookup::Found(fresh.clone()), Some(log)));
+        assert!(
+            c.cause.as_deref().unwrap().contains("API calls fail"),
+            "{c:?}"
+        );
+        assert!(c.saw.contains("forbidden"));
+        let c = label_saw(&facts(Lookup::Found(fresh), None));
+        assert!(
+            c.cause.as_deref().unwrap().contains("has not corrected it"),
+            "{c:?}"
+        );
+    }
+
     #[test]
     fn init_log_lines_are_parsed() {
         let log = "PASS device: /dev/tpmrm0 is present\nFAIL dictionary-attack lockout: the TPM is in lockout. Remedy: wait\nnoise\nVERDICT: not ready: 1 of 6 checks failed\n";

@@ -321,6 +321,35 @@ mod tests {
     }
 
     #[test]
+    fn every_section_is_a_heading_of_the_runbook() {
+        let runbook = include_str!("../../../../docs/runbook.md");
+        let anchors: Vec<String> = runbook
+            .lines()
+            .filter_map(|l| l.strip_prefix("## "))
+            .map(|h| {
+                h.to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect()
+            })
+            .collect();
+        for s in [
+            Section::PodMissing,
+            Section::AgentNotStarting,
+            Section::Tpm,
+            Section::CannotTalk,
+            Section::NotLabelled,
+        ] {
+            assert!(
+                anchors.iter().any(|a| a == s.anchor()),
+                "{} not in {anchors:?}",
+                s.anchor()
+            );
+        }
+    }
+
+    #[test]
     fn texts_are_bounded_and_printable() {
         let long = format!("\x1b[31m{}", "x".repeat(10_000));
         let c = Check::new(1, "n", Section::Tpm, Status::Warn, &long).remedy(&long);

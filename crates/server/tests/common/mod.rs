@@ -105,6 +105,29 @@ pub struct SoftAgent {
     pub replay: Option<QuoteResponse>,
     pub last: Option<QuoteResponse>,
     pub quotes: usize,
+    /// When set, rewrites each answer before it is sent (a compromised agent).
+    pub tamper: Option<Tamper>,
+}
+
+/// A rewrite of a quote answer by a compromised agent: its TPM (to quote again), the request,
+/// the honest answer; returns what is sent.
+pub struct Tamper(pub Box<TamperFn>);
+
+/// The function of a [`Tamper`].
+pub type TamperFn = dyn FnMut(&mut SoftTpm, &QuoteRequest, QuoteResponse) -> QuoteResponse + Send;
+
+impl Tamper {
+    pub fn new(
+        f: impl FnMut(&mut SoftTpm, &QuoteRequest, QuoteResponse) -> QuoteResponse + Send + 'static,
+    ) -> Self {
+        Self(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Tamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tamper")
+    }
 }
 
 impl SoftAgent {
@@ -119,6 +142,7 @@ impl SoftAgent {
             replay: None,
             last: None,
             quotes: 0,
+            tamper: None,
         }
     }
 
@@ -192,6 +216,10 @@ impl SoftAgent {
             pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
             event_log: self.event_log.clone(),
             ima_log: None,
+        };
+        let resp = match self.tamper.as_mut() {
+            Some(t) => (t.0)(&mut self.tpm, req, resp),
+            None => resp,
         };
         self.quotes += 1;
         self.last = Some(resp.clone());
@@ -480,4 +508,143 @@ pub async fn pg_database() -> Option<String> {
     conn.close().await.unwrap();
     let (prefix, _) = base.rsplit_once('/').unwrap();
     Some(format!("{prefix}/{name}"))
+}
+
+/// A private PostgreSQL cluster (initdb + pg_ctl, as user postgres when run as root) on a free
+/// port, that a test can stop and start again under a running server. Stopped and removed on
+/// drop.
+pub struct PgCluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bindir: std::path::PathBuf,
+}
+
+impl PgCluster {
+    /// Starts a new cluster; `None` when PostgreSQL is not installed.
+    pub fn start() -> Option<Self> {
+        let mut bindirs: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .collect();
+        bindirs.sort_by_key(|b| {
+            b.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        let bindir = bindirs.pop()?;
+        let dir = tempfile::Builder::new()
+            .prefix("nodetrust-pg-fault.")
+            .tempdir()
+            .unwrap();
+        if is_root() {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown postgres {}", dir.path().display());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Self { dir, port, bindir };
+        let data = c.data();
+        c.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        );
+        c.start_again();
+        Some(c)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let bin = self.bindir.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            std::process::Command::new(&bin)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the (stopped) cluster on the same data directory and port; waits until it
+    /// accepts connections.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"],
+        );
+    }
+
+    /// Stops the cluster at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop_immediate(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// A new empty database on the cluster; its URL.
+    pub async fn new_database(&self) -> String {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let name = format!("nt_{}", nodetrust_server::store::new_id());
+        let base = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let bin = self.bindir.join("pg_ctl");
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = if is_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&bin)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&bin).args(args).output()
+        };
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
