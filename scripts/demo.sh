@@ -40,7 +40,7 @@ export NODETRUST_ADMIN_USERNAME=admin NODETRUST_ADMIN_PASSWORD=demo-admin-passwo
 export MTWILSON_API_USERNAME=agent MTWILSON_API_PASSWORD=demo-agent-password
 export TRUSTAGENT_ADMIN_USERNAME=tagentadmin TRUSTAGENT_ADMIN_PASSWORD=demo-trustagent-password
 
-say "Manufacturing two software TPMs with EK certificates from one CA"
+say "Manufacturing three software TPMs with EK certificates from one CA"
 mkdir -p "$work/ca" "$work/ekca"
 cat > "$work/localca.conf" <<CONF
 statedir = $work/ca
@@ -117,7 +117,9 @@ for n in sorted(nodes, key=lambda n: n["metadata"]["name"]):
     h = hosts.get(name)
     verdict = h["trust"]["verdict"] if h else "-"
     reasons = h["trust"]["reasons"] if h else ["no TPM host (not tpm-enabled)"]
-    reason = (reasons[0] if reasons else "")[:100]
+    # The most telling reason: for an untrusted node, the first that names a PCR.
+    telling = [r for r in reasons if "PCR" in r] if verdict == "untrusted" else []
+    reason = ((telling or reasons or [""])[0])[:110]
     print(f"{name:<10} {verdict:<10} {label:<6} {reason}")
 PY
 }

@@ -327,3 +327,87 @@ fn sigterm_stops_cleanly_and_frees_the_tpm() {
         String::from_utf8_lossy(&handles.stdout)
     );
 }
+
+/// Fault: the TPM service restarts under a running agent (swtpm killed and started again on the
+/// same state and port: PCRs reset, the agent's loaded EK and AK gone). The agent reconnects by
+/// itself and answers quotes again with the same AK; no restart of the agent is needed.
+#[tokio::test]
+async fn swtpm_restarting_under_the_agent() {
+    let mut tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let mut cmd = agent();
+    cmd.env("TRUSTAGENT_TCTI", tpm.tcti())
+        .env("TRUSTAGENT_STATE_DIR", &state)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--host-name",
+            "worker-9",
+        ])
+        .args(["--hardware-uuid", "8c1e2a7e-0000-4000-8000-000000000009"]);
+    let _agent = Running(cmd.spawn().unwrap());
+    let cert = state.join("tls-cert.pem");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cert.exists() {
+        assert!(Instant::now() < deadline, "no certificate generated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap();
+    let pin = parse_pin(&tls::fingerprint(der.as_ref())).unwrap();
+    let admin = Credentials {
+        username: common::USER.into(),
+        password: common::PASSWORD.into(),
+    };
+    let client = Client::new(
+        &format!("https://127.0.0.1:{port}"),
+        tls::client_config(&ServerTrust::Pin(pin)).unwrap(),
+        &admin,
+    )
+    .unwrap();
+    wait_for(&client).await;
+    let quote = || async {
+        client
+            .post::<_, QuoteResponse>(
+                "/v2/tpm/quote",
+                &QuoteRequest {
+                    nonce: b"restart".to_vec(),
+                    pcrs: vec![0, 1, 2, 3],
+                    pcrbanks: vec!["SHA256".into()],
+                },
+            )
+            .await
+    };
+    let before = quote().await.unwrap();
+
+    tpm.restart_in_place().unwrap();
+    // The first quote after the restart may fail while the agent notices and reconnects; it
+    // must answer again by itself within a few tries.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match quote().await {
+            Ok(q) => break q,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the agent never recovered: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(
+        after.aik, before.aik,
+        "the same AK, reloaded from the state directory"
+    );
+    let reset = |q: &QuoteResponse| {
+        nodetrust_tpm_wire::Attest::parse_quote(&q.quote)
+            .unwrap()
+            .clock_info
+            .reset_count
+    };
+    assert!(
+        reset(&after) > reset(&before),
+        "the TPM really restarted (resetCount went up)"
+    );
+}

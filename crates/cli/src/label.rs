@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::Args;
 use nodetrust_labeller::args::LabelArgs;
 use nodetrust_labeller::{HostTrust, TrustUpdate};
-use nodetrust_proto::trust::{parse_rfc3339, EffectiveTrust, HostStatus, TrustView};
-use serde::Deserialize;
+use nodetrust_proto::trust::{parse_rfc3339, EffectiveTrust};
+use nodetrust_proto::views::{HostList, HostSummary};
 
 use crate::client::{Client, ServerArgs};
 use crate::output::errln;
@@ -43,21 +43,8 @@ pub struct LabelCommand {
     pub server: ServerArgs,
 }
 
-#[derive(Debug, Deserialize)]
-struct HostList {
-    hosts: Vec<HostEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HostEntry {
-    name: String,
-    hardware_uuid: String,
-    status: HostStatus,
-    trust: TrustView,
-}
-
 /// What the server said, as the labeller's input.
-fn host_trust(h: HostEntry) -> HostTrust {
+fn host_trust(h: HostSummary) -> HostTrust {
     let attested_at = h.trust.attested_at.as_deref().and_then(parse_rfc3339);
     HostTrust {
         name: h.name,

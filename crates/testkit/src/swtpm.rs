@@ -188,9 +188,17 @@ impl Swtpm {
     }
 
     fn launch(&mut self) -> Result<()> {
+        self.launch_on(None)
+    }
+
+    /// Starts swtpm on `fixed` (the server port; control is + 1), or on free ports.
+    fn launch_on(&mut self, fixed: Option<u16>) -> Result<()> {
         let mut last = String::new();
         for _attempt in 0..5 {
-            let port = free_port_pair()?;
+            let port = match fixed {
+                Some(p) => p,
+                None => free_port_pair()?,
+            };
             let state = self.dir.path().join("state");
             let log = self.dir.path().join("swtpm.log");
             let child = Command::new("swtpm")
@@ -264,6 +272,22 @@ impl Swtpm {
     pub fn reboot(&mut self) -> Result<()> {
         self.kill();
         self.launch()
+    }
+
+    /// Kills swtpm and starts it again on the same state and the same ports, as a TPM service
+    /// restarting under a running agent would (PCRs reset, loaded objects gone, resetCount up).
+    pub fn restart_in_place(&mut self) -> Result<()> {
+        let port = self.port;
+        self.kill();
+        // The old listener's ports can take a moment to be free again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch_on(Some(port)) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// The TCTI string for tpm2-tss (`swtpm:host=127.0.0.1,port=P`).
