@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -184,17 +185,13 @@ pub async fn run(
     )
     .default_backoff()
     .boxed();
-    let lease_api = settings
-        .lease
-        .as_ref()
-        .map(|l| (Api::namespaced(client.clone(), &l.namespace), l.clone()));
-    let renew = settings
-        .lease
-        .as_ref()
-        .map_or(Duration::from_secs(3600), LeaseConfig::renew_every);
-    let mut lease_tick = tokio::time::interval(renew);
-    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_renewed = tokio::time::Instant::now();
+    // Leadership runs on a task of its own with its own small rate budget, so renewals never
+    // wait behind a long sync's patches (which stop as soon as leadership is lost).
+    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(leader);
+    let lease_task = settings.lease.clone().map(|cfg| {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+        tokio::spawn(lease_loop(api, cfg, leader_tx, metrics.clone()))
+    });
     let mut resync = tokio::time::interval(settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut init_buffer: Option<HashMap<String, Node>> = None;
@@ -208,33 +205,23 @@ pub async fn run(
         limiter,
         metrics: metrics.clone(),
         settings: settings.clone(),
+        leader: leader_rx.clone(),
     };
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = lease_tick.tick(), if lease_api.is_some() => {
-                if let Some((api, cfg)) = &lease_api {
-                    match try_acquire(api, cfg, &ctx.limiter, &metrics).await {
-                        Ok(held) => {
-                            if held { last_renewed = tokio::time::Instant::now(); }
-                            if held != leader {
-                                tracing::info!(leader = held, identity = %cfg.identity, "labeller leadership changed");
-                                leader = held;
-                                metrics.set_leader(held);
-                                if held && nodes_ready {
-                                    ctx.reconcile_all(&hosts, &mut nodes).await;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "labeller lease: API error");
-                            // A holder that cannot renew stops before another may take over.
-                            if leader && last_renewed.elapsed() >= cfg.duration.mul_f32(0.8) {
-                                leader = false;
-                                metrics.set_leader(false);
-                                tracing::warn!("labeller lease not renewed in time: stepping down");
-                            }
-                        }
+            changed = leader_rx.changed(), if lease_task.is_some() => {
+                if changed.is_err() {
+                    // The lease task ended: no longer the leader.
+                    leader = false;
+                    metrics.set_leader(false);
+                    continue;
+                }
+                let held = *leader_rx.borrow_and_update();
+                if held != leader {
+                    leader = held;
+                    if held && nodes_ready {
+                        ctx.reconcile_all(&hosts, &mut nodes).await;
                     }
                 }
             }
@@ -303,8 +290,53 @@ pub async fn run(
             }
         }
     }
+    if let Some(t) = lease_task {
+        t.abort();
+    }
     metrics.set_leader(false);
     tracing::info!("labeller stopped");
+}
+
+/// Takes, keeps or watches the Lease every renew period; says whether this process holds it.
+async fn lease_loop(
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    leader: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let limiter = RateLimiter::new(2.0, 2);
+    let mut tick = tokio::time::interval(cfg.renew_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let was = *leader.borrow();
+        let now = match try_acquire(&api, &cfg, &limiter, &metrics).await {
+            Ok(held) => {
+                if held {
+                    last_renewed = tokio::time::Instant::now();
+                }
+                held
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "labeller lease: API error");
+                // A holder that cannot renew stops before another may take over.
+                if was && last_renewed.elapsed() >= cfg.duration.mul_f32(0.8) {
+                    tracing::warn!("labeller lease not renewed in time: stepping down");
+                    false
+                } else {
+                    was
+                }
+            }
+        };
+        if now != was {
+            tracing::info!(leader = now, identity = %cfg.identity, "labeller leadership changed");
+            metrics.set_leader(now);
+            if leader.send(now).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// One pass without watching: lists the nodes in scope and brings each to its desired state
@@ -315,7 +347,9 @@ pub async fn sync_once(
     all: Vec<HostTrust>,
     metrics: Arc<Metrics>,
 ) -> Result<(), kube::Error> {
+    let (_always, leader) = tokio::sync::watch::channel(true);
     let ctx = Ctx {
+        leader,
         nodes_api: Api::all(client.clone()),
         events_api: Api::namespaced(client, &settings.event_namespace),
         limiter: Arc::new(RateLimiter::new(settings.kube_qps, settings.kube_burst)),
@@ -348,6 +382,9 @@ pub async fn sync_once(
 }
 
 struct Ctx {
+    /// Whether this process may write (checked before each node: a long sync stops as soon as
+    /// leadership is lost).
+    leader: tokio::sync::watch::Receiver<bool>,
     nodes_api: Api<Node>,
     events_api: Api<Event>,
     limiter: Arc<RateLimiter>,
@@ -367,6 +404,10 @@ impl Ctx {
             u64::try_from(unmatched).unwrap_or(0),
         );
         for n in names {
+            if !*self.leader.borrow() {
+                tracing::info!("leadership lost: this sync stops");
+                return;
+            }
             self.reconcile(hosts, nodes, &n).await;
         }
     }

@@ -1275,3 +1275,61 @@ async fn deeply_nested_and_oversized_bodies_refused_on_every_body_route() {
     let (s, _) = h.call("GET", "/readyz", Auth::None, None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// Attack: a connection flood (connections opened and left idle, never finishing TLS). At most
+/// `--max-connections` are held; the next ones are closed at once, so memory stays bounded;
+/// when the flood stops, the server serves again by itself.
+#[tokio::test]
+async fn connection_flood_is_bounded() {
+    use tokio::io::AsyncReadExt as _;
+    let h = Harness::new().await;
+    let (certs, key) = nodetrust_server::tls::server_identity(None, None, h.dir.path()).unwrap();
+    let config = nodetrust_server::tls::server_config(certs, key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(nodetrust_server::run_with(
+        listener,
+        config,
+        h.app.clone(),
+        async move {
+            let _ = rx.await;
+        },
+        4,
+    ));
+    // Four idle connections take every slot.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The fifth is closed by the server at once: reading gives end of file, not a hang.
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), extra.read(&mut buf))
+        .await
+        .expect("closed at once, not held")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection beyond the cap is closed");
+    // The flood stops: the slots come back and a real client is served.
+    drop(held);
+    let url = format!("https://{addr}/healthz");
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .unwrap();
+            let code = String::from_utf8_lossy(&out.stdout).to_string();
+            if code == "200" || std::time::Instant::now() > deadline {
+                return code;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, "200");
+    let _ = stop.send(());
+}
