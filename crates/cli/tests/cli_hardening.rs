@@ -148,21 +148,23 @@ fn cli_survives_hostile_server_answers() {
 
     // Terminal escapes in a field are not passed through.
     let body = serde_json::to_vec(&json!({"hosts": [
-        {"name": "evil\u{1b}]0;owned\u{7}\u{1b}[2J", "status": "connected",
-         "trust": {"verdict": "trusted", "reasons": ["a\nb"]}}
+        {"name": "evil\u{1b}]0;owned\u{7}\u{1b}[2J", "hardware_uuid": "u\u{1b}[2J",
+         "connection_url": "https://evil:1443", "status": "connected",
+         "trust": {"verdict": "trusted", "reasons": ["a\nb"], "attested_at": null, "expires_at": null}}
     ]}))
     .unwrap();
     let o = against(200, body, &["hosts", "list"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(!o.stdout.contains(&0x1b), "{}", show(&o));
 
-    // Wrong types everywhere: no panic; the table shows what it can.
+    // Wrong types everywhere: no panic; the answer is refused as not what was expected.
     let body = serde_json::to_vec(&json!({"hosts": [
         1, "x", null, [], {"name": {"deep": [1, 2]}, "trust": "no", "status": 7}
     ]}))
     .unwrap();
     let o = against(200, body, &["hosts", "list"]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the JSON expected"), "{}", show(&o));
     let body = serde_json::to_vec(&json!({"name": [], "trust": {"reasons": "r"},
         "host_info": {"pcr_banks": "x"}, "status_detail": {"a": 1}}))
     .unwrap();
@@ -173,7 +175,7 @@ fn cli_survives_hostile_server_answers() {
     ]}))
     .unwrap();
     let o = against(200, body, &["endorsement", "list"]);
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let body = serde_json::to_vec(&json!({"reports": [{"verdict": [], "reasons": {}}]})).unwrap();
     against(200, body, &["report", "show", "h"]);
     against(
