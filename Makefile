@@ -6,7 +6,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-DEB_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config postgresql openssl
+DEB_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config postgresql openssl chromium
 
 .PHONY: deps test lint check-deps test-only fuzz-smoke demo bench clean-pg
 

@@ -164,7 +164,11 @@ fn cli_survives_hostile_server_answers() {
     .unwrap();
     let o = against(200, body, &["hosts", "list"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not the JSON expected"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not the JSON expected"),
+        "{}",
+        show(&o)
+    );
     let body = serde_json::to_vec(&json!({"name": [], "trust": {"reasons": "r"},
         "host_info": {"pcr_banks": "x"}, "status_detail": {"a": 1}}))
     .unwrap();

@@ -84,6 +84,9 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "NODETRUST_MAX_BODY", default_value_t = 1 << 20)]
     pub max_body: usize,
+    /// Most client connections open at once; more are closed as they arrive.
+    #[arg(long, env = "NODETRUST_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Name of this replica (for leases; default: host name and process id).
     #[arg(long, env = "NODETRUST_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -266,6 +269,24 @@ impl Config {
                 )));
             }
         }
+        // Several replicas (PostgreSQL): a crashed replica's hosts must be attested again by
+        // another before their verdicts expire.
+        if self.db.starts_with("postgres") {
+            let gap = crate::scheduler::worst_takeover_gap(self.attest_interval);
+            if validity <= gap {
+                return Err(ConfigError::Invalid(format!(
+                    "--report-validity ({}) is too short for --attest-interval ({}) with several replicas: \
+                     when a replica dies its hosts are attested again by another within {} \
+                     (the interval plus 10 % jitter, the time to notice the crash, and the attestation), \
+                     so their verdicts would expire meanwhile; give --report-validity more than {} \
+                     or a shorter --attest-interval",
+                    humantime::format_duration(validity),
+                    humantime::format_duration(self.attest_interval),
+                    humantime::format_duration(gap),
+                    humantime::format_duration(gap),
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -377,6 +398,41 @@ mod tests {
         std::fs::write(&file, "report_retention = \"30d\"\n").unwrap();
         let c = Config::load_from(["nodetrust-server", "--config", &f]).unwrap();
         assert_eq!(c.report_retention, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn replicas_whose_takeover_outlasts_a_verdict_are_refused() {
+        let load = |interval: &str, validity: &str, db: &str| {
+            Config::load_from([
+                "nodetrust-server",
+                "--db",
+                db,
+                "--attest-interval",
+                interval,
+                "--report-validity",
+                validity,
+            ])
+        };
+        let pg = "postgres://nodetrust@db/nodetrust";
+        // The issue's and the demo's settings hold a takeover.
+        assert!(load("2s", "20s", pg).is_ok());
+        assert!(load("5s", "20s", pg).is_ok());
+        assert!(load("60s", "10m", pg).is_ok());
+        // A verdict living less than an interval and a takeover: refused, and said why.
+        match load("60s", "1m", pg) {
+            Err(ConfigError::Invalid(m)) => assert!(
+                m.contains("--report-validity (1m) is too short for --attest-interval (1m)")
+                    && m.contains("with several replicas"),
+                "{m}"
+            ),
+            other => panic!("accepted: {other:?}"),
+        }
+        assert!(matches!(
+            load("10s", "12s", pg),
+            Err(ConfigError::Invalid(_))
+        ));
+        // One SQLite server has no takeover: a short validity is its operator's choice.
+        assert!(load("60s", "4s", "sqlite:///tmp/x.db").is_ok());
     }
 
     #[test]

@@ -11,12 +11,12 @@
 //! 4. the event log replayed against the quoted PCRs and the flavors matched → the verdict,
 //!    valid for `--report-validity`, signed and stored.
 //!
-//! The scheduler ([`run_scheduler`]) picks hosts that are due, claims a lease on each (so with
-//! PostgreSQL each host is attested by one replica at a time), and attests with bounded
-//! concurrency; an agent's (re)start or a registration makes its host due at once.
+//! The scheduler ([`run_scheduler`], in [`crate::scheduler`]) picks hosts that are due, claims a
+//! lease on each (so with PostgreSQL each host is attested by one replica at a time), and
+//! attests with bounded concurrency; an agent's (re)start makes its host due at once, a
+//! registration within a second.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,7 +28,6 @@ use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::b64;
 use nodetrust_proto::trust::HostStatus;
 use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public, VerifiedQuote};
-use tokio::sync::Semaphore;
 
 use crate::agent_client::{AgentError, AgentTarget};
 use crate::state::AppState;
@@ -476,102 +475,5 @@ pub async fn import_flavors(
     Ok(flavors)
 }
 
-fn jitter(interval: Duration) -> Duration {
-    let mut b = [0u8; 4];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    let tenth = interval.as_millis() / 10;
-    if tenth == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(u64::try_from(u128::from(u32::from_be_bytes(b)) % tenth).unwrap_or(0))
-}
-
-/// Attests due hosts until `shutdown` resolves.
-pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> + Send) {
-    let permits = Arc::new(Semaphore::new(state.settings.attest_concurrency));
-    let interval = state.settings.attest_interval;
-    let lease_ms = i64::try_from((interval * 3).max(Duration::from_secs(30)).as_millis())
-        .unwrap_or(i64::MAX / 4);
-    let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    tokio::pin!(shutdown);
-    loop {
-        let now = state.now_ms();
-        // Claim no more hosts than can start now (at least one: then wait for a permit).
-        let free = permits.available_permits().max(1);
-        let limit = i64::try_from(free).unwrap_or(1);
-        let next =
-            now + i64::try_from((interval + jitter(interval)).as_millis()).unwrap_or(i64::MAX / 4);
-        let mut more = false;
-        let mut started = 0usize;
-        match state
-            .store
-            .claim_due(&state.settings.replica, now, now + lease_ms, next, limit)
-            .await
-        {
-            Ok(claimed) => {
-                // A full batch means more hosts may be due: look again without sleeping.
-                more = i64::try_from(claimed.len()).unwrap_or(0) >= limit;
-                for name in claimed {
-                    let busy = state
-                        .in_flight
-                        .lock()
-                        .map(|s| s.contains(&name))
-                        .unwrap_or(true);
-                    if busy {
-                        // Made due again (an agent restart) while being attested: once more
-                        // when the attestation in flight ends.
-                        if let Ok(mut a) = state.again.lock() {
-                            a.insert(name);
-                        }
-                        continue;
-                    }
-                    started += 1;
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    if let Ok(mut s) = state.in_flight.lock() {
-                        s.insert(name.clone());
-                    }
-                    let st = state.clone();
-                    tokio::spawn(async move {
-                        match attest_host(&st, &name).await {
-                            Ok(r) => {
-                                tracing::debug!(host = %name, verdict = %r.verdict, "attested")
-                            }
-                            // Counted and recorded (status `unreachable`) by `attest_host`.
-                            Err(e) if e.is_unreachable() => {}
-                            Err(e) => {
-                                tracing::warn!(host = %name, reason = e.reason(), error = %e, "attestation failed")
-                            }
-                        }
-                        if let Ok(mut s) = st.in_flight.lock() {
-                            s.remove(&name);
-                        }
-                        drop(permit);
-                        let again = st
-                            .again
-                            .lock()
-                            .map(|mut a| a.remove(&name))
-                            .unwrap_or(false);
-                        if again && st.store.schedule(&name, 0).await.is_ok() {
-                            st.wake.notify_one();
-                        }
-                    });
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "claiming due hosts failed"),
-        }
-        if more && started > 0 {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                () = tokio::task::yield_now() => continue,
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            () = state.wake.notified() => {}
-            () = &mut shutdown => return,
-        }
-    }
-}
+/// The scheduler lives in [`crate::scheduler`]; re-exported here where it always was.
+pub use crate::scheduler::run_scheduler;

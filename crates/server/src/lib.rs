@@ -17,6 +17,7 @@
 //! - [`registrar`]: registration with MakeCredential / ActivateCredential, endorsements.
 //! - [`ekca`]: the manufacturer CA bundle EK certificates chain to.
 //! - [`engine`]: attestation (quote, verification, appraisal, reports) and its scheduler.
+//! - [`scheduler`]: attests every host each interval; replica membership, leases, hand-over.
 //! - [`retention`]: deletes old reports and change-feed rows.
 //! - [`evidence`]: the agent's event log, parsed and replayed for appraisal.
 //! - [`agent_client`]: HTTPS to agents with the certificate pinned.
@@ -25,6 +26,7 @@
 //! - [`feed`]: the typed, resumable change feed ([`feed::ChangeFeed`]) the labeller follows.
 //! - [`jws`]: signed reports. [`metrics`]: Prometheus text. [`tls`]: rustls set-up.
 //! - [`openapi`]: the OpenAPI document, from the route table.
+//! - [`ui`]: the fleet view, HTML pages under `/ui/`.
 //! - [`clock`], [`error`].
 #![forbid(unsafe_code)]
 
@@ -44,9 +46,11 @@ pub mod metrics;
 pub mod openapi;
 pub mod registrar;
 pub mod retention;
+pub mod scheduler;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod ui;
 pub mod users;
 
 use std::future::Future;
@@ -63,6 +67,26 @@ pub async fn run(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    run_with(listener, tls, app, shutdown, DEFAULT_MAX_CONNECTIONS).await;
+}
+
+/// Connections served at once by default (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// [`run`] with at most `max_connections` connections open at once: a connection beyond that
+/// is closed at once (counted and logged, at most once a second), so a flood of connections is
+/// bounded in memory whatever it sends. A TLS handshake must end within 10 s and a request head
+/// within 30 s.
+pub async fn run_with(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+    max_connections: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut refused: u64 = 0;
+    let mut last_warned: Option<std::time::Instant> = None;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -77,6 +101,15 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(tcp);
+                    refused += 1;
+                    if last_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                        tracing::warn!(%peer, refused, max_connections, "too many connections: closing new ones (--max-connections)");
+                        last_warned = Some(std::time::Instant::now());
+                    }
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 // Handlers (the login limiter) see the client address as `ConnectInfo`.
@@ -90,6 +123,7 @@ pub async fn run(
                 );
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {

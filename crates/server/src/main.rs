@@ -9,7 +9,7 @@ use nodetrust_server::agent_client::HttpsAgents;
 use nodetrust_server::clock::SystemClock;
 use nodetrust_server::config::{redact_url, Config, ConfigError};
 use nodetrust_server::store::Store;
-use nodetrust_server::{app, engine, retention, run, tls, AppState};
+use nodetrust_server::{app, engine, retention, run_with, tls, AppState};
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -71,6 +71,12 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(listen = %config.listen, db = %redact_url(&config.db), "nodetrust-server started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // SIGTERM stops everything at once: the scheduler releases this replica's leases while the
+    // API drains its connections, so the other replicas take the hosts over without waiting.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     let mut rx = stop_rx.clone();
     let scheduler = tokio::spawn(engine::run_scheduler(state.clone(), async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -82,8 +88,17 @@ async fn main() -> anyhow::Result<()> {
     let labeller = nodetrust_server::labeller::start(&state, &config, stop_rx.clone())
         .await
         .context("starting the Kubernetes labeller")?;
-    run(listener, tls_config, app(state), shutdown_signal()).await;
-    let _ = stop_tx.send(true);
+    let mut rx = stop_rx.clone();
+    run_with(
+        listener,
+        tls_config,
+        app(state),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+        config.max_connections,
+    )
+    .await;
     let _ = scheduler.await;
     let _ = pruner.await;
     for task in labeller.into_iter().flatten() {

@@ -10,10 +10,12 @@
 //! queue behind writes. Reports are written by group commit ([`Store::save_report`]): those
 //! saved at the same time share one transaction and a few statements.
 //!
-//! Multi-replica work sharing uses leases on host rows: [`Store::claim`] is a conditional update
-//! that succeeds for the current owner, a free host or an expired lease. A replica renews its
-//! leases at every attestation; when it dies, the others take its hosts over once the leases
-//! expire.
+//! Multi-replica work sharing uses leases on host rows: [`Store::claim_due`] is a conditional
+//! update that succeeds for the current owner, a free host, an expired lease, or a holder that
+//! is not live (no recent row in `replicas`, [`Store::heartbeat`]). A replica renews its leases
+//! at every attestation, hands hosts over to their owner ([`Store::hand_over`]) and releases
+//! them all when it stops ([`Store::leave`]); when it dies, the others take its hosts over as
+//! soon as its heartbeat is stale.
 //!
 //! Retention: [`Store::prune_reports`] and [`Store::prune_changes`] delete rows older than a
 //! cutoff in bounded batches (each its own short statement), always sparing each registered
@@ -469,6 +471,11 @@ const PRUNED_THROUGH: &str = "changes-pruned-through";
 /// The PostgreSQL notification channel of the change feed.
 pub const CHANGES_CHANNEL: &str = "nodetrust_changes";
 
+/// A newly registered host is due this long after its registration (milliseconds), or at once
+/// when its agent's start event, which follows registration, comes first: one attestation for
+/// the two, not two within milliseconds.
+pub const REGISTERED_DUE_AFTER_MS: i64 = 1000;
+
 struct Migration {
     version: i64,
     sqlite: &'static [&'static str],
@@ -517,6 +524,12 @@ const V3: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS challenges_uuid ON challenges (hardware_uuid, expires)",
 ];
 
+/// Version 4: replica membership. Each replica upserts its row every heartbeat period and
+/// deletes it when it stops gracefully; the hosts of a replica without a recent heartbeat are
+/// taken over by the others when due, whatever their lease ([`Store::claim_due`]).
+const V4: &[&str] =
+    &["CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, heartbeat BIGINT NOT NULL, started BIGINT NOT NULL)"];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -533,6 +546,11 @@ fn migrations() -> Vec<Migration> {
             version: 3,
             sqlite: V3,
             postgres: V3,
+        },
+        Migration {
+            version: 4,
+            sqlite: V4,
+            postgres: V4,
         },
     ]
 }
@@ -1388,6 +1406,19 @@ impl Store {
         row.as_ref().map(host_from_row).transpose()
     }
 
+    /// Every host, by name, without its keys, facts and agent address (those columns are
+    /// empty): what lists and counts need, at a fraction of the cost of [`Store::hosts`].
+    pub async fn host_summaries(&self) -> Result<Vec<HostRow>> {
+        let rows = sqlx::query(
+            "SELECT name, hardware_uuid, '' AS connection_url, '' AS tls_cert_sha256, '' AS ek_public, \
+             '' AS ak_public, '' AS host_info, software_tpm, status, status_detail, reset_count, restart_count, \
+             verdict, reasons, attested_at, expires_at, created FROM hosts ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(host_from_row).collect()
+    }
+
     /// Every host, by name.
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
@@ -1425,7 +1456,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
              software_tpm, status, created, updated, next_attest, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, 0, 0)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, 0)",
         )
         .bind(&h.name)
         .bind(&h.hardware_uuid)
@@ -1436,6 +1467,7 @@ impl Store {
         .bind(&h.host_info)
         .bind(i64::from(h.software_tpm))
         .bind(now)
+        .bind(now.saturating_add(REGISTERED_DUE_AFTER_MS))
         .execute(&mut *tx)
         .await?;
         let change = Change {
@@ -1518,7 +1550,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
              software_tpm, status, created, updated, next_attest, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, 0, 0)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, 0)",
         )
         .bind(&h.name)
         .bind(&h.hardware_uuid)
@@ -1529,6 +1561,7 @@ impl Store {
         .bind(&h.host_info)
         .bind(i64::from(h.software_tpm))
         .bind(now)
+        .bind(now.saturating_add(REGISTERED_DUE_AFTER_MS))
         .execute(&mut *tx)
         .await?;
         let change = Change {
@@ -1617,33 +1650,149 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
-    /// Claims up to `limit` due hosts in one statement: those free, this replica's, or with an
-    /// expired lease; their lease runs until `until` and their next attestation is `next`.
-    /// A host whose next attestation is more than twice `next - now` ahead was scheduled by a
+    /// Claims up to `limit` due hosts in one statement: those free, this replica's, with an
+    /// expired lease, or held by a replica that is not live (no heartbeat row younger than
+    /// `dead_after` milliseconds by the database's clock: it died, or stopped); their lease
+    /// runs until `until`. Each claimed host's next attestation is its due
+    /// time plus `period` (the schedule keeps its phase, so a late start does not push every
+    /// later one back), or now plus `period` when that is already past (a host made due at
+    /// once, or taken over late).
+    /// A host whose next attestation is more than twice `period` ahead was scheduled by a
     /// clock that has since jumped back: it is due now, not when the clock catches up.
+    /// The due and lease conditions are checked again on the locked row, so two replicas
+    /// claiming at once never both take a host for the same due time.
     /// Returns the names claimed.
     pub async fn claim_due(
         &self,
         replica: &str,
         now: i64,
         until: i64,
-        next: i64,
+        period: i64,
+        dead_after: i64,
         limit: i64,
     ) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2, next_attest = $3 \
-             WHERE name IN (SELECT name FROM hosts WHERE (next_attest <= $4 OR next_attest > 2 * $3 - $4) \
-               AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4) ORDER BY next_attest, name LIMIT $5) \
-             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4) RETURNING name",
+        let db_now = self.db_now_ms();
+        let q = format!(
+            "UPDATE hosts SET lease_owner = $1, lease_until = $2, \
+               next_attest = CASE WHEN next_attest <= $4 AND next_attest + $3 > $4 THEN next_attest + $3 ELSE $4 + $3 END \
+             WHERE name IN (SELECT name FROM hosts WHERE (next_attest <= $4 OR next_attest > $4 + 2 * $3) \
+               AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4 \
+                    OR lease_owner NOT IN (SELECT id FROM replicas WHERE heartbeat >= {db_now} - $5)) \
+               ORDER BY next_attest, name LIMIT $6) \
+             AND (next_attest <= $4 OR next_attest > $4 + 2 * $3) \
+             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4 \
+                  OR lease_owner NOT IN (SELECT id FROM replicas WHERE heartbeat >= {db_now} - $5)) RETURNING name"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(replica)
+            .bind(until)
+            .bind(period)
+            .bind(now)
+            .bind(dead_after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
+    /// The database's clock in Unix milliseconds, as SQL: heartbeats are written and read by
+    /// the one clock every replica shares, so replicas' own clocks (skewed, or stepped) never
+    /// make a live replica look dead.
+    fn db_now_ms(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// Records that `replica` is alive now, by the database's clock (its first call records
+    /// when it started).
+    pub async fn heartbeat(&self, replica: &str) -> Result<()> {
+        let db_now = self.db_now_ms();
+        let q = format!(
+            "INSERT INTO replicas (id, heartbeat, started) VALUES ($1, {db_now}, {db_now}) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat = {db_now}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(replica)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The replicas whose last heartbeat is at most `dead_after` milliseconds old (by the
+    /// database's clock), by id.
+    pub async fn live_replicas(&self, dead_after: i64) -> Result<Vec<String>> {
+        let q = format!(
+            "SELECT id FROM replicas WHERE heartbeat >= {} - $1 ORDER BY id",
+            self.db_now_ms()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(dead_after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Forgets replicas silent for more than `age` milliseconds that hold no host.
+    pub async fn forget_replicas(&self, age: i64) -> Result<u64> {
+        let q = format!(
+            "DELETE FROM replicas WHERE heartbeat < {} - $1 \
+             AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.lease_owner = replicas.id)",
+            self.db_now_ms()
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(age)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Hands a host `from` this replica over `to` another, keeping its next attestation; the
+    /// lease runs until `until`. False when `from` does not hold it (any more).
+    pub async fn hand_over(&self, name: &str, from: &str, to: &str, until: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE hosts SET lease_owner = $1, lease_until = $2 WHERE name = $3 AND lease_owner = $4",
+        )
+        .bind(to)
+        .bind(until)
+        .bind(name)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A graceful stop: releases every lease of `replica` (each host keeps its next
+    /// attestation, so another replica takes it when due, without waiting for the lease) and
+    /// deletes its heartbeat row. Returns how many hosts were released.
+    pub async fn leave(&self, replica: &str) -> Result<u64> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        let r = sqlx::query(
+            "UPDATE hosts SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
         )
         .bind(replica)
-        .bind(until)
-        .bind(next)
-        .bind(now)
-        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM replicas WHERE id = $1")
+            .bind(replica)
+            .execute(&mut *tx)
+            .await?;
+        w.end.commit(tx).await?;
+        Ok(r.rows_affected())
+    }
+
+    /// How many hosts each replica holds a lease on (`None`: no replica).
+    pub async fn lease_counts(&self) -> Result<Vec<(Option<String>, i64)>> {
+        let rows = sqlx::query(
+            "SELECT lease_owner, COUNT(*) AS n FROM hosts GROUP BY lease_owner ORDER BY lease_owner",
+        )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("lease_owner")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// The replica holding a host's lease and until when.

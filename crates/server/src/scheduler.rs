@@ -1,0 +1,328 @@
+//! The scheduler: attests every host once per `--attest-interval`, shares the hosts between
+//! replicas on one PostgreSQL database, and hands them over when replicas come and go.
+//!
+//! - **Membership.** Each replica upserts a row of the `replicas` table every
+//!   [`heartbeat_period`] and reads which replicas are live (a heartbeat within
+//!   [`dead_after`]). A graceful stop deletes the row and releases every lease at once
+//!   ([`Store::leave`]); a replica killed outright leaves a stale row, and the others take its
+//!   hosts, when due, as soon as that row is older than [`dead_after`], without waiting for any
+//!   lease. A host leased to a replica with no live row is never stuck waiting for its lease.
+//! - **Leases.** Claiming a due host ([`Store::claim_due`]) takes its lease for
+//!   [`lease_length`] (three intervals) and moves its next attestation to its due time plus one
+//!   interval plus a jitter, so the schedule keeps its phase whatever the claim's latency.
+//! - **Fair share.** Each host belongs to the live replica with the highest rendezvous hash of
+//!   (replica id, host name): stable, the same in every replica, and only about 1/N of the hosts
+//!   move when a replica joins or leaves. Right after attesting a host, a replica that is not
+//!   its rendezvous owner hands its lease over to that owner, keeping the next attestation
+//!   ([`Store::hand_over`]): the host is attested once per interval across the move, by the
+//!   old owner up to now and by the new one from its next due time.
+//! - **On time.** The loop claims every [`tick`] (a fiftieth of the interval, 10–500 ms) or at
+//!   once when woken; the jitter is drawn below a tenth of the interval minus a tick, so the
+//!   period between two attestations of a host stays within the interval plus 10 %.
+//!
+//! [`Store::leave`]: crate::store::Store::leave
+//! [`Store::claim_due`]: crate::store::Store::claim_due
+//! [`Store::hand_over`]: crate::store::Store::hand_over
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::engine::attest_host;
+use crate::state::AppState;
+
+/// How often a replica renews its heartbeat row: a quarter of the interval, between 100 ms
+/// and 2 s.
+pub fn heartbeat_period(interval: Duration) -> Duration {
+    (interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
+
+/// A replica whose heartbeat is older than this is dead: four heartbeat periods, at least 1 s.
+pub fn dead_after(interval: Duration) -> Duration {
+    (heartbeat_period(interval) * 4).max(Duration::from_secs(1))
+}
+
+/// How long a claimed lease runs: three intervals (renewed at every claim; the heartbeat, not
+/// the lease, decides a takeover after a crash).
+pub fn lease_length(interval: Duration) -> Duration {
+    interval * 3
+}
+
+/// The scheduler's tick: a fiftieth of the interval, between 10 and 500 ms.
+pub fn tick(interval: Duration) -> Duration {
+    (interval / 50).clamp(Duration::from_millis(10), Duration::from_millis(500))
+}
+
+/// The longest a host of a crashed replica can go without a new verdict: its period (the
+/// interval plus 10 %), plus the time for the crash to be noticed ([`dead_after`] and one
+/// heartbeat period, in which the survivors read the membership) and for the survivor to
+/// claim it (one tick), plus one second for the attestation itself. `--report-validity` must
+/// be longer (checked at start with PostgreSQL).
+pub fn worst_takeover_gap(interval: Duration) -> Duration {
+    interval
+        + interval / 10
+        + dead_after(interval)
+        + heartbeat_period(interval)
+        + tick(interval)
+        + Duration::from_secs(1)
+}
+
+/// The jitter added to one period: uniform below a tenth of the interval minus a tick (so
+/// that the period, tick latency included, is at most the interval plus 10 %).
+pub fn jitter(interval: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    let bound = (interval / 10).saturating_sub(tick(interval)).as_millis();
+    if bound == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(u64::try_from(u128::from(u32::from_be_bytes(b)) % bound).unwrap_or(0))
+}
+
+/// A stable 64-bit hash (FNV-1a) of a replica id and a host name.
+fn score(replica: &str, host: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in replica
+        .as_bytes()
+        .iter()
+        .chain(std::iter::once(&0u8))
+        .chain(host.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly for short keys: finish with a 64-bit avalanche (splitmix64).
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The live replica a host belongs to (rendezvous hashing); `None` when there is none.
+pub fn rendezvous_owner<'a>(host: &str, live: &'a [String]) -> Option<&'a str> {
+    live.iter()
+        .max_by_key(|r| (score(r, host), r.as_str()))
+        .map(String::as_str)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Aborts a task when dropped (the heartbeat stops with the scheduler, even when the
+/// scheduler's own task is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews this replica's heartbeat and refreshes the live set, forever.
+async fn heartbeat_loop(state: AppState, live: Arc<Mutex<Vec<String>>>) {
+    let interval = state.settings.attest_interval;
+    let me = state.settings.replica.clone();
+    let mut beats: u64 = 0;
+    loop {
+        if let Err(e) = state.store.heartbeat(&me).await {
+            tracing::warn!(error = %e, "renewing this replica's heartbeat failed");
+        }
+        match state.store.live_replicas(ms(dead_after(interval))).await {
+            Ok(mut ids) => {
+                if !ids.contains(&me) {
+                    ids.push(me.clone());
+                    ids.sort();
+                }
+                if let Ok(mut l) = live.lock() {
+                    if *l != ids {
+                        tracing::info!(replicas = ?ids, "live replicas changed");
+                    }
+                    *l = ids;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the live replicas failed"),
+        }
+        // Now and then, forget replicas gone for an hour that hold nothing.
+        if beats.is_multiple_of(600) {
+            let _ = state.store.forget_replicas(3_600_000).await;
+        }
+        beats = beats.wrapping_add(1);
+        tokio::time::sleep(heartbeat_period(interval)).await;
+    }
+}
+
+/// Attests due hosts until `shutdown` resolves; then releases this replica's leases and
+/// heartbeat row, so the other replicas take its hosts at their next due time.
+pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> + Send) {
+    let permits = Arc::new(Semaphore::new(state.settings.attest_concurrency));
+    let interval = state.settings.attest_interval;
+    let me = state.settings.replica.clone();
+    let live = Arc::new(Mutex::new(vec![me.clone()]));
+    // The first heartbeat before the first claim, so others see this replica at once.
+    if let Err(e) = state.store.heartbeat(&me).await {
+        tracing::warn!(error = %e, "recording this replica's heartbeat failed");
+    }
+    let mut heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(state.clone(), live.clone())));
+    let lease_ms = ms(lease_length(interval));
+    let tick = tick(interval);
+    tokio::pin!(shutdown);
+    loop {
+        let now = state.now_ms();
+        // Claim no more hosts than can start now (at least one: then wait for a permit).
+        let free = permits.available_permits().max(1);
+        let limit = i64::try_from(free).unwrap_or(1);
+        let period = ms(interval + jitter(interval));
+        let dead_ms = ms(dead_after(interval));
+        let mut more = false;
+        let mut started = 0usize;
+        match state
+            .store
+            .claim_due(&me, now, now + lease_ms, period, dead_ms, limit)
+            .await
+        {
+            Ok(claimed) => {
+                // A full batch means more hosts may be due: look again without sleeping.
+                more = i64::try_from(claimed.len()).unwrap_or(0) >= limit;
+                for name in claimed {
+                    let busy = state
+                        .in_flight
+                        .lock()
+                        .map(|s| s.contains(&name))
+                        .unwrap_or(true);
+                    if busy {
+                        // Made due again (an agent restart) while being attested: once more
+                        // when the attestation in flight ends.
+                        if let Ok(mut a) = state.again.lock() {
+                            a.insert(name);
+                        }
+                        continue;
+                    }
+                    started += 1;
+                    // A claimed host is always attested (its next due time has moved on), even
+                    // when a stop comes meanwhile: at most as many are claimed as permits are
+                    // free, so this does not wait.
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    if let Ok(mut s) = state.in_flight.lock() {
+                        s.insert(name.clone());
+                    }
+                    let st = state.clone();
+                    let live = live.clone();
+                    tokio::spawn(async move {
+                        match attest_host(&st, &name).await {
+                            Ok(r) => {
+                                tracing::debug!(host = %name, verdict = %r.verdict, "attested")
+                            }
+                            // Counted and recorded (status `unreachable`) by `attest_host`.
+                            Err(e) if e.is_unreachable() => {}
+                            Err(e) => {
+                                tracing::warn!(host = %name, reason = e.reason(), error = %e, "attestation failed")
+                            }
+                        }
+                        if let Ok(mut s) = st.in_flight.lock() {
+                            s.remove(&name);
+                        }
+                        drop(permit);
+                        let again = st
+                            .again
+                            .lock()
+                            .map(|mut a| a.remove(&name))
+                            .unwrap_or(false);
+                        if again {
+                            if st.store.schedule(&name, 0).await.is_ok() {
+                                st.wake.notify_one();
+                            }
+                        } else {
+                            hand_over_if_not_mine(&st, &name, &live).await;
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming due hosts failed"),
+        }
+        if more && started > 0 {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return stop(&state, &mut heartbeat).await,
+                () = tokio::task::yield_now() => continue,
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = state.wake.notified() => {}
+            () = &mut shutdown => return stop(&state, &mut heartbeat).await,
+        }
+    }
+}
+
+/// After attesting `name`: when another live replica is its rendezvous owner, hands it over
+/// (its next attestation kept) so every replica carries its share.
+async fn hand_over_if_not_mine(state: &AppState, name: &str, live: &Mutex<Vec<String>>) {
+    let me = &state.settings.replica;
+    let owner = {
+        let Ok(l) = live.lock() else { return };
+        match rendezvous_owner(name, &l) {
+            Some(o) if o != me => o.to_string(),
+            _ => return,
+        }
+    };
+    let until = state.now_ms() + ms(lease_length(state.settings.attest_interval));
+    match state.store.hand_over(name, me, &owner, until).await {
+        Ok(true) => tracing::debug!(host = %name, to = %owner, "host handed over"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(host = %name, error = %e, "handing a host over failed"),
+    }
+}
+
+/// A graceful stop: the heartbeat ended (so it cannot write its row again), then every lease
+/// released and the heartbeat row deleted.
+async fn stop(state: &AppState, heartbeat: &mut AbortOnDrop) {
+    heartbeat.0.abort();
+    let _ = (&mut heartbeat.0).await;
+    match state.store.leave(&state.settings.replica).await {
+        Ok(n) => tracing::info!(released = n, "scheduler stopped; leases released"),
+        Err(e) => {
+            tracing::warn!(error = %e, "releasing this replica's leases failed; they expire by themselves")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_is_stable_and_moves_only_the_leavers_hosts() {
+        let three: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let two: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..3000 {
+            let host = format!("node-{i}");
+            let o3 = rendezvous_owner(&host, &three).unwrap();
+            let o2 = rendezvous_owner(&host, &two).unwrap();
+            *counts.entry(o3).or_insert(0) += 1;
+            if o3 != "c" {
+                assert_eq!(o3, o2, "{host} moved though its owner stayed");
+            }
+        }
+        for (r, n) in counts {
+            assert!((800..1200).contains(&n), "{r} owns {n} of 3000");
+        }
+        assert_eq!(rendezvous_owner("x", &[]), None);
+    }
+
+    #[test]
+    fn jitter_and_tick_keep_the_period_within_ten_percent() {
+        for secs in [1u64, 2, 5, 60, 600] {
+            let i = Duration::from_secs(secs);
+            for _ in 0..200 {
+                assert!(jitter(i) + tick(i) <= i / 10, "{i:?}");
+            }
+        }
+    }
+}
