@@ -14,6 +14,7 @@
 //! | `GET /mtwilson/v2/reports[?host_name=&latest=true]` | admin, reader |
 //! | `POST /mtwilson/v2/host-attestations {"host_name"}` | admin |
 //! | `GET /mtwilson/v2/users`, `POST /mtwilson/v2/users`, `PUT .../users/{name}/password`, `DELETE .../users/{name}` | admin |
+//! | `GET /ui/`, `/ui/hosts/{name}`, `/ui/flavors`, `/ui/events` (the fleet view, [`crate::ui`]) | admin, reader |
 //! | `GET /mtwilson/v2/signing-key`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | none |
 //!
 //! Routes that take a body check the caller's role in an extractor that runs before the body
