@@ -22,7 +22,8 @@ echo "Building nodetrust, nodetrust-agent and nodetrust-server (release)..."
 cargo build --release -q -p nodetrust-cli -p nodetrust-agent -p nodetrust-server
 cargo build --release -q -p nodetrust-eventlog --example demo_boot
 cargo build --release -q -p nodetrust-testkit --example kubeapi
-bin=$root/target/release
+target=${CARGO_TARGET_DIR:-$root/target}
+bin=$target/release
 work=$(mktemp -d /tmp/nodetrust-demo.XXXXXX)
 pids=()
 cleanup() {
@@ -80,7 +81,7 @@ start_tpm() { # node
 }
 boot() { # node variant: writes the node's event log and extends the same digests into its TPM
   local n=$1 v=$2
-  "$root/target/release/examples/demo_boot" "$work/$n/eventlog.bin" "$v" > "$work/$n/extends"
+  "$target/release/examples/demo_boot" "$work/$n/eventlog.bin" "$v" > "$work/$n/extends"
   while read -r e; do
     TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=${tpm_port[$n]}" tpm2_pcrextend "$e"
   done < "$work/$n/extends"
@@ -157,11 +158,16 @@ for node in ["gold-node", "worker-1", "worker-2"]:
                                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}})
 json.dump(objs, open(sys.argv[1], "w"))
 PY
-  "$root/target/release/examples/kubeapi" --kubeconfig "$KUBECONFIG" --objects "$work/objects.json" \
+  "$target/release/examples/kubeapi" --kubeconfig "$KUBECONFIG" --objects "$work/objects.json" \
     --node "gold-node=$(node_uuid gold-node),tpm" --node "worker-1=$(node_uuid worker-1),tpm" \
     --node "worker-2=$(node_uuid worker-2),tpm" --node "no-tpm=$(node_uuid no-tpm)" > "$work/kubeapi.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do [ -s "$KUBECONFIG" ] && kubectl get nodes >/dev/null 2>&1 && break; sleep 0.1; done
+  kubectl get nodes >/dev/null 2>&1 || {
+    echo "DEMO CHECK FAILED: the Kubernetes API stand-in did not start:" >&2
+    cat "$work/kubeapi.log" >&2
+    exit 1
+  }
 else
   say "Using the cluster of KUBECONFIG=$KUBECONFIG"
 fi
