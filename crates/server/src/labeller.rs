@@ -141,32 +141,19 @@ async fn feed(state: AppState, tx: mpsc::Sender<TrustUpdate>) {
             };
             let update = match item {
                 FeedItem::Resync { .. } => continue 'outer,
-                FeedItem::Change(ev) => match ev.kind {
-                    ChangeKind::Deleted => match state.store.host(&ev.host).await {
-                        // Deleted and registered again since: take the host as it is.
-                        Ok(Some(h)) => match host_trust(&state, &h).await {
-                            Ok(t) => TrustUpdate::Host {
-                                host: t,
-                                at: Some(ev.at),
-                            },
-                            Err(_) => continue 'outer,
+                // Whatever the change, the host as it is now: gone, or its current trust (a
+                // host deleted and registered again since is taken as it is).
+                FeedItem::Change(ev) => match state.store.host(&ev.host).await {
+                    Ok(Some(h)) => match host_trust(&state, &h).await {
+                        Ok(t) => TrustUpdate::Host {
+                            host: t,
+                            at: matches!(ev.kind, ChangeKind::Verdict | ChangeKind::Deleted)
+                                .then_some(ev.at),
                         },
-                        Ok(None) => TrustUpdate::Removed(ev.host),
                         Err(_) => continue 'outer,
                     },
-                    ChangeKind::Verdict | ChangeKind::Registered | ChangeKind::Status => {
-                        match state.store.host(&ev.host).await {
-                            Ok(Some(h)) => match host_trust(&state, &h).await {
-                                Ok(t) => TrustUpdate::Host {
-                                    host: t,
-                                    at: (ev.kind == ChangeKind::Verdict).then_some(ev.at),
-                                },
-                                Err(_) => continue 'outer,
-                            },
-                            Ok(None) => TrustUpdate::Removed(ev.host),
-                            Err(_) => continue 'outer,
-                        }
-                    }
+                    Ok(None) => TrustUpdate::Removed(ev.host),
+                    Err(_) => continue 'outer,
                 },
             };
             if tx.send(update).await.is_err() {

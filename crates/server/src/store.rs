@@ -558,6 +558,15 @@ fn migrations() -> Vec<Migration> {
 const HOST_COLUMNS: &str = "name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
      software_tpm, status, status_detail, reset_count, restart_count, verdict, reasons, attested_at, expires_at, created";
 
+/// The hosts sharing a name ($1), a hardware UUID in any case ($2) or an EK ($3) with a
+/// registration, with `lock` appended (`FOR UPDATE` inside a PostgreSQL transaction).
+fn identity_holders_query(lock: &str) -> String {
+    format!(
+        "SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1 OR LOWER(hardware_uuid) = LOWER($2) \
+         OR ek_public = $3 ORDER BY name{lock}"
+    )
+}
+
 fn host_from_row(r: &AnyRow) -> Result<HostRow> {
     Ok(HostRow {
         name: r.try_get("name")?,
@@ -1453,6 +1462,21 @@ impl Store {
                 self.record_change(&mut tx, &change, now).await?;
             }
         }
+        let change = self.insert_registered(&mut tx, h, now).await?;
+        w.end.commit(tx).await?;
+        self.publish(change);
+        Ok(old.is_some())
+    }
+
+    /// Inserts a host just registered (due [`REGISTERED_DUE_AFTER_MS`] from now, its counters
+    /// forgotten) and records the `registered` change; returns the change to publish after the
+    /// commit.
+    async fn insert_registered(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        h: &HostRow,
+        now: i64,
+    ) -> Result<Change> {
         sqlx::query(
             "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
              software_tpm, status, created, updated, next_attest, lease_until) \
@@ -1468,17 +1492,15 @@ impl Store {
         .bind(i64::from(h.software_tpm))
         .bind(now)
         .bind(now.saturating_add(REGISTERED_DUE_AFTER_MS))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let change = Change {
             host_name: h.name.clone(),
             kind: ChangeKind::Registered,
             verdict: None,
         };
-        self.record_change(&mut tx, &change, now).await?;
-        w.end.commit(tx).await?;
-        self.publish(change);
-        Ok(old.is_some())
+        self.record_change(tx, &change, now).await?;
+        Ok(change)
     }
 
     /// Hosts that share a name, a hardware UUID (any case) or an EK (`ek_public`, as stored)
@@ -1489,10 +1511,7 @@ impl Store {
         hardware_uuid: &str,
         ek_public: &str,
     ) -> Result<Vec<HostRow>> {
-        let q = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1 OR LOWER(hardware_uuid) = LOWER($2) \
-             OR ek_public = $3 ORDER BY name"
-        );
+        let q = identity_holders_query("");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(name)
             .bind(hardware_uuid)
@@ -1514,14 +1533,10 @@ impl Store {
     ) -> Result<Registered> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        let lock = match self.backend {
+        let q = identity_holders_query(match self.backend {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE",
-        };
-        let q = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1 OR LOWER(hardware_uuid) = LOWER($2) \
-             OR ek_public = $3 ORDER BY name{lock}"
-        );
+        });
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(&h.name)
             .bind(&h.hardware_uuid)
@@ -1547,29 +1562,7 @@ impl Store {
                 self.record_change(&mut tx, &change, now).await?;
             }
         }
-        sqlx::query(
-            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
-             software_tpm, status, created, updated, next_attest, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, 0)",
-        )
-        .bind(&h.name)
-        .bind(&h.hardware_uuid)
-        .bind(&h.connection_url)
-        .bind(&h.tls_cert_sha256)
-        .bind(&h.ek_public)
-        .bind(&h.ak_public)
-        .bind(&h.host_info)
-        .bind(i64::from(h.software_tpm))
-        .bind(now)
-        .bind(now.saturating_add(REGISTERED_DUE_AFTER_MS))
-        .execute(&mut *tx)
-        .await?;
-        let change = Change {
-            host_name: h.name.clone(),
-            kind: ChangeKind::Registered,
-            verdict: None,
-        };
-        self.record_change(&mut tx, &change, now).await?;
+        let change = self.insert_registered(&mut tx, h, now).await?;
         w.end.commit(tx).await?;
         self.publish(change);
         Ok(Registered::Stored(!holders.is_empty()))
