@@ -154,37 +154,7 @@ fn a_regular_file_in_place_of_the_device_is_refused() {
 #[test]
 fn tpm_in_dictionary_attack_lockout_fails_the_lockout_check() {
     let tpm = Swtpm::start().unwrap();
-    // maxTries 1: one failed authorization of a DA-protected object (an NV index with a
-    // password) locks the TPM out.
-    tpm2::run(
-        &tpm,
-        "tpm2_dictionarylockout",
-        &["-s", "-n", "1", "-t", "600", "-l", "600"],
-    )
-    .unwrap();
-    tpm2::run(
-        &tpm,
-        "tpm2_nvdefine",
-        &[
-            "0x1500016",
-            "-C",
-            "o",
-            "-s",
-            "8",
-            "-a",
-            "authread|authwrite",
-            "-p",
-            "nvpass",
-        ],
-    )
-    .unwrap();
-    let failed = tpm2::try_run(
-        &tpm,
-        "tpm2_nvread",
-        &["0x1500016", "-C", "0x1500016", "-P", "wrong", "-s", "8"],
-    )
-    .unwrap();
-    assert!(!failed.status.success());
+    tpm2::lock_out(&tpm).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let run = check(&flags(&tpm.tcti(), dir.path()), &[]);

@@ -48,3 +48,37 @@ pub fn path(tpm: &Swtpm, name: &str) -> String {
 pub fn exists(tpm: &Swtpm, name: &str) -> bool {
     Path::new(&path(tpm, name)).exists()
 }
+
+/// Puts the TPM into dictionary-attack lockout: maxTries 1, then one failed authorization of
+/// a DA-protected object (an NV index with a password). Errors when the failed read succeeds.
+pub fn lock_out(tpm: &Swtpm) -> Result<()> {
+    run(
+        tpm,
+        "tpm2_dictionarylockout",
+        &["-s", "-n", "1", "-t", "600", "-l", "600"],
+    )?;
+    run(
+        tpm,
+        "tpm2_nvdefine",
+        &[
+            "0x1500016",
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "authread|authwrite",
+            "-p",
+            "nvpass",
+        ],
+    )?;
+    let failed = try_run(
+        tpm,
+        "tpm2_nvread",
+        &["0x1500016", "-C", "0x1500016", "-P", "wrong", "-s", "8"],
+    )?;
+    if failed.status.success() {
+        return Err("tpm2_nvread with a wrong password succeeded: no lockout".into());
+    }
+    Ok(())
+}

@@ -8,18 +8,17 @@
 
 use std::str::FromStr as _;
 
-use tss_esapi::constants::{CapabilityType, PropertyTag, StartupType};
-use tss_esapi::structures::CapabilityData;
+use tss_esapi::constants::{PropertyTag, StartupType};
 use tss_esapi::{Context, TctiNameConf};
 
 use crate::error::{classify, raw_rc, rc, tpm_code};
+use crate::tss::{
+    fourcc, property as properties, property_value as value, TPMA_PERMANENT_ENDORSEMENT_AUTH_SET,
+    TPMA_PERMANENT_IN_LOCKOUT, TPMA_PERMANENT_OWNER_AUTH_SET, TPMA_STARTUP_CLEAR_EH_ENABLE,
+};
 use crate::TpmError;
 
-const TPMA_PERMANENT_OWNER_AUTH_SET: u32 = 1 << 0;
-const TPMA_PERMANENT_ENDORSEMENT_AUTH_SET: u32 = 1 << 1;
 const TPMA_PERMANENT_LOCKOUT_AUTH_SET: u32 = 1 << 2;
-const TPMA_PERMANENT_IN_LOCKOUT: u32 = 1 << 9;
-const TPMA_STARTUP_CLEAR_EH_ENABLE: u32 = 1 << 2;
 
 /// What [`probe`] read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,34 +49,6 @@ pub struct TpmState {
     pub endorsement_auth_set: bool,
     /// `TPMA_PERMANENT.lockoutAuthSet`.
     pub lockout_auth_set: bool,
-}
-
-fn properties(
-    ctx: &mut Context,
-    tag: PropertyTag,
-    count: u32,
-) -> Result<Vec<(PropertyTag, u32)>, tss_esapi::Error> {
-    let (data, _) = ctx.execute_without_session(|c| {
-        c.get_capability(CapabilityType::TpmProperties, tag.into(), count)
-    })?;
-    Ok(match data {
-        CapabilityData::TpmProperties(list) => {
-            list.iter().map(|p| (p.property(), p.value())).collect()
-        }
-        _ => Vec::new(),
-    })
-}
-
-fn value(props: &[(PropertyTag, u32)], tag: PropertyTag) -> Option<u32> {
-    props.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
-}
-
-fn fourcc(v: u32) -> String {
-    v.to_be_bytes()
-        .iter()
-        .filter(|b| b.is_ascii_graphic() || **b == b' ')
-        .map(|b| char::from(*b))
-        .collect()
 }
 
 fn no_device(tcti: &str, e: TpmError) -> TpmError {

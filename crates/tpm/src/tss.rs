@@ -385,14 +385,15 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
-const TPMA_PERMANENT_OWNER_AUTH_SET: u32 = 1 << 0;
-const TPMA_PERMANENT_ENDORSEMENT_AUTH_SET: u32 = 1 << 1;
-const TPMA_PERMANENT_IN_LOCKOUT: u32 = 1 << 9;
-const TPMA_STARTUP_CLEAR_EH_ENABLE: u32 = 1 << 2;
+pub(crate) const TPMA_PERMANENT_OWNER_AUTH_SET: u32 = 1 << 0;
+pub(crate) const TPMA_PERMANENT_ENDORSEMENT_AUTH_SET: u32 = 1 << 1;
+pub(crate) const TPMA_PERMANENT_IN_LOCKOUT: u32 = 1 << 9;
+pub(crate) const TPMA_STARTUP_CLEAR_EH_ENABLE: u32 = 1 << 2;
 const RSA_EK_CERT_NV: u32 = 0x01c0_0002;
 const ECC_EK_CERT_NV: u32 = 0x01c0_000a;
 
-fn property(
+/// TPM properties from `tag` on (at most `count`).
+pub(crate) fn property(
     ctx: &mut Context,
     tag: PropertyTag,
     count: u32,
@@ -408,11 +409,13 @@ fn property(
     })
 }
 
-fn property_value(props: &[(PropertyTag, u32)], tag: PropertyTag) -> Option<u32> {
+/// The value of `tag` among `props`.
+pub(crate) fn property_value(props: &[(PropertyTag, u32)], tag: PropertyTag) -> Option<u32> {
     props.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
 }
 
-fn fourcc(v: u32) -> String {
+/// A vendor string packed in a property, as text.
+pub(crate) fn fourcc(v: u32) -> String {
     v.to_be_bytes()
         .iter()
         .filter(|b| b.is_ascii_graphic() || **b == b' ')
