@@ -8,6 +8,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEB_PACKAGES := swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config postgresql openssl chromium
 
+# A one-off build (CI, a fresh machine) gains nothing from incremental state, and full debug
+# information triples the size of every test binary: a fresh `make test` build takes 4.5 GB
+# this way against 13 GB with cargo's defaults (docs/PERFORMANCE.md, "Build"). Panics still
+# name file and line. Set either variable to override.
+export CARGO_INCREMENTAL ?= 0
+export CARGO_PROFILE_DEV_DEBUG ?= line-tables-only
+
 .PHONY: deps test lint check-deps test-only fuzz-smoke demo bench clean-pg
 
 deps:
@@ -15,13 +22,15 @@ deps:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	scripts/explain-failure.sh target/logs/clippy.log \
+	  $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 check-deps:
 	scripts/check-pure-deps.sh
 
 test-only:
-	scripts/with-postgres.sh $(CARGO) test --workspace --locked --no-fail-fast
+	scripts/explain-failure.sh target/logs/test.log \
+	  scripts/with-postgres.sh $(CARGO) test --workspace --locked --no-fail-fast
 
 # Every fuzz target for FUZZ_SECONDS (default 20) on its seeds; any crash fails (docs/FUZZING.md).
 fuzz-smoke:

@@ -1,7 +1,8 @@
 //! The Trust Agent HTTP API (paths follow the OpenCIT Trust Agent v2 API).
 //!
 //! - `GET /version` — no auth.
-//! - `GET /v2/host`, `POST /v2/tpm/quote`, `GET /v2/aik`, `GET /v2/ek` — HTTP basic auth with
+//! - `GET /v2/host`, `POST /v2/tpm/quote`, `POST /v2/ima`, `GET /v2/aik`, `GET /v2/ek` — HTTP
+//!   basic auth with
 //!   `TRUSTAGENT_ADMIN_USERNAME` / `TRUSTAGENT_ADMIN_PASSWORD`, compared in constant time.
 //!
 //! Untrusted input is checked at this edge: bodies are read up to
@@ -23,8 +24,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use nodetrust_proto::agent::{
-    AikInfo, EkInfo, HostInfo, QuoteRequest, QuoteResponse, VersionInfo, MAX_NONCE,
-    MAX_REQUEST_BODY,
+    AikInfo, EkInfo, HostInfo, ImaEntries, ImaRequest, QuoteRequest, QuoteResponse, VersionInfo,
+    MAX_NONCE, MAX_REQUEST_BODY,
 };
 use nodetrust_proto::ErrorBody;
 use nodetrust_tpm::{Attester, HashAlg, PcrSelection, TpmError};
@@ -44,8 +45,10 @@ pub struct Inner {
     pub admin: Credentials,
     /// Measured-boot event log.
     pub eventlog: PathBuf,
-    /// IMA log.
+    /// IMA log path.
     pub ima_log: PathBuf,
+    /// The IMA log, served from an entry index.
+    pub ima: Arc<crate::ima::ImaLog>,
     /// PCR banks the TPM has allocated.
     pub banks: Vec<HashAlg>,
 }
@@ -68,12 +71,14 @@ impl AppState {
             .iter()
             .filter_map(|b| HashAlg::from_name(b))
             .collect();
+        let ima = Arc::new(crate::ima::ImaLog::new(&ima_log));
         Self(Arc::new(Inner {
             attester,
             host,
             admin,
             eventlog,
             ima_log,
+            ima,
             banks,
         }))
     }
@@ -156,6 +161,7 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v2/host", get(host))
         .route("/v2/tpm/quote", post(quote))
+        .route("/v2/ima", post(ima))
         .route("/v2/aik", get(aik))
         .route("/v2/ek", get(ek))
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth));
@@ -292,15 +298,59 @@ async fn read_log(path: &std::path::Path) -> Option<Vec<u8>> {
     }
 }
 
-async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteResponse>, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_REQUEST_BODY)
+async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_REQUEST_BODY)
         .await
         .map_err(|_| {
             ApiError::bad(
                 "body_too_large",
                 format!("the request body is larger than {MAX_REQUEST_BODY} bytes"),
             )
-        })?;
+        })
+}
+
+/// IMA entries from `offset`, read on a blocking thread; `None` without an IMA log. A log that
+/// exists but cannot be read is logged and treated as absent, like the event log.
+async fn ima_entries(
+    state: &AppState,
+    offset: u64,
+    max_entries: Option<u32>,
+) -> Result<Option<ImaEntries>, ApiError> {
+    let log = Arc::clone(&state.0.ima);
+    let read = tokio::task::spawn_blocking(move || log.entries_from(offset, max_entries))
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    match read {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            tracing::warn!(path = %state.0.ima.path().display(), error = %e, "cannot read the IMA log");
+            Ok(None)
+        }
+    }
+}
+
+async fn ima(State(state): State<AppState>, body: Body) -> Result<Json<ImaEntries>, ApiError> {
+    let bytes = body_bytes(body).await?;
+    let req: ImaRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad(
+            "bad_request",
+            format!("the body is not an IMA log request: {e}"),
+        )
+    })?;
+    match ima_entries(&state, req.offset, req.max_entries).await? {
+        Some(entries) => Ok(Json(entries)),
+        None => Err(ApiError::bad(
+            "no_ima_log",
+            format!(
+                "this host has no IMA log at {} (a kernel without IMA, or the agent's --ima-log)",
+                state.0.ima.path().display()
+            ),
+        )),
+    }
+}
+
+async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteResponse>, ApiError> {
+    let bytes = body_bytes(body).await?;
     let req: QuoteRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad(
             "bad_request",
@@ -315,7 +365,10 @@ async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteRe
     .await?;
     // The logs are read after the quote, so they cover at least what it measured.
     let event_log = read_log(&state.0.eventlog).await;
-    let ima_log = read_log(&state.0.ima_log).await;
+    let ima_log = match req.ima_offset {
+        Some(offset) => ima_entries(&state, offset, None).await?,
+        None => None,
+    };
     let mut pcrs = nodetrust_proto::agent::PcrMap::new();
     for (bank, index, value) in out.pcrs.iter() {
         pcrs.entry(bank.name().to_string())
@@ -338,7 +391,7 @@ fn pem_and_name(tpm2b: &[u8], what: &str) -> Result<(String, String), ApiError> 
         ApiError::Internal
     })?;
     Ok((
-        nodetrust_tpm_wire::der::pem("PUBLIC KEY", &p.to_spki_der()),
+        nodetrust_tpm_wire::der::pem("PUBLIC KEY", &nodetrust_tpm_wire::der::spki(&p.key)),
         hex::encode(p.name()),
     ))
 }

@@ -1,22 +1,17 @@
-//! A small HTTPS JSON client for the registration exchange: one connection per request
-//! (registration happens once per start), rustls with the configured server trust, basic auth.
+//! A small HTTPS JSON client for the registration exchange and push mode: the workspace's one
+//! HTTPS client ([`nodetrust_tls::client`]) with one connection per request (registration
+//! happens once per start), rustls with the configured server trust, basic auth.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use nodetrust_proto::ErrorBody;
-use nodetrust_tls::{certificate_rejection, ServerVerifier, TrustFlags};
+use nodetrust_tls::client::{Answer, Call, ClientLimits, HttpsClient, HttpsError, Target};
+use nodetrust_tls::{ServerVerifier, TrustFlags};
 
 use crate::config::Credentials;
 
@@ -90,7 +85,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub struct Client {
     base: BaseUrl,
-    tls: TlsConnector,
+    config: Arc<rustls::ClientConfig>,
+    http: Arc<HttpsClient>,
     authorization: String,
     verifier: Option<Arc<ServerVerifier>>,
 }
@@ -111,12 +107,17 @@ impl Client {
         credentials: &Credentials,
     ) -> Result<Self, ClientError> {
         let base = BaseUrl::parse(url)?;
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", credentials.username, credentials.password));
         Ok(Self {
             base,
-            tls: TlsConnector::from(config),
-            authorization: format!("Basic {token}"),
+            config,
+            http: Arc::new(HttpsClient::new(ClientLimits::new(
+                REQUEST_TIMEOUT,
+                MAX_RESPONSE,
+            ))),
+            authorization: nodetrust_tls::client::basic_auth(
+                &credentials.username,
+                &credentials.password,
+            ),
             verifier: None,
         })
     }
@@ -139,27 +140,18 @@ impl Client {
         path: &str,
         body: &Req,
     ) -> Result<Resp, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.send(Method::POST, path, bytes))
-            .await
-            .map_err(|_| {
-                ClientError::Unreachable(format!("no answer within {REQUEST_TIMEOUT:?}"))
-            })??;
-        if answer.is_empty() {
-            return serde_json::from_slice(b"null").map_err(|e| ClientError::Decode(e.to_string()));
-        }
-        serde_json::from_slice(&answer).map_err(|e| ClientError::Decode(e.to_string()))
+        let call =
+            Call::json(Method::POST, path, body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send(call)
+            .await?
+            .json()
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// `GET path`; decodes a JSON answer.
     pub async fn get<Resp: DeserializeOwned>(&self, path: &str) -> Result<Resp, ClientError> {
-        let answer =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.send(Method::GET, path, Vec::new()))
-                .await
-                .map_err(|_| {
-                    ClientError::Unreachable(format!("no answer within {REQUEST_TIMEOUT:?}"))
-                })??;
-        serde_json::from_slice(&answer).map_err(|e| ClientError::Decode(e.to_string()))
+        let answer = self.send(Call::new(Method::GET, path)).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// A certificate rejection told as such, naming the certificate presented when the
@@ -175,75 +167,58 @@ impl Client {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Bytes, ClientError> {
-        let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable(e.to_string());
-        let tcp = TcpStream::connect((self.base.host.as_str(), self.base.port))
-            .await
-            .map_err(|e| unreachable(&format!("{}: {e}", self.base.authority())))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.base.host.clone())
-            .map_err(|_| ClientError::Url(self.base.host.clone()))?;
-        let tls =
-            self.tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| match certificate_rejection(&e) {
-                    Some(cause) => self.untrusted(cause),
-                    None => unreachable(&format!("TLS: {e}")),
-                })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let host_header = self.base.authority();
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base.path, path))
-            .header(hyper::header::HOST, host_header)
+    async fn send(&self, call: Call) -> Result<Answer, ClientError> {
+        let call = call
             .header(hyper::header::AUTHORIZATION, &self.authorization)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                format!("{}/{}", crate::NAME, crate::VERSION),
-            )
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Url(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Decode(format!("reading the body: {e}")))?
-            .to_bytes();
-        driver.abort();
-        if status.is_success() {
-            Ok(bytes)
-        } else {
-            let (reason, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => (bounded(&b.reason, 64), bounded(&b.error, 1000)),
-                Err(_) => (
-                    format!("http_{}", status.as_u16()),
-                    bounded(String::from_utf8_lossy(&bytes).trim(), 500),
-                ),
-            };
-            Err(ClientError::Status {
-                status: status.as_u16(),
-                reason,
-                message,
-                retry_after,
+            .and_then(|c| {
+                c.header(
+                    hyper::header::USER_AGENT,
+                    &format!("{}/{}", crate::NAME, crate::VERSION),
+                )
             })
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let target = Target {
+            base: &self.base,
+            config: &self.config,
+            trust_key: "",
+        };
+        let answer = self
+            .http
+            .send(&target, &call)
+            .await
+            .map_err(|e| self.failure(e))?;
+        let status = answer.status;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let (reason, message) = match serde_json::from_slice::<ErrorBody>(&answer.body) {
+            Ok(b) => (bounded(&b.reason, 64), bounded(&b.error, 1000)),
+            Err(_) => (
+                format!("http_{}", status.as_u16()),
+                bounded(String::from_utf8_lossy(&answer.body).trim(), 500),
+            ),
+        };
+        Err(ClientError::Status {
+            status: status.as_u16(),
+            reason,
+            message,
+            retry_after: answer.retry_after(MAX_RETRY_AFTER),
+        })
+    }
+
+    fn failure(&self, e: HttpsError) -> ClientError {
+        if let Some(cause) = e.rejection() {
+            return self.untrusted(cause);
+        }
+        match e {
+            HttpsError::BadHost(h) => ClientError::Url(h),
+            HttpsError::Timeout(after) => {
+                ClientError::Unreachable(format!("no answer within {after:?}"))
+            }
+            e @ (HttpsError::TooLarge(_) | HttpsError::Body(_)) => {
+                ClientError::Decode(e.to_string())
+            }
+            e => ClientError::Unreachable(e.to_string()),
         }
     }
 }

@@ -66,7 +66,8 @@ pub struct Cli {
     /// [default: /sys/kernel/security/tpm0/binary_bios_measurements]
     #[arg(long, env = "TRUSTAGENT_EVENTLOG", value_name = "PATH")]
     pub eventlog: Option<PathBuf>,
-    /// IMA runtime measurement log served with quotes; absent is fine
+    /// IMA runtime measurement log (binary), served from the entry the server asks for (hosts
+    /// with a RUNTIME flavor); absent is fine: no IMA
     /// [default: /sys/kernel/security/ima/binary_runtime_measurements]
     #[arg(long, env = "TRUSTAGENT_IMA_LOG", value_name = "PATH")]
     pub ima_log: Option<PathBuf>,
@@ -102,6 +103,20 @@ pub struct Cli {
     /// `ecc-p256` (ECDSA-SHA256, faster) [default: rsa2048]
     #[arg(long, env = "TRUSTAGENT_AK_ALGORITHM", value_name = "ALG")]
     pub ak_algorithm: Option<String>,
+    /// How the Trust Server attests this node, chosen at registration: `pull` (the server
+    /// connects to this agent's API) or `push` (the agent asks the server for a challenge and
+    /// posts its evidence on the server's schedule; for nodes that accept no inbound
+    /// connection) [default: pull]
+    #[arg(long, env = "TRUSTAGENT_MODE", value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Most API connections open at once; more are closed as they arrive [default: 256]
+    #[arg(long, env = "TRUSTAGENT_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Close an API connection that brings no complete request head for this long: after its
+    /// TLS handshake, between its requests (kept alive), or while it dribbles its headers
+    /// (e.g. `90s`, `2m`) [default: 90s]
+    #[arg(long, env = "TRUSTAGENT_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
     /// Config file (TOML, keys as the flags in snake case) [default: /etc/nodetrust/agent.toml if it exists]
     #[arg(long, env = "TRUSTAGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -125,6 +140,10 @@ pub enum Command {
 pub struct FileConfig {
     /// See `--tcti`.
     pub tcti: Option<String>,
+    /// See `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// See `--idle-timeout`.
+    pub idle_timeout: Option<String>,
     /// See `--listen`.
     pub listen: Option<SocketAddr>,
     /// See `--state-dir`.
@@ -151,6 +170,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// See `--ak-algorithm`.
     pub ak_algorithm: Option<String>,
+    /// See `--mode`.
+    pub mode: Option<String>,
     /// `TRUSTAGENT_ADMIN_USERNAME`.
     pub admin_username: Option<String>,
     /// `TRUSTAGENT_ADMIN_PASSWORD`.
@@ -248,6 +269,12 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// AK algorithm.
     pub ak_algorithm: AkAlgorithm,
+    /// Pull or push.
+    pub mode: nodetrust_proto::push::AgentMode,
+    /// Most API connections open at once.
+    pub max_connections: usize,
+    /// Time an API connection may go without a complete request head.
+    pub idle_timeout: std::time::Duration,
     /// API basic-auth credentials.
     pub admin: Credentials,
     /// Owner / endorsement auth.
@@ -325,6 +352,19 @@ impl Settings {
             None => AkAlgorithm::default(),
         };
 
+        let mode = match non_empty(cli.mode).or(non_empty(file.mode)) {
+            Some(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "pull" => nodetrust_proto::push::AgentMode::Pull,
+                "push" => nodetrust_proto::push::AgentMode::Push,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--mode {s:?}: expected pull or push"
+                    )))
+                }
+            },
+            None => nodetrust_proto::push::AgentMode::Pull,
+        };
+
         let server_url = match non_empty(cli.server_url).or(non_empty(file.server_url)) {
             Some(u) => Some(u),
             None => {
@@ -389,6 +429,27 @@ impl Settings {
             ));
         }
 
+        let max_connections = cli
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(crate::server::MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-connections must be at least 1".into(),
+            ));
+        }
+        let idle_timeout = match non_empty(cli.idle_timeout).or(non_empty(file.idle_timeout)) {
+            None => crate::server::IDLE_TIMEOUT,
+            Some(t) => match humantime::parse_duration(t.trim()) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--idle-timeout {t:?} is not a duration above zero (e.g. 90s, 2m)"
+                    )))
+                }
+            },
+        };
+
         let listen = match (cli.listen, file.listen) {
             (Some(l), _) | (None, Some(l)) => l,
             (None, None) => DEFAULT_LISTEN
@@ -420,6 +481,9 @@ impl Settings {
             tls_cert,
             tls_key,
             ak_algorithm,
+            mode,
+            max_connections,
+            idle_timeout,
             admin,
             owner_secret,
         })
@@ -448,6 +512,44 @@ mod tests {
         ("TRUSTAGENT_ADMIN_USERNAME", "admin"),
         ("TRUSTAGENT_ADMIN_PASSWORD", "pw"),
     ];
+
+    #[test]
+    fn mode_is_pull_unless_push_is_asked() {
+        let cli = |mode: Option<&str>| Cli {
+            config: Some("/dev/null".into()),
+            mode: mode.map(str::to_string),
+            ..Cli::default()
+        };
+        use nodetrust_proto::push::AgentMode;
+        let mode = |m| Settings::resolve(cli(m), &env_of(ADMIN)).map(|s| s.mode);
+        assert_eq!(mode(None).unwrap(), AgentMode::Pull);
+        assert_eq!(mode(Some("pull")).unwrap(), AgentMode::Pull);
+        assert_eq!(mode(Some("PUSH")).unwrap(), AgentMode::Push);
+        let e = mode(Some("poll")).unwrap_err().to_string();
+        assert!(
+            e.contains("--mode \"poll\"") && e.contains("pull or push"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn connection_limits() {
+        let cli = |max: Option<usize>, idle: Option<&str>| Cli {
+            config: Some("/dev/null".into()),
+            max_connections: max,
+            idle_timeout: idle.map(str::to_string),
+            ..Cli::default()
+        };
+        let s = Settings::resolve(cli(None, None), &env_of(ADMIN)).unwrap();
+        assert_eq!(s.max_connections, crate::server::MAX_CONNECTIONS);
+        assert_eq!(s.idle_timeout, crate::server::IDLE_TIMEOUT);
+        let s = Settings::resolve(cli(Some(8), Some("2m")), &env_of(ADMIN)).unwrap();
+        assert_eq!(s.max_connections, 8);
+        assert_eq!(s.idle_timeout, std::time::Duration::from_secs(120));
+        for (max, idle) in [(Some(0), None), (None, Some("soon")), (None, Some("0s"))] {
+            assert!(Settings::resolve(cli(max, idle), &env_of(ADMIN)).is_err());
+        }
+    }
 
     #[test]
     fn defaults_and_admin_required() {

@@ -9,6 +9,7 @@
 //! - [`check`] — `nodetrust-agent check`: TPM readiness checks with a plain verdict.
 //! - [`config`] — settings: flags > environment (the runbook's names) > config file > defaults.
 //! - [`api`] — `fn app(state) -> Router`: the HTTP API, basic auth, request limits, typed errors.
+//! - [`ima`] — the IMA runtime log, served from an entry index (byte offsets remembered).
 //! - [`host`] — host facts (hardware UUID, OS, kernel, Secure Boot).
 //! - [`tls`] — the server certificate (generated into the state dir on first start) and the
 //!   client trust for the Trust Server (CA file or SHA-256 pin).
@@ -23,6 +24,8 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod host;
+pub mod ima;
+pub mod push;
 pub mod register;
 pub mod server;
 pub mod tls;

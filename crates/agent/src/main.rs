@@ -10,7 +10,7 @@ use nodetrust_agent::api::{app, AppState};
 use nodetrust_agent::client::Client;
 use nodetrust_agent::config::{Cli, Command, Settings};
 use nodetrust_agent::register::{self, Backoff, Registration};
-use nodetrust_agent::{host, server, tls};
+use nodetrust_agent::{host, push, server, tls};
 use nodetrust_tpm::tss::is_software_tcti;
 use nodetrust_tpm::{Attester, TssAttester, TssConfig};
 
@@ -103,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!(address = %local, "serving the Trust Agent API over HTTPS");
 
+        let state = AppState::new(attester.clone(), host.clone(), settings.admin.clone(), settings.eventlog.clone(), settings.ima_log.clone());
         let registration = match &settings.server {
             None => {
                 tracing::info!("no Trust Server configured (server_url / MTWILSON_SERVER unset): serving the API without registering");
@@ -115,13 +116,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .advertise_url
                     .clone()
                     .unwrap_or_else(|| format!("https://{}:{}", host.host_name, local.port()));
-                let reg = Registration { host: host.clone(), connection_url, tls_cert_sha256: identity.fingerprint.clone() };
-                Some(tokio::spawn(register::run(client, Arc::clone(&attester), reg, Backoff::default())))
+                let mode = settings.mode;
+                let reg = Registration { host: host.clone(), connection_url, tls_cert_sha256: identity.fingerprint.clone(), mode };
+                let attester = Arc::clone(&attester);
+                let router = app(state.clone());
+                let admin = settings.admin.clone();
+                Some(tokio::spawn(async move {
+                    let registered = register::run(client.clone(), attester, reg, Backoff::default()).await;
+                    if mode == nodetrust_proto::push::AgentMode::Push {
+                        tracing::info!("push mode: this agent sends its evidence on the Trust Server's schedule");
+                        push::run(client, router, admin, registered.host_name, Backoff::default()).await;
+                    }
+                }))
             }
         };
 
-        let state = AppState::new(attester, host, settings.admin.clone(), settings.eventlog.clone(), settings.ima_log.clone());
-        server::run(listener, Arc::clone(&identity.config), app(state), shutdown_signal()).await?;
+        let limits = server::limits(settings.max_connections, settings.idle_timeout);
+        server::run_with(listener, Arc::clone(&identity.config), app(state), shutdown_signal(), limits).await?;
         if let Some(task) = registration {
             task.abort();
         }

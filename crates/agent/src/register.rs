@@ -78,6 +78,8 @@ pub struct Registration {
     pub connection_url: String,
     /// SHA-256 (hex) of the agent's TLS certificate.
     pub tls_cert_sha256: String,
+    /// Pull (the server asks) or push (the agent sends its evidence).
+    pub mode: nodetrust_proto::push::AgentMode,
 }
 
 /// Why a registration attempt failed.
@@ -119,6 +121,7 @@ pub async fn register_once(
         ek_public: ek.public,
         ek_certificate: ek.certificate,
         aik,
+        mode: reg.mode,
     };
     let challenge: RegisterChallenge = client.post(REGISTER_PATH, &request).await?;
     tracing::info!(challenge = %challenge.challenge_id, "the Trust Server sent a credential challenge; activating it in the TPM");

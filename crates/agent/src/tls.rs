@@ -108,13 +108,9 @@ pub fn client_trust(
         }
     };
     let verifier = Arc::new(verifier);
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    Ok((Arc::new(config), verifier))
+    let config = nodetrust_tls::client::client_config(Arc::clone(&verifier))
+        .map_err(|e| TlsError::Tls(e.to_string()))?;
+    Ok((config, verifier))
 }
 
 /// The client configuration for the Trust Server ([`client_trust`] without the verifier).

@@ -13,15 +13,34 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use nodetrust_proto::agent::{AikInfo, EkInfo, HostInfo, QuoteResponse};
+use nodetrust_proto::agent::{AikInfo, EkInfo, HostInfo, ImaEntries, QuoteResponse};
 use nodetrust_proto::b64;
 use nodetrust_testkit::{tpm2, Swtpm};
 use nodetrust_tpm::AkAlgorithm;
 use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public};
 use serde_json::json;
 
+/// One binary `ima-ng` entry for `path`.
+fn ima_entry(path: &str) -> Vec<u8> {
+    let mut data = Vec::new();
+    let d = [b"sha256:\0".as_slice(), &[7u8; 32]].concat();
+    data.extend_from_slice(&(d.len() as u32).to_le_bytes());
+    data.extend_from_slice(&d);
+    let n = [path.as_bytes(), &[0]].concat();
+    data.extend_from_slice(&(n.len() as u32).to_le_bytes());
+    data.extend_from_slice(&n);
+    let mut e = Vec::new();
+    e.extend_from_slice(&10u32.to_le_bytes());
+    e.extend_from_slice(&[1u8; 20]);
+    e.extend_from_slice(&6u32.to_le_bytes());
+    e.extend_from_slice(b"ima-ng");
+    e.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    e.extend_from_slice(&data);
+    e
+}
+
 fn pcr_values(resp: &QuoteResponse) -> PcrValues {
-    PcrValues::from_json_value(&serde_json::to_value(&resp.pcrs).unwrap()).unwrap()
+    PcrValues::try_from(&resp.pcrs).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +56,8 @@ async fn quote_verifies_with_core_verifier_and_tpm2_checkquote() {
     let eventlog = dir.path().join("binary_bios_measurements");
     std::fs::write(&eventlog, b"\x00\x00\x00\x00 pretend TCG event log").unwrap();
     let ima = dir.path().join("binary_runtime_measurements");
-    std::fs::write(&ima, b"\x0a\x00\x00\x00 pretend IMA log").unwrap();
+    let ima_bytes = [ima_entry("boot_aggregate"), ima_entry("/usr/bin/bash")].concat();
+    std::fs::write(&ima, &ima_bytes).unwrap();
     let attester = open(&tpm, &dir.path().join("state"), AkAlgorithm::Rsa2048);
     let state = state(attester, &eventlog, &ima);
 
@@ -45,7 +65,7 @@ async fn quote_verifies_with_core_verifier_and_tpm2_checkquote() {
     let (status, body) = post(
         &state,
         "/v2/tpm/quote",
-        json!({"nonce": b64::encode(nonce), "pcrs": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17], "pcrbanks": ["SHA256", "sha1"]}),
+        json!({"nonce": b64::encode(nonce), "pcrs": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17], "pcrbanks": ["SHA256", "sha1"], "ima_offset": 0}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -58,10 +78,12 @@ async fn quote_verifies_with_core_verifier_and_tpm2_checkquote() {
         resp.event_log.as_deref(),
         Some(&std::fs::read(&eventlog).unwrap()[..])
     );
+    let entries = resp.ima_log.clone().unwrap();
     assert_eq!(
-        resp.ima_log.as_deref(),
-        Some(&std::fs::read(&ima).unwrap()[..])
+        (entries.start, entries.count, entries.more, entries.total),
+        (0, 2, false, Some(2))
     );
+    assert_eq!(entries.log, ima_bytes);
 
     // The core verifier, with the AK from /v2/aik.
     let (status, aik) = get(&state, "/v2/aik").await;
@@ -71,18 +93,11 @@ async fn quote_verifies_with_core_verifier_and_tpm2_checkquote() {
     let ak = Public::from_tpm2b(&aik.aik).unwrap();
     assert_eq!(hex::encode(ak.name()), aik.name);
     let pcrs = pcr_values(&resp);
-    let v = verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, Some(nonce)).unwrap();
+    let v = verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, nonce).unwrap();
     assert_eq!(v.scheme(), "rsassa");
     assert_eq!(v.pcrs().len(), 24);
     assert_ne!(pcrs.get(HashAlg::Sha256, 0).unwrap(), &[0u8; 32][..]);
-    assert!(verify_quote(
-        &ak,
-        &resp.quote,
-        &resp.signature,
-        &pcrs,
-        Some(b"another nonce")
-    )
-    .is_err());
+    assert!(verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, b"another nonce").is_err());
 
     // tpm2_checkquote (offline: it needs no TPM).
     let pem = dir.path().join("ak.pem");
@@ -138,6 +153,7 @@ async fn auth_host_ek_and_bad_requests() {
         for (method, path) in [
             ("GET", "/v2/host"),
             ("POST", "/v2/tpm/quote"),
+            ("POST", "/v2/ima"),
             ("GET", "/v2/aik"),
             ("GET", "/v2/ek"),
         ] {
@@ -151,11 +167,12 @@ async fn auth_host_ek_and_bad_requests() {
         }
     }
 
-    // No logs on this host: the fields are absent, not null.
+    // No logs on this host: the fields are absent, not null, even when IMA is asked for; and
+    // `/v2/ima` says there is no IMA log.
     let (status, body) = post(
         &state,
         "/v2/tpm/quote",
-        json!({"nonce": b64::encode(b"x"), "pcrs": [0], "pcrbanks": ["SHA256"]}),
+        json!({"nonce": b64::encode(b"x"), "pcrs": [0], "pcrbanks": ["SHA256"], "ima_offset": 0}),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -163,6 +180,21 @@ async fn auth_host_ek_and_bad_requests() {
         body.get("event_log").is_none() && body.get("ima_log").is_none(),
         "{body}"
     );
+    let (status, body) = post(&state, "/v2/ima", json!({"offset": 0})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["reason"], "no_ima_log", "{body}");
+    for bad in [
+        json!({"offset": -1}),
+        json!({"offset": 0, "extra": true}),
+        json!({}),
+    ] {
+        let (status, body) = post(&state, "/v2/ima", bad.clone()).await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request")),
+            "{bad}: {body}"
+        );
+    }
 
     let (status, host) = get(&state, "/v2/host").await;
     assert_eq!(status, StatusCode::OK);
@@ -325,13 +357,63 @@ async fn ak_survives_agent_restart_and_tpm_reboot() {
     let resp: QuoteResponse = serde_json::from_value(body).unwrap();
     assert_eq!(resp.aik, aik.aik);
     let ak = Public::from_tpm2b(&aik.aik).unwrap();
-    let v = verify_quote(
-        &ak,
-        &resp.quote,
-        &resp.signature,
-        &pcr_values(&resp),
-        Some(b"r"),
-    )
-    .unwrap();
+    let v = verify_quote(&ak, &resp.quote, &resp.signature, &pcr_values(&resp), b"r").unwrap();
     assert!(v.attest().clock_info.reset_count >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ima_entries_from_an_offset_as_the_log_grows() {
+    let tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ima = dir.path().join("binary_runtime_measurements");
+    let entries: Vec<Vec<u8>> = (0..30)
+        .map(|i| ima_entry(&format!("/usr/bin/t{i}")))
+        .collect();
+    std::fs::write(&ima, entries[..10].concat()).unwrap();
+    let attester = open(&tpm, &dir.path().join("state"), AkAlgorithm::EccP256);
+    let state = state(attester, &dir.path().join("none"), &ima);
+
+    // A quote without `ima_offset` carries no IMA log.
+    let (status, body) = post(
+        &state,
+        "/v2/tpm/quote",
+        json!({"nonce": b64::encode(b"n"), "pcrs": [10], "pcrbanks": ["SHA256"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("ima_log").is_none(), "{body}");
+
+    // With it, the entries from there.
+    let (status, body) = post(
+        &state,
+        "/v2/tpm/quote",
+        json!({"nonce": b64::encode(b"n"), "pcrs": [10], "pcrbanks": ["SHA256"], "ima_offset": 4}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let resp: QuoteResponse = serde_json::from_value(body).unwrap();
+    let got = resp.ima_log.unwrap();
+    assert_eq!((got.start, got.count, got.total), (4, 6, Some(10)));
+    assert_eq!(got.log, entries[4..10].concat());
+
+    // The log grows; the next answer from entry 10 reads only the new entries.
+    std::fs::write(&ima, entries.concat()).unwrap();
+    let read_before = state.0.ima.bytes_read();
+    let (status, body) = post(&state, "/v2/ima", json!({"offset": 10, "max_entries": 15})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got: ImaEntries = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        (got.start, got.count, got.more, got.total),
+        (10, 15, true, None)
+    );
+    assert_eq!(got.log, entries[10..25].concat());
+    let new_bytes: usize = entries[10..].iter().map(Vec::len).sum();
+    assert!(state.0.ima.bytes_read() - read_before <= new_bytes as u64);
+    let (_, body) = post(&state, "/v2/ima", json!({"offset": 25})).await;
+    let got: ImaEntries = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        (got.start, got.count, got.more, got.total),
+        (25, 5, false, Some(30))
+    );
+    assert_eq!(got.log, entries[25..].concat());
 }

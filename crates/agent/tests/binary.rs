@@ -229,6 +229,7 @@ async fn serves_https_and_survives_a_crash() {
                 nonce: b"abc".to_vec(),
                 pcrs: vec![0, 1, 2, 3],
                 pcrbanks: vec!["SHA256".into()],
+                ima_offset: None,
             },
         )
         .await
@@ -377,6 +378,7 @@ async fn swtpm_restarting_under_the_agent() {
                     nonce: b"restart".to_vec(),
                     pcrs: vec![0, 1, 2, 3],
                     pcrbanks: vec!["SHA256".into()],
+                    ima_offset: None,
                 },
             )
             .await

@@ -166,6 +166,7 @@ fn registration(attester: &Arc<dyn Attester>, port: u16) -> Registration {
         ),
         connection_url: format!("https://127.0.0.1:{port}"),
         tls_cert_sha256: "00".repeat(32),
+        mode: Default::default(),
     }
 }
 

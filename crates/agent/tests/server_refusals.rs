@@ -134,6 +134,7 @@ fn registration(attester: &Arc<dyn Attester>) -> Registration {
         ),
         connection_url: "https://127.0.0.1:1443".into(),
         tls_cert_sha256: "00".repeat(32),
+        mode: Default::default(),
     }
 }
 

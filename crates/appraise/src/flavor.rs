@@ -6,6 +6,9 @@
 //! - [`FlavorPart::Os`]: boot loader and kernel (PCRs 4, 8, 9, 18, 19).
 //! - [`FlavorPart::HostUnique`]: what differs per host, such as the kernel command line or the
 //!   initrd, measured into PCRs 8 and 9. A HOST_UNIQUE flavor belongs to one host.
+//! - [`FlavorPart::Runtime`]: what may run after boot: a runtime (IMA) policy
+//!   ([`RuntimePolicy`]) checked against the host's IMA log, which replays to PCR 10. A
+//!   RUNTIME flavor holds no PCR rule; it applies to every host, or to its `host_name` only.
 //!
 //! A flavor holds [`PcrRule`]s. A rule with a `value` requires that exact quoted PCR value. A
 //! rule without one requires the host's (replay-checked) log to hold exactly the rule's events
@@ -19,9 +22,12 @@ use nodetrust_tpm_wire::{HashAlg, VerifiedQuote};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::EventLogEvidence;
+use crate::runtime::{RuntimePolicy, BOOT_AGGREGATE_PCRS, IMA_PCR};
+use nodetrust_eventlog::ima::ImaEntry;
 
 /// A flavor part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FlavorPart {
     /// Firmware, Secure Boot, measured-launch ACM.
@@ -30,11 +36,18 @@ pub enum FlavorPart {
     Os,
     /// Per-host measurements (command line, initrd).
     HostUnique,
+    /// Runtime integrity: a runtime (IMA) policy.
+    Runtime,
 }
 
 impl FlavorPart {
     /// Every part.
-    pub const ALL: [FlavorPart; 3] = [FlavorPart::Platform, FlavorPart::Os, FlavorPart::HostUnique];
+    pub const ALL: [FlavorPart; 4] = [
+        FlavorPart::Platform,
+        FlavorPart::Os,
+        FlavorPart::HostUnique,
+        FlavorPart::Runtime,
+    ];
 
     /// The PCRs the part covers.
     pub fn pcrs(self) -> &'static [u8] {
@@ -42,15 +55,17 @@ impl FlavorPart {
             Self::Platform => &[0, 1, 2, 3, 5, 6, 7, 17],
             Self::Os => &[4, 8, 9, 18, 19],
             Self::HostUnique => &[8, 9],
+            Self::Runtime => &[IMA_PCR],
         }
     }
 
-    /// `PLATFORM`, `OS`, `HOST_UNIQUE`.
+    /// `PLATFORM`, `OS`, `HOST_UNIQUE`, `RUNTIME`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Platform => "PLATFORM",
             Self::Os => "OS",
             Self::HostUnique => "HOST_UNIQUE",
+            Self::Runtime => "RUNTIME",
         }
     }
 
@@ -70,6 +85,7 @@ impl std::fmt::Display for FlavorPart {
 
 /// Which of a PCR's events a rule counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventScope {
     /// Every event.
@@ -110,26 +126,32 @@ pub fn is_host_unique(label: &str) -> bool {
 
 /// A named event digest the gold host's log held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventRule {
     /// Label, for explanations.
     pub label: String,
     /// Digest, hex.
     #[serde(with = "hex_bytes")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "e551c902"))]
     pub digest: Vec<u8>,
 }
 
 /// What one PCR must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PcrRule {
     /// Bank (`sha256`, `sha1`, ...).
     #[serde(with = "bank_name")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "sha256"))]
     pub bank: HashAlg,
     /// PCR index.
+    #[cfg_attr(feature = "openapi", schema(maximum = 23))]
     pub index: u8,
     /// The exact value, hex; absent when the rule checks events only.
     #[serde(with = "hex_opt", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub value: Option<Vec<u8>>,
     /// Which events the rule counts.
     #[serde(default)]
@@ -141,6 +163,7 @@ pub struct PcrRule {
 
 /// A flavor: one part's reference measurements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Flavor {
     /// Identifier (assigned by the store).
@@ -160,8 +183,13 @@ pub struct Flavor {
     /// claim any measurement.
     #[serde(default)]
     pub allow_software_tpm: bool,
-    /// The rules.
+    /// The rules (none for RUNTIME).
+    #[serde(default)]
     pub pcrs: Vec<PcrRule>,
+    /// For RUNTIME: the runtime (IMA) policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub runtime: Option<RuntimePolicy>,
 }
 
 /// Why a flavor is not well formed.
@@ -211,11 +239,37 @@ pub enum FlavorError {
     /// HOST_UNIQUE flavors must name their host.
     #[error("flavor {0:?}: a HOST_UNIQUE flavor needs host_name")]
     HostUniqueWithoutHost(String),
+    /// A RUNTIME flavor needs a runtime policy, and only it has one.
+    #[error("flavor {0:?}: a RUNTIME flavor holds a runtime policy (\"runtime\") and no PCR rule; other parts hold no runtime policy")]
+    RuntimePolicyPlacement(String),
+    /// The runtime policy is not valid.
+    #[error("flavor {label:?}: runtime policy: {reason}")]
+    BadRuntimePolicy {
+        /// Flavor label.
+        label: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Flavor {
     /// Checks that the flavor is well formed.
     pub fn validate(&self) -> Result<(), FlavorError> {
+        if self.part == FlavorPart::Runtime || self.runtime.is_some() {
+            let Some(policy) = self.runtime.as_ref() else {
+                return Err(FlavorError::RuntimePolicyPlacement(self.label.clone()));
+            };
+            if self.part != FlavorPart::Runtime || !self.pcrs.is_empty() {
+                return Err(FlavorError::RuntimePolicyPlacement(self.label.clone()));
+            }
+            return policy
+                .validate()
+                .and_then(|()| policy.compile().map(|_| ()))
+                .map_err(|e| FlavorError::BadRuntimePolicy {
+                    label: self.label.clone(),
+                    reason: e.to_string(),
+                });
+        }
         if self.pcrs.is_empty() {
             return Err(FlavorError::Empty(self.label.clone()));
         }
@@ -254,9 +308,19 @@ impl Flavor {
         Ok(())
     }
 
-    /// The (bank, PCR) pairs the flavor needs quoted.
+    /// The (bank, PCR) pairs the flavor needs quoted. A RUNTIME flavor needs PCR 10 and, for
+    /// the `boot_aggregate` entry, PCRs 0-9, in the SHA-256 bank.
     pub fn needed_pcrs(&self) -> BTreeSet<(HashAlg, u8)> {
-        self.pcrs.iter().map(|r| (r.bank, r.index)).collect()
+        let mut out: BTreeSet<(HashAlg, u8)> =
+            self.pcrs.iter().map(|r| (r.bank, r.index)).collect();
+        if self.part == FlavorPart::Runtime {
+            out.extend(
+                BOOT_AGGREGATE_PCRS
+                    .chain([IMA_PCR])
+                    .map(|i| (HashAlg::Sha256, i)),
+            );
+        }
+        out
     }
 }
 
@@ -285,6 +349,15 @@ pub enum ImportError {
         "the host's event log does not replay to its quoted PCRs ({0}); refusing to import from it"
     )]
     LogDoesNotReplay(String),
+    /// RUNTIME needs the host's IMA log.
+    #[error("RUNTIME: the host sent no IMA log (a kernel without IMA, or the agent's --ima-log does not point at it)")]
+    NoImaLog,
+    /// The IMA log cannot be used.
+    #[error("RUNTIME: {0}; refusing to import from it")]
+    BadImaLog(String),
+    /// The learned policy breaks a limit.
+    #[error("RUNTIME: the learned runtime policy is not valid: {0}")]
+    RuntimePolicy(String),
 }
 
 /// Builds flavors for `parts` from a gold host's verified quote and (replay-checked) log.
@@ -312,6 +385,10 @@ pub fn flavors_from_evidence(
     let mut out = Vec::new();
     let unique_parts: BTreeSet<FlavorPart> = parts.iter().copied().collect();
     for part in unique_parts {
+        if part == FlavorPart::Runtime {
+            // RUNTIME flavors come from the IMA log: `runtime_flavor_from_ima`.
+            continue;
+        }
         let mut rules = Vec::new();
         for bank in quoted.banks() {
             for &index in part.pcrs() {
@@ -360,7 +437,7 @@ pub fn flavors_from_evidence(
                         scope: EventScope::HostUnique,
                         events: events_in(EventScope::HostUnique),
                     }),
-                    FlavorPart::HostUnique => None,
+                    FlavorPart::HostUnique | FlavorPart::Runtime => None,
                 };
                 rules.extend(rule);
             }
@@ -383,9 +460,84 @@ pub fn flavors_from_evidence(
             source_host: Some(host_name.to_string()),
             allow_software_tpm: software_tpm,
             pcrs: rules,
+            runtime: None,
         });
     }
     Ok(out)
+}
+
+/// The entries of an IMA log (from entry 0) that a verified quote covers: the longest prefix
+/// after which PCR 10 replays, in every bank the quote has it in, to the quoted value (entries
+/// logged after the quote are left out). An error names what does not replay.
+pub fn quoted_ima_prefix<'a>(
+    verified: &VerifiedQuote,
+    entries: &'a [ImaEntry],
+) -> Result<&'a [ImaEntry], ImportError> {
+    let quoted = verified.pcrs();
+    let banks: Vec<HashAlg> = quoted
+        .banks()
+        .filter(|b| quoted.get(*b, IMA_PCR).is_some())
+        .collect();
+    if banks.is_empty() {
+        return Err(ImportError::NotQuoted {
+            part: FlavorPart::Runtime,
+            pcrs: FlavorPart::Runtime.pcrs(),
+        });
+    }
+    let mut replay = nodetrust_eventlog::ima::ImaReplay::new(&banks, Default::default());
+    let holds = |r: &nodetrust_eventlog::ima::ImaReplay| {
+        banks.iter().all(|b| {
+            let zero = vec![0u8; b.size()];
+            let v = r.value(*b, u32::from(IMA_PCR)).unwrap_or(&zero);
+            quoted.get(*b, IMA_PCR) == Some(v)
+        })
+    };
+    let mut covered = holds(&replay).then_some(0);
+    for (i, e) in entries.iter().enumerate() {
+        replay
+            .extend(std::slice::from_ref(e))
+            .map_err(|err| ImportError::BadImaLog(err.to_string()))?;
+        if holds(&replay) {
+            covered = Some(i + 1);
+        }
+    }
+    let covered = covered.ok_or_else(|| {
+        ImportError::BadImaLog(format!(
+            "the host's IMA log ({} entries) does not replay to its quoted PCR 10",
+            entries.len()
+        ))
+    })?;
+    Ok(entries.get(..covered).unwrap_or_default())
+}
+
+/// Builds a RUNTIME flavor from a gold host's verified quote and its IMA log (from entry 0):
+/// every file measured up to the quote is allowed with the digest it had
+/// ([`RuntimePolicy::learn`]); `boot_aggregate` is required to match each host's own quote.
+pub fn runtime_flavor_from_ima(
+    verified: &VerifiedQuote,
+    entries: &[ImaEntry],
+    host_name: &str,
+    software_tpm: bool,
+) -> Result<Flavor, ImportError> {
+    let covered = quoted_ima_prefix(verified, entries)?;
+    let mut policy = RuntimePolicy::new();
+    policy.label = format!("learned from {host_name}");
+    policy
+        .learn(covered)
+        .map_err(|e| ImportError::RuntimePolicy(e.to_string()))?;
+    policy
+        .validate()
+        .map_err(|e| ImportError::RuntimePolicy(e.to_string()))?;
+    Ok(Flavor {
+        id: String::new(),
+        label: format!("{host_name} {}", FlavorPart::Runtime),
+        part: FlavorPart::Runtime,
+        host_name: None,
+        source_host: Some(host_name.to_string()),
+        allow_software_tpm: software_tpm,
+        pcrs: Vec::new(),
+        runtime: Some(policy),
+    })
 }
 
 mod hex_bytes {

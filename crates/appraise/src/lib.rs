@@ -14,6 +14,8 @@
 //!   PCR values the log replays to).
 //! - [`verdict`]: [`Trust`], [`Verdict`] and its [`Failure`] kind (stable labels for metrics).
 //! - [`policy`]: the match policy and [`appraise`].
+//! - [`runtime`]: runtime integrity: IMA logs appraised against a runtime policy
+//!   (allowlist, excludes, signing keys, boot aggregate), incrementally per host.
 //! - [`diff`]: explanations of a PCR mismatch, worded from the event-log crate's typed
 //!   differences ("PCR 4: boot application ... changed").
 //!
@@ -25,11 +27,16 @@ pub mod diff;
 pub mod evidence;
 pub mod flavor;
 pub mod policy;
+pub mod runtime;
 pub mod verdict;
 
 pub use evidence::{EventLogEvidence, MeasuredEvent};
 pub use flavor::{
-    flavors_from_evidence, EventRule, EventScope, Flavor, FlavorPart, ImportError, PcrRule,
+    flavors_from_evidence, quoted_ima_prefix, runtime_flavor_from_ima, EventRule, EventScope,
+    Flavor, FlavorPart, ImportError, PcrRule,
 };
-pub use policy::{appraise, quote_selection, HostContext, MatchPolicy};
+pub use policy::{
+    applies, appraise, appraise_with_runtime, quote_selection, HostContext, MatchPolicy,
+    RuntimeEvidence,
+};
 pub use verdict::{Failure, Trust, Verdict};

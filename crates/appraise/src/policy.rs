@@ -1,14 +1,18 @@
 //! The match policy and [`appraise`].
 //!
 //! A host is trusted when every required part is matched by at least one flavor: PLATFORM and
-//! OS always, HOST_UNIQUE when the host has a HOST_UNIQUE flavor ("required if defined").
+//! OS always, HOST_UNIQUE and RUNTIME when the host has a flavor of that part ("required if
+//! defined").
 //! Several flavors of one part may be valid at once (rolling out a new kernel): any one of
 //! them matching is enough.
 //!
 //! Order of checks, each failing closed with a concrete reason:
 //! 1. the quote was checked against a fresh nonce and a TPM-resident restricted AK;
 //! 2. the event log, when present, replays to the quoted PCR values (else it is not believed);
-//! 3. each required part is matched by one of its flavors.
+//! 3. each required part is matched by one of its flavors. A RUNTIME flavor matches when the
+//!    verifier's appraisal of the host's IMA log under its policy ([`RuntimeEvidence`], made
+//!    incrementally by the server) replayed to the quoted PCR 10 and found no entry the policy
+//!    does not allow.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -18,7 +22,45 @@ use nodetrust_tpm_wire::{HashAlg, VerifiedQuote};
 use crate::diff;
 use crate::evidence::EventLogEvidence;
 use crate::flavor::{Flavor, FlavorPart, PcrRule};
+use crate::runtime::{RuntimeOutcome, RuntimeProblem};
 use crate::verdict::{Failure, Verdict};
+
+/// What the verifier found in a host's IMA log, per RUNTIME flavor (by flavor id): the
+/// appraisal's outcome under that flavor's policy, or why the log could not be appraised (no
+/// IMA log, an unreadable answer). A RUNTIME flavor without an entry here does not match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeEvidence {
+    /// Flavor id → outcome, or a sentence saying why there is none.
+    pub outcomes: BTreeMap<String, Result<RuntimeOutcome, String>>,
+    /// Sentences about the log itself (the agent could not read all of it, it is shorter than
+    /// what was appraised before), added to the reasons of a RUNTIME flavor that does not match.
+    pub notes: Vec<String>,
+}
+
+impl RuntimeEvidence {
+    /// Why the RUNTIME flavor `id` does not match (empty when it does), without the `RUNTIME: `
+    /// prefix (the caller adds the part), and whether the reason is a log that does not replay.
+    fn check(&self, id: &str) -> (Vec<String>, bool) {
+        let strip = |s: String| match s.strip_prefix("RUNTIME: ") {
+            Some(rest) => rest.to_string(),
+            None => s,
+        };
+        let (mut why, not_replayed) = match self.outcomes.get(id) {
+            None => (
+                vec!["the host's IMA log was not appraised under this flavor".to_string()],
+                false,
+            ),
+            Some(Err(why)) => (vec![strip(why.clone())], false),
+            Some(Ok(o)) if o.is_trusted() => return (Vec::new(), false),
+            Some(Ok(o)) => (
+                o.reasons().into_iter().map(strip).collect::<Vec<_>>(),
+                matches!(o.problem, Some(RuntimeProblem::NotReplayed { .. })),
+            ),
+        };
+        why.extend(self.notes.iter().cloned().map(strip));
+        (why, not_replayed)
+    }
+}
 
 /// Which parts must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +75,7 @@ impl Default for MatchPolicy {
     fn default() -> Self {
         Self {
             required: vec![FlavorPart::Platform, FlavorPart::Os],
-            required_if_defined: vec![FlavorPart::HostUnique],
+            required_if_defined: vec![FlavorPart::HostUnique, FlavorPart::Runtime],
         }
     }
 }
@@ -118,27 +160,49 @@ fn check_rule(
     }
 }
 
-/// Why `flavor` does not match (empty when it does).
+/// Why `flavor` does not match (empty when it does), and whether the reason is an IMA log
+/// that does not replay to the quote.
 fn check_flavor(
     flavor: &Flavor,
     verified: &VerifiedQuote,
     log: Option<&EventLogEvidence>,
+    runtime: Option<&RuntimeEvidence>,
     ctx: &HostContext<'_>,
-) -> Vec<String> {
+) -> (Vec<String>, bool) {
     let mut out: Vec<String> = flavor
         .pcrs
         .iter()
         .flat_map(|r| check_rule(r, verified, log))
         .collect();
+    let mut not_replayed = false;
+    if flavor.part == FlavorPart::Runtime {
+        let (why, replay) = match runtime {
+            Some(r) => r.check(&flavor.id),
+            None => (
+                vec!["the host's IMA log was not appraised".to_string()],
+                false,
+            ),
+        };
+        out.extend(why);
+        not_replayed = replay;
+    }
     if ctx.software_tpm && !flavor.allow_software_tpm {
         out.push("the host's TPM is a software TPM, which this flavor does not allow".to_string());
     }
-    out
+    (out, not_replayed)
 }
 
-/// Whether `flavor` applies to the host (HOST_UNIQUE flavors apply to their own host only).
-fn applies(flavor: &Flavor, ctx: &HostContext<'_>) -> bool {
-    flavor.part != FlavorPart::HostUnique || flavor.host_name.as_deref() == Some(ctx.host_name)
+/// Whether `flavor` applies to the host (HOST_UNIQUE flavors apply to their own host only;
+/// RUNTIME flavors to every host, or to their `host_name` only when they have one).
+pub fn applies(flavor: &Flavor, ctx: &HostContext<'_>) -> bool {
+    match flavor.part {
+        FlavorPart::HostUnique => flavor.host_name.as_deref() == Some(ctx.host_name),
+        FlavorPart::Runtime => flavor
+            .host_name
+            .as_deref()
+            .is_none_or(|h| h == ctx.host_name),
+        _ => true,
+    }
 }
 
 /// The PCRs to quote for a host: every PCR its applicable flavors need, or, with no flavor
@@ -169,7 +233,8 @@ pub fn quote_selection<'a>(
 
 /// Appraises a verified quote (and the host's event log) against the flavors.
 ///
-/// `now` is when the evidence was appraised; the verdict holds for `validity`.
+/// `now` is when the evidence was appraised; the verdict holds for `validity`. RUNTIME flavors
+/// need [`appraise_with_runtime`]; here they never match.
 pub fn appraise(
     verified: &VerifiedQuote,
     event_log: Option<&EventLogEvidence>,
@@ -179,24 +244,32 @@ pub fn appraise(
     now: SystemTime,
     validity: Duration,
 ) -> Verdict {
-    if !verified.nonce_checked() {
-        return Verdict::failed(
-            Failure::NonceNotChecked,
-            vec!["the quote was not checked against a fresh nonce".to_string()],
-            now,
-            validity,
-        );
-    }
-    if !verified.ak_attributes_checked() {
-        return Verdict::failed(
-            Failure::AkNotChecked,
-            vec![
-                "the quote was not verified with a TPM-resident restricted signing AK".to_string(),
-            ],
-            now,
-            validity,
-        );
-    }
+    appraise_with_runtime(
+        verified, event_log, None, flavors, policy, ctx, now, validity,
+    )
+}
+
+/// [`appraise`], with what the verifier found in the host's IMA log for its RUNTIME flavors.
+/// An IMA log that does not replay to the quoted PCR 10 makes the verdict's failure
+/// [`Failure::ReplayMismatch`]; a RUNTIME flavor that does not match, a
+/// [`Failure::FlavorMismatch`] of part RUNTIME, whose reasons name each failing file
+/// (`RUNTIME: /usr/bin/curl: sha256:… not in policy`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "appraise's arguments plus the runtime evidence; each is one input of the verdict"
+)]
+pub fn appraise_with_runtime(
+    verified: &VerifiedQuote,
+    event_log: Option<&EventLogEvidence>,
+    runtime: Option<&RuntimeEvidence>,
+    flavors: &[Flavor],
+    policy: &MatchPolicy,
+    ctx: &HostContext<'_>,
+    now: SystemTime,
+    validity: Duration,
+) -> Verdict {
+    // A `VerifiedQuote` is the proof that the nonce and the AK's attributes were checked:
+    // `verify_quote` is the only way to make one (offline inspection makes an `InspectedQuote`).
     if let Some(log) = event_log {
         let bad = log.replay_mismatches(verified);
         if !bad.is_empty() {
@@ -217,6 +290,7 @@ pub fn appraise(
     }
     let mut failures = Vec::new();
     let (mut no_flavor, mut mismatch) = (None, None);
+    let mut ima_not_replayed = false;
     let mut matched = Vec::new();
     for part in required {
         let candidates: Vec<&&Flavor> = applicable.iter().filter(|f| f.part == part).collect();
@@ -227,24 +301,25 @@ pub fn appraise(
             ));
             continue;
         }
-        let mut best: Option<(&Flavor, Vec<String>)> = None;
+        let mut best: Option<(&Flavor, Vec<String>, bool)> = None;
         let mut ok = None;
         for f in candidates {
-            let why = check_flavor(f, verified, event_log, ctx);
+            let (why, not_replayed) = check_flavor(f, verified, event_log, runtime, ctx);
             if why.is_empty() {
                 ok = Some(*f);
                 break;
             }
-            if best.as_ref().is_none_or(|(_, b)| why.len() < b.len()) {
-                best = Some((f, why));
+            if best.as_ref().is_none_or(|(_, b, _)| why.len() < b.len()) {
+                best = Some((f, why, not_replayed));
             }
         }
         match (ok, best) {
             (Some(f), _) => {
                 matched.push(format!("{part}: matches flavor {:?} ({})", f.label, f.id))
             }
-            (None, Some((f, why))) => {
+            (None, Some((f, why, not_replayed))) => {
                 mismatch = mismatch.or(Some(part));
+                ima_not_replayed |= not_replayed;
                 failures.push(format!(
                     "{part}: no {part} flavor matches; closest is {:?} ({})",
                     f.label, f.id
@@ -261,6 +336,10 @@ pub fn appraise(
     // Every failure above records its part: evidence that differs from a flavor says more
     // than a part nobody defined yet.
     match (mismatch, no_flavor) {
+        // An IMA log that does not replay was altered or cut: that is the failure.
+        (Some(_), _) if ima_not_replayed => {
+            Verdict::failed(Failure::ReplayMismatch, failures, now, validity)
+        }
         (Some(part), _) => {
             Verdict::failed(Failure::FlavorMismatch { part }, failures, now, validity)
         }

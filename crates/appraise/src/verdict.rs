@@ -16,10 +16,6 @@ pub use nodetrust_proto::trust::Trust;
 /// for metrics and logs (the verdict's reasons are the sentences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// The quote was not checked against a fresh nonce.
-    NonceNotChecked,
-    /// The quote was not verified with a TPM-resident restricted signing AK.
-    AkNotChecked,
     /// The event log does not replay to the quoted PCRs (an altered or incomplete log).
     ReplayMismatch,
     /// The evidence verified and replayed, but a required part has no flavor at all.
@@ -35,12 +31,9 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// `nonce_not_checked`, `ak_not_checked`, `replay_mismatch`, `no_flavor`,
-    /// `flavor_mismatch`.
+    /// `replay_mismatch`, `no_flavor`, `flavor_mismatch`.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::NonceNotChecked => "nonce_not_checked",
-            Self::AkNotChecked => "ak_not_checked",
             Self::ReplayMismatch => "replay_mismatch",
             Self::NoFlavor { .. } => "no_flavor",
             Self::FlavorMismatch { .. } => "flavor_mismatch",

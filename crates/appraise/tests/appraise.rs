@@ -15,7 +15,7 @@ use nodetrust_appraise::{
     HostContext, MatchPolicy, MeasuredEvent, Trust,
 };
 use nodetrust_testkit::soft::SoftTpm;
-use nodetrust_tpm_wire::{verify_quote, verify_quote_with_bare_key, HashAlg, VerifiedQuote};
+use nodetrust_tpm_wire::{verify_quote, HashAlg, VerifiedQuote};
 
 const NONCE: &[u8] = &[7u8; 32];
 const VALIDITY: Duration = Duration::from_secs(600);
@@ -60,14 +60,7 @@ fn all_pcrs() -> BTreeMap<HashAlg, BTreeSet<u8>> {
 
 fn verified(tpm: &mut SoftTpm, sel: &BTreeMap<HashAlg, BTreeSet<u8>>) -> VerifiedQuote {
     let q = tpm.quote(NONCE, sel).unwrap();
-    verify_quote(
-        tpm.ak_public(),
-        &q.attest,
-        &q.signature,
-        &q.pcrs,
-        Some(NONCE),
-    )
-    .unwrap()
+    verify_quote(tpm.ak_public(), &q.attest, &q.signature, &q.pcrs, NONCE).unwrap()
 }
 
 fn ctx(host: &str) -> HostContext<'_> {
@@ -347,44 +340,6 @@ fn software_tpm_needs_a_flavor_that_allows_it() {
         VALIDITY,
     );
     assert_eq!(verdict.verdict(), Trust::Trusted);
-}
-
-#[test]
-fn quotes_without_nonce_or_with_a_bare_key_are_never_trusted() {
-    let flavors = gold_flavors(&[FlavorPart::Platform, FlavorPart::Os]);
-    let mut host = SoftTpm::new().unwrap();
-    let log = boot(&mut host, GOLD_BOOT);
-    let q = host.quote(NONCE, &quote_selection(&flavors, "n")).unwrap();
-    let no_nonce = verify_quote(host.ak_public(), &q.attest, &q.signature, &q.pcrs, None).unwrap();
-    let verdict = appraise(
-        &no_nonce,
-        Some(&log),
-        &flavors,
-        &MatchPolicy::default(),
-        &ctx("n"),
-        SystemTime::now(),
-        VALIDITY,
-    );
-    assert_eq!(verdict.verdict(), Trust::Untrusted);
-    assert!(verdict.reasons()[0].contains("nonce"));
-    let bare = verify_quote_with_bare_key(
-        &host.ak_public().key,
-        &q.attest,
-        &q.signature,
-        &q.pcrs,
-        Some(NONCE),
-    )
-    .unwrap();
-    let verdict = appraise(
-        &bare,
-        Some(&log),
-        &flavors,
-        &MatchPolicy::default(),
-        &ctx("n"),
-        SystemTime::now(),
-        VALIDITY,
-    );
-    assert_eq!(verdict.verdict(), Trust::Untrusted);
 }
 
 #[test]

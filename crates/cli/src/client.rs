@@ -2,7 +2,8 @@
 //! certificate is trusted, which account calls, and how each failure maps to an exit code.
 //!
 //! One connection per request (an operator command makes one or two), HTTP/1.1 over rustls
-//! with the aws-lc-rs provider, basic auth. The server is found from `--server`, then the
+//! with the aws-lc-rs provider, basic auth: the workspace's one HTTPS client
+//! ([`nodetrust_tls::client`]). The server is found from `--server`, then the
 //! environment the runbook's ConfigMap sets (`server_url`, or `MTWILSON_SERVER` and
 //! `MTWILSON_SERVER_PORT`). Its certificate is trusted through a CA file, a pinned SHA-256,
 //! the system CA bundle, or not at all (`--insecure`, like the runbook's `curl -k`).
@@ -15,14 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use clap::Args;
-use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use nodetrust_proto::ErrorBody;
-use rustls::pki_types::ServerName;
+use nodetrust_tls::client::{Call, ClientLimits, HttpsClient, HttpsError, Target};
 use rustls::ClientConfig;
 
 use crate::output::{errln, outln, printable, truncate};
@@ -238,7 +236,7 @@ fn trust(args: &ServerArgs) -> Result<Trust, CliError> {
     ))
 }
 
-use nodetrust_tls::{certificate_rejection, provider, CertCheck, ServerVerifier, TrustFlags};
+use nodetrust_tls::{CertCheck, ServerVerifier, TrustFlags};
 
 /// The options the CLI takes to trust a server, named in remedies.
 const FLAGS: TrustFlags = TrustFlags {
@@ -246,7 +244,7 @@ const FLAGS: TrustFlags = TrustFlags {
     pin: "--pin",
 };
 
-fn tls_config(trust: &Trust) -> Result<(ClientConfig, Arc<ServerVerifier>), CliError> {
+fn tls_config(trust: &Trust) -> Result<(Arc<ClientConfig>, Arc<ServerVerifier>), CliError> {
     let verifier = match trust {
         Trust::Pin(p) => ServerVerifier::with_check(CertCheck::Pin(*p)),
         Trust::Insecure => ServerVerifier::with_check(CertCheck::Any),
@@ -267,13 +265,8 @@ fn tls_config(trust: &Trust) -> Result<(ClientConfig, Arc<ServerVerifier>), CliE
         }
     };
     let verifier = Arc::new(verifier);
-    let mut cfg = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::Usage(format!("TLS configuration: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = nodetrust_tls::client::client_config(Arc::clone(&verifier))
+        .map_err(|e| CliError::Usage(format!("TLS configuration: {e}")))?;
     Ok((cfg, verifier))
 }
 
@@ -327,7 +320,8 @@ impl Answer {
 /// A client for one Trust Server.
 pub struct Client {
     base: BaseUrl,
-    tls: tokio_rustls::TlsConnector,
+    config: Arc<ClientConfig>,
+    http: HttpsClient,
     trust: Trust,
     credentials: Credentials,
     timeout: Duration,
@@ -344,12 +338,6 @@ impl std::fmt::Debug for Client {
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
-}
-
-enum Failure {
-    Connect(String),
-    Tls(std::io::Error),
-    Protocol(String),
 }
 
 impl Client {
@@ -370,12 +358,14 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| CliError::Usage(format!("cannot start the I/O runtime: {e}")))?;
+        let timeout = Duration::from_secs(args.timeout.max(1));
         Ok(Self {
             base,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            config,
+            http: HttpsClient::new(ClientLimits::new(timeout, MAX_RESPONSE)),
             trust,
             credentials,
-            timeout: Duration::from_secs(args.timeout.max(1)),
+            timeout,
             json: args.json(),
             verifier,
             runtime,
@@ -416,28 +406,34 @@ impl Client {
             None => None,
         };
         let where_ = format!("the Trust Server at {}", self.base.authority());
-        let answer = self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, self.send(method, path, body)).await
-        });
+        let answer = self.runtime.block_on(self.send(method, path, body));
         let (status, bytes) = match answer {
-            Err(_) => {
+            Err(HttpsError::Timeout(_)) => {
                 return Err(CliError::Usage(format!(
                     "server unreachable: no answer from {where_} within {}s",
                     self.timeout.as_secs()
                 )))
             }
-            Ok(Err(Failure::Connect(e))) => {
+            Err(HttpsError::Connect { source, .. }) => {
                 return Err(CliError::Usage(format!(
-                    "server unreachable: cannot connect to {where_}: {e}"
+                    "server unreachable: cannot connect to {where_}: {source}"
                 )))
             }
-            Ok(Err(Failure::Tls(e))) => return Err(CliError::Usage(self.tls_message(&where_, &e))),
-            Ok(Err(Failure::Protocol(e))) => {
+            Err(e @ HttpsError::Tls(_)) => {
+                return Err(CliError::Usage(self.tls_message(&where_, &e)))
+            }
+            Err(HttpsError::TooLarge(max)) => {
+                return Err(CliError::Usage(format!(
+                    "connection to {where_} failed: reading the answer: it is larger than \
+                     {max} bytes"
+                )))
+            }
+            Err(e) => {
                 return Err(CliError::Usage(format!(
                     "connection to {where_} failed: {e}"
                 )))
             }
-            Ok(Ok(a)) => a,
+            Ok(a) => a,
         };
         if (200..300).contains(&status) {
             return Ok(Answer {
@@ -448,13 +444,14 @@ impl Client {
         Err(self.refusal(status, &bytes))
     }
 
-    fn tls_message(&self, where_: &str, e: &std::io::Error) -> String {
-        match certificate_rejection(e) {
-            Some(cause) => format!(
+    fn tls_message(&self, where_: &str, e: &HttpsError) -> String {
+        match (e.rejection(), e) {
+            (Some(cause), _) => format!(
                 "TLS failure with {where_}: {}",
                 self.verifier.not_trusted(cause, &FLAGS)
             ),
-            None => format!("TLS failure with {where_}: {e}"),
+            (None, HttpsError::Tls(io)) => format!("TLS failure with {where_}: {io}"),
+            (None, other) => format!("TLS failure with {where_}: {other}"),
         }
     }
 
@@ -504,52 +501,23 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(u16, Bytes), Failure> {
-        let tcp = tokio::net::TcpStream::connect((self.base.host.as_str(), self.base.port))
-            .await
-            .map_err(|e| Failure::Connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.base.host.clone())
-            .map_err(|e| Failure::Protocol(format!("bad host name: {e}")))?;
-        let tls = self.tls.connect(name, tcp).await.map_err(Failure::Tls)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| Failure::Protocol(e.to_string()))?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let token = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            self.credentials.username, self.credentials.password
-        ));
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base.path, path))
-            .header(hyper::header::HOST, self.base.authority())
-            .header(hyper::header::AUTHORIZATION, format!("Basic {token}"))
-            .header(hyper::header::ACCEPT, "application/json")
+    ) -> Result<(u16, Bytes), HttpsError> {
+        let mut call = Call::new(method, path)
+            .basic_auth(&self.credentials.username, &self.credentials.password)?
             .header(
                 hyper::header::USER_AGENT,
                 concat!("nodetrust/", env!("CARGO_PKG_VERSION")),
-            );
-        if body.is_some() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            )?;
+        if let Some(body) = body {
+            call = call.with_json_body(body);
         }
-        let req = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| Failure::Protocol(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| Failure::Protocol(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| Failure::Protocol(format!("reading the answer: {e}")))?
-            .to_bytes();
-        driver.abort();
-        Ok((status, bytes))
+        let target = Target {
+            base: &self.base,
+            config: &self.config,
+            trust_key: "",
+        };
+        let answer = self.http.send(&target, &call).await?;
+        Ok((answer.status.as_u16(), answer.body))
     }
 }
 

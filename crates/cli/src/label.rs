@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use nodetrust_labeller::args::LabelArgs;
+use nodetrust_labeller::args::{parse_duration, LabelArgs};
 use nodetrust_labeller::{HostTrust, TrustUpdate};
 use nodetrust_proto::trust::{parse_rfc3339, EffectiveTrust};
 use nodetrust_proto::views::{HostList, HostSummary};
@@ -17,10 +17,6 @@ use nodetrust_proto::views::{HostList, HostSummary};
 use crate::client::{Client, ServerArgs};
 use crate::output::errln;
 use crate::CliError;
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 10s or 1m: {e}"))
-}
 
 /// `nodetrust label --server URL --kubeconfig FILE`.
 #[derive(Debug, Args)]

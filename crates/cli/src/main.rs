@@ -21,6 +21,7 @@ mod ima;
 mod input;
 mod label;
 mod output;
+mod policy;
 mod quote;
 mod users;
 
@@ -64,9 +65,14 @@ enum Command {
     /// Measured-boot event logs: show, replay, diff against a gold machine's log.
     #[command(subcommand)]
     Eventlog(eventlog::EventlogCommand),
-    /// The Linux IMA runtime measurement log: replay into PCR 10.
+    /// The Linux IMA runtime measurement log: replay into PCR 10, appraise against a runtime
+    /// policy.
     #[command(subcommand)]
     Ima(ima::ImaCommand),
+    /// Runtime (IMA) policies: create (from a gold host's IMA log, a file tree or a Keylime
+    /// policy), show, diff.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Trust Server: registered hosts (list, show, delete).
     #[command(subcommand)]
     Hosts(admin::HostsCommand),
@@ -100,6 +106,7 @@ fn main() {
         Command::Bench(c) => bench::run(c),
         Command::Eventlog(c) => eventlog::run(c),
         Command::Ima(c) => ima::run(c),
+        Command::Policy(c) => policy::run(c),
         Command::Hosts(c) => admin::run_hosts(c),
         Command::Flavor(c) => admin::run_flavor(c),
         Command::Report(c) => admin::run_report(c),

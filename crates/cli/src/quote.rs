@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use nodetrust_tpm_wire::{verify_quote, verify_quote_with_bare_key, QuoteError, VerifiedQuote};
+use nodetrust_tpm_wire::{inspect_quote, inspect_quote_with_bare_key, InspectedQuote, QuoteError};
 
 use crate::input::{self, Ak};
 use crate::output::outln;
@@ -81,16 +81,16 @@ impl LoadedEvidence {
     }
 
     /// Verifies the evidence.
-    pub fn verify(&self) -> Result<VerifiedQuote, QuoteError> {
+    pub fn verify(&self) -> Result<InspectedQuote, QuoteError> {
         match &self.ak {
-            Ak::Tpm(p) => verify_quote(
+            Ak::Tpm(p) => inspect_quote(
                 p,
                 &self.message,
                 &self.signature,
                 &self.pcrs,
                 self.nonce.as_deref(),
             ),
-            Ak::Bare(k) => verify_quote_with_bare_key(
+            Ak::Bare(k) => inspect_quote_with_bare_key(
                 k,
                 &self.message,
                 &self.signature,
@@ -143,7 +143,7 @@ fn verify(e: &Evidence) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_summary(loaded: &LoadedEvidence, q: &VerifiedQuote, json: bool, eventlog: Option<&str>) {
+fn print_summary(loaded: &LoadedEvidence, q: &InspectedQuote, json: bool, eventlog: Option<&str>) {
     let a = q.attest();
     let nonce_state = if q.nonce_checked() {
         "checked"

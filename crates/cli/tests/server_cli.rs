@@ -223,6 +223,7 @@ impl Server {
             ek_public,
             ek_certificate: None,
             aik,
+            mode: Default::default(),
         };
         self.runtime.block_on(async {
             let challenge = registrar::register(&self.state, req).await.unwrap();

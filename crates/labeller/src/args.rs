@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::desired::{Policy, DEFAULT_LABEL_KEY, DEFAULT_NODE_SELECTOR};
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// The one parser of duration flags (`60s`, `10m`, `1h 30m`), shared by `nodetrust-server` and
+/// `nodetrust`, with the error message both print.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration like 60s or 10m: {e}"))
 }

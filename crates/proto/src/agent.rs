@@ -3,6 +3,7 @@
 //! - `GET /version` (no auth) → [`VersionInfo`]
 //! - `GET /v2/host` → [`HostInfo`]
 //! - `POST /v2/tpm/quote` [`QuoteRequest`] → [`QuoteResponse`]
+//! - `POST /v2/ima` [`ImaRequest`] → [`ImaEntries`] (more of the IMA log, without a quote)
 //! - `GET /v2/aik` → [`AikInfo`]
 //! - `GET /v2/ek` → [`EkInfo`]
 
@@ -26,6 +27,7 @@ pub struct VersionInfo {
 
 /// `GET /v2/host`: facts about the machine the agent runs on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HostInfo {
     /// Host name (the Kubernetes node name).
@@ -67,6 +69,49 @@ pub struct QuoteRequest {
     pub pcrs: Vec<u8>,
     /// Bank names (`SHA1`, `SHA256`, `SHA384`, `SHA512`; case-insensitive).
     pub pcrbanks: Vec<String>,
+    /// When present, the answer carries the IMA runtime log from this entry index on
+    /// ([`QuoteResponse::ima_log`]); absent, no IMA log is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_offset: Option<u64>,
+}
+
+/// Most IMA entries the agent sends in one answer; the verifier asks again for the rest.
+pub const MAX_IMA_ENTRIES: u32 = 16_384;
+/// Most bytes of IMA log the agent sends in one answer (an entry larger than this alone is
+/// still sent whole, as the only entry of its answer).
+pub const MAX_IMA_BYTES: usize = 4 << 20;
+
+/// `POST /v2/ima`: IMA log entries from `offset` on, without a quote (the rest of a log that
+/// did not fit into the quote's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImaRequest {
+    /// Index of the first entry wanted (0-based).
+    pub offset: u64,
+    /// Fewer entries than [`MAX_IMA_ENTRIES`], if the verifier wants fewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u32>,
+}
+
+/// A run of consecutive IMA entries, as the kernel's `binary_runtime_measurements` holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImaEntries {
+    /// Index of the first entry in `log` (the requested offset).
+    pub start: u64,
+    /// Entries in `log`.
+    pub count: u64,
+    /// The entries' bytes (binary format, whole entries only).
+    #[serde(with = "crate::b64")]
+    pub log: Vec<u8>,
+    /// Whether the log holds entries after these (ask again from `start + count`).
+    pub more: bool,
+    /// When the agent read to the end of the log: how many entries it holds. Fewer than
+    /// `start` means the log is shorter than the verifier thinks (truncated, or a new boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Why the agent stopped before the end: an entry it could not delimit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// PCR values: bank name (`sha256`) → PCR index as a string → hex value.
@@ -93,13 +138,10 @@ pub struct QuoteResponse {
         skip_serializing_if = "Option::is_none"
     )]
     pub event_log: Option<Vec<u8>>,
-    /// IMA runtime measurement log (binary), when the host has one.
-    #[serde(
-        with = "crate::b64::option",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ima_log: Option<Vec<u8>>,
+    /// IMA runtime log entries from the request's `ima_offset` (at most [`MAX_IMA_ENTRIES`]);
+    /// absent when none was asked for or the host has no IMA log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_log: Option<ImaEntries>,
 }
 
 /// `GET /v2/aik`.

@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod b64;
+pub mod push;
 pub mod registration;
 pub mod trust;
 pub mod users;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A sentence for a human: what was wrong, and what to do.
     pub error: String,

@@ -15,6 +15,7 @@ use crate::agent::HostInfo;
 
 /// Step 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Host facts.
@@ -25,6 +26,7 @@ pub struct RegisterRequest {
     pub tls_cert_sha256: String,
     /// EK `TPM2B_PUBLIC`.
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
     pub ek_public: Vec<u8>,
     /// EK certificate (DER), when the TPM has one in NV.
     #[serde(
@@ -32,36 +34,49 @@ pub struct RegisterRequest {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, content_encoding = "base64"))]
     pub ek_certificate: Option<Vec<u8>>,
     /// AK `TPM2B_PUBLIC`.
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
     pub aik: Vec<u8>,
+    /// How the server attests the host ([`crate::push`]): `pull` (default: the server asks the
+    /// agent at `connection_url`) or `push` (the agent sends its evidence; `connection_url` and
+    /// `tls_cert_sha256` are not used).
+    #[serde(default, skip_serializing_if = "crate::push::AgentMode::is_pull")]
+    pub mode: crate::push::AgentMode,
 }
 
 /// The server's MakeCredential challenge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterChallenge {
     /// Identifies the pending registration.
     pub challenge_id: String,
     /// `TPM2B_ID_OBJECT` contents.
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
     pub credential_blob: Vec<u8>,
     /// `TPM2B_ENCRYPTED_SECRET` contents.
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
     pub encrypted_secret: Vec<u8>,
 }
 
 /// Step 2: the secret ActivateCredential recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     /// The recovered secret.
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
     pub secret: Vec<u8>,
 }
 
 /// The outcome of a completed registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResult {
     /// Host name under which the server knows the host.
     pub host_name: String,
@@ -73,6 +88,7 @@ pub struct RegisterResult {
 
 /// Step 3: the agent (re)started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentStarted {
     /// Host name.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// A verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Trust {
     /// Verified evidence matched a flavor for every required part.
@@ -52,6 +53,7 @@ impl std::fmt::Display for Trust {
 
 /// Whether the server can reach a host's agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HostStatus {
     /// Registered, not attested yet.
@@ -114,6 +116,7 @@ pub fn from_millis(ms: i64) -> SystemTime {
 /// A host's trust as the API shows it (`"trust"` in a host): its effective verdict at the
 /// moment of the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustView {
     /// The effective verdict.
     pub verdict: Trust,
@@ -121,8 +124,10 @@ pub struct TrustView {
     /// verdict is unknown.
     pub reasons: Vec<String>,
     /// RFC 3339, when the last verdict was reached.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub attested_at: Option<String>,
     /// RFC 3339, when the last verdict expires (or expired).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires_at: Option<String>,
 }
 

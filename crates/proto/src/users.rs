@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// An account's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UserRole {
     /// Everything.
@@ -52,17 +53,20 @@ impl std::fmt::Display for UserRole {
 
 /// An account as the API shows it (never its password or hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserView {
     /// User name.
     pub name: String,
     /// Role.
     pub role: UserRole,
     /// RFC 3339, when created or last changed.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created: String,
 }
 
 /// The list answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserList {
     /// Accounts, by name.
     pub users: Vec<UserView>,
@@ -70,21 +74,29 @@ pub struct UserList {
 
 /// `POST /mtwilson/v2/users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// 1-64 characters of letters, digits, `-`, `_`, `.`, `@`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")
+    )]
     pub name: String,
     /// Role.
     pub role: UserRole,
     /// 12-1024 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
     pub password: String,
 }
 
 /// `PUT /mtwilson/v2/users/{name}/password`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     /// 12-1024 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
     pub password: String,
 }
 

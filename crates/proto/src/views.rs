@@ -26,6 +26,7 @@ use crate::trust::{HostStatus, Trust, TrustView};
 
 /// A host in the list answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostSummary {
     /// The agent's URL.
     pub connection_url: String,
@@ -41,6 +42,7 @@ pub struct HostSummary {
 
 /// `GET /mtwilson/v2/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostList {
     /// Hosts, by name.
     pub hosts: Vec<HostSummary>,
@@ -48,6 +50,7 @@ pub struct HostList {
 
 /// One host in detail (`GET /mtwilson/v2/hosts/{name}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostDetail {
     /// The agent's URL.
     pub connection_url: String,
@@ -55,10 +58,12 @@ pub struct HostDetail {
     pub hardware_uuid: String,
     /// The facts the agent sent at registration ([`crate::agent::HostInfo`]), as stored;
     /// `null` when unreadable.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::agent::HostInfo>))]
     pub host_info: serde_json::Value,
     /// Host name.
     pub name: String,
     /// RFC 3339, when the host registered.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub registered: String,
     /// Whether the TPM is a software TPM.
     pub software_tpm: bool,
@@ -75,6 +80,7 @@ pub struct HostDetail {
 /// A signed attestation report (`POST /mtwilson/v2/host-attestations`, and each entry of
 /// [`ReportList`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportView {
     /// Host.
     pub host_name: String,
@@ -83,8 +89,10 @@ pub struct ReportView {
     /// Reasons.
     pub reasons: Vec<String>,
     /// RFC 3339.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created: String,
     /// RFC 3339.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires: String,
     /// JWS (ES256) over the report.
     pub signed_report: String,
@@ -92,6 +100,7 @@ pub struct ReportView {
 
 /// `GET /mtwilson/v2/reports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportList {
     /// Reports, newest first (with `latest=true` and no host, the latest of every host).
     pub reports: Vec<ReportView>,
@@ -99,6 +108,7 @@ pub struct ReportList {
 
 /// An accepted EK (`tpm-endorsements`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndorsementView {
     /// Identifier.
     pub id: String,
@@ -120,6 +130,7 @@ pub struct EndorsementView {
 
 /// `GET /mtwilson/v2/tpm-endorsements`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndorsementList {
     /// Endorsements.
     pub tpm_endorsements: Vec<EndorsementView>,
@@ -127,6 +138,7 @@ pub struct EndorsementList {
 
 /// `DELETE /mtwilson/v2/tpm-endorsements/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Revoked {
     /// The endorsement.
     pub id: String,
@@ -137,6 +149,7 @@ pub struct Revoked {
 /// The flavors answer, of the flavor type `F` (`nodetrust_appraise::Flavor`; this crate does
 /// not depend on the appraisal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlavorList<F> {
     /// Flavors.
     pub flavors: Vec<F>,
@@ -144,6 +157,7 @@ pub struct FlavorList<F> {
 
 /// `POST /mtwilson/v2/agent-events` (202).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentEventAnswer {
     /// `true` when an attestation was scheduled for this host moments ago and this event was
     /// merged into it (absent otherwise).
@@ -157,10 +171,12 @@ pub struct AgentEventAnswer {
 
 /// `GET /mtwilson/v2/signing-key`: the key that signs reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SigningKey {
     /// Always `ES256`.
     pub alg: String,
     /// The public key as a JWK (RFC 7517).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub jwk: serde_json::Value,
     /// Key identifier (the JWS `kid`).
     pub kid: String,
@@ -170,6 +186,7 @@ pub struct SigningKey {
 
 /// `GET /healthz` (`ok`), `GET /readyz` (`ready`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
@@ -177,6 +194,7 @@ pub struct Health {
 
 /// `GET /readyz` when the database does not take writes (503).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotReady {
     /// What fails.
     pub error: String,

@@ -1,6 +1,7 @@
 //! Talking to agents: the quote request the attestation engine sends.
 //!
-//! [`AgentConnector`] is the seam: the engine only asks it for a quote. [`HttpsAgents`] is the
+//! [`AgentConnector`] is the seam: the engine asks it for a quote, and for the rest of a host's
+//! IMA log when it did not fit into the quote's answer. [`HttpsAgents`] is the
 //! real one (HTTPS with the agent's certificate pinned, basic auth, a response size limit);
 //! tests plug in software agents.
 //!
@@ -8,19 +9,19 @@
 //! the next quote to the same agent address with the same pinned certificate, so a host
 //! attested every interval costs one TLS handshake per connection, not one per quote. A
 //! reused connection the agent closed in the meantime is retried once on a new connection.
+//! The HTTPS itself (connection, timeouts, size limit, pool) is the workspace's one client,
+//! [`nodetrust_tls::client::HttpsClient`], with the pin as the pool's trust key.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::http::{header, Method, Request, Uri};
-use base64::Engine as _;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
-use rustls::pki_types::ServerName;
+use axum::http::Method;
+use nodetrust_proto::agent::{ImaEntries, ImaRequest, QuoteRequest, QuoteResponse};
+use nodetrust_tls::client::{Call, ClientLimits, HttpsClient, HttpsError, PoolLimits, Target};
+use nodetrust_tls::BaseUrl;
 
 use crate::tls;
 
@@ -98,31 +99,55 @@ pub trait AgentConnector: Send + Sync + std::fmt::Debug {
         target: &'a AgentTarget,
         req: &'a QuoteRequest,
     ) -> BoxFuture<'a, Result<QuoteResponse, AgentError>>;
+
+    /// `POST /v2/ima` on the agent: more of its IMA log (what did not fit into the quote's
+    /// answer). A connector without it answers that the agent has no such endpoint.
+    fn ima<'a>(
+        &'a self,
+        target: &'a AgentTarget,
+        req: &'a ImaRequest,
+    ) -> BoxFuture<'a, Result<ImaEntries, AgentError>> {
+        let _ = (target, req);
+        Box::pin(async {
+            Err(AgentError::Status {
+                status: 404,
+                body: "this agent serves no IMA log".to_string(),
+            })
+        })
+    }
 }
 
-/// The HTTPS connector.
+/// The HTTPS connector: the shared client of `nodetrust-tls`, pooled by agent address and
+/// pinned certificate.
 #[derive(Debug)]
 pub struct HttpsAgents {
     timeout: std::time::Duration,
-    authorization: Option<String>,
+    credentials: Option<(String, String)>,
     configs: Mutex<HashMap<String, Arc<rustls::ClientConfig>>>,
-    idle: IdlePool,
+    client: HttpsClient,
 }
+
+/// Idle connections kept per agent address (several virtual agents may share one address).
+const IDLE_PER_AGENT: usize = 16;
+/// Idle connections kept in all.
+const IDLE_TOTAL: usize = 4096;
+/// An idle connection older than this is closed rather than reused (agents close idle
+/// connections after their `--idle-timeout`; the default attestation interval is 60 s).
+const IDLE_FOR: Duration = Duration::from_secs(90);
 
 impl HttpsAgents {
     /// A connector with a per-request timeout and the agents' API credentials.
     pub fn new(timeout: std::time::Duration, credentials: Option<(String, String)>) -> Self {
-        let authorization = credentials.map(|(u, p)| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            )
-        });
+        let pool = PoolLimits {
+            per_key: IDLE_PER_AGENT,
+            total: IDLE_TOTAL,
+            idle_for: IDLE_FOR,
+        };
         Self {
             timeout,
-            authorization,
+            credentials,
             configs: Mutex::new(HashMap::new()),
-            idle: IdlePool::default(),
+            client: HttpsClient::pooled(ClientLimits::new(timeout, MAX_RESPONSE), pool),
         }
     }
 
@@ -140,219 +165,59 @@ impl HttpsAgents {
         Ok(c)
     }
 
-    /// A connection to `target`: an idle one kept from an earlier quote when there is one
-    /// (`reused` true), else a new TCP connection and TLS handshake with the pinned certificate.
-    async fn connection(
-        &self,
-        key: &PoolKey,
-        target: &AgentTarget,
-        host: &str,
-        port: u16,
-    ) -> Result<(Sender, bool), AgentError> {
-        if let Some(sender) = self.idle.take(key) {
-            return Ok((sender, true));
-        }
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| AgentError::Connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let server_name = ServerName::try_from(host.to_string())
-            .map_err(|_| AgentError::BadUrl(target.url.clone()))?;
-        let connector = tokio_rustls::TlsConnector::from(self.config(&target.tls_cert_sha256)?);
-        let stream = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| AgentError::Tls(e.to_string()))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| AgentError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok((sender, false))
-    }
-
-    async fn post_quote(
+    /// POSTs `req` as JSON to `path` under the agent's URL and reads the JSON answer.
+    async fn post_json<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         target: &AgentTarget,
-        req: &QuoteRequest,
-    ) -> Result<QuoteResponse, AgentError> {
-        let uri: Uri = target
-            .url
-            .parse()
-            .map_err(|_| AgentError::BadUrl(target.url.clone()))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(AgentError::BadUrl(target.url.clone()));
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, AgentError> {
+        let base =
+            BaseUrl::parse(&target.url).map_err(|_| AgentError::BadUrl(target.url.clone()))?;
+        let config = self.config(&target.tls_cert_sha256)?;
+        let mut call = Call::json(Method::POST, path, req)
+            .map_err(|e| AgentError::Malformed(e.to_string()))?;
+        if let Some((user, password)) = &self.credentials {
+            call = call
+                .basic_auth(user, password)
+                .map_err(|e| AgentError::BadUrl(e.to_string()))?;
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| AgentError::BadUrl(target.url.clone()))?
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let bare_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let base = uri.path().trim_end_matches('/');
-        let body =
-            bytes_of(serde_json::to_vec(req).map_err(|e| AgentError::Malformed(e.to_string()))?);
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host);
-        let key = PoolKey {
-            authority: authority.to_string(),
-            pin: target.tls_cert_sha256.clone(),
+        let key = target.tls_cert_sha256.trim().to_ascii_lowercase();
+        let target_tls = Target {
+            base: &base,
+            config: &config,
+            trust_key: &key,
         };
-        let make_request = || {
-            let mut builder = Request::builder()
-                .method(Method::POST)
-                .uri(format!("{base}/v2/tpm/quote"))
-                .header(header::HOST, authority)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::ACCEPT, "application/json");
-            if let Some(a) = &self.authorization {
-                builder = builder.header(header::AUTHORIZATION, a);
-            }
-            builder
-                .body(Full::new(body.clone()))
-                .map_err(|e| AgentError::BadUrl(e.to_string()))
-        };
-        let (mut sender, reused) = self.connection(&key, target, &bare_host, port).await?;
-        let resp = match sender.send_request(make_request()?).await {
-            Ok(r) => r,
-            // The agent closed the idle connection as it was taken (its keep-alive ran out):
-            // once more on a new connection, which decides.
-            Err(_) if reused => {
-                let (fresh, _) = self.connection_new(&key, target, &bare_host, port).await?;
-                sender = fresh;
-                sender
-                    .send_request(make_request()?)
-                    .await
-                    .map_err(|e| AgentError::Connect(e.to_string()))?
-            }
-            Err(e) => return Err(AgentError::Connect(e.to_string())),
-        };
-        let status = resp.status();
-        let keep = resp
-            .headers()
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| !v.eq_ignore_ascii_case("close"));
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
+        let answer = self
+            .client
+            .send(&target_tls, &call)
             .await
-            .map_err(|e| AgentError::Malformed(format!("reading the body: {e}")))?
-            .to_bytes();
-        // The whole answer was read: the connection can carry the next quote.
-        if keep {
-            self.idle.put(key, sender);
-        }
-        if !status.is_success() {
+            .map_err(|e| self.agent_error(e, &target.url))?;
+        if !answer.status.is_success() {
+            let bytes = &answer.body;
             let text =
                 String::from_utf8_lossy(bytes.get(..bytes.len().min(300)).unwrap_or_default())
                     .to_string();
             return Err(AgentError::Status {
-                status: status.as_u16(),
+                status: answer.status.as_u16(),
                 body: text,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| AgentError::Malformed(e.to_string()))
+        serde_json::from_slice(&answer.body).map_err(|e| AgentError::Malformed(e.to_string()))
     }
 
-    async fn connection_new(
-        &self,
-        key: &PoolKey,
-        target: &AgentTarget,
-        host: &str,
-        port: u16,
-    ) -> Result<(Sender, bool), AgentError> {
-        self.idle.forget(key);
-        self.connection(key, target, host, port).await
-    }
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<hyper::body::Bytes>>;
-
-/// Idle connections are per agent address and pinned certificate: a connection is only ever
-/// reused for the agent whose certificate it was opened against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    authority: String,
-    pin: String,
-}
-
-/// Idle agent connections kept after a quote, for the next one.
-#[derive(Debug, Default)]
-struct IdlePool {
-    conns: Mutex<IdleMap>,
-}
-
-#[derive(Debug, Default)]
-struct IdleMap {
-    by_key: HashMap<PoolKey, Vec<(Instant, Sender)>>,
-    total: usize,
-}
-
-/// Idle connections kept per agent address (several virtual agents may share one address).
-const IDLE_PER_AGENT: usize = 16;
-/// Idle connections kept in all.
-const IDLE_TOTAL: usize = 4096;
-/// An idle connection older than this is closed rather than reused (agents close idle
-/// connections after a while; the default attestation interval is 60 s).
-const IDLE_FOR: Duration = Duration::from_secs(90);
-
-impl IdlePool {
-    fn take(&self, key: &PoolKey) -> Option<Sender> {
-        let mut m = self.conns.lock().ok()?;
-        let m = &mut *m;
-        let list = m.by_key.get_mut(key)?;
-        let mut found = None;
-        while let Some((at, sender)) = list.pop() {
-            m.total = m.total.saturating_sub(1);
-            if at.elapsed() < IDLE_FOR && !sender.is_closed() && sender.is_ready() {
-                found = Some(sender);
-                break;
-            }
-        }
-        if list.is_empty() {
-            m.by_key.remove(key);
-        }
-        found
-    }
-
-    fn put(&self, key: PoolKey, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let Ok(mut m) = self.conns.lock() else { return };
-        let m = &mut *m;
-        if m.total >= IDLE_TOTAL {
-            // Full: drop the stale ones, and this one when that frees nothing.
-            m.by_key.retain(|_, list| {
-                list.retain(|(at, s)| at.elapsed() < IDLE_FOR && !s.is_closed());
-                !list.is_empty()
-            });
-            m.total = m.by_key.values().map(Vec::len).sum();
-            if m.total >= IDLE_TOTAL {
-                return;
-            }
-        }
-        let list = m.by_key.entry(key).or_default();
-        if list.len() < IDLE_PER_AGENT {
-            list.push((Instant::now(), sender));
-            m.total += 1;
-        }
-    }
-
-    fn forget(&self, key: &PoolKey) {
-        if let Ok(mut m) = self.conns.lock() {
-            if let Some(list) = m.by_key.remove(key) {
-                m.total = m.total.saturating_sub(list.len());
+    fn agent_error(&self, e: HttpsError, url: &str) -> AgentError {
+        match e {
+            HttpsError::BadHost(_) | HttpsError::Request(_) => AgentError::BadUrl(url.to_string()),
+            HttpsError::Connect { source, .. } => AgentError::Connect(source.to_string()),
+            HttpsError::Tls(e) => AgentError::Tls(e.to_string()),
+            HttpsError::Http(e) => AgentError::Connect(e),
+            HttpsError::Timeout(_) => AgentError::Timeout(self.timeout),
+            e @ (HttpsError::TooLarge(_) | HttpsError::Body(_)) => {
+                AgentError::Malformed(e.to_string())
             }
         }
     }
-}
-
-fn bytes_of(v: Vec<u8>) -> hyper::body::Bytes {
-    hyper::body::Bytes::from(v)
 }
 
 impl AgentConnector for HttpsAgents {
@@ -361,11 +226,14 @@ impl AgentConnector for HttpsAgents {
         target: &'a AgentTarget,
         req: &'a QuoteRequest,
     ) -> BoxFuture<'a, Result<QuoteResponse, AgentError>> {
-        Box::pin(async move {
-            match tokio::time::timeout(self.timeout, self.post_quote(target, req)).await {
-                Ok(r) => r,
-                Err(_) => Err(AgentError::Timeout(self.timeout)),
-            }
-        })
+        Box::pin(self.post_json(target, "/v2/tpm/quote", req))
+    }
+
+    fn ima<'a>(
+        &'a self,
+        target: &'a AgentTarget,
+        req: &'a ImaRequest,
+    ) -> BoxFuture<'a, Result<ImaEntries, AgentError>> {
+        Box::pin(self.post_json(target, "/v2/ima", req))
     }
 }

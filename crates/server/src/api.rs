@@ -23,7 +23,7 @@
 //! Every answer is a type of `nodetrust_proto` ([`nodetrust_proto::views`], `trust`, `users`)
 //! that the CLI reads back; `tests/golden.rs` pins the JSON of each.
 //!
-//! [`crate::openapi::ROUTES`] documents the same table for `/openapi.json`.
+//! Each handler's `#[utoipa::path]` documents it for `/openapi.json` ([`crate::openapi`]).
 
 use std::collections::BTreeMap;
 
@@ -70,7 +70,8 @@ pub fn app(state: AppState) -> Router {
         .route("/signing-key", get(signing_key))
         .route("/users", get(crate::users::list).post(crate::users::create))
         .route("/users/{name}", delete(crate::users::delete))
-        .route("/users/{name}/password", put(crate::users::set_password));
+        .route("/users/{name}/password", put(crate::users::set_password))
+        .merge(crate::push::routes());
     Router::new()
         .nest(BASE, api)
         .route(
@@ -158,6 +159,11 @@ struct EndorsementQuery {
     hardware_uuid_equal_to: Option<String>,
 }
 
+#[utoipa::path(get, path = "/mtwilson/v2/tpm-endorsements",
+    summary = "List accepted EKs (filter with hardwareUuidEqualTo); the runbook's auth probe",
+    security(("basic" = ["admin", "reader", "agent"])),
+    params(("hardwareUuidEqualTo" = Option<String>, Query, description = "Only the EKs of this hardware UUID")),
+    responses((status = 200, body = EndorsementList)))]
 async fn list_endorsements(
     State(state): State<AppState>,
     who: Caller,
@@ -174,6 +180,11 @@ async fn list_endorsements(
     .into_response())
 }
 
+#[utoipa::path(post, path = "/mtwilson/v2/tpm-endorsements",
+    summary = "Accept an EK for registration (ek_public, certificate as PEM or base64 DER, or both for the same key)",
+    security(("basic" = ["admin"])),
+    request_body = NewEndorsement,
+    responses((status = 201, body = EndorsementView)))]
 async fn add_endorsement(
     State(state): State<AppState>,
     _who: AdminCaller,
@@ -197,6 +208,12 @@ fn endorsement_view(e: Endorsement) -> EndorsementView {
     }
 }
 
+#[utoipa::path(delete, path = "/mtwilson/v2/tpm-endorsements/{id}",
+    summary = "Revoke an endorsement",
+    security(("basic" = ["admin"])),
+    params(("id" = String, Path, description = "The endorsement's id")),
+    responses((status = 200, body = Revoked),
+        (status = 404, description = "no such endorsement", body = nodetrust_proto::ErrorBody)))]
 async fn revoke_endorsement(
     State(state): State<AppState>,
     who: Caller,
@@ -236,14 +253,28 @@ fn host_detail(h: HostRow, state: &AppState) -> HostDetail {
     }
 }
 
+#[utoipa::path(get, path = "/mtwilson/v2/hosts",
+    summary = "Registered hosts with their current trust",
+    security(("basic" = ["admin", "reader"])),
+    responses((status = 200, body = HostList)))]
 async fn list_hosts(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
     who.require(READERS)?;
-    let hosts = state.store.hosts().await?;
     let now = state.clock.now();
-    let hosts = hosts.iter().map(|h| host_summary(h, now)).collect();
+    // From the host list kept in memory (crate::hostlist), caught up with the table first.
+    let hosts = state
+        .host_list
+        .current(&state.store, state.now_ms())
+        .await?;
+    let hosts = hosts.iter().map(|h| host_summary(&h.row, now)).collect();
     Ok(Json(HostList { hosts }).into_response())
 }
 
+#[utoipa::path(get, path = "/mtwilson/v2/hosts/{name}",
+    summary = "One host, with its facts",
+    security(("basic" = ["admin", "reader"])),
+    params(("name" = String, Path, description = "Host name")),
+    responses((status = 200, body = HostDetail),
+        (status = 404, description = "no such host", body = nodetrust_proto::ErrorBody)))]
 async fn show_host(
     State(state): State<AppState>,
     who: Caller,
@@ -258,6 +289,12 @@ async fn show_host(
     Ok(Json(host_detail(h, &state)).into_response())
 }
 
+#[utoipa::path(delete, path = "/mtwilson/v2/hosts/{name}",
+    summary = "Forget a host and its reports",
+    security(("basic" = ["admin"])),
+    params(("name" = String, Path, description = "Host name")),
+    responses((status = 204, description = "forgotten"),
+        (status = 404, description = "no such host", body = nodetrust_proto::ErrorBody)))]
 async fn delete_host(
     State(state): State<AppState>,
     who: Caller,
@@ -271,6 +308,11 @@ async fn delete_host(
     }
 }
 
+#[utoipa::path(post, path = "/mtwilson/v2/hosts/register",
+    summary = "Register: answers a MakeCredential challenge for the EK and AK",
+    security(("basic" = ["agent", "admin"])),
+    request_body = RegisterRequest,
+    responses((status = 200, body = nodetrust_proto::registration::RegisterChallenge)))]
 async fn register(
     State(state): State<AppState>,
     _who: AgentCaller,
@@ -279,6 +321,13 @@ async fn register(
     Ok(Json(registrar::register(&state, req).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/mtwilson/v2/hosts/register/{challenge_id}/activate",
+    summary = "Return the activated secret; the AK is pinned",
+    security(("basic" = ["agent", "admin"])),
+    params(("challenge_id" = String, Path, description = "The challenge's id")),
+    request_body = ActivateRequest,
+    responses((status = 200, body = nodetrust_proto::registration::RegisterResult),
+        (status = 404, description = "no open registration with this id (expired, used, or unknown)", body = nodetrust_proto::ErrorBody)))]
 async fn activate(
     State(state): State<AppState>,
     _who: AgentCaller,
@@ -288,6 +337,13 @@ async fn activate(
     Ok(Json(registrar::activate(&state, &challenge_id, req).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/mtwilson/v2/agent-events",
+    summary = "The agent (re)started: attest it now",
+    security(("basic" = ["agent", "admin"])),
+    request_body = AgentStarted,
+    responses((status = 202, body = AgentEventAnswer),
+        (status = 404, description = "no such host", body = nodetrust_proto::ErrorBody),
+        (status = 409, description = "the host is registered with another hardware UUID", body = nodetrust_proto::ErrorBody)))]
 async fn agent_event(
     State(state): State<AppState>,
     _who: AgentCaller,
@@ -323,7 +379,7 @@ async fn agent_event(
             .into_response());
     }
     state.store.schedule(&host.name, 0).await?;
-    state.wake.notify_one();
+    state.queue.wake();
     Ok((
         StatusCode::ACCEPTED,
         Json(AgentEventAnswer {
@@ -335,10 +391,14 @@ async fn agent_event(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/mtwilson/v2/flavors",
+    summary = "List flavors",
+    security(("basic" = ["admin", "reader"])),
+    responses((status = 200, body = FlavorList<Flavor>)))]
 async fn list_flavors(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
     who.require(READERS)?;
     Ok(Json(FlavorList {
-        flavors: engine::load_flavors(&state).await?,
+        flavors: state.flavors.all().await?,
     })
     .into_response())
 }
@@ -351,6 +411,11 @@ struct ImportRequest {
     parts: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/mtwilson/v2/flavors",
+    summary = "Create a flavor, or import flavors from a registered host ({\"from_host\", \"parts\"})",
+    security(("basic" = ["admin"])),
+    request_body = crate::openapi::FlavorOrImport,
+    responses((status = 201, body = FlavorList<Flavor>)))]
 async fn create_flavors(
     State(state): State<AppState>,
     _who: AdminCaller,
@@ -359,10 +424,10 @@ async fn create_flavors(
     let flavors = if body.get("from_host").is_some() {
         let req: ImportRequest = serde_json::from_value(body)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid request: {e}")))?;
-        if req.from_host.len() > 253 || req.parts.len() > 3 {
+        if req.from_host.len() > 253 || req.parts.len() > 4 {
             return Err(ApiError::bad_request(
                 "too_long",
-                "from_host is at most 253 characters and parts at most 3",
+                "from_host is at most 253 characters and parts at most 4",
             ));
         }
         let parts = if req.parts.is_empty() {
@@ -374,7 +439,9 @@ async fn create_flavors(
                     FlavorPart::parse(p).ok_or_else(|| {
                         ApiError::bad_request(
                             "bad_part",
-                            format!("unknown flavor part {p:?} (PLATFORM, OS, HOST_UNIQUE)"),
+                            format!(
+                                "unknown flavor part {p:?} (PLATFORM, OS, HOST_UNIQUE, RUNTIME)"
+                            ),
                         )
                     })
                 })
@@ -382,35 +449,31 @@ async fn create_flavors(
         };
         engine::import_flavors(&state, &req.from_host, &parts).await?
     } else {
-        let mut f: Flavor = serde_json::from_value(body)
+        let f: Flavor = serde_json::from_value(body)
             .map_err(|e| ApiError::bad_request("invalid_field", format!("invalid flavor: {e}")))?;
         check_flavor_limits(&f)?;
         f.validate()
             .map_err(|e| ApiError::bad_request("invalid_flavor", e.to_string()))?;
-        f.id = crate::store::new_id();
-        let body = serde_json::to_string(&f).map_err(|e| ApiError::Internal(e.to_string()))?;
-        state
-            .store
-            .put_flavor(&crate::store::FlavorRow {
-                id: f.id.clone(),
-                body,
-                created: state.now_ms(),
-            })
-            .await?;
-        engine::flavors_changed(&state);
-        vec![f]
+        let mut added = vec![f];
+        state.flavors.add(&mut added, state.now_ms()).await?;
+        added
     };
     Ok((StatusCode::CREATED, Json(FlavorList { flavors })).into_response())
 }
 
+#[utoipa::path(delete, path = "/mtwilson/v2/flavors/{id}",
+    summary = "Delete a flavor",
+    security(("basic" = ["admin"])),
+    params(("id" = String, Path, description = "The flavor's id")),
+    responses((status = 204, description = "deleted"),
+        (status = 404, description = "no such flavor", body = nodetrust_proto::ErrorBody)))]
 async fn delete_flavor(
     State(state): State<AppState>,
     who: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     who.require(ADMIN)?;
-    if state.store.delete_flavor(&id).await? {
-        engine::flavors_changed(&state);
+    if state.flavors.delete(&id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound(format!("no flavor {id}")))
@@ -476,6 +539,13 @@ struct ReportQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/mtwilson/v2/reports",
+    summary = "Verdict history, newest first",
+    security(("basic" = ["admin", "reader"])),
+    params(("host_name" = Option<String>, Query, description = "Only this host's reports"),
+        ("latest" = Option<bool>, Query, description = "Only the latest report (of the host, or of every host)"),
+        ("limit" = Option<i64>, Query, description = "At most this many (1-1000, 100 by default)")),
+    responses((status = 200, body = ReportList)))]
 async fn list_reports(
     State(state): State<AppState>,
     who: Caller,
@@ -519,14 +589,25 @@ struct AttestRequest {
     host_name: String,
 }
 
+#[utoipa::path(post, path = "/mtwilson/v2/host-attestations",
+    summary = "Attest a host now and return the new report",
+    security(("basic" = ["admin"])),
+    request_body = crate::openapi::AttestRequest,
+    responses((status = 200, body = ReportView),
+        (status = 404, description = "no such host", body = nodetrust_proto::ErrorBody),
+        (status = 502, description = "the host's agent could not be reached or answered badly", body = nodetrust_proto::ErrorBody)))]
 async fn attest_now(
     State(state): State<AppState>,
     _who: AdminCaller,
     ApiJson(req): ApiJson<AttestRequest>,
 ) -> Result<Response, ApiError> {
+    crate::push::refuse_if_push(&state, &req.host_name).await?;
     Ok(Json(engine::attest_host(&state, &req.host_name).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/mtwilson/v2/signing-key",
+    summary = "The public key signed reports verify with (JWK and PEM)",
+    responses((status = 200, body = SigningKey)))]
 async fn signing_key(State(state): State<AppState>) -> Response {
     Json(SigningKey {
         alg: "ES256".into(),
@@ -537,6 +618,10 @@ async fn signing_key(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+#[utoipa::path(get, path = "/readyz",
+    summary = "Readiness: database writes work (503 with Retry-After when they do not)",
+    responses((status = 200, body = Health),
+        (status = 503, description = "the database does not take writes", body = NotReady)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
         Ok(()) => Json(Health {
@@ -563,6 +648,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut per_verdict: BTreeMap<&'static str, u64> = BTreeMap::new();
     if let Ok(hosts) = state.store.hosts().await {

@@ -28,6 +28,7 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use tokio::sync::Semaphore;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -185,6 +186,7 @@ pub struct Authenticator {
     limiter: Mutex<Limiter>,
     /// (window start, lines logged in it): refusals are logged at most 20 times a minute.
     log_budget: Mutex<(Instant, u32)>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for Authenticator {
@@ -210,6 +212,12 @@ impl Authenticator {
 
     /// A new authenticator with `limits`.
     pub fn with_limits(limits: AuthLimits) -> Self {
+        Self::with_clock(limits, Arc::new(SystemClock))
+    }
+
+    /// A new authenticator with `limits` that reads the time from `clock` (back-off periods
+    /// and the success cache's lifetime).
+    pub fn with_clock(limits: AuthLimits, clock: Arc<dyn Clock>) -> Self {
         let mut k = [0u8; 32];
         let _ = aws_lc_rs::rand::fill(&mut k);
         let limits = AuthLimits {
@@ -226,7 +234,8 @@ impl Authenticator {
             peak: Arc::new(AtomicUsize::new(0)),
             total: Arc::new(AtomicUsize::new(0)),
             limiter: Mutex::new(Limiter::default()),
-            log_budget: Mutex::new((Instant::now(), 0)),
+            log_budget: Mutex::new((clock.instant(), 0)),
+            clock,
         }
     }
 
@@ -317,7 +326,7 @@ impl Authenticator {
 
     /// Whether `subjects` are refused now, and for how long.
     fn refused(&self, subjects: &[Subject]) -> Option<(Duration, String)> {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let l = self.limiter.lock().ok()?;
         subjects
             .iter()
@@ -329,8 +338,9 @@ impl Authenticator {
         let Ok(mut b) = self.log_budget.lock() else {
             return false;
         };
-        if b.0.elapsed() > Duration::from_secs(60) {
-            *b = (Instant::now(), 0);
+        let now = self.clock.instant();
+        if now.saturating_duration_since(b.0) > Duration::from_secs(60) {
+            *b = (now, 0);
         }
         b.1 += 1;
         b.1 <= 20
@@ -338,7 +348,7 @@ impl Authenticator {
 
     /// Counts a failure for each subject; starts a refusal period where a limit is reached.
     fn failed(&self, subjects: &[Subject]) {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut started = Vec::new();
         if let Ok(mut l) = self.limiter.lock() {
             for s in subjects {
@@ -428,7 +438,7 @@ impl Authenticator {
         let tag = self.tag(&user, &password);
         if let Ok(mut cache) = self.cache.lock() {
             if let Some((u, role, at)) = cache.get(&tag) {
-                if at.elapsed() < CACHE_TTL && *u == user {
+                if self.clock.instant().saturating_duration_since(*at) < CACHE_TTL && *u == user {
                     return Ok(Caller {
                         name: user,
                         role: *role,
@@ -467,12 +477,13 @@ impl Authenticator {
         self.succeeded(&user);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.limits.max_cached {
-                cache.retain(|_, (_, _, at)| at.elapsed() < CACHE_TTL);
+                let now = self.clock.instant();
+                cache.retain(|_, (_, _, at)| now.saturating_duration_since(*at) < CACHE_TTL);
                 if cache.len() >= self.limits.max_cached {
                     cache.clear();
                 }
             }
-            cache.insert(tag, (user.clone(), role, Instant::now()));
+            cache.insert(tag, (user.clone(), role, self.clock.instant()));
         }
         Ok(Caller { name: user, role })
     }

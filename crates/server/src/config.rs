@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use nodetrust_labeller::args::parse_duration;
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration like 60s or 10m: {e}"))
+fn default_random() -> std::sync::Arc<dyn crate::clock::Random> {
+    std::sync::Arc::new(crate::clock::SystemRandom)
 }
 
 /// `nodetrust-server` flags.
@@ -87,6 +87,10 @@ pub struct Config {
     /// Most client connections open at once; more are closed as they arrive.
     #[arg(long, env = "NODETRUST_MAX_CONNECTIONS", default_value_t = crate::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Close a client connection that brings no complete request head for this long: after
+    /// its TLS handshake, between its requests (kept alive), or while it dribbles its headers.
+    #[arg(long, env = "NODETRUST_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Name of this replica (for leases; default: host name and process id).
     #[arg(long, env = "NODETRUST_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -132,6 +136,10 @@ pub struct Config {
     /// Bounds of password checking and login back-off (not a flag: the defaults, or a test's).
     #[arg(skip)]
     pub auth_limits: crate::auth::AuthLimits,
+    /// Where nonces and registration secrets come from (not a flag: the system's CSPRNG, or a
+    /// test's pinned source).
+    #[arg(skip = default_random())]
+    pub random: std::sync::Arc<dyn crate::clock::Random>,
 }
 
 /// Why the configuration could not be read.

@@ -9,18 +9,88 @@
 //! the field, and the EK is bound to the host by credential activation, not by the date.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
 use nodetrust_tpm_wire::{Public, PublicKey};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Most certificates followed from the EK certificate to a root.
 const MAX_DEPTH: usize = 6;
 
-/// The CA certificates (DER).
+/// The CA certificates, parsed once: what following a chain reads of each, and its key ready
+/// to verify with (parsed on first use per signature algorithm), so a registration parses only
+/// its own EK certificate.
 #[derive(Debug, Clone, Default)]
 pub struct EkCaBundle {
-    cas: Vec<Vec<u8>>,
+    cas: Arc<[CaEntry]>,
+}
+
+/// One CA certificate, as a chain check reads it.
+struct CaEntry {
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    subject_text: String,
+    /// The `subjectPublicKey` bits (what signature verification takes).
+    key: Vec<u8>,
+    /// Its own signature: algorithm OID, signed bytes (TBS), signature.
+    sig_oid: String,
+    tbs: Vec<u8>,
+    sig: Vec<u8>,
+    /// The key parsed for each signature algorithm (by OID) it has verified with.
+    parsed: Mutex<Vec<(String, ParsedPublicKey)>>,
+}
+
+impl std::fmt::Debug for CaEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaEntry")
+            .field("subject", &self.subject_text)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaEntry {
+    fn new(der: &[u8]) -> Option<Self> {
+        let (_, c) = X509Certificate::from_der(der).ok()?;
+        Some(Self {
+            subject: c.subject().as_raw().to_vec(),
+            issuer: c.issuer().as_raw().to_vec(),
+            subject_text: c.subject().to_string(),
+            key: c.public_key().subject_public_key.data.to_vec(),
+            sig_oid: c.signature_algorithm.algorithm.to_id_string(),
+            tbs: c.tbs_certificate.as_ref().to_vec(),
+            sig: c.signature_value.data.to_vec(),
+            parsed: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether `sig` over `tbs` is a valid signature by this CA's key with the signature
+    /// algorithm of OID `oid`.
+    fn verifies(&self, oid: &str, tbs: &[u8], sig: &[u8]) -> bool {
+        let Some(alg) = sig_alg(oid) else {
+            return false;
+        };
+        let cached = self
+            .parsed
+            .lock()
+            .ok()
+            .and_then(|p| p.iter().find(|(o, _)| o == oid).map(|(_, k)| k.clone()));
+        if let Some(key) = cached {
+            return key.verify_sig(tbs, sig).is_ok();
+        }
+        match ParsedPublicKey::new(alg, &self.key) {
+            Ok(key) => {
+                let ok = key.verify_sig(tbs, sig).is_ok();
+                if let Ok(mut p) = self.parsed.lock() {
+                    if p.len() < 8 {
+                        p.push((oid.to_string(), key));
+                    }
+                }
+                ok
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 fn sig_alg(oid: &str) -> Option<&'static dyn VerificationAlgorithm> {
@@ -70,19 +140,6 @@ fn same_key(a: &PublicKey, b: &PublicKey) -> bool {
     }
 }
 
-fn signed_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
-    let Some(alg) = sig_alg(&cert.signature_algorithm.algorithm.to_id_string()) else {
-        return false;
-    };
-    let key = issuer.public_key().subject_public_key.data.as_ref();
-    UnparsedPublicKey::new(alg, key)
-        .verify(
-            cert.tbs_certificate.as_ref(),
-            cert.signature_value.data.as_ref(),
-        )
-        .is_ok()
-}
-
 /// The public key a certificate (DER) certifies.
 pub fn certificate_key(cert: &[u8]) -> Result<PublicKey, String> {
     let (_, c) = X509Certificate::from_der(cert)
@@ -114,12 +171,14 @@ impl EkCaBundle {
             }
         }
         tracing::info!(count = cas.len(), dir = %dir.display(), "loaded EK manufacturer CAs");
-        Ok(Self { cas })
+        Ok(Self::from_der(cas))
     }
 
-    /// A bundle of DER certificates.
+    /// A bundle of DER certificates (one that does not parse is left out).
     pub fn from_der(cas: Vec<Vec<u8>>) -> Self {
-        Self { cas }
+        Self {
+            cas: cas.iter().filter_map(|d| CaEntry::new(d)).collect(),
+        }
     }
 
     /// Whether there is no CA.
@@ -140,30 +199,33 @@ impl EkCaBundle {
         if self.cas.is_empty() {
             return Err("no manufacturer CA is configured (--ek-ca-dir)".into());
         }
-        let parsed: Vec<X509Certificate<'_>> = self
-            .cas
-            .iter()
-            .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
-            .collect();
-        let mut current = leaf;
+        // The certificate being followed: its issuer, signature algorithm, TBS bytes and
+        // signature; the leaf first, then each CA of the chain.
+        let leaf_oid = leaf.signature_algorithm.algorithm.to_id_string();
+        let mut issuer: &[u8] = leaf.issuer().as_raw();
+        let mut signed: (&str, &[u8], &[u8]) = (
+            &leaf_oid,
+            leaf.tbs_certificate.as_ref(),
+            leaf.signature_value.data.as_ref(),
+        );
         for _ in 0..MAX_DEPTH {
-            let issuer = parsed.iter().find(|ca| {
-                ca.subject().as_raw() == current.issuer().as_raw() && signed_by(&current, ca)
-            });
-            let Some(ca) = issuer else {
+            let found = self
+                .cas
+                .iter()
+                .find(|ca| ca.subject == issuer && ca.verifies(signed.0, signed.1, signed.2));
+            let Some(ca) = found else {
+                let name = x509_parser::x509::X509Name::from_der(issuer)
+                    .map(|(_, n)| n.to_string())
+                    .unwrap_or_else(|_| "unreadable".into());
                 return Err(format!(
-                    "the EK certificate does not chain to a configured manufacturer CA (issuer {})",
-                    current.issuer()
+                    "the EK certificate does not chain to a configured manufacturer CA (issuer {name})"
                 ));
             };
-            if ca.subject().as_raw() == ca.issuer().as_raw()
-                || !parsed
-                    .iter()
-                    .any(|p| p.subject().as_raw() == ca.issuer().as_raw())
-            {
-                return Ok(ca.subject().to_string());
+            if ca.subject == ca.issuer || !self.cas.iter().any(|p| p.subject == ca.issuer) {
+                return Ok(ca.subject_text.clone());
             }
-            current = ca.clone();
+            issuer = &ca.issuer;
+            signed = (&ca.sig_oid, &ca.tbs, &ca.sig);
         }
         Err("the EK certificate chain is too long".into())
     }

@@ -17,12 +17,11 @@
 //! registration within a second.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use nodetrust_appraise::{
-    appraise, flavors_from_evidence, quote_selection, EventLogEvidence, Flavor, FlavorPart,
-    HostContext, ImportError, MatchPolicy, Trust, Verdict,
+    appraise_with_runtime, flavors_from_evidence, quote_selection, runtime_flavor_from_ima,
+    EventLogEvidence, Flavor, FlavorPart, HostContext, ImportError, MatchPolicy, Trust, Verdict,
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::b64;
@@ -134,57 +133,14 @@ fn target(host: &HostRow) -> AgentTarget {
     }
 }
 
-/// How long the engine reuses the flavors it read (changes made through this process are seen
-/// at once; another replica's within this time).
-pub const FLAVOR_CACHE_TTL: Duration = Duration::from_secs(1);
-
-/// Every flavor, from a cache at most [`FLAVOR_CACHE_TTL`] old.
-pub async fn current_flavors(state: &AppState) -> Result<Arc<Vec<Flavor>>, AttestError> {
-    if let Ok(cache) = state.flavor_cache.lock() {
-        if let Some((at, flavors)) = cache.as_ref() {
-            if at.elapsed() < FLAVOR_CACHE_TTL {
-                return Ok(flavors.clone());
-            }
-        }
-    }
-    let flavors = Arc::new(load_flavors(state).await?);
-    if let Ok(mut cache) = state.flavor_cache.lock() {
-        *cache = Some((Instant::now(), flavors.clone()));
-    }
-    Ok(flavors)
-}
-
-/// Forgets cached flavors (after a change).
-pub fn flavors_changed(state: &AppState) {
-    if let Ok(mut cache) = state.flavor_cache.lock() {
-        *cache = None;
-    }
-}
-
-/// Every stored flavor (a corrupt row is logged and skipped).
-pub async fn load_flavors(state: &AppState) -> Result<Vec<Flavor>, AttestError> {
-    let rows = state.store.flavors().await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| match serde_json::from_str::<Flavor>(&r.body) {
-            Ok(mut f) => {
-                f.id = r.id.clone();
-                Some(f)
-            }
-            Err(e) => {
-                tracing::error!(id = %r.id, error = %e, "unreadable flavor skipped");
-                None
-            }
-        })
-        .collect())
-}
-
 fn quote_request(
+    random: &dyn crate::clock::Random,
     selection: &BTreeMap<HashAlg, BTreeSet<u8>>,
 ) -> Result<(Vec<u8>, QuoteRequest), AttestError> {
     let mut nonce = vec![0u8; 32];
-    aws_lc_rs::rand::fill(&mut nonce)
-        .map_err(|_| AttestError::Internal("system random generator failed".into()))?;
+    random
+        .fill(&mut nonce)
+        .map_err(|e| AttestError::Internal(e.to_string()))?;
     let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
     let pcrbanks = selection
         .keys()
@@ -196,6 +152,7 @@ fn quote_request(
             nonce,
             pcrs: pcrs.into_iter().collect(),
             pcrbanks,
+            ima_offset: None,
         },
     ))
 }
@@ -222,15 +179,13 @@ fn check_quote(
                 "pinned_ak_unreadable",
             )
         })?;
-    let pcr_json =
-        serde_json::to_value(&resp.pcrs).map_err(|e| (vec![e.to_string()], "malformed_pcrs"))?;
-    let pcrs = PcrValues::from_json_value(&pcr_json).map_err(|e| {
+    let pcrs = PcrValues::try_from(&resp.pcrs).map_err(|e| {
         (
             vec![format!("the agent's PCR values are malformed: {e}")],
             "malformed_pcrs",
         )
     })?;
-    let verified = verify_quote(&pinned, &resp.quote, &resp.signature, &pcrs, Some(nonce)).map_err(|e| {
+    let verified = verify_quote(&pinned, &resp.quote, &resp.signature, &pcrs, nonce).map_err(|e| {
         let mut reasons = vec![format!("quote rejected: {e}")];
         let presented = Public::from_either(&resp.aik).ok();
         if presented.as_ref().is_some_and(|p| p.tpmt_bytes() != pinned.tpmt_bytes()) {
@@ -319,14 +274,18 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
         .host(name)
         .await?
         .ok_or_else(|| AttestError::NotFound(name.to_string()))?;
-    let flavors = current_flavors(state).await?;
+    let flavors = state.flavors.current().await?;
     let selection = quote_selection(flavors.iter(), &host.name);
-    let (nonce, req) = quote_request(&selection)?;
+    let (nonce, mut req) = quote_request(state.random.as_ref(), &selection)?;
+    // RUNTIME flavors: the IMA log from the entry last appraised (none asked for without them).
+    let runtime_plan = crate::runtime::plan(state, &host, &flavors).await?;
+    req.ima_offset = runtime_plan.as_ref().map(|p| p.offset);
     let started = Instant::now();
     let validity = state.settings.report_validity;
-    let answer = state.agents.quote(&target(&host), &req).await;
+    // A push host's quote comes from its agent's open challenge ([`crate::push`]).
+    let answer = crate::push::quote(state, &target(&host), &req).await;
     let now = state.clock.now();
-    let resp = match answer {
+    let mut resp = match answer {
         Ok(r) => r,
         Err(e) if e.is_unreachable() => {
             state
@@ -354,13 +313,39 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
             return save(state, &host, &v, true, None).await;
         }
     };
+    let runtime = match runtime_plan {
+        None => None,
+        Some(plan) => {
+            let first = resp.ima_log.take();
+            let target = target(&host);
+            match crate::runtime::appraise(state, &host, &target, plan, first, &checked.verified)
+                .await
+            {
+                Ok(evidence) => Some(evidence),
+                Err(crate::runtime::FetchError::Unreachable(e)) => {
+                    state
+                        .metrics
+                        .attestation("unreachable", agent_reason(&e), started.elapsed());
+                    return Err(unreachable(state, &host, e, now).await);
+                }
+                Err(crate::runtime::FetchError::Bad(why)) => {
+                    let v = Verdict::untrusted(vec![format!("RUNTIME: {why}")], now, validity);
+                    state
+                        .metrics
+                        .attestation("untrusted", "ima_log_unreadable", started.elapsed());
+                    return save(state, &host, &v, true, None).await;
+                }
+            }
+        }
+    };
     let ctx = HostContext {
         host_name: &host.name,
         software_tpm: host.software_tpm,
     };
-    let verdict = appraise(
+    let verdict = appraise_with_runtime(
         &checked.verified,
         checked.log.as_ref(),
+        runtime.as_ref(),
         &flavors,
         &MatchPolicy::default(),
         &ctx,
@@ -371,6 +356,7 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
     let counters = AttestationUpdate {
         reset_count: Some(i64::from(clock.reset_count)),
         restart_count: Some(i64::from(clock.restart_count)),
+        quoted_pcrs: quoted_pcrs(&checked.verified, &verdict),
     };
     let label = match (verdict.verdict(), verdict.failure()) {
         (_, Some(failure)) => failure.reason(),
@@ -382,6 +368,16 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
         .metrics
         .attestation(verdict.verdict().as_str(), label, started.elapsed());
     save(state, &host, &verdict, true, Some(counters)).await
+}
+
+/// The verified quote's PCR values as the store keeps them with the report (the host page
+/// shows them by bank).
+fn quoted_pcrs(verified: &VerifiedQuote, verdict: &Verdict) -> Option<String> {
+    serde_json::to_string(&crate::store::QuotedPcrs {
+        quoted_at: millis(verdict.attested_at()),
+        pcrs: verified.pcrs().to_json(),
+    })
+    .ok()
 }
 
 async fn unreachable(
@@ -433,8 +429,12 @@ pub async fn import_flavors(
         .flat_map(|p| p.pcrs().iter().copied())
         .collect();
     let selection = BTreeMap::from([(HashAlg::Sha256, pcrs)]);
-    let (nonce, req) = quote_request(&selection)?;
-    let resp = state
+    let (nonce, mut req) = quote_request(state.random.as_ref(), &selection)?;
+    let runtime = parts.contains(&FlavorPart::Runtime);
+    if runtime {
+        req.ima_offset = Some(0);
+    }
+    let mut resp = state
         .agents
         .quote(&target(&host), &req)
         .await
@@ -451,27 +451,45 @@ pub async fn import_flavors(
             ),
         }
     })?;
-    let mut flavors = flavors_from_evidence(
-        &checked.verified,
-        checked.log.as_ref(),
-        parts,
-        &host.name,
-        host.software_tpm,
-    )?;
-    let now = state.now_ms();
-    for f in &mut flavors {
-        f.id = crate::store::new_id();
-        let body = serde_json::to_string(&*f).map_err(|e| AttestError::Internal(e.to_string()))?;
-        state
-            .store
-            .put_flavor(&crate::store::FlavorRow {
-                id: f.id.clone(),
-                body,
-                created: now,
-            })
-            .await?;
+    let boot_parts: Vec<FlavorPart> = parts
+        .iter()
+        .copied()
+        .filter(|p| *p != FlavorPart::Runtime)
+        .collect();
+    let mut flavors = if boot_parts.is_empty() {
+        Vec::new()
+    } else {
+        flavors_from_evidence(
+            &checked.verified,
+            checked.log.as_ref(),
+            &boot_parts,
+            &host.name,
+            host.software_tpm,
+        )?
+    };
+    if runtime {
+        // The RUNTIME policy is learned from the IMA log up to the quote.
+        let first = resp.ima_log.take();
+        let entries = crate::runtime::quoted_log(state, &target(&host), first, &checked.verified)
+            .await
+            .map_err(|e| match e {
+                crate::runtime::FetchError::Unreachable(e) => AttestError::Agent {
+                    message: format!("cannot get the IMA log of {from_host}: {e}"),
+                    error: e,
+                },
+                crate::runtime::FetchError::Bad(why) => {
+                    AttestError::Import(ImportError::BadImaLog(why))
+                }
+            })?
+            .ok_or(ImportError::NoImaLog)?;
+        flavors.push(runtime_flavor_from_ima(
+            &checked.verified,
+            &entries,
+            &host.name,
+            host.software_tpm,
+        )?);
     }
-    flavors_changed(state);
+    state.flavors.add(&mut flavors, state.now_ms()).await?;
     Ok(flavors)
 }
 

@@ -48,6 +48,7 @@ pub async fn start(
         duration: config.labeller_lease,
     });
     let metrics = Arc::new(nodetrust_labeller::Metrics::default());
+    let _ = state.labeller_policy.set(settings.policy.clone());
     let _ = state.labeller_metrics.set(metrics.clone());
     let (tx, rx) = mpsc::channel(1024);
     let mut stop = shutdown.clone();
@@ -89,12 +90,21 @@ async fn host_trust(state: &AppState, h: &HostRow) -> Result<HostTrust, StoreErr
     })
 }
 
+/// Every host with its latest report's id: two queries, whatever the fleet's size.
 async fn snapshot(state: &AppState) -> Result<Vec<HostTrust>, StoreError> {
-    let mut all = Vec::new();
-    for h in state.store.hosts().await? {
-        all.push(host_trust(state, &h).await?);
-    }
-    Ok(all)
+    let mut latest = state.store.latest_report_ids().await?;
+    Ok(state
+        .store
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h| HostTrust {
+            report_id: latest.remove(&h.name),
+            trust: h.effective(),
+            name: h.name,
+            hardware_uuid: h.hardware_uuid,
+        })
+        .collect())
 }
 
 /// Feeds the labeller until its channel closes; database errors are retried.

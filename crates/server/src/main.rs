@@ -9,7 +9,7 @@ use nodetrust_server::agent_client::HttpsAgents;
 use nodetrust_server::clock::SystemClock;
 use nodetrust_server::config::{redact_url, Config, ConfigError};
 use nodetrust_server::store::Store;
-use nodetrust_server::{app, engine, retention, run_with, tls, AppState};
+use nodetrust_server::{app, engine, retention, run_with_limits, tls, AppState};
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -89,14 +89,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the Kubernetes labeller")?;
     let mut rx = stop_rx.clone();
-    run_with(
+    run_with_limits(
         listener,
         tls_config,
         app(state),
         async move {
             let _ = rx.wait_for(|s| *s).await;
         },
-        config.max_connections,
+        nodetrust_tls::serve::ServeLimits::new(config.max_connections, config.idle_timeout),
     )
     .await;
     let _ = scheduler.await;

@@ -13,6 +13,11 @@
 //!   `rate_limited`, `busy`).
 //! - `nodetrust_registrations_refused_total{reason}`: refused registrations
 //!   (`identity_conflict`, `ek_not_endorsed`, ...).
+//! - `nodetrust_ima_entries_appraised_total`: IMA log entries appraised against RUNTIME flavors
+//!   and kept (each entry once per boot and policy); `nodetrust_ima_entries_received_total`:
+//!   entries agents sent (entries logged after a quote are sent again with the next);
+//!   `nodetrust_ima_appraisals_restarted_total{reason}`: appraisals started over from entry 0
+//!   (`new`, `reboot`, `policy_changed`).
 //! - `nodetrust_password_checks_in_flight`, `nodetrust_password_checks_peak`: argon2 checks
 //!   running now and the most that ever ran at once (rendered by the API with the
 //!   authenticator's numbers).
@@ -36,6 +41,9 @@ struct Inner {
     pruned: BTreeMap<String, u64>,
     auth_failures: BTreeMap<String, u64>,
     registrations_refused: BTreeMap<String, u64>,
+    ima_appraised: u64,
+    ima_received: u64,
+    ima_restarts: BTreeMap<String, u64>,
 }
 
 /// Tables retention prunes (each always rendered, from 0).
@@ -96,6 +104,35 @@ impl Metrics {
                 .entry(reason.to_string())
                 .or_default() += 1;
         }
+    }
+
+    /// Counts IMA entries appraised and kept.
+    pub fn ima_appraised(&self, entries: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.ima_appraised = m.ima_appraised.saturating_add(entries);
+        }
+    }
+
+    /// Counts IMA entries received from agents.
+    pub fn ima_received(&self, entries: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.ima_received = m.ima_received.saturating_add(entries);
+        }
+    }
+
+    /// Counts an IMA appraisal started over from entry 0.
+    pub fn ima_restart(&self, reason: &str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.ima_restarts.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+
+    /// IMA entries appraised and kept, and received, so far.
+    pub fn ima_entries(&self) -> (u64, u64) {
+        self.inner
+            .lock()
+            .map(|m| (m.ima_appraised, m.ima_received))
+            .unwrap_or_default()
     }
 
     /// Refused registrations with `reason` so far.
@@ -173,6 +210,30 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "nodetrust_registrations_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP nodetrust_ima_entries_appraised_total IMA log entries appraised against RUNTIME flavors and kept.\n");
+        out.push_str("# TYPE nodetrust_ima_entries_appraised_total counter\n");
+        let _ = writeln!(
+            out,
+            "nodetrust_ima_entries_appraised_total {}",
+            m.ima_appraised
+        );
+        out.push_str(
+            "# HELP nodetrust_ima_entries_received_total IMA log entries received from agents.\n",
+        );
+        out.push_str("# TYPE nodetrust_ima_entries_received_total counter\n");
+        let _ = writeln!(
+            out,
+            "nodetrust_ima_entries_received_total {}",
+            m.ima_received
+        );
+        out.push_str("# HELP nodetrust_ima_appraisals_restarted_total IMA appraisals started over from entry 0, by reason.\n");
+        out.push_str("# TYPE nodetrust_ima_appraisals_restarted_total counter\n");
+        for (reason, n) in &m.ima_restarts {
+            let _ = writeln!(
+                out,
+                "nodetrust_ima_appraisals_restarted_total{{reason=\"{reason}\"}} {n}"
             );
         }
         out.push_str("# HELP nodetrust_hosts Hosts by current verdict.\n");

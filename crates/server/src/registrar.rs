@@ -22,11 +22,10 @@
 //! hardware UUID (a newer one replaces the oldest) and [`crate::store::MAX_CHALLENGES`] in all
 //! (then 503 with `Retry-After`).
 
-use std::time::Duration;
-
 use aws_lc_rs::digest;
 use nodetrust_proto::agent::HostInfo;
 use nodetrust_proto::b64;
+use nodetrust_proto::push::AgentMode;
 use nodetrust_proto::registration::{
     ActivateRequest, RegisterChallenge, RegisterRequest, RegisterResult,
 };
@@ -362,8 +361,10 @@ async fn register_inner(
     )
     .map_err(|(reason, message)| ApiError::ConflictWith { reason, message })?;
     let mut secret = vec![0u8; ek.name_alg.size().min(32)];
-    aws_lc_rs::rand::fill(&mut secret)
-        .map_err(|_| ApiError::Internal("system random generator failed".into()))?;
+    state
+        .random
+        .fill(&mut secret)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let cred = make_credential(&ek, &ak.name(), &secret).map_err(|e| {
         ApiError::bad_request(
             "unsuitable_ek",
@@ -440,8 +441,15 @@ pub async fn activate(
     let row = HostRow {
         name: reg.host.host_name.clone(),
         hardware_uuid: reg.host.hardware_uuid.clone(),
-        connection_url: reg.connection_url.clone(),
-        tls_cert_sha256: reg.tls_cert_sha256.to_ascii_lowercase(),
+        // A push host is never connected to ([`crate::push`]): no address, no pin.
+        connection_url: match reg.mode {
+            AgentMode::Pull => reg.connection_url.clone(),
+            AgentMode::Push => crate::push::PUSH_URL.to_string(),
+        },
+        tls_cert_sha256: match reg.mode {
+            AgentMode::Pull => reg.tls_cert_sha256.to_ascii_lowercase(),
+            AgentMode::Push => String::new(),
+        },
         ek_public: b64::encode(&reg.ek_public),
         ak_public: b64::encode(&reg.aik),
         host_info,
@@ -459,9 +467,10 @@ pub async fn activate(
     // The endorsement may have been revoked, and the name or UUID taken by another machine,
     // since the challenge was issued: checked again in the transaction that stores the host.
     let endorsed = endorsed_for_uuid(state, &id, &row.hardware_uuid).await?;
+    let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &id).await?;
     let outcome = state
         .store
-        .register_host_checked(&row, now, |holders| {
+        .register_host_checked_issued(&row, ek_issuer.as_deref(), now, |holders| {
             check_identity(holders, &row.name, &row.hardware_uuid, &id, endorsed)
         })
         .await?;
@@ -473,7 +482,7 @@ pub async fn activate(
             return Err(e);
         }
     };
-    state.wake.notify_one();
+    state.queue.wake();
     tracing::info!(host = %row.name, replaced, "host registered; AK pinned");
     Ok(RegisterResult {
         host_name: row.name,
@@ -482,8 +491,57 @@ pub async fn activate(
     })
 }
 
+/// Longest EK certificate issuer kept (characters).
+const MAX_ISSUER_CHARS: usize = 1024;
+
+/// The issuer (distinguished name) of a certificate (DER), at most [`MAX_ISSUER_CHARS`].
+fn certificate_issuer(der: &[u8]) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(
+        c.issuer()
+            .to_string()
+            .chars()
+            .take(MAX_ISSUER_CHARS)
+            .collect(),
+    )
+}
+
+/// The issuer of the EK certificate a registration is accepted with: the certificate of an
+/// active endorsement of this EK (for this hardware UUID or any), else the agent's certificate
+/// when it chains to the manufacturer CA bundle. `None`: the EK is endorsed by its public key
+/// alone (a certificate the agent sent that chains nowhere says nothing and is not kept).
+async fn ek_certificate_issuer(
+    state: &AppState,
+    reg: &RegisterRequest,
+    ek: &Public,
+    ek_id: &str,
+) -> Result<Option<String>, ApiError> {
+    let hw = &reg.host.hardware_uuid;
+    for e in state.store.active_endorsements_for(ek_id).await? {
+        if e.hardware_uuid
+            .as_deref()
+            .is_some_and(|u| !u.eq_ignore_ascii_case(hw))
+        {
+            continue;
+        }
+        let issuer = e
+            .certificate
+            .as_deref()
+            .and_then(|c| b64::decode(c).ok())
+            .and_then(|der| certificate_issuer(&der));
+        if issuer.is_some() {
+            return Ok(issuer);
+        }
+    }
+    Ok(reg
+        .ek_certificate
+        .as_deref()
+        .filter(|cert| state.ek_cas.check(cert, ek).is_ok())
+        .and_then(certificate_issuer))
+}
+
 /// Input of `POST /mtwilson/v2/tpm-endorsements`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEndorsement {
     /// Hardware UUID the EK belongs to (optional: without it, any host with this EK).
@@ -608,6 +666,3 @@ pub async fn add_endorsement(
 pub fn host_info(row: &HostRow) -> Option<HostInfo> {
     serde_json::from_str(&row.host_info).ok()
 }
-
-/// How long a challenge stays open by default.
-pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);

@@ -188,17 +188,9 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                 // A full batch means more hosts may be due: look again without sleeping.
                 more = i64::try_from(claimed.len()).unwrap_or(0) >= limit;
                 for name in claimed {
-                    let busy = state
-                        .in_flight
-                        .lock()
-                        .map(|s| s.contains(&name))
-                        .unwrap_or(true);
-                    if busy {
+                    if !state.queue.start(&name) {
                         // Made due again (an agent restart) while being attested: once more
                         // when the attestation in flight ends.
-                        if let Ok(mut a) = state.again.lock() {
-                            a.insert(name);
-                        }
                         continue;
                     }
                     started += 1;
@@ -208,9 +200,6 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
-                    if let Ok(mut s) = state.in_flight.lock() {
-                        s.insert(name.clone());
-                    }
                     let st = state.clone();
                     let live = live.clone();
                     tokio::spawn(async move {
@@ -224,18 +213,10 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                                 tracing::warn!(host = %name, reason = e.reason(), error = %e, "attestation failed")
                             }
                         }
-                        if let Ok(mut s) = st.in_flight.lock() {
-                            s.remove(&name);
-                        }
                         drop(permit);
-                        let again = st
-                            .again
-                            .lock()
-                            .map(|mut a| a.remove(&name))
-                            .unwrap_or(false);
-                        if again {
+                        if st.queue.finish(&name) {
                             if st.store.schedule(&name, 0).await.is_ok() {
-                                st.wake.notify_one();
+                                st.queue.wake();
                             }
                         } else {
                             hand_over_if_not_mine(&st, &name, &live).await;
@@ -254,7 +235,7 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
         }
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
-            () = state.wake.notified() => {}
+            () = state.queue.woken() => {}
             () = &mut shutdown => return stop(&state, &mut heartbeat).await,
         }
     }

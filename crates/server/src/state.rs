@@ -1,10 +1,7 @@
 //! The state shared by request handlers and the attestation engine.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use tokio::sync::Notify;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::agent_client::AgentConnector;
 use crate::auth::{ensure_account, Authenticator, Role};
@@ -14,6 +11,9 @@ use crate::ekca::EkCaBundle;
 use crate::jws::{self, Signer};
 use crate::metrics::Metrics;
 use crate::store::{millis, Store};
+
+/// How long a registration challenge stays open by default.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(300);
 
 /// Settings the handlers and the engine read.
 #[derive(Debug, Clone)]
@@ -38,9 +38,6 @@ pub struct Settings {
     pub agent_event_interval: Duration,
 }
 
-/// Hosts whose agent events are remembered for coalescing (the oldest are forgotten first).
-const MAX_EVENT_HOSTS: usize = 100_000;
-
 /// Everything shared.
 #[derive(Debug)]
 pub struct Inner {
@@ -48,6 +45,8 @@ pub struct Inner {
     pub store: Store,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Random bytes (nonces, registration secrets).
+    pub random: Arc<dyn crate::clock::Random>,
     /// The agents.
     pub agents: Arc<dyn AgentConnector>,
     /// Authentication.
@@ -60,18 +59,20 @@ pub struct Inner {
     pub ek_cas: EkCaBundle,
     /// Settings.
     pub settings: Settings,
-    /// Wakes the scheduler (a host became due now).
-    pub wake: Notify,
-    /// Hosts being attested by this process.
-    pub in_flight: Mutex<HashSet<String>>,
-    /// Hosts made due again while being attested: attested once more when that ends.
-    pub again: Mutex<HashSet<String>>,
-    /// When each host's last agent event scheduled an attestation.
-    pub agent_events: Mutex<HashMap<String, Instant>>,
+    /// The scheduler's state in this process (in flight, due again, wake-ups, agent events).
+    pub queue: crate::queue::Queue,
     /// The embedded labeller's metrics, once it runs.
     pub labeller_metrics: std::sync::OnceLock<Arc<nodetrust_labeller::Metrics>>,
-    /// Flavors read recently, and when.
-    pub flavor_cache: Mutex<Option<(std::time::Instant, Arc<Vec<nodetrust_appraise::Flavor>>)>>,
+    /// The policy the embedded labeller runs with, once it runs (the fleet view's LABEL column).
+    pub labeller_policy: std::sync::OnceLock<nodetrust_labeller::Policy>,
+    /// Every host, kept in memory for lists (the fleet view, `GET /mtwilson/v2/hosts`).
+    pub host_list: crate::hostlist::HostList,
+    /// The flavors, read and written only through here (it keeps appraisal's cache right).
+    pub flavors: crate::flavors::Flavors,
+    /// Runtime (IMA) policies of RUNTIME flavors, compiled once per flavor.
+    pub runtime_policies: crate::runtime::PolicyCache,
+    /// Open push-mode challenges ([`crate::push`]).
+    pub push: crate::push::PushSlots,
 }
 
 /// The shared state (cheap to clone).
@@ -161,48 +162,39 @@ impl AppState {
             attest_concurrency: config.attest_concurrency.max(1),
             max_body: config.max_body,
             replica: config.replica(),
-            challenge_ttl: crate::registrar::CHALLENGE_TTL,
+            challenge_ttl: CHALLENGE_TTL,
             agent_event_interval: Duration::from_secs(5),
         };
+        let flavors = crate::flavors::Flavors::new(store.clone(), Arc::clone(&clock));
+        let auth = Authenticator::with_clock(config.auth_limits.clone(), Arc::clone(&clock));
         Ok(Self(Arc::new(Inner {
             store,
             clock,
+            random: Arc::clone(&config.random),
             agents,
-            auth: Authenticator::with_limits(config.auth_limits.clone()),
+            auth,
             signer,
             metrics: Metrics::default(),
             ek_cas,
             settings,
-            wake: Notify::new(),
-            in_flight: Mutex::new(HashSet::new()),
-            again: Mutex::new(HashSet::new()),
-            agent_events: Mutex::new(HashMap::new()),
-            flavor_cache: Mutex::new(None),
+            queue: crate::queue::Queue::default(),
+            flavors,
+            runtime_policies: crate::runtime::PolicyCache::new(),
             labeller_metrics: std::sync::OnceLock::new(),
+            labeller_policy: std::sync::OnceLock::new(),
+            host_list: crate::hostlist::HostList::new(),
+            push: crate::push::PushSlots::default(),
         })))
     }
 
     /// Whether an agent event of `host` may schedule an attestation now (at most one per
     /// [`Settings::agent_event_interval`]); records it when it may.
     pub fn agent_event_due(&self, host: &str) -> bool {
-        let Ok(mut m) = self.agent_events.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        let interval = self.settings.agent_event_interval;
-        if m.get(host)
-            .is_some_and(|t| now.duration_since(*t) < interval)
-        {
-            return false;
-        }
-        if m.len() >= MAX_EVENT_HOSTS {
-            m.retain(|_, t| now.duration_since(*t) < interval);
-            if m.len() >= MAX_EVENT_HOSTS {
-                m.clear();
-            }
-        }
-        m.insert(host.to_string(), now);
-        true
+        self.queue.agent_event_due(
+            host,
+            self.clock.instant(),
+            self.settings.agent_event_interval,
+        )
     }
 
     /// Now, in Unix milliseconds.

@@ -40,6 +40,20 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, ConnectOptions, Connection as _, Row};
 use tokio::sync::{broadcast, oneshot};
 
+mod challenges;
+mod changes;
+mod endorsements;
+mod flavors;
+mod hosts;
+mod keys;
+mod leases;
+mod listed;
+mod reports;
+mod users;
+pub use listed::{HostFacts, ListedRow, ListedSnapshot, QuotedPcrs};
+mod ima;
+pub use ima::ImaStateRow;
+
 /// A store failure (the database, or a row that does not decode).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -530,6 +544,38 @@ const V3: &[&str] = &[
 const V4: &[&str] =
     &["CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, heartbeat BIGINT NOT NULL, started BIGINT NOT NULL)"];
 
+/// Version 5: what the fleet view shows of a host beyond its verdict, and what lets a host list
+/// kept in memory follow the table ([`crate::hostlist`]): the issuer of the EK certificate the
+/// registration was accepted with; the PCR values of the last verified quote (JSON, written
+/// with its report); a row version that every write of a host row increments (with `updated`,
+/// indexed, it finds the rows written since a moment and checks that nothing else changed).
+const V5: &[&str] = &[
+    "ALTER TABLE hosts ADD COLUMN ek_issuer TEXT",
+    "ALTER TABLE hosts ADD COLUMN quoted_pcrs TEXT",
+    "ALTER TABLE hosts ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS hosts_updated ON hosts (updated, version)",
+];
+
+/// Version 6: each host's incremental IMA appraisal ([`ImaStateRow`], [`crate::runtime`]):
+/// entries appraised and, per RUNTIME flavor, the running PCR 10 per bank and the failures,
+/// for one boot (resetCount, restartCount) and AK.
+const V6: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS ima_state (host_name TEXT PRIMARY KEY, ak_sha256 TEXT NOT NULL, \
+     reset_count BIGINT NOT NULL, restart_count BIGINT NOT NULL, entries BIGINT NOT NULL, \
+     state TEXT NOT NULL, updated BIGINT NOT NULL)",
+];
+
+/// Version 7: indexes for the identity check of every registration ([`Store::identity_holders`]:
+/// a name, a hardware UUID in any case, or an EK), which scanned the whole hosts table.
+const V7_SQLITE: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS hosts_uuid_lower ON hosts (LOWER(hardware_uuid))",
+    "CREATE INDEX IF NOT EXISTS hosts_ek_public ON hosts (ek_public)",
+];
+const V7_POSTGRES: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS hosts_uuid_lower ON hosts ((LOWER(hardware_uuid)))",
+    "CREATE INDEX IF NOT EXISTS hosts_ek_public ON hosts (ek_public)",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -551,6 +597,21 @@ fn migrations() -> Vec<Migration> {
             version: 4,
             sqlite: V4,
             postgres: V4,
+        },
+        Migration {
+            version: 5,
+            sqlite: V5,
+            postgres: V5,
+        },
+        Migration {
+            version: 6,
+            sqlite: V6,
+            postgres: V6,
+        },
+        Migration {
+            version: 7,
+            sqlite: V7_SQLITE,
+            postgres: V7_POSTGRES,
         },
     ]
 }
@@ -630,6 +691,18 @@ fn endorsement_from_row(r: &AnyRow) -> Result<Endorsement> {
     })
 }
 
+/// Page cache of each SQLite connection: 16 MiB (SQLite's default is 2 MiB), so the rows an
+/// attestation reads and writes (host, verdict update, report insert) stay in memory at fleet
+/// sizes instead of being read again from the file at each statement.
+const SQLITE_CACHE_SIZE: &str = "PRAGMA cache_size=-16384";
+
+/// The `next_attest` of a push host: never due ([`crate::push`]).
+pub const PUSH_NEVER_DUE: i64 = i64::MAX / 4;
+
+/// When expired registration challenges were last deleted (Unix ms), and how often at most.
+static CHALLENGE_SWEEP: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+const CHALLENGE_SWEEP_MS: i64 = 10_000;
+
 /// A new random identifier (128 bits, hex).
 pub fn new_id() -> String {
     let mut b = [0u8; 16];
@@ -639,12 +712,15 @@ pub fn new_id() -> String {
 }
 
 /// What an attestation wrote about a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttestationUpdate {
     /// TPM resetCount seen (when a quote was verified).
     pub reset_count: Option<i64>,
     /// TPM restartCount seen.
     pub restart_count: Option<i64>,
+    /// The verified quote's PCR values (JSON, [`crate::store::QuotedPcrs`]); `None` keeps the
+    /// stored ones.
+    pub quoted_pcrs: Option<String>,
 }
 
 /// Makes each report its host's current verdict, in one statement (each host at most once);
@@ -653,13 +729,13 @@ async fn update_host_verdicts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[&(&ReportRow, bool, Option<&AttestationUpdate>)],
 ) -> Result<BTreeSet<String>> {
-    // VALUES columns are column1..column9 on both SQLite and PostgreSQL.
+    // VALUES columns are column1..column10 on both SQLite and PostgreSQL.
     let values = (0..rows.len())
         .map(|i| {
-            let b = i * 9;
+            let b = i * 10;
             format!(
                 "(${}, ${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
-                 CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                 CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT))",
                 b + 1,
                 b + 2,
                 b + 3,
@@ -668,7 +744,8 @@ async fn update_host_verdicts(
                 b + 6,
                 b + 7,
                 b + 8,
-                b + 9
+                b + 9,
+                b + 10
             )
         })
         .collect::<Vec<_>>()
@@ -679,12 +756,14 @@ async fn update_host_verdicts(
          status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
          status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
-         restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END \
+         restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
+         quoted_pcrs = COALESCE(v.column10, quoted_pcrs), version = version + 1 \
          FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 RETURNING name"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
     for (report, reached, counters) in rows {
         let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
+        let pcrs = counters.and_then(|c| c.quoted_pcrs.as_deref());
         query = query
             .bind(&report.host_name)
             .bind(report.verdict.as_str())
@@ -694,7 +773,8 @@ async fn update_host_verdicts(
             .bind(i64::from(*reached))
             .bind(i64::from(counters.is_some()))
             .bind(reset)
-            .bind(restart);
+            .bind(restart)
+            .bind(pcrs);
     }
     let names = query.fetch_all(&mut **tx).await?;
     names.iter().map(|r| Ok(r.try_get("name")?)).collect()
@@ -714,7 +794,8 @@ async fn update_host_verdict(
          status = CASE WHEN $5 = 1 THEN 'connected' ELSE status END, \
          status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
-         restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END WHERE name = $9",
+         restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END, \
+         quoted_pcrs = COALESCE($10, quoted_pcrs), version = version + 1 WHERE name = $9",
     )
     .bind(report.verdict.as_str())
     .bind(&report.reasons)
@@ -725,6 +806,7 @@ async fn update_host_verdict(
     .bind(reset)
     .bind(restart)
     .bind(&report.host_name)
+    .bind(counters.and_then(|c| c.quoted_pcrs.as_deref()))
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected() > 0)
@@ -833,6 +915,7 @@ impl Store {
                         sqlx::query("PRAGMA synchronous=NORMAL")
                             .execute(&mut *conn)
                             .await?;
+                        sqlx::query(SQLITE_CACHE_SIZE).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
@@ -854,6 +937,7 @@ impl Store {
                         sqlx::query("PRAGMA query_only=1")
                             .execute(&mut *conn)
                             .await?;
+                        sqlx::query(SQLITE_CACHE_SIZE).execute(&mut *conn).await?;
                         Ok(())
                     })
                 })
@@ -1077,1220 +1161,5 @@ impl Store {
     fn publish(&self, change: Change) {
         // No subscriber is fine: the durable feed has it.
         let _ = self.changes.send(change);
-    }
-
-    // ---- users ----
-
-    /// Creates or replaces a user.
-    pub async fn put_user(
-        &self,
-        name: &str,
-        password_hash: &str,
-        role: &str,
-        now: i64,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO users (name, password_hash, role, created) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role",
-        )
-        .bind(name)
-        .bind(password_hash)
-        .bind(role)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Every user with when it was created or last changed, by name.
-    pub async fn users(&self) -> Result<Vec<(UserRow, i64)>> {
-        let rows =
-            sqlx::query("SELECT name, password_hash, role, created FROM users ORDER BY name")
-                .fetch_all(&self.reader)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    UserRow {
-                        name: r.try_get("name")?,
-                        password_hash: r.try_get("password_hash")?,
-                        role: r.try_get("role")?,
-                    },
-                    r.try_get("created")?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Creates a user; false when the name is taken.
-    pub async fn create_user(&self, u: &UserRow, now: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO users (name, password_hash, role, created) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&u.name)
-        .bind(&u.password_hash)
-        .bind(&u.role)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Replaces a user's password hash; the user, or `None` when there is none.
-    pub async fn set_password(
-        &self,
-        name: &str,
-        password_hash: &str,
-        now: i64,
-    ) -> Result<Option<UserRow>> {
-        let r = sqlx::query("UPDATE users SET password_hash = $1, created = $2 WHERE name = $3")
-            .bind(password_hash)
-            .bind(now)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(UserRow {
-                name: r.try_get("name")?,
-                password_hash: r.try_get("password_hash")?,
-                role: r.try_get("role")?,
-            })
-        })
-        .transpose()
-    }
-
-    /// Deletes a user, never the last admin (checked in the same transaction).
-    pub async fn delete_user(&self, name: &str) -> Result<UserDeleted> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        if self.backend == Backend::Postgres {
-            // Two admins deleting each other at once: one waits for the other.
-            sqlx::query("SELECT pg_advisory_xact_lock(7365243)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let outcome = match role.as_deref() {
-            None => UserDeleted::NotFound,
-            Some("admin") => {
-                let admins: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if admins <= 1 {
-                    UserDeleted::LastAdmin
-                } else {
-                    UserDeleted::Deleted
-                }
-            }
-            Some(_) => UserDeleted::Deleted,
-        };
-        if outcome != UserDeleted::Deleted {
-            w.end.rollback(tx).await?;
-            return Ok(outcome);
-        }
-        sqlx::query("DELETE FROM users WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        w.end.commit(tx).await?;
-        Ok(UserDeleted::Deleted)
-    }
-
-    /// A user by name.
-    pub async fn user(&self, name: &str) -> Result<Option<UserRow>> {
-        let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(|r| {
-            Ok(UserRow {
-                name: r.try_get("name")?,
-                password_hash: r.try_get("password_hash")?,
-                role: r.try_get("role")?,
-            })
-        })
-        .transpose()
-    }
-
-    // ---- endorsements ----
-
-    /// Adds an endorsement.
-    pub async fn add_endorsement(&self, e: &Endorsement) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO endorsements (id, hardware_uuid, ek_sha256, ek_public, certificate, comment, revoked, created) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&e.id)
-        .bind(&e.hardware_uuid)
-        .bind(&e.ek_sha256)
-        .bind(&e.ek_public)
-        .bind(&e.certificate)
-        .bind(&e.comment)
-        .bind(i64::from(e.revoked))
-        .bind(e.created)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Endorsements, optionally only those of one hardware UUID.
-    pub async fn endorsements(&self, hardware_uuid: Option<&str>) -> Result<Vec<Endorsement>> {
-        let rows = match hardware_uuid {
-            Some(u) => {
-                sqlx::query("SELECT * FROM endorsements WHERE hardware_uuid = $1 ORDER BY created")
-                    .bind(u)
-                    .fetch_all(&self.reader)
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM endorsements ORDER BY created")
-                    .fetch_all(&self.reader)
-                    .await?
-            }
-        };
-        rows.iter().map(endorsement_from_row).collect()
-    }
-
-    /// Active (not revoked) endorsements of an EK.
-    pub async fn active_endorsements_for(&self, ek_sha256: &str) -> Result<Vec<Endorsement>> {
-        let rows = sqlx::query("SELECT * FROM endorsements WHERE ek_sha256 = $1 AND revoked = 0")
-            .bind(ek_sha256)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(endorsement_from_row).collect()
-    }
-
-    /// Revokes an endorsement; false when there is none with that id.
-    pub async fn revoke_endorsement(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE endorsements SET revoked = 1 WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    // ---- registration challenges ----
-
-    /// Stores a pending registration.
-    pub async fn put_challenge(&self, c: &ChallengeRow, now: i64) -> Result<()> {
-        sqlx::query("DELETE FROM challenges WHERE expires < $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO challenges (id, secret_sha256, request, expires) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&c.id)
-        .bind(&c.secret_sha256)
-        .bind(&c.request)
-        .bind(c.expires)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Stores a pending registration for `hardware_uuid`, bounded: a UUID keeps at most
-    /// [`MAX_CHALLENGES_PER_UUID`] open (a newer one replaces the oldest), and at most
-    /// [`MAX_CHALLENGES`] are open in all (then false: nothing stored).
-    pub async fn put_challenge_bounded(
-        &self,
-        c: &ChallengeRow,
-        hardware_uuid: &str,
-        now: i64,
-    ) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        sqlx::query("DELETE FROM challenges WHERE expires < $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let mine: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $1")
-                .bind(hardware_uuid)
-                .fetch_one(&mut *tx)
-                .await?;
-        if mine >= MAX_CHALLENGES_PER_UUID {
-            sqlx::query(
-                "DELETE FROM challenges WHERE id IN (SELECT id FROM challenges WHERE hardware_uuid = $1 \
-                 ORDER BY expires, id LIMIT $2)",
-            )
-            .bind(hardware_uuid)
-            .bind(mine - MAX_CHALLENGES_PER_UUID + 1)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM challenges")
-            .fetch_one(&mut *tx)
-            .await?;
-        if all >= MAX_CHALLENGES {
-            w.end.rollback(tx).await?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&c.id)
-        .bind(&c.secret_sha256)
-        .bind(&c.request)
-        .bind(c.expires)
-        .bind(hardware_uuid)
-        .execute(&mut *tx)
-        .await?;
-        w.end.commit(tx).await?;
-        Ok(true)
-    }
-
-    /// Open (not expired) challenges of a hardware UUID, and in all.
-    pub async fn open_challenges(&self, hardware_uuid: &str, now: i64) -> Result<(i64, i64)> {
-        let mine: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $1 AND expires >= $2",
-        )
-        .bind(hardware_uuid)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM challenges WHERE expires >= $1")
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((mine, all))
-    }
-
-    /// Takes (reads and deletes) a pending registration that has not expired: one try each.
-    pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        let row =
-            sqlx::query("SELECT id, secret_sha256, request, expires FROM challenges WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query("DELETE FROM challenges WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        w.end.commit(tx).await?;
-        let Some(r) = row else { return Ok(None) };
-        let c = ChallengeRow {
-            id: r.try_get("id")?,
-            secret_sha256: r.try_get("secret_sha256")?,
-            request: r.try_get("request")?,
-            expires: r.try_get("expires")?,
-        };
-        Ok((c.expires >= now).then_some(c))
-    }
-
-    // ---- hosts ----
-
-    /// A host by name.
-    pub async fn host(&self, name: &str) -> Result<Option<HostRow>> {
-        let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(host_from_row).transpose()
-    }
-
-    /// A host by hardware UUID.
-    pub async fn host_by_uuid(&self, hardware_uuid: &str) -> Result<Option<HostRow>> {
-        let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE hardware_uuid = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(hardware_uuid)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(host_from_row).transpose()
-    }
-
-    /// Every host, by name, without its keys, facts and agent address (those columns are
-    /// empty): what lists and counts need, at a fraction of the cost of [`Store::hosts`].
-    pub async fn host_summaries(&self) -> Result<Vec<HostRow>> {
-        let rows = sqlx::query(
-            "SELECT name, hardware_uuid, '' AS connection_url, '' AS tls_cert_sha256, '' AS ek_public, \
-             '' AS ak_public, '' AS host_info, software_tpm, status, status_detail, reset_count, restart_count, \
-             verdict, reasons, attested_at, expires_at, created FROM hosts ORDER BY name",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(host_from_row).collect()
-    }
-
-    /// Every host, by name.
-    pub async fn hosts(&self) -> Result<Vec<HostRow>> {
-        let q = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(host_from_row).collect()
-    }
-
-    /// Registers a host whose AK was just proven, replacing an earlier registration of the same
-    /// hardware UUID (a reimaged node). Returns whether one was replaced. The host is due for
-    /// attestation at once; its last-seen TPM counters are forgotten (a new AK, a new history).
-    pub async fn register_host(&self, h: &HostRow, now: i64) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        let old: Option<String> =
-            sqlx::query_scalar("SELECT name FROM hosts WHERE hardware_uuid = $1")
-                .bind(&h.hardware_uuid)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(old_name) = &old {
-            sqlx::query("DELETE FROM hosts WHERE hardware_uuid = $1")
-                .bind(&h.hardware_uuid)
-                .execute(&mut *tx)
-                .await?;
-            if old_name != &h.name {
-                let change = Change {
-                    host_name: old_name.clone(),
-                    kind: ChangeKind::Deleted,
-                    verdict: None,
-                };
-                self.record_change(&mut tx, &change, now).await?;
-            }
-        }
-        let change = self.insert_registered(&mut tx, h, now).await?;
-        w.end.commit(tx).await?;
-        self.publish(change);
-        Ok(old.is_some())
-    }
-
-    /// Inserts a host just registered (due [`REGISTERED_DUE_AFTER_MS`] from now, its counters
-    /// forgotten) and records the `registered` change; returns the change to publish after the
-    /// commit.
-    async fn insert_registered(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        h: &HostRow,
-        now: i64,
-    ) -> Result<Change> {
-        sqlx::query(
-            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
-             software_tpm, status, created, updated, next_attest, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, 0)",
-        )
-        .bind(&h.name)
-        .bind(&h.hardware_uuid)
-        .bind(&h.connection_url)
-        .bind(&h.tls_cert_sha256)
-        .bind(&h.ek_public)
-        .bind(&h.ak_public)
-        .bind(&h.host_info)
-        .bind(i64::from(h.software_tpm))
-        .bind(now)
-        .bind(now.saturating_add(REGISTERED_DUE_AFTER_MS))
-        .execute(&mut **tx)
-        .await?;
-        let change = Change {
-            host_name: h.name.clone(),
-            kind: ChangeKind::Registered,
-            verdict: None,
-        };
-        self.record_change(tx, &change, now).await?;
-        Ok(change)
-    }
-
-    /// Hosts that share a name, a hardware UUID (any case) or an EK (`ek_public`, as stored)
-    /// with a registration: those it would replace or conflict with.
-    pub async fn identity_holders(
-        &self,
-        name: &str,
-        hardware_uuid: &str,
-        ek_public: &str,
-    ) -> Result<Vec<HostRow>> {
-        let q = identity_holders_query("");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(name)
-            .bind(hardware_uuid)
-            .bind(ek_public)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(host_from_row).collect()
-    }
-
-    /// Registers a host whose AK was just proven, after `check` accepted the hosts it would
-    /// replace or conflict with ([`Store::identity_holders`]), read in the same transaction
-    /// (locked on PostgreSQL), so two registrations cannot race past the check. Every host
-    /// `check` accepted is replaced.
-    pub async fn register_host_checked(
-        &self,
-        h: &HostRow,
-        now: i64,
-        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
-    ) -> Result<Registered> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        let q = identity_holders_query(match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
-        });
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(&h.name)
-            .bind(&h.hardware_uuid)
-            .bind(&h.ek_public)
-            .fetch_all(&mut *tx)
-            .await?;
-        let holders = rows.iter().map(host_from_row).collect::<Result<Vec<_>>>()?;
-        if let Err((reason, message)) = check(&holders) {
-            w.end.rollback(tx).await?;
-            return Ok(Registered::Refused(reason, message));
-        }
-        for old in &holders {
-            sqlx::query("DELETE FROM hosts WHERE name = $1")
-                .bind(&old.name)
-                .execute(&mut *tx)
-                .await?;
-            if old.name != h.name {
-                let change = Change {
-                    host_name: old.name.clone(),
-                    kind: ChangeKind::Deleted,
-                    verdict: None,
-                };
-                self.record_change(&mut tx, &change, now).await?;
-            }
-        }
-        let change = self.insert_registered(&mut tx, h, now).await?;
-        w.end.commit(tx).await?;
-        self.publish(change);
-        Ok(Registered::Stored(!holders.is_empty()))
-    }
-
-    /// Deletes a host and its reports; false when there is none.
-    pub async fn delete_host(&self, name: &str, now: i64) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            w.end.rollback(tx).await?;
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM reports WHERE host_name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let change = Change {
-            host_name: name.to_string(),
-            kind: ChangeKind::Deleted,
-            verdict: None,
-        };
-        self.record_change(&mut tx, &change, now).await?;
-        w.end.commit(tx).await?;
-        self.publish(change);
-        Ok(true)
-    }
-
-    /// Makes a host due for attestation at `at`.
-    pub async fn schedule(&self, name: &str, at: i64) -> Result<bool> {
-        let r = sqlx::query("UPDATE hosts SET next_attest = $1 WHERE name = $2")
-            .bind(at)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Hosts due at `now` that this replica may take (free, its own, or with an expired lease).
-    pub async fn due_hosts(&self, replica: &str, now: i64, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT name FROM hosts WHERE next_attest <= $1 \
-             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_attest, name LIMIT $3",
-        )
-        .bind(now)
-        .bind(replica)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
-    }
-
-    /// Claims (or renews) the lease on a host until `until`, and moves its next attestation to
-    /// `next`; false when another replica holds a live lease.
-    pub async fn claim(
-        &self,
-        name: &str,
-        replica: &str,
-        now: i64,
-        until: i64,
-        next: i64,
-    ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2, next_attest = $3 WHERE name = $4 \
-             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $5)",
-        )
-        .bind(replica)
-        .bind(until)
-        .bind(next)
-        .bind(name)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// Claims up to `limit` due hosts in one statement: those free, this replica's, with an
-    /// expired lease, or held by a replica that is not live (no heartbeat row younger than
-    /// `dead_after` milliseconds by the database's clock: it died, or stopped); their lease
-    /// runs until `until`. Each claimed host's next attestation is its due
-    /// time plus `period` (the schedule keeps its phase, so a late start does not push every
-    /// later one back), or now plus `period` when that is already past (a host made due at
-    /// once, or taken over late).
-    /// A host whose next attestation is more than twice `period` ahead was scheduled by a
-    /// clock that has since jumped back: it is due now, not when the clock catches up.
-    /// The due and lease conditions are checked again on the locked row, so two replicas
-    /// claiming at once never both take a host for the same due time.
-    /// Returns the names claimed.
-    pub async fn claim_due(
-        &self,
-        replica: &str,
-        now: i64,
-        until: i64,
-        period: i64,
-        dead_after: i64,
-        limit: i64,
-    ) -> Result<Vec<String>> {
-        let db_now = self.db_now_ms();
-        let q = format!(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2, \
-               next_attest = CASE WHEN next_attest <= $4 AND next_attest + $3 > $4 THEN next_attest + $3 ELSE $4 + $3 END \
-             WHERE name IN (SELECT name FROM hosts WHERE (next_attest <= $4 OR next_attest > $4 + 2 * $3) \
-               AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4 \
-                    OR lease_owner NOT IN (SELECT id FROM replicas WHERE heartbeat >= {db_now} - $5)) \
-               ORDER BY next_attest, name LIMIT $6) \
-             AND (next_attest <= $4 OR next_attest > $4 + 2 * $3) \
-             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4 \
-                  OR lease_owner NOT IN (SELECT id FROM replicas WHERE heartbeat >= {db_now} - $5)) RETURNING name"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(replica)
-            .bind(until)
-            .bind(period)
-            .bind(now)
-            .bind(dead_after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
-    }
-
-    /// The database's clock in Unix milliseconds, as SQL: heartbeats are written and read by
-    /// the one clock every replica shares, so replicas' own clocks (skewed, or stepped) never
-    /// make a live replica look dead.
-    fn db_now_ms(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
-            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-        }
-    }
-
-    /// Records that `replica` is alive now, by the database's clock (its first call records
-    /// when it started).
-    pub async fn heartbeat(&self, replica: &str) -> Result<()> {
-        let db_now = self.db_now_ms();
-        let q = format!(
-            "INSERT INTO replicas (id, heartbeat, started) VALUES ($1, {db_now}, {db_now}) \
-             ON CONFLICT (id) DO UPDATE SET heartbeat = {db_now}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(replica)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The replicas whose last heartbeat is at most `dead_after` milliseconds old (by the
-    /// database's clock), by id.
-    pub async fn live_replicas(&self, dead_after: i64) -> Result<Vec<String>> {
-        let q = format!(
-            "SELECT id FROM replicas WHERE heartbeat >= {} - $1 ORDER BY id",
-            self.db_now_ms()
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(dead_after)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
-    }
-
-    /// Forgets replicas silent for more than `age` milliseconds that hold no host.
-    pub async fn forget_replicas(&self, age: i64) -> Result<u64> {
-        let q = format!(
-            "DELETE FROM replicas WHERE heartbeat < {} - $1 \
-             AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.lease_owner = replicas.id)",
-            self.db_now_ms()
-        );
-        let r = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(age)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
-    /// Hands a host `from` this replica over `to` another, keeping its next attestation; the
-    /// lease runs until `until`. False when `from` does not hold it (any more).
-    pub async fn hand_over(&self, name: &str, from: &str, to: &str, until: i64) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2 WHERE name = $3 AND lease_owner = $4",
-        )
-        .bind(to)
-        .bind(until)
-        .bind(name)
-        .bind(from)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    /// A graceful stop: releases every lease of `replica` (each host keeps its next
-    /// attestation, so another replica takes it when due, without waiting for the lease) and
-    /// deletes its heartbeat row. Returns how many hosts were released.
-    pub async fn leave(&self, replica: &str) -> Result<u64> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        let r = sqlx::query(
-            "UPDATE hosts SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
-        )
-        .bind(replica)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM replicas WHERE id = $1")
-            .bind(replica)
-            .execute(&mut *tx)
-            .await?;
-        w.end.commit(tx).await?;
-        Ok(r.rows_affected())
-    }
-
-    /// How many hosts each replica holds a lease on (`None`: no replica).
-    pub async fn lease_counts(&self) -> Result<Vec<(Option<String>, i64)>> {
-        let rows = sqlx::query(
-            "SELECT lease_owner, COUNT(*) AS n FROM hosts GROUP BY lease_owner ORDER BY lease_owner",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("lease_owner")?, r.try_get("n")?)))
-            .collect()
-    }
-
-    /// The replica holding a host's lease and until when.
-    pub async fn lease(&self, name: &str) -> Result<Option<(Option<String>, i64)>> {
-        let row = sqlx::query("SELECT lease_owner, lease_until FROM hosts WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(|r| Ok((r.try_get("lease_owner")?, r.try_get("lease_until")?)))
-            .transpose()
-    }
-
-    /// Records that a host's agent could not be reached (its verdict is left as it is).
-    pub async fn mark_unreachable(&self, name: &str, detail: &str, now: i64) -> Result<()> {
-        let r = sqlx::query("UPDATE hosts SET status = 'unreachable', status_detail = $1, updated = $2 WHERE name = $3 AND status <> 'unreachable'")
-            .bind(detail)
-            .bind(now)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("UPDATE hosts SET status_detail = $1 WHERE name = $2")
-            .bind(detail)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() > 0 {
-            let mut w = self.writer().await?;
-            let mut tx = begin(&mut w.conn, self.backend).await?;
-            let change = Change {
-                host_name: name.to_string(),
-                kind: ChangeKind::Status,
-                verdict: None,
-            };
-            self.record_change(&mut tx, &change, now).await?;
-            w.end.commit(tx).await?;
-            self.publish(change);
-        }
-        Ok(())
-    }
-
-    /// Stores a report and makes it the host's current verdict; `reached` says whether the
-    /// agent answered (status `connected`) and `counters` the TPM counters its quote showed.
-    ///
-    /// Group commit: reports saved at the same time share one transaction. The caller queues
-    /// its report; whoever holds the write turn commits everything queued so far (on a task of
-    /// its own, so a caller that gives up strands no one) and every caller gets its own
-    /// result. A batch that fails is retried report by report, so one bad report fails alone.
-    pub async fn save_report(
-        &self,
-        report: &ReportRow,
-        reached: bool,
-        counters: Option<AttestationUpdate>,
-    ) -> Result<()> {
-        let (done, mut result) = oneshot::channel();
-        let pending = PendingReport {
-            report: report.clone(),
-            reached,
-            counters,
-            done,
-        };
-        let refused = match self.batch.queue.lock() {
-            Ok(mut q) => {
-                q.push(pending);
-                None
-            }
-            Err(_) => Some(pending),
-        };
-        if let Some(p) = refused {
-            return self.save_report_one(&p.report, p.reached, p.counters).await;
-        }
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut result => return r.unwrap_or_else(|_| Err(batch_lost())),
-                turn = self.batch.turn.clone().lock_owned() => {
-                    let items: Vec<PendingReport> = self
-                        .batch
-                        .queue
-                        .lock()
-                        .map(|mut q| std::mem::take(&mut *q))
-                        .unwrap_or_default();
-                    if items.is_empty() {
-                        // Ours was committed by the turn before this one.
-                        drop(turn);
-                        return result.await.unwrap_or_else(|_| Err(batch_lost()));
-                    }
-                    let store = self.clone();
-                    let _ = tokio::spawn(async move {
-                        store.commit_batch(items).await;
-                        drop(turn);
-                    })
-                    .await;
-                }
-            }
-        }
-    }
-
-    /// Commits queued reports in one transaction, or one by one when that fails.
-    async fn commit_batch(&self, items: Vec<PendingReport>) {
-        let rows: Vec<(&ReportRow, bool, Option<&AttestationUpdate>)> = items
-            .iter()
-            .map(|p| (&p.report, p.reached, p.counters.as_ref()))
-            .collect();
-        match self.save_reports_tx(&rows).await {
-            Ok(changes) => {
-                for c in changes {
-                    self.publish(c);
-                }
-                for p in items {
-                    let _ = p.done.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, reports = items.len(), "batched report commit failed; one by one");
-                for p in items {
-                    let r = self.save_report_one(&p.report, p.reached, p.counters).await;
-                    let _ = p.done.send(r);
-                }
-            }
-        }
-    }
-
-    /// Reports (in order) in one transaction: the hosts' current verdicts updated, the reports
-    /// of hosts that still exist inserted, a change recorded for each verdict that changed.
-    /// Returns the changes to publish after the commit.
-    async fn save_reports_tx(
-        &self,
-        rows: &[(&ReportRow, bool, Option<&AttestationUpdate>)],
-    ) -> Result<Vec<Change>> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        let mut previous: HashMap<String, Option<String>> = HashMap::new();
-        let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
-        for chunk in names.iter().collect::<Vec<_>>().chunks(BATCH_MAX) {
-            let marks = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let q = format!("SELECT name, verdict FROM hosts WHERE name IN ({marks})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-            for n in chunk {
-                query = query.bind(**n);
-            }
-            for r in query.fetch_all(&mut *tx).await? {
-                previous.insert(r.try_get("name")?, r.try_get("verdict")?);
-            }
-        }
-        // The hosts' verdicts, one statement per round; a host attested twice in one batch
-        // (a scheduled and an on-demand attestation) gets its second report in a later round.
-        let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
-        let mut changes = Vec::new();
-        let mut rest: Vec<&(&ReportRow, bool, Option<&AttestationUpdate>)> = rows.iter().collect();
-        while !rest.is_empty() {
-            let mut seen = BTreeSet::new();
-            let (round, later): (Vec<_>, Vec<_>) = rest
-                .into_iter()
-                .partition(|(r, _, _)| seen.insert(r.host_name.as_str()));
-            rest = later;
-            for chunk in round.chunks(BATCH_MAX) {
-                let updated = update_host_verdicts(&mut tx, chunk).await?;
-                for (report, _, _) in chunk {
-                    if !updated.contains(&report.host_name) {
-                        // The host was deleted while it was being attested: keep no orphan
-                        // report.
-                        continue;
-                    }
-                    kept.push(report);
-                    let before = previous.insert(
-                        report.host_name.clone(),
-                        Some(report.verdict.as_str().into()),
-                    );
-                    if before.flatten().as_deref() != Some(report.verdict.as_str()) {
-                        let change = Change {
-                            host_name: report.host_name.clone(),
-                            kind: ChangeKind::Verdict,
-                            verdict: Some(report.verdict),
-                        };
-                        self.record_change(&mut tx, &change, report.created).await?;
-                        changes.push(change);
-                    }
-                }
-            }
-        }
-        for chunk in kept.chunks(BATCH_MAX) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let q = format!(
-                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) VALUES {values}"
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-            for r in chunk {
-                query = query
-                    .bind(&r.id)
-                    .bind(&r.host_name)
-                    .bind(r.verdict.as_str())
-                    .bind(&r.reasons)
-                    .bind(r.created)
-                    .bind(r.expires)
-                    .bind(&r.signed_report);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        w.end.commit(tx).await?;
-        Ok(changes)
-    }
-
-    /// One report in its own transaction.
-    async fn save_report_one(
-        &self,
-        report: &ReportRow,
-        reached: bool,
-        counters: Option<AttestationUpdate>,
-    ) -> Result<()> {
-        let mut w = self.writer().await?;
-        let mut tx = begin(&mut w.conn, self.backend).await?;
-        sqlx::query(
-            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&report.id)
-        .bind(&report.host_name)
-        .bind(report.verdict.as_str())
-        .bind(&report.reasons)
-        .bind(report.created)
-        .bind(report.expires)
-        .bind(&report.signed_report)
-        .execute(&mut *tx)
-        .await?;
-        let previous: Option<Option<String>> =
-            sqlx::query_scalar("SELECT verdict FROM hosts WHERE name = $1")
-                .bind(&report.host_name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let updated = update_host_verdict(&mut tx, report, reached, counters.as_ref()).await?;
-        if !updated {
-            // The host was deleted while it was being attested: keep no orphan report.
-            w.end.rollback(tx).await?;
-            return Ok(());
-        }
-        let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
-        let change = Change {
-            host_name: report.host_name.clone(),
-            kind: ChangeKind::Verdict,
-            verdict: Some(report.verdict),
-        };
-        if changed {
-            self.record_change(&mut tx, &change, report.created).await?;
-        }
-        w.end.commit(tx).await?;
-        if changed {
-            self.publish(change);
-        }
-        Ok(())
-    }
-
-    /// Reports of a host (or of all hosts), newest first.
-    pub async fn reports(&self, host_name: Option<&str>, limit: i64) -> Result<Vec<ReportRow>> {
-        let rows = match host_name {
-            Some(h) => {
-                sqlx::query("SELECT * FROM reports WHERE host_name = $1 ORDER BY created DESC, id DESC LIMIT $2")
-                    .bind(h)
-                    .bind(limit)
-                    .fetch_all(&self.reader)
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM reports ORDER BY created DESC, id DESC LIMIT $1")
-                    .bind(limit)
-                    .fetch_all(&self.reader)
-                    .await?
-            }
-        };
-        rows.iter().map(report_from_row).collect()
-    }
-
-    // ---- retention ----
-
-    /// One bounded delete of old reports: at most `limit` reports created in `[from, before)`,
-    /// oldest first, sparing the latest report of each registered host (the one
-    /// `GET /reports?latest=true` serves). Returns how many were deleted and the newest
-    /// `created` among them (the `from` of the next batch: older reports left are spared ones).
-    ///
-    /// Safe to run from several replicas at once: on PostgreSQL each picks rows no other
-    /// replica has locked (`SKIP LOCKED`); a row already deleted is simply not deleted again.
-    pub async fn prune_reports_batch(
-        &self,
-        from: i64,
-        before: i64,
-        limit: i64,
-    ) -> Result<(u64, Option<i64>)> {
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE OF r SKIP LOCKED",
-        };
-        // A report is spared when it is its host's newest by (created, id), the order the API
-        // reads, and the host is registered.
-        let q = format!(
-            "DELETE FROM reports WHERE id IN (SELECT r.id FROM reports r \
-             WHERE r.created >= $1 AND r.created < $2 \
-             AND (EXISTS (SELECT 1 FROM reports n WHERE n.host_name = r.host_name \
-                   AND n.created >= r.created AND (n.created > r.created OR n.id > r.id)) \
-                  OR NOT EXISTS (SELECT 1 FROM hosts h WHERE h.name = r.host_name)) \
-             ORDER BY r.created LIMIT $3{lock}) RETURNING created"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(from)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut newest = None;
-        for r in &rows {
-            let created: i64 = r.try_get("created")?;
-            newest = newest.max(Some(created));
-        }
-        Ok((u64::try_from(rows.len()).unwrap_or(u64::MAX), newest))
-    }
-
-    /// Deletes reports created before `before` (sparing each registered host's latest) in
-    /// batches of at most `batch`, until a batch deletes fewer. Returns how many were deleted.
-    pub async fn prune_reports(&self, before: i64, batch: i64) -> Result<u64> {
-        let batch = batch.max(1);
-        let (mut total, mut from) = (0u64, i64::MIN);
-        loop {
-            let (n, newest) = self.prune_reports_batch(from, before, batch).await?;
-            total = total.saturating_add(n);
-            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
-                return Ok(total);
-            }
-            from = newest.unwrap_or(from);
-            // Lets queued writes (the group commit) in between batches.
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// One bounded delete of the change feed: at most `limit` changes created before `before`,
-    /// oldest first. Returns how many were deleted. Safe from several replicas at once, as
-    /// [`Store::prune_reports_batch`].
-    pub async fn prune_changes_batch(&self, before: i64, limit: i64) -> Result<u64> {
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        };
-        let q = format!(
-            "DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE created < $1 \
-             ORDER BY created LIMIT $2{lock})"
-        );
-        let deleted: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q + " RETURNING seq"))
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        if let Some(newest) = deleted.iter().max() {
-            // Followers behind this point have lost changes: they must resync.
-            sqlx::query(
-                "INSERT INTO server_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
-                 SET value = excluded.value \
-                 WHERE CAST(server_keys.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
-            )
-            .bind(PRUNED_THROUGH)
-            .bind(newest.to_string())
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
-    }
-
-    /// The newest sequence number retention has deleted from the change feed (0 when none):
-    /// a follower whose position is older has missed changes.
-    pub async fn changes_pruned_through(&self) -> Result<i64> {
-        let v: Option<String> = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
-            .bind(PRUNED_THROUGH)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
-    }
-
-    /// The newest sequence number of the change feed (0 when empty).
-    pub async fn changes_head(&self) -> Result<i64> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(v.unwrap_or(0).max(self.changes_pruned_through().await?))
-    }
-
-    /// Typed changes after sequence number `after`, oldest first.
-    pub async fn change_events_since(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<nodetrust_proto::trust::ChangeEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, host_name, kind, verdict, created FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(nodetrust_proto::trust::ChangeEvent {
-                    seq: r.try_get("seq")?,
-                    host: r.try_get("host_name")?,
-                    kind: decode("changes", "kind", r.try_get("kind")?, ChangeKind::parse)?,
-                    trust: r
-                        .try_get::<Option<String>, _>("verdict")?
-                        .map(|v| decode("changes", "verdict", v, Trust::parse))
-                        .transpose()?,
-                    at: r.try_get("created")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Deletes changes created before `before` in batches of at most `batch`, until a batch
-    /// deletes fewer. Returns how many were deleted.
-    pub async fn prune_changes(&self, before: i64, batch: i64) -> Result<u64> {
-        let batch = batch.max(1);
-        let mut total = 0u64;
-        loop {
-            let n = self.prune_changes_batch(before, batch).await?;
-            total = total.saturating_add(n);
-            if i64::try_from(n).unwrap_or(i64::MAX) < batch {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    // ---- flavors ----
-
-    /// Stores a flavor.
-    pub async fn put_flavor(&self, f: &FlavorRow) -> Result<()> {
-        sqlx::query("INSERT INTO flavors (id, body, created) VALUES ($1, $2, $3)")
-            .bind(&f.id)
-            .bind(&f.body)
-            .bind(f.created)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Every flavor, oldest first.
-    pub async fn flavors(&self) -> Result<Vec<FlavorRow>> {
-        let rows = sqlx::query("SELECT id, body, created FROM flavors ORDER BY created, id")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FlavorRow {
-                    id: r.try_get("id")?,
-                    body: r.try_get("body")?,
-                    created: r.try_get("created")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Deletes a flavor; false when there is none.
-    pub async fn delete_flavor(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM flavors WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    // ---- server keys ----
-
-    /// The value stored under `name`, inserting `make()` first when there is none (replicas
-    /// racing here all end up with the first value written).
-    pub async fn key_or_insert(&self, name: &str, make: impl FnOnce() -> String) -> Result<String> {
-        if let Some(v) =
-            sqlx::query_scalar::<_, String>("SELECT value FROM server_keys WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
-        {
-            return Ok(v);
-        }
-        sqlx::query(
-            "INSERT INTO server_keys (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(make())
-        .execute(&self.pool)
-        .await?;
-        let v: String = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(v)
     }
 }

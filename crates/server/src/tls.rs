@@ -95,11 +95,5 @@ pub fn pinned_client_config(pin_hex: &str) -> Result<Arc<ClientConfig>, TlsError
         .try_into()
         .map_err(|_| TlsError::Pem("the pinned fingerprint is not a SHA-256".into()))?;
     let verifier = nodetrust_tls::PinVerifier::new(pin);
-    let mut cfg = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok(nodetrust_tls::client::client_config(Arc::new(verifier))?)
 }

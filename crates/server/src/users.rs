@@ -63,6 +63,10 @@ async fn hash(state: &AppState, password: String) -> Result<String, ApiError> {
 }
 
 /// `GET /mtwilson/v2/users`.
+#[utoipa::path(get, path = "/mtwilson/v2/users", operation_id = "list_users",
+    summary = "List accounts (never passwords)",
+    security(("basic" = ["admin"])),
+    responses((status = 200, body = UserList)))]
 pub async fn list(State(state): State<AppState>, _who: AdminCaller) -> Result<Response, ApiError> {
     let users = state
         .store
@@ -75,6 +79,12 @@ pub async fn list(State(state): State<AppState>, _who: AdminCaller) -> Result<Re
 }
 
 /// `POST /mtwilson/v2/users`.
+#[utoipa::path(post, path = "/mtwilson/v2/users", operation_id = "create_user",
+    summary = "Create an account",
+    security(("basic" = ["admin"])),
+    request_body = NewUser,
+    responses((status = 201, body = UserView),
+        (status = 409, description = "the name is taken", body = nodetrust_proto::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     who: AdminCaller,
@@ -103,6 +113,13 @@ pub async fn create(
 }
 
 /// `PUT /mtwilson/v2/users/{name}/password`.
+#[utoipa::path(put, path = "/mtwilson/v2/users/{name}/password", operation_id = "set_user_password",
+    summary = "Change an account's password; its cached logins end at once",
+    security(("basic" = ["admin"])),
+    params(("name" = String, Path, description = "User name")),
+    request_body = NewPassword,
+    responses((status = 200, body = UserView),
+        (status = 404, description = "no such account", body = nodetrust_proto::ErrorBody)))]
 pub async fn set_password(
     State(state): State<AppState>,
     who: AdminCaller,
@@ -122,6 +139,13 @@ pub async fn set_password(
 }
 
 /// `DELETE /mtwilson/v2/users/{name}`.
+#[utoipa::path(delete, path = "/mtwilson/v2/users/{name}", operation_id = "delete_user",
+    summary = "Delete an account",
+    security(("basic" = ["admin"])),
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 204, description = "deleted"),
+        (status = 404, description = "no such account", body = nodetrust_proto::ErrorBody),
+        (status = 409, description = "the last admin cannot be deleted", body = nodetrust_proto::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     who: AdminCaller,

@@ -130,7 +130,7 @@ async fn two_replicas_share_the_hosts_and_attest_each_once() {
             )
             .await,
         );
-        state_b.wake.notify_one();
+        state_b.queue.wake();
     }
     for i in 0..6 {
         wait_for_verdict(
@@ -278,4 +278,32 @@ async fn each_failed_attestation_is_counted_with_its_real_reason() {
     .map(|(r, w)| ((r.to_string(), w.to_string()), 1))
     .collect();
     assert_eq!(counts, expected);
+}
+
+/// A random source that always gives the same byte: lets a test know the nonce in advance.
+#[derive(Debug)]
+struct Pinned(u8);
+
+impl nodetrust_server::clock::Random for Pinned {
+    fn fill(&self, out: &mut [u8]) -> Result<(), nodetrust_server::clock::RandomFailed> {
+        out.fill(self.0);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn nonces_come_from_the_injected_random_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/server.db", dir.path().display());
+    let h = Harness::with_config(dir, db, |c| c.random = std::sync::Arc::new(Pinned(0x5a))).await;
+    let node = h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let (s, v) = h.attest("node-1").await;
+    assert!(s.is_success(), "{s}: {v}");
+    let quote = node.lock().unwrap().last.clone().unwrap();
+    let attest = nodetrust_tpm_wire::Attest::parse_quote(&quote.quote).unwrap();
+    assert_eq!(
+        attest.extra_data,
+        vec![0x5a; 32],
+        "the nonce was not drawn from the injected source"
+    );
 }

@@ -157,6 +157,7 @@ async fn the_change_feed_follows_verdict_changes_durably_and_live() {
                 Some(AttestationUpdate {
                     reset_count: Some(1),
                     restart_count: Some(0),
+                    quoted_pcrs: None,
                 }),
             )
             .await
@@ -232,6 +233,7 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
                 Some(AttestationUpdate {
                     reset_count: Some(3),
                     restart_count: Some(1),
+                    quoted_pcrs: None,
                 }),
             )
             .await
@@ -276,6 +278,11 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
                 .as_str(),
             "trusted"
         );
+        // Every host's latest report id in one query; hosts without one are absent.
+        store.register_host(&host("h2", "uuid-2"), 3).await.unwrap();
+        let latest = store.latest_report_ids().await.unwrap();
+        assert_eq!(latest.len(), 1, "{url}: {latest:?}");
+        assert_eq!(latest.get("h1-new"), Some(&r[0].id), "{url}");
         // Endorsements.
         let e = Endorsement {
             id: new_id(),
@@ -447,6 +454,7 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
                     Some(AttestationUpdate {
                         reset_count: Some(i),
                         restart_count: Some(2),
+                        quoted_pcrs: None,
                     }),
                 )
                 .await
@@ -807,7 +815,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4], "{url}");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -959,4 +967,72 @@ async fn change_feed_spans_replicas_on_postgresql() {
         (second.kind, second.trust),
         (ChangeKind::Verdict, Some(Trust::Trusted))
     );
+}
+
+#[tokio::test]
+async fn flavor_writes_drop_the_appraisal_cache_and_other_writers_are_seen_after_it_expires() {
+    use nodetrust_server::flavors::{Flavors, FLAVOR_CACHE_TTL};
+    let flavor = |label: &str| -> nodetrust_appraise::Flavor {
+        serde_json::from_value(serde_json::json!({
+            "label": label,
+            "part": "OS",
+            "pcrs": [{"bank": "sha256", "index": 4, "value": "00".repeat(32)}]
+        }))
+        .unwrap()
+    };
+    let labels = |v: &[nodetrust_appraise::Flavor]| {
+        let mut l: Vec<String> = v.iter().map(|f| f.label.clone()).collect();
+        l.sort();
+        l
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let clock = std::sync::Arc::new(nodetrust_server::clock::ManualClock::default());
+        let flavors = Flavors::new(store.clone(), clock.clone());
+        assert!(flavors.current().await.unwrap().is_empty(), "{url}");
+        // A write through `Flavors` is seen at once, although the empty list was cached.
+        let mut added = vec![flavor("a"), flavor("b")];
+        flavors.add(&mut added, 1).await.unwrap();
+        assert!(added.iter().all(|f| !f.id.is_empty()) && added[0].id != added[1].id);
+        assert_eq!(
+            labels(&flavors.current().await.unwrap()),
+            ["a", "b"],
+            "{url}"
+        );
+        // A write by someone else (another replica) waits for the cache to expire...
+        let mut other = flavor("c");
+        other.id = new_id();
+        store
+            .put_flavor(&FlavorRow {
+                id: other.id.clone(),
+                body: serde_json::to_string(&other).unwrap(),
+                created: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            labels(&flavors.current().await.unwrap()),
+            ["a", "b"],
+            "{url}"
+        );
+        assert_eq!(
+            labels(&flavors.all().await.unwrap()),
+            ["a", "b", "c"],
+            "{url}"
+        );
+        clock.advance(FLAVOR_CACHE_TTL + Duration::from_millis(1));
+        assert_eq!(
+            labels(&flavors.current().await.unwrap()),
+            ["a", "b", "c"],
+            "{url}"
+        );
+        // ...and a delete through `Flavors` is seen at once.
+        assert!(flavors.delete(&added[0].id).await.unwrap());
+        assert!(!flavors.delete(&added[0].id).await.unwrap());
+        assert_eq!(
+            labels(&flavors.current().await.unwrap()),
+            ["b", "c"],
+            "{url}"
+        );
+    }
 }

@@ -111,6 +111,7 @@ async fn agent_client_pins_the_agent_certificate_and_times_out() {
         nonce: vec![9; 32],
         pcrs: vec![0, 4, 7],
         pcrbanks: vec!["SHA256".into()],
+        ima_offset: None,
     };
     let target = AgentTarget {
         host_name: "n".into(),
@@ -118,9 +119,9 @@ async fn agent_client_pins_the_agent_certificate_and_times_out() {
         tls_cert_sha256: pin.clone(),
     };
     let resp = client.quote(&target, &req).await.unwrap();
-    let pcrs = PcrValues::from_json_value(&serde_json::to_value(&resp.pcrs).unwrap()).unwrap();
+    let pcrs = PcrValues::try_from(&resp.pcrs).unwrap();
     let ak = tpm.lock().unwrap().ak_public().clone();
-    verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, Some(&[9; 32])).unwrap();
+    verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, &[9; 32]).unwrap();
     // Another certificate than the pinned one: refused in the handshake.
     let wrong = AgentTarget {
         tls_cert_sha256: "00".repeat(32),

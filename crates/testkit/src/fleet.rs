@@ -222,6 +222,7 @@ impl Fleet {
             ek_public: a.attester.ek().map_err(|e| e.to_string())?.public,
             ek_certificate: None,
             aik: a.attester.ak_public().map_err(|e| e.to_string())?,
+            mode: Default::default(),
         })
     }
 

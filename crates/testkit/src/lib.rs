@@ -6,6 +6,10 @@
 //! - [`soft`]: a software TPM (real quotes, software AK and EK) for verifier tests.
 //! - [`fleet`]: N virtual agents over HTTPS from one listener, each on its own
 //!   `nodetrust_tpm::SoftwareAttester`: the load for the server's benchmark and scale tests.
+//! - [`ima`]: IMA logs written to order (`ima`, `ima-ng`, `ima-sig` signed with a test key,
+//!   violations) with the PCR 10 values they extend, for runtime-integrity tests.
+//! - [`keylime`]: Keylime's IMA code (PyPI `keylime`, in a venv under `target/`) as an
+//!   oracle for the runtime-integrity tests.
 //! - [`kubeapi`]: a loopback Kubernetes API server stand-in ([`kubeapi::FakeApiServer`]) for
 //!   the labeller, `nodetrust doctor` and kubectl.
 //!
@@ -14,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod ima;
+pub mod keylime;
 pub mod kubeapi;
 pub mod soft;
 mod swtpm;

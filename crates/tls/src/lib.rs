@@ -17,9 +17,16 @@
 //!   for a server.
 //! - [`identity`]: an endpoint's own certificate and key, from PEM files or self-signed into a
 //!   state directory on first start.
+//! - [`client`]: the one HTTPS client (rustls client configuration from a verifier, hyper
+//!   HTTP/1.1 with connect and request timeouts, an answer size limit, JSON helpers, and an
+//!   optional pool of idle connections keyed by address and trust).
+//! - [`serve`]: the one HTTPS accept loop (connection cap, handshake and idle timeouts,
+//!   graceful shutdown).
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod identity;
+pub mod serve;
 
 use std::sync::{Arc, Mutex};
 

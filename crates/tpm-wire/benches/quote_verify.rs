@@ -68,7 +68,7 @@ fn main() {
         raw_key.verify(black_box(&attest), &raw_sig).is_ok()
     });
     let full = rate(seconds, || {
-        verify_quote(&rsa.public, black_box(&attest), &sig, &pcrs, Some(&nonce)).is_ok()
+        verify_quote(&rsa.public, black_box(&attest), &sig, &pcrs, &nonce).is_ok()
     });
     report("RSA-2048 RSASSA-SHA256", raw, full);
 
@@ -85,7 +85,7 @@ fn main() {
         raw_key.verify(black_box(&attest), &fixed).is_ok()
     });
     let full = rate(seconds, || {
-        verify_quote(&ec.public, black_box(&attest), &sig, &pcrs, Some(&nonce)).is_ok()
+        verify_quote(&ec.public, black_box(&attest), &sig, &pcrs, &nonce).is_ok()
     });
     report("ECDSA P-256 SHA-256", raw, full);
 }

@@ -204,7 +204,7 @@ pub fn make_credential(
         PublicKey::Rsa { .. } => {
             let mut seed = vec![0u8; h.size()];
             rand::fill(&mut seed).map_err(|_| CredentialError::Crypto("random"))?;
-            let spki = ek.to_spki_der();
+            let spki = der::spki(&ek.key);
             let pk = rsa::PublicEncryptingKey::from_der(&spki)
                 .map_err(|_| CredentialError::UnsuitableEk("RSA key rejected".into()))?;
             let oaep = rsa::OaepPublicEncryptingKey::new(pk)

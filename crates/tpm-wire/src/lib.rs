@@ -11,7 +11,8 @@
 //! - [`attest`]: `TPMS_ATTEST` of quotes.
 //! - [`signature`](mod@signature): `TPMT_SIGNATURE`.
 //! - [`pcr`]: PCR selections and PCR value sets (YAML / JSON input).
-//! - [`verify`]: [`verify_quote`], which alone makes a [`VerifiedQuote`].
+//! - [`verify`]: [`verify_quote`], which alone makes a [`VerifiedQuote`]; [`inspect_quote`] for
+//!   offline inspection without a nonce or with a bare key.
 //! - [`credential`]: software MakeCredential (AK-to-EK binding).
 //! - [`der`]: the little DER and PEM the crate emits.
 #![forbid(unsafe_code)]
@@ -35,4 +36,7 @@ pub use pcr::{PcrSelection, PcrValues};
 pub use public::Public;
 pub use public::PublicKey;
 pub use signature::Signature;
-pub use verify::{verify_quote, verify_quote_with_bare_key, QuoteError, VerifiedQuote};
+pub use verify::{
+    inspect_quote, inspect_quote_with_bare_key, verify_quote, InspectedQuote, QuoteError,
+    QuoteFacts, VerifiedQuote,
+};

@@ -223,31 +223,31 @@ impl PcrValues {
 
     /// Reads the JSON object form.
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, PcrValuesError> {
-        let syntax = |m: &str| PcrValuesError::Syntax {
-            line: 0,
-            message: m.to_string(),
-        };
         let obj = v
             .as_object()
             .ok_or_else(|| syntax("expected an object of banks"))?;
         let mut out = Self::new();
         for (bank_name, values) in obj {
-            let bank = HashAlg::from_name(bank_name)
-                .ok_or_else(|| PcrValuesError::UnknownBank(bank_name.clone()))?;
             let values = values
                 .as_object()
                 .ok_or_else(|| syntax("expected an object of PCR values"))?;
             for (index, value) in values {
-                let i = parse_index(index)?;
                 let hex_str = value
                     .as_str()
                     .ok_or_else(|| syntax("expected a hex string"))?;
-                let bytes =
-                    decode_hex(hex_str).ok_or_else(|| syntax(&format!("PCR {index}: not hex")))?;
-                out.insert(bank, i, bytes)?;
+                out.insert_text(bank_name, index, hex_str)?;
             }
         }
         Ok(out)
+    }
+
+    /// Adds one value given as text, as an agent sends it: bank name, decimal index, hex.
+    fn insert_text(&mut self, bank: &str, index: &str, hex: &str) -> Result<(), PcrValuesError> {
+        let alg = HashAlg::from_name(bank)
+            .ok_or_else(|| PcrValuesError::UnknownBank(bank.to_string()))?;
+        let i = parse_index(index)?;
+        let bytes = decode_hex(hex).ok_or_else(|| syntax(&format!("PCR {index}: not hex")))?;
+        self.insert(alg, i, bytes)
     }
 
     /// Reads either the JSON form or the `tpm2_pcrread` / `tpm2_quote` YAML form.
@@ -320,4 +320,32 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     hex::decode(s).ok()
+}
+
+fn syntax(message: &str) -> PcrValuesError {
+    PcrValuesError::Syntax {
+        line: 0,
+        message: message.to_string(),
+    }
+}
+
+/// The agent's wire form, bank name → decimal index → hex value, read without a detour
+/// through JSON; the same checks as [`PcrValues::from_json_value`].
+impl<B, I, V> TryFrom<&BTreeMap<B, BTreeMap<I, V>>> for PcrValues
+where
+    B: AsRef<str>,
+    I: AsRef<str>,
+    V: AsRef<str>,
+{
+    type Error = PcrValuesError;
+
+    fn try_from(map: &BTreeMap<B, BTreeMap<I, V>>) -> Result<Self, PcrValuesError> {
+        let mut out = Self::new();
+        for (bank, values) in map {
+            for (index, hex) in values {
+                out.insert_text(bank.as_ref(), index.as_ref(), hex.as_ref())?;
+            }
+        }
+        Ok(out)
+    }
 }

@@ -376,9 +376,4 @@ impl Public {
             PublicKey::Ecc { curve, .. } => format!("ECC {}", curve.name()),
         }
     }
-
-    /// The key as a DER `SubjectPublicKeyInfo`, for PEM output and for other tools.
-    pub fn to_spki_der(&self) -> Vec<u8> {
-        crate::der::spki(&self.key)
-    }
 }

@@ -81,18 +81,17 @@ impl QuoteError {
     }
 }
 
-/// A quote that passed every check. Only [`verify_quote`] constructs one.
+/// What a genuine quote says: its structure, how it was signed, and the PCR values it covers.
+/// Reached through [`VerifiedQuote`] or [`InspectedQuote`], never built on its own.
 #[derive(Debug, Clone)]
-pub struct VerifiedQuote {
+pub struct QuoteFacts {
     attest: Attest,
     signature_hash: HashAlg,
     scheme: &'static str,
     pcrs: PcrValues,
-    nonce_checked: bool,
-    ak_attributes_checked: bool,
 }
 
-impl VerifiedQuote {
+impl QuoteFacts {
     /// The quote structure.
     pub fn attest(&self) -> &Attest {
         &self.attest
@@ -117,14 +116,65 @@ impl VerifiedQuote {
     pub fn scheme(&self) -> &'static str {
         self.scheme
     }
+}
 
+/// A quote that passed every check: signed by a TPM-resident restricted signing AK, over the
+/// expected nonce, about these PCR values. Only [`verify_quote`] constructs one, so holding a
+/// `VerifiedQuote` is the proof; there is nothing left to re-check.
+///
+/// An offline inspection cannot stand in for it:
+///
+/// ```compile_fail
+/// fn decide_trust(_: &nodetrust_tpm_wire::VerifiedQuote) {}
+/// fn offline(q: &nodetrust_tpm_wire::InspectedQuote) {
+///     decide_trust(q);
+/// }
+/// ```
+///
+/// and code outside this crate cannot make one:
+///
+/// ```compile_fail
+/// fn forge(facts: nodetrust_tpm_wire::QuoteFacts) -> nodetrust_tpm_wire::VerifiedQuote {
+///     nodetrust_tpm_wire::VerifiedQuote(facts)
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct VerifiedQuote(QuoteFacts);
+
+impl std::ops::Deref for VerifiedQuote {
+    type Target = QuoteFacts;
+
+    fn deref(&self) -> &QuoteFacts {
+        &self.0
+    }
+}
+
+/// A quote whose signature and PCR digest were checked for offline inspection, where the nonce
+/// may be unknown and the signer may be a bare public key. It says which of those checks were
+/// made, and it is not a [`VerifiedQuote`]: it cannot be handed to code that decides trust.
+#[derive(Debug, Clone)]
+pub struct InspectedQuote {
+    facts: QuoteFacts,
+    nonce_checked: bool,
+    ak_attributes_checked: bool,
+}
+
+impl std::ops::Deref for InspectedQuote {
+    type Target = QuoteFacts;
+
+    fn deref(&self) -> &QuoteFacts {
+        &self.facts
+    }
+}
+
+impl InspectedQuote {
     /// Whether the nonce was checked (false when the caller supplied none).
     pub fn nonce_checked(&self) -> bool {
         self.nonce_checked
     }
 
     /// Whether the signer was shown to be a TPM-resident restricted signing key (false when
-    /// verified with a bare public key).
+    /// inspected with a bare public key).
     pub fn ak_attributes_checked(&self) -> bool {
         self.ak_attributes_checked
     }
@@ -211,40 +261,65 @@ pub fn pcr_digest(
     Ok((h.finish(), quoted))
 }
 
-/// Verifies a quote.
+/// Verifies a quote: the only way to make a [`VerifiedQuote`].
 ///
-/// * `ak`: the attestation key, from registration (never from the quote's sender this time).
+/// * `ak`: the attestation key, from registration (never from the quote's sender this time);
+///   it must be a restricted signing key made inside a TPM.
 /// * `attest`: the exact `TPMS_ATTEST` bytes that were signed.
 /// * `signature`: `TPMT_SIGNATURE` bytes.
 /// * `pcrs`: PCR values claimed for the quote; values outside its selection are ignored.
-/// * `nonce`: the expected extraData; `None` skips the freshness check (offline inspection).
+/// * `nonce`: the fresh extraData the verifier asked for.
 pub fn verify_quote(
     ak: &Public,
     attest: &[u8],
     signature: &[u8],
     pcrs: &PcrValues,
-    nonce: Option<&[u8]>,
+    nonce: &[u8],
 ) -> Result<VerifiedQuote, QuoteError> {
     check_ak_attributes(ak)?;
     let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
     check_scheme(ak, &sig)?;
-    verify_signed(&ak.key, &sig, attest, pcrs, nonce, true)
+    verify_signed(&ak.key, &sig, attest, pcrs, Some(nonce)).map(VerifiedQuote)
 }
 
-/// Verifies a quote against a bare public key (a PEM key, as `tpm2_checkquote` takes).
+/// Inspects a quote offline with a TPM public area: every check of [`verify_quote`], except
+/// that the freshness check is skipped when `nonce` is `None`.
+pub fn inspect_quote(
+    ak: &Public,
+    attest: &[u8],
+    signature: &[u8],
+    pcrs: &PcrValues,
+    nonce: Option<&[u8]>,
+) -> Result<InspectedQuote, QuoteError> {
+    check_ak_attributes(ak)?;
+    let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
+    check_scheme(ak, &sig)?;
+    let facts = verify_signed(&ak.key, &sig, attest, pcrs, nonce)?;
+    Ok(InspectedQuote {
+        facts,
+        nonce_checked: nonce.is_some(),
+        ak_attributes_checked: true,
+    })
+}
+
+/// Inspects a quote against a bare public key (a PEM key, as `tpm2_checkquote` takes).
 ///
 /// A bare key carries no TPM attributes, so nothing shows it is a restricted signing key that
-/// only signs TPM-generated structures: [`VerifiedQuote::ak_attributes_checked`] is false, and
-/// a verifier deciding trust must not use this function. It exists for offline inspection.
-pub fn verify_quote_with_bare_key(
+/// only signs TPM-generated structures: [`InspectedQuote::ak_attributes_checked`] is false.
+pub fn inspect_quote_with_bare_key(
     key: &PublicKey,
     attest: &[u8],
     signature: &[u8],
     pcrs: &PcrValues,
     nonce: Option<&[u8]>,
-) -> Result<VerifiedQuote, QuoteError> {
+) -> Result<InspectedQuote, QuoteError> {
     let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
-    verify_signed(key, &sig, attest, pcrs, nonce, false)
+    let facts = verify_signed(key, &sig, attest, pcrs, nonce)?;
+    Ok(InspectedQuote {
+        facts,
+        nonce_checked: nonce.is_some(),
+        ak_attributes_checked: false,
+    })
 }
 
 fn verify_signed(
@@ -253,8 +328,7 @@ fn verify_signed(
     attest: &[u8],
     pcrs: &PcrValues,
     nonce: Option<&[u8]>,
-    ak_attributes_checked: bool,
-) -> Result<VerifiedQuote, QuoteError> {
+) -> Result<QuoteFacts, QuoteError> {
     match crypto::verify(key, attest, sig) {
         Ok(()) => {}
         Err(SigFailure::Invalid) => return Err(QuoteError::BadSignature),
@@ -286,12 +360,10 @@ fn verify_signed(
             selection: parsed.pcr_select.describe(),
         });
     }
-    Ok(VerifiedQuote {
+    Ok(QuoteFacts {
         attest: parsed,
         signature_hash: hash,
         scheme: sig.scheme_name(),
         pcrs: quoted,
-        nonce_checked: nonce.is_some(),
-        ak_attributes_checked,
     })
 }

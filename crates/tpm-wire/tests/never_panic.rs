@@ -28,6 +28,25 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// The agent's PCR map (bank → index → hex) reads exactly as its JSON form does, with the
+    /// same refusals, for arbitrary banks, indices and values.
+    #[test]
+    fn agent_pcr_map_reads_as_its_json(
+        map in proptest::collection::btree_map(
+            prop_oneof![Just("sha1".to_string()), Just("sha256".to_string()), Just("SHA384".to_string()), "[a-z0-9]{0,6}"],
+            proptest::collection::btree_map("[0-9]{1,3}|x", "([0-9a-f]{2}){0,48}|zz", 0..4),
+            0..4,
+        )
+    ) {
+        let direct = PcrValues::try_from(&map);
+        let via_json = PcrValues::from_json_value(&serde_json::to_value(&map).unwrap());
+        prop_assert_eq!(direct, via_json);
+    }
+}
+
 /// Valid structures with a few bytes changed, truncated or extended.
 fn mutate(base: &[u8], edits: &[(usize, u8)], cut: Option<usize>, extra: &[u8]) -> Vec<u8> {
     let mut v = base.to_vec();
@@ -67,7 +86,7 @@ proptest! {
         let changed = m_attest != attest || m_sig != sig || m_ak != ak_bytes;
         prop_assume!(changed);
         let Ok(parsed_ak) = Public::from_either(&m_ak) else { return Ok(()) };
-        let r = verify_quote(&parsed_ak, &m_attest, &m_sig, &pcrs, Some(b"fresh"));
+        let r = verify_quote(&parsed_ak, &m_attest, &m_sig, &pcrs, b"fresh");
         if target == 2 {
             // An AK mutation may touch bits that do not matter (nameAlg, unused attributes), but
             // a quote verifies only with the very same key.

@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use nodetrust_tpm_wire::der::{parse_spki, pem_decode};
-use nodetrust_tpm_wire::{verify_quote_with_bare_key, HashAlg, PcrValues, Signature};
+use nodetrust_tpm_wire::{inspect_quote_with_bare_key, HashAlg, PcrValues, Signature};
 
 mod common;
 
@@ -86,7 +86,7 @@ fn rsapss_any_salt_length_verifies_and_wrong_message_does_not() {
             .unwrap();
             // The quote's pcrDigest was made with SHA-256; with another signing hash the PCR
             // digest check fails after the signature passed, which shows the signature passed.
-            let r = verify_quote_with_bare_key(&key, &attest, &tpmt, &pcrs, Some(b"n"));
+            let r = inspect_quote_with_bare_key(&key, &attest, &tpmt, &pcrs, Some(b"n"));
             match h {
                 HashAlg::Sha256 => assert!(r.is_ok(), "{hash} salt {salt}: {r:?}"),
                 _ => assert_eq!(
@@ -97,7 +97,7 @@ fn rsapss_any_salt_length_verifies_and_wrong_message_does_not() {
             }
             let mut other = attest.clone();
             other[10] ^= 1;
-            let r = verify_quote_with_bare_key(&key, &other, &tpmt, &pcrs, None);
+            let r = inspect_quote_with_bare_key(&key, &other, &tpmt, &pcrs, None);
             assert_eq!(
                 r.unwrap_err().reason(),
                 "bad_signature",
@@ -111,7 +111,7 @@ fn rsapss_any_salt_length_verifies_and_wrong_message_does_not() {
             }
             .to_bytes()
             .unwrap();
-            let r = verify_quote_with_bare_key(&key, &attest, &tpmt, &PcrValues::new(), None);
+            let r = inspect_quote_with_bare_key(&key, &attest, &tpmt, &PcrValues::new(), None);
             assert_eq!(
                 r.unwrap_err().reason(),
                 "bad_signature",

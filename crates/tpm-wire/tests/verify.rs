@@ -12,7 +12,9 @@ mod common;
 
 use common::*;
 use nodetrust_tpm_wire::public::attr;
-use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public};
+use nodetrust_tpm_wire::{
+    inspect_quote, inspect_quote_with_bare_key, verify_quote, HashAlg, PcrValues, Public,
+};
 
 #[test]
 fn genuine_quote_verifies_and_exposes_quoted_values() {
@@ -20,12 +22,20 @@ fn genuine_quote_verifies_and_exposes_quoted_values() {
     let pcrs = sample_pcrs();
     let sel = selection(&[(HashAlg::Sha256, &[0, 1, 7]), (HashAlg::Sha1, &[17])]);
     let (attest, sig) = quote(&ak, b"nonce-1", &sel, &pcrs);
-    let q = verify_quote(&ak.public, &attest, &sig, &pcrs, Some(b"nonce-1")).unwrap();
+    let q = verify_quote(&ak.public, &attest, &sig, &pcrs, b"nonce-1").unwrap();
     assert_eq!(q.pcrs().len(), 4, "only the quoted PCRs are kept");
     assert_eq!(q.pcrs().get(HashAlg::Sha1, 17), pcrs.get(HashAlg::Sha1, 17));
     assert!(q.pcrs().get(HashAlg::Sha256, 2).is_none());
     assert_eq!(q.attest().clock_info.reset_count, 3);
-    assert!(q.nonce_checked() && q.ak_attributes_checked());
+    // Offline inspection says which checks it made; it never yields a VerifiedQuote.
+    let offline = inspect_quote(&ak.public, &attest, &sig, &pcrs, None).unwrap();
+    assert!(!offline.nonce_checked() && offline.ak_attributes_checked());
+    assert_eq!(offline.pcrs(), q.pcrs());
+    let bare = inspect_quote_with_bare_key(&ak.public.key, &attest, &sig, &pcrs, Some(b"nonce-1"))
+        .unwrap();
+    assert!(bare.nonce_checked() && !bare.ak_attributes_checked());
+    let err = inspect_quote(&ak.public, &attest, &sig, &pcrs, Some(b"other")).unwrap_err();
+    assert_eq!(err.reason(), "nonce_mismatch");
     // The AK round-trips through its TPM2B form with the same Name.
     let again = Public::from_tpm2b(&ak.public.tpm2b_bytes()).unwrap();
     assert_eq!(again.name(), ak.public.name());
@@ -38,12 +48,12 @@ fn each_check_has_its_reason() {
     let sel = selection(&[(HashAlg::Sha256, &[0, 4])]);
     let (attest, sig) = quote(&ak, b"n", &sel, &pcrs);
 
-    let err = verify_quote(&ak.public, &attest, &sig, &pcrs, Some(b"m")).unwrap_err();
+    let err = verify_quote(&ak.public, &attest, &sig, &pcrs, b"m").unwrap_err();
     assert_eq!(err.reason(), "nonce_mismatch");
 
     let mut other = pcrs.clone();
     other.insert(HashAlg::Sha256, 4, vec![0xaa; 32]).unwrap();
-    let err = verify_quote(&ak.public, &attest, &sig, &other, Some(b"n")).unwrap_err();
+    let err = verify_quote(&ak.public, &attest, &sig, &other, b"n").unwrap_err();
     assert_eq!(err.reason(), "pcr_digest_mismatch");
 
     let mut missing = PcrValues::new();
@@ -54,27 +64,20 @@ fn each_check_has_its_reason() {
             pcrs.get(HashAlg::Sha256, 0).unwrap().to_vec(),
         )
         .unwrap();
-    let err = verify_quote(&ak.public, &attest, &sig, &missing, Some(b"n")).unwrap_err();
+    let err = verify_quote(&ak.public, &attest, &sig, &missing, b"n").unwrap_err();
     assert_eq!(err.reason(), "missing_pcr");
     assert!(err.to_string().contains("PCR 4"));
 
     let other_ak = soft_ak(AK_ATTRS);
-    let err = verify_quote(&other_ak.public, &attest, &sig, &pcrs, Some(b"n")).unwrap_err();
+    let err = verify_quote(&other_ak.public, &attest, &sig, &pcrs, b"n").unwrap_err();
     assert_eq!(err.reason(), "bad_signature");
 
     let mut altered = attest.clone();
     *altered.last_mut().unwrap() ^= 1;
-    let err = verify_quote(&ak.public, &altered, &sig, &pcrs, Some(b"n")).unwrap_err();
+    let err = verify_quote(&ak.public, &altered, &sig, &pcrs, b"n").unwrap_err();
     assert_eq!(err.reason(), "bad_signature");
 
-    let err = verify_quote(
-        &ak.public,
-        &attest,
-        &sig[..sig.len() - 1],
-        &pcrs,
-        Some(b"n"),
-    )
-    .unwrap_err();
+    let err = verify_quote(&ak.public, &attest, &sig[..sig.len() - 1], &pcrs, b"n").unwrap_err();
     assert_eq!(err.reason(), "malformed_signature");
 }
 
@@ -89,7 +92,7 @@ fn a_key_that_is_not_a_restricted_signing_key_is_refused() {
         let pcrs = sample_pcrs();
         let sel = selection(&[(HashAlg::Sha256, &[0])]);
         let (attest, sig) = quote(&ak, b"n", &sel, &pcrs);
-        let err = verify_quote(&ak.public, &attest, &sig, &pcrs, Some(b"n")).unwrap_err();
+        let err = verify_quote(&ak.public, &attest, &sig, &pcrs, b"n").unwrap_err();
         assert_eq!(err.reason(), "ak_not_restricted_signing", "{attrs:#x}");
     }
 }
@@ -115,7 +118,7 @@ fn a_signed_structure_that_is_not_a_quote_is_refused() {
         .to_bytes()
         .unwrap()
     };
-    let err = verify_quote(&ak.public, &attest, &sig, &pcrs, Some(b"n")).unwrap_err();
+    let err = verify_quote(&ak.public, &attest, &sig, &pcrs, b"n").unwrap_err();
     assert_eq!(err.reason(), "malformed_quote");
     assert!(err.to_string().contains("type"), "{err}");
 }

@@ -1,14 +1,15 @@
 //! A software attester: **never trustworthy**.
 //!
-//! It behaves like a TPM from the outside: its AK is an ECDSA P-256 key with the attributes of a
-//! restricted signing key, its quotes are real `TPMS_ATTEST` bytes with real signatures, and it
+//! It behaves like a TPM from the outside: its AK is an ECDSA P-256 key (or, with
+//! [`SoftwareAttester::generate_with_rsa_ak`], an RSA key signing RSASSA-SHA256) with the
+//! attributes of a restricted signing key, its quotes are real `TPMS_ATTEST` bytes with real signatures, and it
 //! answers MakeCredential challenges for its ECC P-256 "EK" (ECDH, KDFe, then
 //! [`unwrap_with_seed`]). But its keys live in
 //! ordinary memory, so anything it signs proves nothing about a machine: the Trust Server's fleet
 //! simulator and tests use it to stand up many hosts. It reports itself as a software TPM
 //! ([`TpmFacts::software`]), and a verifier's default policy must reject its evidence.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use aws_lc_rs::{agreement, rand, signature};
@@ -38,14 +39,22 @@ struct State {
     started: Instant,
 }
 
+/// The AK's private key.
+enum AkKey {
+    Ecdsa(signature::EcdsaKeyPair),
+    /// RSA keys are slow to generate; a simulator may share one among many attesters.
+    Rsa(Arc<signature::RsaKeyPair>),
+}
+
 /// A TPM made of software keys. See the module documentation: never trustworthy.
 pub struct SoftwareAttester {
-    ak: signature::EcdsaKeyPair,
+    ak: AkKey,
     ak_public: Vec<u8>,
     ak_name: Vec<u8>,
     ek: agreement::PrivateKey,
     ek_public: Vec<u8>,
     ek_x: Vec<u8>,
+    ek_certificate: Option<Vec<u8>>,
     state: Mutex<State>,
 }
 
@@ -123,12 +132,51 @@ fn reset_pcrs() -> PcrValues {
 }
 
 impl SoftwareAttester {
-    /// A new software TPM with fresh keys and reset PCRs.
+    /// A new software TPM with fresh keys (an ECDSA P-256 AK) and reset PCRs.
     pub fn generate() -> Result<Self, TpmError> {
         let ak = signature::EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
             .map_err(|_| crypto("AK generation"))?;
         use signature::KeyPair as _;
         let ak_public = ecc_public(AK_ATTRIBUTES, &[], false, true, ak.public_key().as_ref())?;
+        Self::with_ak(AkKey::Ecdsa(ak), ak_public)
+    }
+
+    /// A new software TPM with a fresh EK whose AK is `ak`, an RSA key (2048 bits or more)
+    /// signing RSASSA-SHA256 as a TPM's default RSA AK does. RSA keys take long to generate, so
+    /// a simulator may give one key to many attesters.
+    pub fn generate_with_rsa_ak(ak: Arc<signature::RsaKeyPair>) -> Result<Self, TpmError> {
+        use signature::KeyPair as _;
+        let modulus = ak
+            .public_key()
+            .modulus()
+            .big_endian_without_leading_zero()
+            .to_vec();
+        let key_bits = u16::try_from(modulus.len().saturating_mul(8))
+            .map_err(|_| crypto("RSA AK too large"))?;
+        let public = Public::build(
+            HashAlg::Sha256,
+            AK_ATTRIBUTES,
+            &[],
+            nodetrust_tpm_wire::public::SymDef {
+                algorithm: id::NULL,
+                key_bits: 0,
+                mode: 0,
+            },
+            nodetrust_tpm_wire::public::Scheme {
+                scheme: id::RSASSA,
+                hash: Some(id::SHA256),
+            },
+            &nodetrust_tpm_wire::PublicKey::Rsa {
+                modulus,
+                exponent: 65537,
+                key_bits,
+            },
+        )
+        .map_err(|_| crypto("RSA AK public area"))?;
+        Self::with_ak(AkKey::Rsa(ak), public.tpm2b_bytes())
+    }
+
+    fn with_ak(ak: AkKey, ak_public: Vec<u8>) -> Result<Self, TpmError> {
         let ak_name = Public::from_tpm2b(&ak_public)
             .map_err(|_| crypto("AK public area"))?
             .name();
@@ -156,12 +204,27 @@ impl SoftwareAttester {
             ek,
             ek_public,
             ek_x,
+            ek_certificate: None,
             state: Mutex::new(State {
                 pcrs: reset_pcrs(),
                 reset_count: 0,
                 started: Instant::now(),
             }),
         })
+    }
+
+    /// The EK's public point, uncompressed SEC1 (`04 || x || y`): what an EK certificate
+    /// certifies.
+    pub fn ek_point(&self) -> Result<Vec<u8>, TpmError> {
+        self.ek
+            .compute_public_key()
+            .map(|p| p.as_ref().to_vec())
+            .map_err(|_| crypto("EK public key"))
+    }
+
+    /// Gives the EK a certificate (DER), returned by [`Attester::ek`] from now on.
+    pub fn set_ek_certificate(&mut self, der: Vec<u8>) {
+        self.ek_certificate = Some(der);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -243,7 +306,7 @@ impl Attester for SoftwareAttester {
     fn ek(&self) -> Result<EkData, TpmError> {
         Ok(EkData {
             public: self.ek_public.clone(),
-            certificate: None,
+            certificate: self.ek_certificate.clone(),
         })
     }
 
@@ -291,12 +354,23 @@ impl Attester for SoftwareAttester {
         let attest = w.into_bytes();
 
         let rng = rand::SystemRandom::new();
-        let sig = self.ak.sign(&rng, &attest).map_err(|_| crypto("sign"))?;
-        let (r, s) = sig.as_ref().split_at(32);
         let mut w = Writer::new();
-        w.u16(id::ECDSA).u16(id::SHA256);
-        w.tpm2b(r).map_err(enc)?;
-        w.tpm2b(s).map_err(enc)?;
+        match &self.ak {
+            AkKey::Ecdsa(key) => {
+                let sig = key.sign(&rng, &attest).map_err(|_| crypto("sign"))?;
+                let (r, s) = sig.as_ref().split_at(32);
+                w.u16(id::ECDSA).u16(id::SHA256);
+                w.tpm2b(r).map_err(enc)?;
+                w.tpm2b(s).map_err(enc)?;
+            }
+            AkKey::Rsa(key) => {
+                let mut sig = vec![0u8; key.public_modulus_len()];
+                key.sign(&signature::RSA_PKCS1_SHA256, &rng, &attest, &mut sig)
+                    .map_err(|_| crypto("sign"))?;
+                w.u16(id::RSASSA).u16(id::SHA256);
+                w.tpm2b(&sig).map_err(enc)?;
+            }
+        }
         Ok(QuoteOutput {
             attest,
             signature: w.into_bytes(),
@@ -366,18 +440,45 @@ mod tests {
         let q = a.quote(b"nonce", &sel())?;
         let ak = Public::from_tpm2b(&a.ak_public()?)
             .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
-        let v =
-            nodetrust_tpm_wire::verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, Some(b"nonce"))
-                .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
+        let v = nodetrust_tpm_wire::verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, b"nonce")
+            .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
         assert_eq!(v.pcrs().len(), 4);
-        assert!(nodetrust_tpm_wire::verify_quote(
-            &ak,
-            &q.attest,
-            &q.signature,
-            &q.pcrs,
-            Some(b"other")
-        )
-        .is_err());
+        assert!(
+            nodetrust_tpm_wire::verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, b"other")
+                .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rsa_ak_quote_verifies_and_activates() -> Result<(), TpmError> {
+        let key = signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .map_err(|_| crypto("RSA generation"))?;
+        let a = SoftwareAttester::generate_with_rsa_ak(Arc::new(key))?;
+        let ak = Public::from_tpm2b(&a.ak_public()?)
+            .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
+        nodetrust_tpm_wire::verify::check_ak_attributes(&ak)
+            .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
+        let q = a.quote(b"nonce", &sel())?;
+        let v = nodetrust_tpm_wire::verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, b"nonce")
+            .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
+        assert_eq!(v.pcrs().len(), 4);
+        let mut tampered = q.attest.clone();
+        if let Some(b) = tampered.last_mut() {
+            *b ^= 1;
+        }
+        assert!(
+            nodetrust_tpm_wire::verify_quote(&ak, &tampered, &q.signature, &q.pcrs, b"nonce")
+                .is_err()
+        );
+        let ek = Public::from_tpm2b(&a.ek()?.public)
+            .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
+        let c = make_credential(&ek, &ak.name(), b"0123456789abcdef")
+            .map_err(|e| TpmError::InvalidInput(e.to_string()))?;
+        assert_eq!(
+            a.activate_credential(&c.blob, &c.encrypted_secret)?,
+            b"0123456789abcdef"
+        );
         Ok(())
     }
 

@@ -65,7 +65,7 @@ fn quote_pcrs_activation_and_persistence() {
     let ak_bytes = att.ak_public().unwrap();
     let ak = Public::from_tpm2b(&ak_bytes).unwrap();
     let q = att.quote(b"fresh nonce", &all_pcrs()).unwrap();
-    let v = verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, Some(b"fresh nonce")).unwrap();
+    let v = verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, b"fresh nonce").unwrap();
     assert_eq!(v.pcrs().len(), 28);
     assert_eq!(q.pcrs, pcrs);
 
@@ -111,14 +111,7 @@ fn quote_pcrs_activation_and_persistence() {
     let att = TssAttester::open(config(&tpm, state.path())).unwrap();
     assert_eq!(att.ak_public().unwrap(), ak_bytes);
     let q2 = att.quote(b"after reboot", &all_pcrs()).unwrap();
-    let v2 = verify_quote(
-        &ak,
-        &q2.attest,
-        &q2.signature,
-        &q2.pcrs,
-        Some(b"after reboot"),
-    )
-    .unwrap();
+    let v2 = verify_quote(&ak, &q2.attest, &q2.signature, &q2.pcrs, b"after reboot").unwrap();
     assert_eq!(
         v2.attest().clock_info.reset_count,
         v.attest().clock_info.reset_count + 1
@@ -336,25 +329,11 @@ fn running_attester_reconnects_after_a_tpm_reboot() {
         }],
     };
     let before = att.quote(b"1", &sel).unwrap();
-    let before = verify_quote(
-        &ak,
-        &before.attest,
-        &before.signature,
-        &before.pcrs,
-        Some(b"1"),
-    )
-    .unwrap();
+    let before = verify_quote(&ak, &before.attest, &before.signature, &before.pcrs, b"1").unwrap();
 
     tpm.reboot();
     let after = att.quote(b"2", &sel).unwrap();
-    let after = verify_quote(
-        &ak,
-        &after.attest,
-        &after.signature,
-        &after.pcrs,
-        Some(b"2"),
-    )
-    .unwrap();
+    let after = verify_quote(&ak, &after.attest, &after.signature, &after.pcrs, b"2").unwrap();
     assert_eq!(
         att.ak_public().unwrap(),
         ak_bytes,
@@ -394,5 +373,5 @@ fn ecc_endorsement_key() {
         }],
     };
     let q = att.quote(b"e", &sel).unwrap();
-    verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, Some(b"e")).unwrap();
+    verify_quote(&ak, &q.attest, &q.signature, &q.pcrs, b"e").unwrap();
 }

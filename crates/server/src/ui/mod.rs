@@ -3,9 +3,9 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /ui/` (`?verdict=&q=&page=`) | counts by verdict and status, then every host, untrusted first |
-//! | `GET /ui/hosts/{name}` | one host: verdict and reasons, flavors, registration facts, a timeline |
+//! | `GET /ui/hosts/{name}` | one host: verdict and reasons, flavors, the last verified quote's PCR values by bank, registration facts (EK certificate issuer, AK Name, TPM), a timeline |
 //! | `GET /ui/flavors` | each flavor and how many hosts match it now |
-//! | `GET /ui/events` | server-sent events from the change feed (the script reloads the page body) |
+//! | `GET /ui/events` | server-sent events from the change feed (the script reloads the page body); each stream ends when the server begins a graceful shutdown ([`crate::Closing`]) |
 //! | `GET /ui/assets/ui.css`, `/ui/assets/ui.js` | the embedded style sheet and script |
 //!
 //! Same TLS and accounts as the API: `reader` (or `admin`) is enough, nothing here writes.
@@ -13,6 +13,10 @@
 //! come from machines that may be compromised. Every answer carries a strict
 //! Content-Security-Policy; there is no inline script or style, and the pages are complete
 //! without JavaScript (the script only refreshes them when a verdict changes).
+//!
+//! Lists (the fleet and flavors pages) come from the host list kept in memory
+//! ([`crate::hostlist`]), caught up with the store before each page; the host page reads its
+//! host, reports and facts ([`crate::store::Store::host_facts`]) directly.
 
 mod pages;
 
@@ -23,11 +27,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
+use futures_util::StreamExt as _;
 use nodetrust_proto::trust::FeedItem;
 
 use crate::auth::{Caller, Role};
-use crate::engine;
 use crate::error::{ApiError, ApiQuery};
 use crate::state::AppState;
 
@@ -101,9 +105,10 @@ async fn fleet(
             "the name filter q is at most 253 characters",
         ));
     }
-    let hosts = state.store.host_summaries().await?;
-    let labels = state.labeller_metrics.get().is_some();
-    Ok(html(fleet_page(&hosts, state.now_ms(), &q, labels)))
+    let now = state.now_ms();
+    let hosts = state.host_list.current(&state.store, now).await?;
+    let labels = state.labeller_policy.get();
+    Ok(html(fleet_page(&hosts, now, &q, labels)))
 }
 
 async fn host(
@@ -117,42 +122,24 @@ async fn host(
         return Ok((StatusCode::NOT_FOUND, html(pages::not_found(&name))).into_response());
     };
     let reports = state.store.reports(Some(&h.name), TIMELINE_REPORTS).await?;
-    let flavors = engine::load_flavors(&state).await?;
-    let ek_issuer = ek_certificate_issuer(&state, &h.hardware_uuid).await?;
+    let flavors = state.flavors.all().await?;
+    // Deleted since it was read: shown without facts rather than as missing.
+    let facts = state.store.host_facts(&h.name).await?.unwrap_or_default();
     Ok(html(pages::host_page(&pages::HostFacts {
         host: &h,
         now_ms: now,
         reports: &reports,
         flavors: &flavors,
-        ek_issuer,
+        facts: &facts,
     })))
-}
-
-/// The issuer of the EK certificate of this host's endorsement (registration required one
-/// that is not revoked), if it has a certificate.
-async fn ek_certificate_issuer(
-    state: &AppState,
-    hardware_uuid: &str,
-) -> Result<Option<String>, ApiError> {
-    for e in state.store.endorsements(Some(hardware_uuid)).await? {
-        let Some(cert) = e.certificate.as_deref().filter(|_| !e.revoked) else {
-            continue;
-        };
-        let Ok(der) = nodetrust_proto::b64::decode(cert) else {
-            continue;
-        };
-        if let Ok((_, c)) = x509_parser::parse_x509_certificate(&der) {
-            return Ok(Some(c.issuer().to_string()));
-        }
-    }
-    Ok(None)
 }
 
 async fn flavors(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
     who.require(READERS)?;
-    let flavors = engine::load_flavors(&state).await?;
-    let hosts = state.store.host_summaries().await?;
-    Ok(html(pages::flavors_page(&flavors, &hosts, state.now_ms())))
+    let flavors = state.flavors.all().await?;
+    let now = state.now_ms();
+    let hosts = state.host_list.current(&state.store, now).await?;
+    Ok(html(pages::flavors_page(&flavors, &hosts, now)))
 }
 
 /// Decrements the open-stream count when an event stream ends.
@@ -164,7 +151,11 @@ impl Drop for StreamSlot {
     }
 }
 
-async fn events(State(state): State<AppState>, who: Caller) -> Result<Response, ApiError> {
+async fn events(
+    State(state): State<AppState>,
+    who: Caller,
+    closing: Option<Extension<crate::Closing>>,
+) -> Result<Response, ApiError> {
     who.require(READERS)?;
     if EVENT_STREAMS.fetch_add(1, Ordering::SeqCst) >= MAX_EVENT_STREAMS {
         EVENT_STREAMS.fetch_sub(1, Ordering::SeqCst);
@@ -197,6 +188,14 @@ async fn events(State(state): State<AppState>, who: Caller) -> Result<Response, 
             }
         };
         Some((Ok::<_, std::convert::Infallible>(event), (feed, slot)))
+    });
+    // A server shutting down ends the stream (the script reconnects to another replica or
+    // to the restarted server) rather than holding the shutdown until its time limit.
+    let stream = stream.take_until(async move {
+        match closing {
+            Some(Extension(c)) => c.closed().await,
+            None => std::future::pending().await,
+        }
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use maud::{html, Markup, DOCTYPE};
 use nodetrust_appraise::{Flavor, FlavorPart};
@@ -9,6 +10,7 @@ use nodetrust_proto::agent::HostInfo;
 use nodetrust_proto::trust::{rfc3339, HostStatus, Trust, TrustAt};
 use serde::Deserialize;
 
+use crate::hostlist::ListedHost;
 use crate::store::{HostRow, ReportRow};
 
 /// Rows on one page of the fleet table.
@@ -108,7 +110,14 @@ fn badge(t: Trust) -> Markup {
 }
 
 /// Renders the fleet page for `hosts` at `now_ms` (a pure function: the benchmark times it).
-pub fn fleet_page(hosts: &[HostRow], now_ms: i64, q: &FleetQuery, labels: bool) -> Markup {
+/// With `labels` (the policy the embedded labeller runs with), a LABEL column shows the label
+/// the labeller wants on each host's node.
+pub fn fleet_page(
+    hosts: &[Arc<ListedHost>],
+    now_ms: i64,
+    q: &FleetQuery,
+    labels: Option<&nodetrust_labeller::Policy>,
+) -> Markup {
     let want = q
         .verdict
         .as_deref()
@@ -122,8 +131,9 @@ pub fn fleet_page(hosts: &[HostRow], now_ms: i64, q: &FleetQuery, labels: bool) 
     let mut by_verdict: BTreeMap<u8, usize> = BTreeMap::new();
     let mut by_status: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut rows: Vec<(&HostRow, TrustAt)> = Vec::new();
-    for h in hosts {
-        let at = h.effective().at(now_ms);
+    for listed in hosts {
+        let h = &listed.row;
+        let at = listed.trust.at(now_ms);
         *by_verdict.entry(rank(at.verdict)).or_default() += 1;
         *by_status.entry(h.status.as_str()).or_default() += 1;
         let keep = match want {
@@ -159,7 +169,6 @@ pub fn fleet_page(hosts: &[HostRow], now_ms: i64, q: &FleetQuery, labels: bool) 
             enc(&name_q)
         )
     };
-    let policy = nodetrust_labeller::Policy::default();
     let main = html! {
         h1 { "Fleet" }
         section.counts aria-label="hosts by verdict" {
@@ -206,8 +215,8 @@ pub fn fleet_page(hosts: &[HostRow], now_ms: i64, q: &FleetQuery, labels: bool) 
         table.fleet {
             thead { tr {
                 th { "NODE" } th { "VERDICT" } th { "STATUS" }
-                @if labels {
-                    th title="The trust label the labeller sets on the Kubernetes node for this verdict (absent: no label)" { "LABEL" }
+                @if labels.is_some() {
+                    th title="The trust label the labeller wants on the Kubernetes node now, by its policy (—: left as it is)" { "LABEL" }
                 }
                 th { "ATTESTED" } th { "EXPIRES" } th { "REASON" }
             } }
@@ -217,8 +226,8 @@ pub fn fleet_page(hosts: &[HostRow], now_ms: i64, q: &FleetQuery, labels: bool) 
                         td { a href=(host_href(&h.name)) { (h.name) } }
                         td { (badge(at.verdict)) }
                         td class={ "s-" (h.status.as_str()) } { (h.status.as_str()) }
-                        @if labels {
-                            td { (nodetrust_labeller::desired(Some(at), None, &policy).label.unwrap_or("—")) }
+                        @if let Some(policy) = labels {
+                            td.label { (nodetrust_labeller::desired(Some(at), None, policy).label.unwrap_or("—")) }
                         }
                         td { (time(at.attested_at)) }
                         td { (time(at.expires_at)) }
@@ -252,8 +261,8 @@ pub struct HostFacts<'a> {
     pub reports: &'a [ReportRow],
     /// Every flavor.
     pub flavors: &'a [Flavor],
-    /// Its EK certificate's issuer.
-    pub ek_issuer: Option<String>,
+    /// Its EK certificate's issuer and its last verified quote's PCR values.
+    pub facts: &'a crate::store::HostFacts,
 }
 
 /// Whether `reasons` say that flavor `f` matched (appraisal's "PART: matches flavor "L" (ID)").
@@ -345,13 +354,10 @@ pub fn host_page(f: &HostFacts<'_>) -> Markup {
             }
         }
         section {
-            h2 { "PCR banks" }
-            @match &info {
-                Some(i) if !i.pcr_banks.is_empty() => {
-                    p { "Allocated: " (i.pcr_banks.join(", ")) ". The quoted values of each attestation are checked against the flavors above and not kept; "
-                        "where a PCR differs, the reasons say which and how." }
-                }
-                _ => { p { "Not reported by the agent." } }
+            h2 { "PCR values" }
+            (pcr_values(f.facts.quoted_pcrs.as_ref()))
+            @if let Some(i) = info.as_ref().filter(|i| !i.pcr_banks.is_empty()) {
+                p.summary { "Banks allocated in the TPM: " (i.pcr_banks.join(", ")) "." }
             }
         }
         section {
@@ -362,7 +368,7 @@ pub fn host_page(f: &HostFacts<'_>) -> Markup {
                 dt { "Agent" } dd { (h.connection_url) }
                 dt { "Agent TLS certificate (SHA-256)" } dd.mono { (h.tls_cert_sha256) }
                 dt { "AK Name" } dd.mono { (ak_name(h).unwrap_or_else(|| "unreadable".into())) }
-                dt { "EK certificate issuer" } dd { (f.ek_issuer.clone().unwrap_or_else(|| "no EK certificate (endorsed by EK public key)".into())) }
+                dt { "EK certificate issuer" } dd.ek-issuer { (f.facts.ek_issuer.as_deref().unwrap_or("no EK certificate (endorsed by its public key)")) }
                 @if let Some(i) = &info {
                     dt { "TPM vendor" } dd { (i.tpm_manufacturer) }
                     dt { "TPM firmware" } dd { (i.tpm_firmware_version) }
@@ -374,6 +380,32 @@ pub fn host_page(f: &HostFacts<'_>) -> Markup {
         }
     };
     layout(&h.name, "", main)
+}
+
+/// The last verified quote's PCR values, one table per bank.
+fn pcr_values(quoted: Option<&crate::store::QuotedPcrs>) -> Markup {
+    let Some(q) = quoted else {
+        return html! { p { "No verified quote yet: PCR values are shown from a quote whose signature, nonce and AK were checked." } };
+    };
+    let Ok(values) = nodetrust_tpm_wire::PcrValues::from_json_value(&q.pcrs) else {
+        return html! { p.notice { "The stored PCR values of the last verified quote are unreadable." } };
+    };
+    html! {
+        p { "From the last verified quote, " (rfc3339(q.quoted_at)) " (the PCRs the flavors ask for; where one differs from a flavor, the reasons above say how)." }
+        @if values.is_empty() {
+            p { "That quote covered no PCR: no flavor asks for one." }
+        }
+        @for bank in values.banks() {
+            table.pcrs data-bank=(bank.name()) {
+                thead { tr { th { (bank.name()) " PCR" } th { "VALUE" } } }
+                tbody {
+                    @for (index, value) in values.bank(bank) {
+                        tr { td.n { (index) } td.mono { (hex::encode(value)) } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 const SVG_W: f64 = 1000.0;
@@ -423,11 +455,8 @@ fn timeline(reports: &[ReportRow], now_ms: i64) -> Markup {
 }
 
 /// The flavors page: each flavor, and how many hosts its current verdict says match it.
-pub fn flavors_page(flavors: &[Flavor], hosts: &[HostRow], now_ms: i64) -> Markup {
-    let reasons: Vec<Vec<String>> = hosts
-        .iter()
-        .map(|h| h.effective().at(now_ms).reasons)
-        .collect();
+pub fn flavors_page(flavors: &[Flavor], hosts: &[Arc<ListedHost>], now_ms: i64) -> Markup {
+    let reasons: Vec<Vec<String>> = hosts.iter().map(|h| h.trust.at(now_ms).reasons).collect();
     let main = html! {
         h1 { "Flavors" }
         @if flavors.is_empty() {

@@ -187,6 +187,7 @@ impl SoftAgent {
             ek_public: self.tpm.ek_public().tpm2b_bytes(),
             ek_certificate: None,
             aik: self.tpm.ak_public().tpm2b_bytes(),
+            mode: Default::default(),
         }
     }
 

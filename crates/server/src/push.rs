@@ -1,0 +1,345 @@
+//! Push mode ([`nodetrust_proto::push`]): hosts whose agent sends its evidence, for nodes that
+//! accept no inbound connection. The server never connects to a push host.
+//!
+//! A push host is registered with `mode: push` and stored with [`PUSH_URL`] as its agent
+//! address and no TLS pin; it is never due for the scheduler ([`crate::store`] keeps it out of
+//! every schedule). Its attestation is the pull one, [`crate::engine::attest_host`], started
+//! when the agent asks:
+//!
+//! 1. `POST /mtwilson/v2/push/challenge`: the handler opens a challenge for the host and starts
+//!    `attest_host`, whose quote request (fresh nonce, the PCRs and banks its flavors need, the
+//!    IMA offset) goes to the waiting agent instead of over the network ([`quote`]).
+//! 2. `POST /mtwilson/v2/push/evidence`: the agent's answer is handed to that attestation,
+//!    which verifies and appraises it with the host's pinned AK and nonce like any other; the
+//!    handler answers with the signed report and when to push next (the attestation interval,
+//!    plus up to 10 % jitter, as pull hosts are scheduled).
+//!
+//! So verdicts, reasons, expiry, metrics and stored reports are the pull ones. Evidence that
+//! does not come within [`EVIDENCE_TIMEOUT`] ends the attestation as an unreachable agent
+//! does; an agent that stops pushing leaves its last verdict to expire (`unknown`).
+//!
+//! Open challenges live in this process: the challenge and its evidence must reach the same
+//! replica (an evidence post to another one is answered 409 and the agent asks again).
+//! Flavors are imported from pull hosts only, and an IMA log longer than one answer
+//! ([`nodetrust_proto::agent::MAX_IMA_ENTRIES`]) cannot be completed from a push host.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
+use nodetrust_proto::push::{PushChallenge, PushChallengeRequest, PushEvidence, PushResult};
+use tokio::sync::oneshot;
+
+use crate::agent_client::{AgentError, AgentTarget};
+use crate::api::AgentCaller;
+use crate::engine::{AttestError, ReportView};
+use crate::error::{ApiError, ApiJson};
+use crate::state::AppState;
+use crate::store::HostRow;
+
+/// The agent address stored for a push host (it has none).
+pub const PUSH_URL: &str = "push:";
+/// How long an attestation waits for the evidence of its challenge.
+pub const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a challenge handler waits for the attestation's quote request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most challenges open at once.
+pub const MAX_OPEN: usize = 200_000;
+
+/// Whether `host` pushes its evidence.
+pub fn is_push(host: &HostRow) -> bool {
+    host.connection_url == PUSH_URL
+}
+
+type Outcome = Result<ReportView, AttestError>;
+
+/// One open challenge.
+struct Open {
+    /// Set until the attestation asks: where its quote request goes.
+    want: Option<oneshot::Sender<QuoteRequest>>,
+    /// The quote request, once asked.
+    request: Option<QuoteRequest>,
+    /// Where the evidence goes, once asked.
+    evidence: Option<oneshot::Sender<QuoteResponse>>,
+    /// The attestation's outcome.
+    done: Option<oneshot::Receiver<Outcome>>,
+    opened: Instant,
+}
+
+/// The open challenges of this process, by host name.
+#[derive(Default)]
+pub struct PushSlots {
+    open: Mutex<HashMap<String, Open>>,
+}
+
+impl std::fmt::Debug for PushSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.open.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("PushSlots").field("open", &n).finish()
+    }
+}
+
+/// The push routes (under `/mtwilson/v2`). Evidence may be as large as a pull agent's answer
+/// ([`crate::agent_client::MAX_RESPONSE`]: event log and IMA entries), more than `--max-body`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/push/challenge", post(challenge))
+        .route(
+            "/push/evidence",
+            post(evidence).layer(axum::extract::DefaultBodyLimit::max(
+                crate::agent_client::MAX_RESPONSE,
+            )),
+        )
+}
+
+/// The quote of an attestation: from the network for a pull host, from the open challenge of
+/// a push host (whose agent is never connected to).
+pub async fn quote(
+    state: &AppState,
+    target: &AgentTarget,
+    req: &QuoteRequest,
+) -> Result<QuoteResponse, AgentError> {
+    if target.url != PUSH_URL {
+        return state.agents.quote(target, req).await;
+    }
+    let (tx, rx) = oneshot::channel();
+    let asked = state.push.open.lock().ok().and_then(|mut m| {
+        let o = m.get_mut(&target.host_name)?;
+        let want = o.want.take()?;
+        want.send(req.clone()).ok()?;
+        o.request = Some(req.clone());
+        o.evidence = Some(tx);
+        Some(())
+    });
+    if asked.is_none() {
+        return Err(AgentError::Connect(
+            "the host pushes its evidence: the server does not connect to its agent".into(),
+        ));
+    }
+    let got = tokio::time::timeout(EVIDENCE_TIMEOUT, rx).await;
+    if !matches!(got, Ok(Ok(_))) {
+        // Forget the challenge if it is still this one.
+        if let Ok(mut m) = state.push.open.lock() {
+            if m.get(&target.host_name)
+                .and_then(|o| o.request.as_ref())
+                .is_some_and(|r| r.nonce == req.nonce)
+            {
+                m.remove(&target.host_name);
+            }
+        }
+    }
+    match got {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(_)) => Err(AgentError::Connect(
+            "the push challenge was withdrawn".into(),
+        )),
+        Err(_) => Err(AgentError::Timeout(EVIDENCE_TIMEOUT)),
+    }
+}
+
+/// Refuses to attest a push host on the server's initiative (`POST /host-attestations`).
+pub async fn refuse_if_push(state: &AppState, name: &str) -> Result<(), ApiError> {
+    match state.store.host(name).await? {
+        Some(h) if is_push(&h) => Err(ApiError::ConflictWith {
+            reason: "push_host",
+            message: format!(
+                "host {name} pushes its evidence: it is attested when its agent pushes, and the \
+                 server never connects to it"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A push host by name, or the refusal.
+async fn push_host(state: &AppState, name: &str) -> Result<HostRow, ApiError> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(ApiError::bad_request(
+            "bad_host_name",
+            "host_name is 1-253 characters",
+        ));
+    }
+    let host = state
+        .store
+        .host(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host named {name}: register first")))?;
+    if !is_push(&host) {
+        return Err(ApiError::ConflictWith {
+            reason: "not_push_host",
+            message: format!(
+                "host {name} was registered in pull mode: the server asks its agent; register \
+                 again with mode push to push evidence"
+            ),
+        });
+    }
+    Ok(host)
+}
+
+fn challenge_of(req: QuoteRequest) -> PushChallenge {
+    PushChallenge {
+        quote: req,
+        evidence_within_ms: u64::try_from(EVIDENCE_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// `POST /mtwilson/v2/push/challenge`.
+#[utoipa::path(post, path = "/mtwilson/v2/push/challenge",
+    summary = "Push mode: the quote request to answer now (the attestation starts)",
+    security(("basic" = ["agent", "admin"])),
+    request_body = PushChallengeRequest,
+    responses((status = 200, body = PushChallenge)))]
+pub async fn challenge(
+    State(state): State<AppState>,
+    _who: AgentCaller,
+    ApiJson(req): ApiJson<PushChallengeRequest>,
+) -> Result<Response, ApiError> {
+    let host = push_host(&state, &req.host_name).await?;
+    let (want_tx, want_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    {
+        let mut m = state
+            .push
+            .open
+            .lock()
+            .map_err(|_| ApiError::Internal("push challenges lock".into()))?;
+        if let Some(o) = m.get(&host.name) {
+            match &o.request {
+                // Asked again while one is open: the same challenge (the same nonce).
+                Some(r) if o.opened.elapsed() < EVIDENCE_TIMEOUT => {
+                    return Ok(Json(challenge_of(r.clone())).into_response());
+                }
+                None if o.opened.elapsed() < REQUEST_TIMEOUT => {
+                    return Err(ApiError::ConflictWith {
+                        reason: "challenge_pending",
+                        message: format!(
+                            "a challenge for host {} is being prepared; ask again",
+                            host.name
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if m.len() >= MAX_OPEN && !m.contains_key(&host.name) {
+            return Err(ApiError::Unavailable {
+                reason: "too_many_push_challenges",
+                message: format!("{MAX_OPEN} push challenges are open; try again later"),
+                retry_after: 5,
+            });
+        }
+        m.insert(
+            host.name.clone(),
+            Open {
+                want: Some(want_tx),
+                request: None,
+                evidence: None,
+                done: Some(done_rx),
+                opened: Instant::now(),
+            },
+        );
+    }
+    let task_state = state.clone();
+    let name = host.name.clone();
+    tokio::spawn(async move {
+        let outcome = crate::engine::attest_host(&task_state, &name).await;
+        let _ = done_tx.send(outcome);
+    });
+    match tokio::time::timeout(REQUEST_TIMEOUT, want_rx).await {
+        Ok(Ok(request)) => Ok(Json(challenge_of(request)).into_response()),
+        _ => {
+            // The attestation ended (or stalled) before asking: tell why.
+            let done = state
+                .push
+                .open
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&host.name))
+                .and_then(|o| o.done);
+            match done {
+                Some(rx) => match tokio::time::timeout(Duration::from_millis(100), rx).await {
+                    Ok(Ok(Err(e))) => Err(e.into()),
+                    _ => Err(unavailable(&host.name)),
+                },
+                None => Err(unavailable(&host.name)),
+            }
+        }
+    }
+}
+
+fn unavailable(host: &str) -> ApiError {
+    ApiError::Unavailable {
+        reason: "push_not_ready",
+        message: format!("no challenge could be made for host {host} now; try again"),
+        retry_after: 1,
+    }
+}
+
+/// Push again after the attestation interval plus up to 10 % (as pull hosts are scheduled).
+fn next_push(state: &AppState) -> u64 {
+    let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
+    let mut r = [0u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    let jitter = interval / 10 * u64::from(u16::from_le_bytes(r)) / u64::from(u16::MAX);
+    interval.saturating_add(jitter)
+}
+
+/// `POST /mtwilson/v2/push/evidence`.
+#[utoipa::path(post, path = "/mtwilson/v2/push/evidence",
+    summary = "Push mode: the answer to the open challenge; the verdict and when to push next",
+    security(("basic" = ["agent", "admin"])),
+    request_body = PushEvidence,
+    responses((status = 200, body = PushResult)))]
+pub async fn evidence(
+    State(state): State<AppState>,
+    _who: AgentCaller,
+    ApiJson(req): ApiJson<PushEvidence>,
+) -> Result<Response, ApiError> {
+    let PushEvidence {
+        host_name,
+        nonce,
+        evidence,
+    } = req;
+    let taken = state.push.open.lock().ok().and_then(|mut m| {
+        let matches = m
+            .get(&host_name)
+            .and_then(|o| o.request.as_ref())
+            .is_some_and(|r| r.nonce == nonce);
+        if matches {
+            m.remove(&host_name)
+        } else {
+            None
+        }
+    });
+    let Some(Open {
+        evidence: Some(tx),
+        done: Some(done),
+        ..
+    }) = taken
+    else {
+        return Err(ApiError::ConflictWith {
+            reason: "no_open_challenge",
+            message: format!(
+                "no open push challenge with this nonce for host {host_name} (expired, answered, \
+                 or opened on another replica): ask for a new one"
+            ),
+        });
+    };
+    if tx.send(evidence).is_err() {
+        return Err(unavailable(&host_name));
+    }
+    match tokio::time::timeout(EVIDENCE_TIMEOUT, done).await {
+        Ok(Ok(Ok(report))) => Ok(Json(PushResult {
+            report,
+            next_push_in_ms: next_push(&state),
+        })
+        .into_response()),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        _ => Err(unavailable(&host_name)),
+    }
+}

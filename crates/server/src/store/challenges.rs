@@ -1,0 +1,125 @@
+//! Open registration challenges (`challenges`).
+
+use super::*;
+
+impl Store {
+    /// Stores a pending registration.
+    pub async fn put_challenge(&self, c: &ChallengeRow, now: i64) -> Result<()> {
+        sqlx::query("DELETE FROM challenges WHERE expires < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO challenges (id, secret_sha256, request, expires) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_sha256)
+        .bind(&c.request)
+        .bind(c.expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a pending registration for `hardware_uuid`, bounded: a UUID keeps at most
+    /// [`MAX_CHALLENGES_PER_UUID`] open (a newer one replaces the oldest), and at most
+    /// [`MAX_CHALLENGES`] are open in all (then false: nothing stored).
+    pub async fn put_challenge_bounded(
+        &self,
+        c: &ChallengeRow,
+        hardware_uuid: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        // Expired challenges count for nothing (every count below skips them, and a take
+        // refuses them); deleting them is housekeeping, done at most every few seconds.
+        if CHALLENGE_SWEEP
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                (now.saturating_sub(last) >= CHALLENGE_SWEEP_MS || now < last).then_some(now)
+            })
+            .is_ok()
+        {
+            sqlx::query("DELETE FROM challenges WHERE expires < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Both counts in one statement (every statement is a round trip to the database).
+        let counts = sqlx::query(
+            "SELECT COUNT(*) AS open_all, \
+             COALESCE(SUM(CASE WHEN hardware_uuid = $1 THEN 1 ELSE 0 END), 0) AS open_mine \
+             FROM challenges WHERE expires >= $2",
+        )
+        .bind(hardware_uuid)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let all: i64 = counts.try_get("open_all")?;
+        let mine: i64 = counts.try_get("open_mine")?;
+        if mine >= MAX_CHALLENGES_PER_UUID {
+            sqlx::query(
+                "DELETE FROM challenges WHERE id IN (SELECT id FROM challenges WHERE hardware_uuid = $1 \
+                 AND expires >= $2 ORDER BY expires, id LIMIT $3)",
+            )
+            .bind(hardware_uuid)
+            .bind(now)
+            .bind(mine - MAX_CHALLENGES_PER_UUID + 1)
+            .execute(&mut *tx)
+            .await?;
+        } else if all >= MAX_CHALLENGES {
+            w.end.rollback(tx).await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_sha256)
+        .bind(&c.request)
+        .bind(c.expires)
+        .bind(hardware_uuid)
+        .execute(&mut *tx)
+        .await?;
+        w.end.commit(tx).await?;
+        Ok(true)
+    }
+
+    /// Open (not expired) challenges of a hardware UUID, and in all.
+    pub async fn open_challenges(&self, hardware_uuid: &str, now: i64) -> Result<(i64, i64)> {
+        let mine: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $1 AND expires >= $2",
+        )
+        .bind(hardware_uuid)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM challenges WHERE expires >= $1")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((mine, all))
+    }
+
+    /// Takes (reads and deletes) a pending registration that has not expired: one try each.
+    pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
+        // One statement: read and delete at once (no other writer can take it in between).
+        let mut w = self.writer().await?;
+        let row = sqlx::query(
+            "DELETE FROM challenges WHERE id = $1 RETURNING id, secret_sha256, request, expires",
+        )
+        .bind(id)
+        .fetch_optional(&mut *w.conn)
+        .await?;
+        w.end.ok = true;
+        let Some(r) = row else { return Ok(None) };
+        let c = ChallengeRow {
+            id: r.try_get("id")?,
+            secret_sha256: r.try_get("secret_sha256")?,
+            request: r.try_get("request")?,
+            expires: r.try_get("expires")?,
+        };
+        Ok((c.expires >= now).then_some(c))
+    }
+}

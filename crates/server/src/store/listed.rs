@@ -1,0 +1,139 @@
+//! Reads of the host list kept in memory ([`crate::hostlist`]) and of the facts the host page
+//! shows beyond the host row (the EK certificate's issuer, the last verified quote's PCRs).
+
+use sqlx::Row;
+
+use super::{host_from_row, HostRow, Result, Store, StoreError};
+
+/// The columns of a listed host: [`Store::host_summaries`]' (no keys, facts or certificate pin)
+/// plus the agent address, the time of the row's last write and its version.
+const LISTED_COLUMNS: &str = "h.name, h.hardware_uuid, h.connection_url, '' AS tls_cert_sha256, \
+     '' AS ek_public, '' AS ak_public, '' AS host_info, h.software_tpm, h.status, h.status_detail, \
+     h.reset_count, h.restart_count, h.verdict, h.reasons, h.attested_at, h.expires_at, h.created, \
+     h.updated, h.version";
+
+/// Most names one query of [`Store::listed_hosts_named`] carries.
+const NAMES_PER_QUERY: usize = 256;
+
+/// One host as the in-memory list keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRow {
+    /// The host, without its keys, facts and certificate pin (those are empty).
+    pub row: HostRow,
+    /// When the row was last written (Unix ms, the writer's clock).
+    pub updated: i64,
+    /// Incremented by every write of the row.
+    pub version: i64,
+}
+
+/// Every host's count and the sum of their versions, with the rows written since a moment, all
+/// read in one statement (one snapshot of the table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSnapshot {
+    /// How many hosts there are.
+    pub count: i64,
+    /// The sum of every host's version.
+    pub version_sum: i64,
+    /// The hosts written at or after the moment asked for.
+    pub rows: Vec<ListedRow>,
+}
+
+/// The PCR values of a host's last verified quote, as stored with its report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuotedPcrs {
+    /// When the quote was verified (Unix ms): the time of its report.
+    pub quoted_at: i64,
+    /// The quoted values, `{"sha256": {"0": "hex", ...}}` (`PcrValues::to_json`).
+    pub pcrs: serde_json::Value,
+}
+
+/// What the host page shows of a host beyond its row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// The issuer (distinguished name) of the EK certificate the registration was accepted
+    /// with: one that chains to the manufacturer CA bundle, or the certificate of the
+    /// endorsement that listed the EK. `None`: the EK was endorsed by its public key.
+    pub ek_issuer: Option<String>,
+    /// The PCR values of the last verified quote.
+    pub quoted_pcrs: Option<QuotedPcrs>,
+}
+
+fn listed_from_row(r: &sqlx::any::AnyRow) -> Result<ListedRow> {
+    Ok(ListedRow {
+        row: host_from_row(r)?,
+        updated: r.try_get("updated")?,
+        version: r.try_get("version")?,
+    })
+}
+
+impl Store {
+    /// The number of hosts and the sum of their versions, and every host written at or after
+    /// `since` (Unix ms), in one statement.
+    pub async fn listed_hosts_since(&self, since: i64) -> Result<ListedSnapshot> {
+        let q = format!(
+            "SELECT c.n, c.s, {LISTED_COLUMNS} FROM (SELECT COUNT(*) AS n, \
+             CAST(COALESCE(SUM(version), 0) AS BIGINT) AS s FROM hosts) c \
+             LEFT JOIN hosts h ON h.updated >= $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(since)
+            .fetch_all(&self.reader)
+            .await?;
+        let mut snapshot = ListedSnapshot {
+            count: 0,
+            version_sum: 0,
+            rows: Vec::with_capacity(rows.len()),
+        };
+        for r in &rows {
+            snapshot.count = r.try_get("n")?;
+            snapshot.version_sum = r.try_get("s")?;
+            if r.try_get::<Option<String>, _>("name")?.is_some() {
+                snapshot.rows.push(listed_from_row(r)?);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// The hosts of these names that exist.
+    pub async fn listed_hosts_named(&self, names: &[&str]) -> Result<Vec<ListedRow>> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(NAMES_PER_QUERY) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = format!("SELECT {LISTED_COLUMNS} FROM hosts h WHERE h.name IN ({marks})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for n in chunk {
+                query = query.bind(*n);
+            }
+            for r in query.fetch_all(&self.reader).await? {
+                out.push(listed_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the host page shows of a host beyond its row; `None` when there is no such host.
+    /// Stored PCR values that do not read are a corrupt row.
+    pub async fn host_facts(&self, name: &str) -> Result<Option<HostFacts>> {
+        let row = sqlx::query("SELECT ek_issuer, quoted_pcrs FROM hosts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let quoted_pcrs = r
+            .try_get::<Option<String>, _>("quoted_pcrs")?
+            .map(|text| {
+                serde_json::from_str::<QuotedPcrs>(&text).map_err(|e| StoreError::Corrupt {
+                    table: "hosts",
+                    detail: format!("quoted_pcrs: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok(Some(HostFacts {
+            ek_issuer: r.try_get("ek_issuer")?,
+            quoted_pcrs,
+        }))
+    }
+}

@@ -1,0 +1,302 @@
+//! Verdicts and signed reports (`reports`, the host row's verdict columns), written in group commits.
+
+use super::*;
+
+impl Store {
+    /// Records that a host's agent could not be reached (its verdict is left as it is).
+    pub async fn mark_unreachable(&self, name: &str, detail: &str, now: i64) -> Result<()> {
+        let r = sqlx::query("UPDATE hosts SET status = 'unreachable', status_detail = $1, updated = $2, version = version + 1 WHERE name = $3 AND status <> 'unreachable'")
+            .bind(detail)
+            .bind(now)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("UPDATE hosts SET status_detail = $1, updated = $3, version = version + 1 WHERE name = $2 AND status_detail IS DISTINCT FROM $1")
+            .bind(detail)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() > 0 {
+            let mut w = self.writer().await?;
+            let mut tx = begin(&mut w.conn, self.backend).await?;
+            let change = Change {
+                host_name: name.to_string(),
+                kind: ChangeKind::Status,
+                verdict: None,
+            };
+            self.record_change(&mut tx, &change, now).await?;
+            w.end.commit(tx).await?;
+            self.publish(change);
+        }
+        Ok(())
+    }
+
+    /// Stores a report and makes it the host's current verdict; `reached` says whether the
+    /// agent answered (status `connected`) and `counters` the TPM counters its quote showed.
+    ///
+    /// Group commit: reports saved at the same time share one transaction. The caller queues
+    /// its report; whoever holds the write turn commits everything queued so far (on a task of
+    /// its own, so a caller that gives up strands no one) and every caller gets its own
+    /// result. A batch that fails is retried report by report, so one bad report fails alone.
+    pub async fn save_report(
+        &self,
+        report: &ReportRow,
+        reached: bool,
+        counters: Option<AttestationUpdate>,
+    ) -> Result<()> {
+        let (done, mut result) = oneshot::channel();
+        let pending = PendingReport {
+            report: report.clone(),
+            reached,
+            counters,
+            done,
+        };
+        let refused = match self.batch.queue.lock() {
+            Ok(mut q) => {
+                q.push(pending);
+                None
+            }
+            Err(_) => Some(pending),
+        };
+        if let Some(p) = refused {
+            return self.save_report_one(&p.report, p.reached, p.counters).await;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut result => return r.unwrap_or_else(|_| Err(batch_lost())),
+                turn = self.batch.turn.clone().lock_owned() => {
+                    let items: Vec<PendingReport> = self
+                        .batch
+                        .queue
+                        .lock()
+                        .map(|mut q| std::mem::take(&mut *q))
+                        .unwrap_or_default();
+                    if items.is_empty() {
+                        // Ours was committed by the turn before this one.
+                        drop(turn);
+                        return result.await.unwrap_or_else(|_| Err(batch_lost()));
+                    }
+                    let store = self.clone();
+                    let _ = tokio::spawn(async move {
+                        store.commit_batch(items).await;
+                        drop(turn);
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Commits queued reports in one transaction, or one by one when that fails.
+    pub(super) async fn commit_batch(&self, items: Vec<PendingReport>) {
+        let rows: Vec<(&ReportRow, bool, Option<&AttestationUpdate>)> = items
+            .iter()
+            .map(|p| (&p.report, p.reached, p.counters.as_ref()))
+            .collect();
+        match self.save_reports_tx(&rows).await {
+            Ok(changes) => {
+                for c in changes {
+                    self.publish(c);
+                }
+                for p in items {
+                    let _ = p.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, reports = items.len(), "batched report commit failed; one by one");
+                for p in items {
+                    let r = self.save_report_one(&p.report, p.reached, p.counters).await;
+                    let _ = p.done.send(r);
+                }
+            }
+        }
+    }
+
+    /// Reports (in order) in one transaction: the hosts' current verdicts updated, the reports
+    /// of hosts that still exist inserted, a change recorded for each verdict that changed.
+    /// Returns the changes to publish after the commit.
+    pub(super) async fn save_reports_tx(
+        &self,
+        rows: &[(&ReportRow, bool, Option<&AttestationUpdate>)],
+    ) -> Result<Vec<Change>> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        let mut previous: HashMap<String, Option<String>> = HashMap::new();
+        let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
+        for chunk in names.iter().collect::<Vec<_>>().chunks(BATCH_MAX) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = format!("SELECT name, verdict FROM hosts WHERE name IN ({marks})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for n in chunk {
+                query = query.bind(**n);
+            }
+            for r in query.fetch_all(&mut *tx).await? {
+                previous.insert(r.try_get("name")?, r.try_get("verdict")?);
+            }
+        }
+        // The hosts' verdicts, one statement per round; a host attested twice in one batch
+        // (a scheduled and an on-demand attestation) gets its second report in a later round.
+        let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
+        let mut changes = Vec::new();
+        let mut rest: Vec<&(&ReportRow, bool, Option<&AttestationUpdate>)> = rows.iter().collect();
+        while !rest.is_empty() {
+            let mut seen = BTreeSet::new();
+            let (round, later): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(r, _, _)| seen.insert(r.host_name.as_str()));
+            rest = later;
+            for chunk in round.chunks(BATCH_MAX) {
+                let updated = update_host_verdicts(&mut tx, chunk).await?;
+                for (report, _, _) in chunk {
+                    if !updated.contains(&report.host_name) {
+                        // The host was deleted while it was being attested: keep no orphan
+                        // report.
+                        continue;
+                    }
+                    kept.push(report);
+                    let before = previous.insert(
+                        report.host_name.clone(),
+                        Some(report.verdict.as_str().into()),
+                    );
+                    if before.flatten().as_deref() != Some(report.verdict.as_str()) {
+                        let change = Change {
+                            host_name: report.host_name.clone(),
+                            kind: ChangeKind::Verdict,
+                            verdict: Some(report.verdict),
+                        };
+                        self.record_change(&mut tx, &change, report.created).await?;
+                        changes.push(change);
+                    }
+                }
+            }
+        }
+        for chunk in kept.chunks(BATCH_MAX) {
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = format!(
+                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) VALUES {values}"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for r in chunk {
+                query = query
+                    .bind(&r.id)
+                    .bind(&r.host_name)
+                    .bind(r.verdict.as_str())
+                    .bind(&r.reasons)
+                    .bind(r.created)
+                    .bind(r.expires)
+                    .bind(&r.signed_report);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        w.end.commit(tx).await?;
+        Ok(changes)
+    }
+
+    /// One report in its own transaction.
+    pub(super) async fn save_report_one(
+        &self,
+        report: &ReportRow,
+        reached: bool,
+        counters: Option<AttestationUpdate>,
+    ) -> Result<()> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        sqlx::query(
+            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&report.id)
+        .bind(&report.host_name)
+        .bind(report.verdict.as_str())
+        .bind(&report.reasons)
+        .bind(report.created)
+        .bind(report.expires)
+        .bind(&report.signed_report)
+        .execute(&mut *tx)
+        .await?;
+        let previous: Option<Option<String>> =
+            sqlx::query_scalar("SELECT verdict FROM hosts WHERE name = $1")
+                .bind(&report.host_name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let updated = update_host_verdict(&mut tx, report, reached, counters.as_ref()).await?;
+        if !updated {
+            // The host was deleted while it was being attested: keep no orphan report.
+            w.end.rollback(tx).await?;
+            return Ok(());
+        }
+        let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
+        let change = Change {
+            host_name: report.host_name.clone(),
+            kind: ChangeKind::Verdict,
+            verdict: Some(report.verdict),
+        };
+        if changed {
+            self.record_change(&mut tx, &change, report.created).await?;
+        }
+        w.end.commit(tx).await?;
+        if changed {
+            self.publish(change);
+        }
+        Ok(())
+    }
+
+    /// Reports of a host (or of all hosts), newest first.
+    pub async fn reports(&self, host_name: Option<&str>, limit: i64) -> Result<Vec<ReportRow>> {
+        let rows = match host_name {
+            Some(h) => {
+                sqlx::query("SELECT * FROM reports WHERE host_name = $1 ORDER BY created DESC, id DESC LIMIT $2")
+                    .bind(h)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM reports ORDER BY created DESC, id DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        rows.iter().map(report_from_row).collect()
+    }
+
+    /// Every host's latest report id, in one query (one index probe per host on
+    /// `reports(host_name, created)`); hosts without a report are absent.
+    pub async fn latest_report_ids(&self) -> Result<HashMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT h.name AS name, (SELECT r.id FROM reports r WHERE r.host_name = h.name \
+             ORDER BY r.created DESC, r.id DESC LIMIT 1) AS report_id FROM hosts h",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let name: String = row.try_get("name")?;
+            if let Some(id) = row.try_get::<Option<String>, _>("report_id")? {
+                out.insert(name, id);
+            }
+        }
+        Ok(out)
+    }
+}
