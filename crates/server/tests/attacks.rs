@@ -1284,13 +1284,25 @@ async fn deeply_nested_and_oversized_bodies_refused_on_every_body_route() {
             assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {}: {v}", r.path);
             assert!(v["reason"].is_string(), "{v}");
         }
+        // Push evidence may be as large as a pull agent's answer; every other body route
+        // takes `--max-body`.
+        let limit = if r.path.ends_with("/push/evidence") {
+            nodetrust_server::agent_client::MAX_RESPONSE
+        } else {
+            MAX_BODY
+        };
+        let too_large = if limit == MAX_BODY {
+            oversized.clone()
+        } else {
+            format!("{{\"host_name\": \"{}\"}}", "x".repeat(limit))
+        };
         let (s, _, v) = send(
             &h,
             &method,
             &path,
             Some(ADMIN),
             None,
-            Some(oversized.as_bytes().to_vec()),
+            Some(too_large.into_bytes()),
         )
         .await;
         assert_error(s, &v, StatusCode::BAD_REQUEST, "body_too_large");
