@@ -25,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
     }
     // The bytes as a glob and a path.
     let text = String::from_utf8_lossy(data);
-    let (pattern, path) = text.split_at(text.len() / 2);
+    // Split near the middle, on a character boundary (lossy text may hold multi-byte U+FFFD).
+    let mut mid = text.len() / 2;
+    while !text.is_char_boundary(mid) {
+        mid -= 1;
+    }
+    let (pattern, path) = text.split_at(mid);
     let pattern = pattern.trim_end_matches(|c: char| !c.is_ascii());
     if let Ok(g) = Glob::new(pattern) {
         let _ = g.matches(path);
