@@ -24,10 +24,9 @@
     reason = "test code: a panic is a failed test"
 )]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nodetrust_appraise::runtime::RuntimePolicy;
 use nodetrust_eventlog::build::{image_load_event, LogBuilder};
@@ -36,6 +35,9 @@ use nodetrust_testkit::ima::{ImaLogBuilder, TestKeyKind, TestSigningKey};
 use nodetrust_testkit::{tpm2, Swtpm};
 use nodetrust_tpm_wire::{HashAlg, PcrValues};
 use serde_json::{json, Value};
+
+mod common;
+use common::processes::{agent_binary, free_port, wait_until, Proc};
 
 const ADMIN: &str = "admin:admin-pw";
 const TA_USER: &str = "tagentadmin";
@@ -53,54 +55,6 @@ const FILES: [(&str, &[u8]); 8] = [
     ("/usr/sbin/sshd", b"openssh 9.2"),
     ("/etc/ld.so.cache", b"ld cache"),
 ];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while self.0.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn agent_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let bin = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("nodetrust-agent");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "nodetrust-agent", "--bin", "nodetrust-agent"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building nodetrust-agent failed");
-    }
-    bin
-}
 
 /// Extends a measured boot into the swtpm and writes its event log.
 fn boot(tpm: &Swtpm, log_path: &Path) {
@@ -187,14 +141,6 @@ fn curl(args: &[&str], body: Option<&Value>) -> (u16, Value) {
 fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let url = format!("https://127.0.0.1:{port}{path}");
     curl(&["-u", ADMIN, "-X", method, &url], body.as_ref())
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// A counter of the server's `/metrics` (0 when absent).

@@ -15,10 +15,9 @@
     reason = "test code: a panic is a failed test"
 )]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nodetrust_eventlog::build::{image_load_event, LogBuilder};
 use nodetrust_eventlog::types;
@@ -26,57 +25,12 @@ use nodetrust_testkit::{tpm2, Swtpm};
 use nodetrust_tpm_wire::HashAlg;
 use serde_json::{json, Value};
 
+mod common;
+use common::processes::{agent_binary, free_port, wait_until, Proc};
+
 const ADMIN: &str = "admin:admin-pw";
 const TA_USER: &str = "tagentadmin";
 const TA_PASSWORD: &str = "ta-pw";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the process when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while self.0.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn agent_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let bin = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("nodetrust-agent");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "nodetrust-agent", "--bin", "nodetrust-agent"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building nodetrust-agent failed");
-    }
-    bin
-}
 
 fn extend(tpm: &Swtpm, e: &nodetrust_eventlog::build::BuiltEvent) {
     let digests: Vec<String> = e
@@ -150,14 +104,6 @@ fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value)
         code.trim().parse().unwrap_or(0),
         serde_json::from_str(body).unwrap_or(Value::Null),
     )
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn pin(dir: &Path) -> String {

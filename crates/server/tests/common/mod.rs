@@ -10,6 +10,8 @@
     reason = "test code: a panic is a failed test; not every test uses every helper"
 )]
 
+pub mod processes;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
