@@ -123,11 +123,24 @@ pub fn pem_decode(text: &str, label: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// A DER reader just large enough for `SubjectPublicKeyInfo`.
-struct Der<'a>(&'a [u8]);
+/// A bounded DER reader (definite lengths of at most 4 bytes) over the bytes not read yet,
+/// for `SubjectPublicKeyInfo` here and for X.509 certificates in IMA signing keys.
+#[derive(Debug)]
+pub struct Der<'a>(pub &'a [u8]);
 
 impl<'a> Der<'a> {
-    fn next(&mut self, tag: u8) -> Option<&'a [u8]> {
+    /// The body of the next element, which must have `tag`.
+    pub fn next(&mut self, tag: u8) -> Option<&'a [u8]> {
+        self.element(tag).map(|(body, _)| body)
+    }
+
+    /// The whole next element (tag and length included).
+    pub fn raw(&mut self, tag: u8) -> Option<&'a [u8]> {
+        self.element(tag).map(|(_, raw)| raw)
+    }
+
+    fn element(&mut self, tag: u8) -> Option<(&'a [u8], &'a [u8])> {
+        let start = self.0;
         let (&t, rest) = self.0.split_first()?;
         if t != tag {
             return None;
@@ -147,8 +160,9 @@ impl<'a> Der<'a> {
             )
         };
         let (body, rest) = rest.split_at_checked(len)?;
+        let used = start.len() - rest.len();
         self.0 = rest;
-        Some(body)
+        Some((body, start.get(..used)?))
     }
 }
 

@@ -8,7 +8,7 @@
 //! Keys are read from X.509 certificates, `SubjectPublicKeyInfo` (`PUBLIC KEY`) or PKCS#1
 //! (`RSA PUBLIC KEY`), PEM or DER. RSA (2048 to 8192 bits) and ECDSA on P-256 or P-384.
 
-use nodetrust_tpm_wire::der;
+use nodetrust_tpm_wire::der::{self, Der};
 use nodetrust_tpm_wire::public::{EccCurve, PublicKey};
 use nodetrust_tpm_wire::HashAlg;
 use serde::{Deserialize, Serialize};
@@ -325,45 +325,4 @@ fn certificate_key(d: &[u8]) -> Option<(PublicKey, Option<KeyId>)> {
         }
     }
     Some((key, ski))
-}
-
-/// A bounded DER reader (definite lengths of at most 4 bytes).
-struct Der<'a>(&'a [u8]);
-
-impl<'a> Der<'a> {
-    /// The body of the next element, which must have `tag`.
-    fn next(&mut self, tag: u8) -> Option<&'a [u8]> {
-        self.element(tag).map(|(body, _)| body)
-    }
-
-    /// The whole next element (tag and length included).
-    fn raw(&mut self, tag: u8) -> Option<&'a [u8]> {
-        self.element(tag).map(|(_, raw)| raw)
-    }
-
-    fn element(&mut self, tag: u8) -> Option<(&'a [u8], &'a [u8])> {
-        let start = self.0;
-        let (&t, rest) = self.0.split_first()?;
-        if t != tag {
-            return None;
-        }
-        let (&l0, rest) = rest.split_first()?;
-        let (len, rest) = if l0 < 0x80 {
-            (usize::from(l0), rest)
-        } else {
-            let n = usize::from(l0 & 0x7f);
-            if n == 0 || n > 4 {
-                return None;
-            }
-            let (lb, rest) = rest.split_at_checked(n)?;
-            (
-                lb.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
-                rest,
-            )
-        };
-        let (body, rest) = rest.split_at_checked(len)?;
-        let used = start.len() - rest.len();
-        self.0 = rest;
-        Some((body, start.get(..used)?))
-    }
 }
