@@ -142,6 +142,19 @@ fn free_port_pair() -> Result<u16> {
             return Ok(p);
         }
     }
+    // The probed range is taken (another process holds many ports there): ask the kernel for
+    // a free port and check its neighbour.
+    for _ in 0..200 {
+        let Ok(a) = TcpListener::bind(("127.0.0.1", 0)) else {
+            continue;
+        };
+        let Ok(p) = a.local_addr().map(|addr| addr.port()) else {
+            continue;
+        };
+        if p < 65535 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return Ok(p);
+        }
+    }
     Err("no free port pair for swtpm".to_string())
 }
 
