@@ -36,7 +36,27 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 failures=()
 fail() { echo "DEMO CHECK FAILED: $*" >&2; failures+=("$*"); }
-base=$(( 41000 + (RANDOM % 500) * 10 ))
+ports_free() { # base: true when base .. base+9 can all be bound on 127.0.0.1
+  python3 - "$1" <<'PY'
+import socket, sys
+base = int(sys.argv[1])
+held = []
+try:
+    for p in range(base, base + 10):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", p))
+        held.append(s)
+except OSError:
+    sys.exit(1)
+PY
+}
+# Ten ports below the kernel's ephemeral range (32768 and up), so no outgoing connection of
+# this machine can take one between the check and the bind.
+for _ in $(seq 200); do
+  base=$(( 20000 + (RANDOM % 1200) * 10 ))
+  ports_free "$base" && break
+done
 
 export NODETRUST_ADMIN_USERNAME=admin NODETRUST_ADMIN_PASSWORD=demo-admin-password
 export MTWILSON_API_USERNAME=agent MTWILSON_API_PASSWORD=demo-agent-password
