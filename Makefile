@@ -22,6 +22,7 @@ deps:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	for src in crates/*/src; do python3 scripts/module-cycles.py "$$src" || exit 1; done
 	scripts/explain-failure.sh target/logs/clippy.log \
 	  $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 

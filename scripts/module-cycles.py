@@ -3,7 +3,8 @@
 
 Reads `crate::module` references outside comments and test modules, and prints each set of
 top-level modules that reach each other (a strongly connected set larger than one), with the
-edges inside it. No output means no cycles."""
+edges inside it. No output (exit status 0) means no cycles; any cycle exits 1 (`make lint`
+runs it on every crate)."""
 import re,os,sys
 root=sys.argv[1]
 mods={}
@@ -44,3 +45,4 @@ for comp in res:
     print(root, 'cycle among:', sorted(comp))
     for a in sorted(comp):
         print('  ',a,'->',sorted(g[a]&set(comp)))
+sys.exit(1 if res else 0)

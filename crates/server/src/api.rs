@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -39,19 +39,25 @@ use nodetrust_proto::views::{
     HostSummary, NotReady, ReportList, Revoked, SigningKey,
 };
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::auth::{Caller, Role};
 use crate::engine::{self, report_view, trust_view, ReportView};
 use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::extract::{ADMIN, READERS};
 use crate::registrar::{self, NewEndorsement};
 use crate::state::AppState;
 use crate::store::{Endorsement, HostRow};
 
+/// The role-checking extractors (in [`crate::extract`]).
+pub use crate::extract::{AdminCaller, AgentCaller};
+
 const BASE: &str = "/mtwilson/v2";
 
-/// The router, with every route and the body limit.
-pub fn app(state: AppState) -> Router {
-    let max_body = state.settings.max_body;
+/// The JSON API's routes: everything under `/mtwilson/v2` (the accounts and push routes
+/// included), `/healthz`, `/readyz` and `/metrics`. [`crate::app`] adds the OpenAPI document,
+/// the fleet view, the fallbacks and the body limit.
+pub fn routes() -> Router<AppState> {
     let api = Router::new()
         .route(
             "/tpm-endorsements",
@@ -84,74 +90,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
-        )
-        .merge(crate::ui::router())
-        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
 }
-
-/// Authentication runs as an extractor on the request head, before any body is read: an
-/// unauthenticated request is a 401 whatever its body.
-impl axum::extract::FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &AppState,
-    ) -> Result<Self, ApiError> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        state
-            .auth
-            .authenticate(&state.store, &state.metrics, &parts.headers, peer)
-            .await
-    }
-}
-
-/// A caller with the `admin` role, checked before the body is read.
-#[derive(Debug, Clone)]
-pub struct AdminCaller(pub Caller);
-
-impl axum::extract::FromRequestParts<AppState> for AdminCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &AppState,
-    ) -> Result<Self, ApiError> {
-        let c = Caller::from_request_parts(parts, state).await?;
-        c.require(ADMIN)?;
-        Ok(Self(c))
-    }
-}
-
-/// A caller with the `agent` (or `admin`) role, checked before the body is read.
-#[derive(Debug, Clone)]
-pub struct AgentCaller(pub Caller);
-
-impl axum::extract::FromRequestParts<AppState> for AgentCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &AppState,
-    ) -> Result<Self, ApiError> {
-        let c = Caller::from_request_parts(parts, state).await?;
-        c.require(AGENTS)?;
-        Ok(Self(c))
-    }
-}
-
-const READERS: &[Role] = &[Role::Admin, Role::Reader];
-const ADMIN: &[Role] = &[Role::Admin];
-const AGENTS: &[Role] = &[Role::Agent, Role::Admin];
 
 #[derive(Debug, Deserialize)]
 struct EndorsementQuery {
@@ -403,6 +342,28 @@ async fn list_flavors(State(state): State<AppState>, who: Caller) -> Result<Resp
     .into_response())
 }
 
+/// The body of `POST /mtwilson/v2/flavors`: a flavor to store, or an import from a registered
+/// host.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FlavorOrImport {
+    /// One flavor (its `id` is assigned by the server).
+    Flavor(Box<Flavor>),
+    /// Flavors imported from a registered host's last verified evidence.
+    Import(FlavorImport),
+}
+
+/// Import flavors from a registered host.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorImport {
+    /// The host (at most 253 characters).
+    pub from_host: String,
+    /// The parts to import (case-insensitive); `PLATFORM` and `OS` when absent.
+    #[serde(default)]
+    pub parts: Vec<FlavorPart>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ImportRequest {
@@ -414,7 +375,7 @@ struct ImportRequest {
 #[utoipa::path(post, path = "/mtwilson/v2/flavors",
     summary = "Create a flavor, or import flavors from a registered host ({\"from_host\", \"parts\"})",
     security(("basic" = ["admin"])),
-    request_body = crate::openapi::FlavorOrImport,
+    request_body = FlavorOrImport,
     responses((status = 201, body = FlavorList<Flavor>)))]
 async fn create_flavors(
     State(state): State<AppState>,
@@ -583,16 +544,18 @@ async fn list_reports(
     Ok(Json(ReportList { reports }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /mtwilson/v2/host-attestations`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AttestRequest {
-    host_name: String,
+pub struct AttestRequest {
+    /// The host to attest now.
+    pub host_name: String,
 }
 
 #[utoipa::path(post, path = "/mtwilson/v2/host-attestations",
     summary = "Attest a host now and return the new report",
     security(("basic" = ["admin"])),
-    request_body = crate::openapi::AttestRequest,
+    request_body = AttestRequest,
     responses((status = 200, body = ReportView),
         (status = 404, description = "no such host", body = nodetrust_proto::ErrorBody),
         (status = 502, description = "the host's agent could not be reached or answered badly", body = nodetrust_proto::ErrorBody)))]

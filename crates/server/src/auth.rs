@@ -11,6 +11,9 @@
 //! - a success is remembered for [`CACHE_TTL`] under an HMAC of user and password with a
 //!   per-process random key (never the password itself), dropped when that user's password
 //!   changes or the user is deleted;
+//! - requests with the same credentials that miss the cache at the same moment share one check
+//!   (one account read, one argon2 run): a fleet of push agents whose cached success expires
+//!   together costs one check, not one per request in flight;
 //! - failures are counted per source address and per account; past the limit within the window
 //!   the address or account is refused (429, `Retry-After`) for a period that doubles at each
 //!   new burst, without running argon2, even for a right password.
@@ -171,12 +174,32 @@ struct Limiter {
 /// A remembered success: the user, the role, and when.
 type CacheEntry = (String, Role, Instant);
 
+/// The outcome of one password check, shared by every request with the same credentials that
+/// arrived while it ran.
+#[derive(Debug, Clone)]
+enum Checked {
+    /// The account exists and the password is right; its role.
+    Valid(Role),
+    /// No such account, or a wrong password.
+    Invalid,
+    /// Refused before argon2 ran: too many checks waiting.
+    Busy,
+    /// Refused before argon2 ran: the account or address is backing off.
+    Refused((Duration, String)),
+    /// The account's row could not be read or decoded.
+    Failed(String),
+}
+
+/// A check in flight, keyed by the credentials' tag.
+type Flight = Arc<tokio::sync::OnceCell<Checked>>;
+
 /// Checks credentials against the store: bounded argon2, a short cache of successes, and
 /// back-off after repeated failures.
 #[derive(Debug)]
 pub struct Authenticator {
     key: hmac::Key,
     cache: Mutex<HashMap<Vec<u8>, CacheEntry>>,
+    inflight: Mutex<HashMap<Vec<u8>, Flight>>,
     limits: AuthLimits,
     checks: Arc<Semaphore>,
     waiting: AtomicUsize,
@@ -227,6 +250,7 @@ impl Authenticator {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, &k),
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             checks: Arc::new(Semaphore::new(limits.max_concurrent)),
             limits,
             waiting: AtomicUsize::new(0),
@@ -447,34 +471,90 @@ impl Authenticator {
                 cache.remove(&tag);
             }
         }
-        let row = store.user(&user).await?;
-        // Waiting for a slot may take a while: the limiter is asked again after it.
+        let flight = self.inflight.lock().ok().map(|mut m| {
+            m.entry(tag.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::OnceCell::new()))
+                .clone()
+        });
+        let checked = match &flight {
+            Some(f) => f
+                .get_or_init(|| self.check(store, &tag, &user, &password, &subjects))
+                .await
+                .clone(),
+            None => self.check(store, &tag, &user, &password, &subjects).await,
+        };
+        if let (Some(f), Ok(mut m)) = (&flight, self.inflight.lock()) {
+            if m.get(&tag).is_some_and(|g| Arc::ptr_eq(f, g)) {
+                m.remove(&tag);
+            }
+        }
+        let role = match checked {
+            Checked::Valid(role) => role,
+            Checked::Invalid => {
+                metrics.auth_failure("bad_password");
+                self.failed(&subjects);
+                return Err(ApiError::Unauthorized);
+            }
+            Checked::Busy => {
+                metrics.auth_failure("busy");
+                return Err(busy());
+            }
+            Checked::Refused(r) => {
+                metrics.auth_failure("rate_limited");
+                return Err(rate_limited(r));
+            }
+            Checked::Failed(e) => return Err(ApiError::Internal(e)),
+        };
+        self.succeeded(&user);
+        Ok(Caller { name: user, role })
+    }
+}
+
+impl Authenticator {
+    /// One password check: the account's row, then argon2 within the concurrency bound (a
+    /// missing account is checked against a dummy hash, so it takes as long as a wrong
+    /// password).
+    async fn check(
+        &self,
+        store: &Store,
+        tag: &[u8],
+        user: &str,
+        password: &str,
+        subjects: &[Subject],
+    ) -> Checked {
+        let row = match store.user(user).await {
+            Ok(row) => row,
+            Err(e) => return Checked::Failed(ApiError::from(e).to_string()),
+        };
+        // Reading the account may have taken a while: the limiter is asked again.
+        if let Some(r) = self.refused(subjects) {
+            return Checked::Refused(r);
+        }
         let phc = row
             .as_ref()
             .map_or_else(|| DUMMY_HASH.to_string(), |r| r.password_hash.clone());
-        let refused = self.refused(&subjects);
-        if let Some(r) = refused {
-            metrics.auth_failure("rate_limited");
-            return Err(rate_limited(r));
-        }
-        let ok = match self
+        let password = password.to_string();
+        match self
             .run_bounded(move || verify_password(&password, &phc))
             .await
         {
-            Ok(ok) => ok,
-            Err(e) => {
-                metrics.auth_failure("busy");
-                return Err(e);
+            Ok(true) => {}
+            Ok(false) => return Checked::Invalid,
+            Err(_) => return Checked::Busy,
+        }
+        match row.map(|r| Role::parse(&r.role).ok_or(r.role)) {
+            None => Checked::Invalid,
+            Some(Ok(role)) => {
+                // Cached before the shared outcome is published and the check leaves the
+                // in-flight map, so a request arriving after it finds the cache.
+                self.remember(tag, user, role);
+                Checked::Valid(role)
             }
-        };
-        let Some(row) = row.filter(|_| ok) else {
-            metrics.auth_failure("bad_password");
-            self.failed(&subjects);
-            return Err(ApiError::Unauthorized);
-        };
-        let role = Role::parse(&row.role)
-            .ok_or_else(|| ApiError::Internal(format!("user {user} has unknown role")))?;
-        self.succeeded(&user);
+            Some(Err(_)) => Checked::Failed(format!("user {user} has unknown role")),
+        }
+    }
+
+    fn remember(&self, tag: &[u8], user: &str, role: Role) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.limits.max_cached {
                 let now = self.clock.instant();
@@ -483,9 +563,8 @@ impl Authenticator {
                     cache.clear();
                 }
             }
-            cache.insert(tag, (user.clone(), role, self.clock.instant()));
+            cache.insert(tag.to_vec(), (user.to_string(), role, self.clock.instant()));
         }
-        Ok(Caller { name: user, role })
     }
 }
 

@@ -280,7 +280,7 @@ impl Config {
         // Several replicas (PostgreSQL): a crashed replica's hosts must be attested again by
         // another before their verdicts expire.
         if self.db.starts_with("postgres") {
-            let gap = crate::scheduler::worst_takeover_gap(self.attest_interval);
+            let gap = crate::timing::worst_takeover_gap(self.attest_interval);
             if validity <= gap {
                 return Err(ConfigError::Invalid(format!(
                     "--report-validity ({}) is too short for --attest-interval ({}) with several replicas: \

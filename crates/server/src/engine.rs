@@ -1,5 +1,6 @@
-//! Attestation: ask the agent for a quote, verify it, appraise it, keep a signed report; and
-//! the scheduler that does so for every host.
+//! Attestation: ask the agent for a quote, verify it, appraise it, keep a signed report. The
+//! scheduler that does so for every host ([`crate::scheduler`]) calls in here, never the other
+//! way round.
 //!
 //! One attestation ([`attest_host`]):
 //! 1. a fresh 32-byte nonce and the PCRs the host's flavors need;
@@ -11,7 +12,7 @@
 //! 4. the event log replayed against the quoted PCRs and the flavors matched → the verdict,
 //!    valid for `--report-validity`, signed and stored.
 //!
-//! The scheduler ([`run_scheduler`], in [`crate::scheduler`]) picks hosts that are due, claims a
+//! The scheduler ([`crate::scheduler::run_scheduler`]) picks hosts that are due, claims a
 //! lease on each (so with PostgreSQL each host is attested by one replica at a time), and
 //! attests with bounded concurrency; an agent's (re)start makes its host due at once, a
 //! registration within a second.
@@ -29,76 +30,12 @@ use nodetrust_proto::trust::HostStatus;
 use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public, VerifiedQuote};
 
 use crate::agent_client::{AgentError, AgentTarget};
+use crate::outcome::agent_reason;
 use crate::state::AppState;
-use crate::store::{millis, AttestationUpdate, HostRow, ReportRow, StoreError};
+use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
 
-/// Why an attestation or a flavor import produced no report. The engine's own error: the
-/// scheduler matches on it, and the API maps it to an HTTP answer only at its edge
-/// (`From<AttestError> for ApiError`, in `error`).
-#[derive(Debug, thiserror::Error)]
-pub enum AttestError {
-    /// No host of that name.
-    #[error("no host named {0}")]
-    NotFound(String),
-    /// The agent gave no usable answer (down, network, TLS, timeout, an HTTP error, a body
-    /// that is not a quote); `message` says which host and what failed.
-    #[error("{message}")]
-    Agent {
-        /// Sentence for the operator.
-        message: String,
-        /// What failed.
-        error: AgentError,
-    },
-    /// A flavor import's evidence does not verify (bad signature, nonce, counters...).
-    #[error("{message}")]
-    EvidenceRejected {
-        /// The failed check's stable label (e.g. `bad_signature`).
-        reason: &'static str,
-        /// Sentence for the operator.
-        message: String,
-    },
-    /// Flavors cannot be made from the host's verified evidence.
-    #[error(transparent)]
-    Import(#[from] ImportError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The server failed (random generator, signing, serialising).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl AttestError {
-    /// A stable label: `not_found`, `agent_unreachable`, `agent_timeout`, `agent_error` (an
-    /// answer that is not a quote), the rejected check's label, `import_failed`, `store`,
-    /// `internal`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::NotFound(_) => "not_found",
-            Self::Agent { error, .. } => agent_reason(error),
-            Self::EvidenceRejected { reason, .. } => reason,
-            Self::Import(_) => "import_failed",
-            Self::Store(_) => "store",
-            Self::Internal(_) => "internal",
-        }
-    }
-
-    /// Whether the host's agent could not be reached (the host is `unreachable`; nothing is
-    /// wrong with the server).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Agent { error, .. } if error.is_unreachable())
-    }
-}
-
-/// `agent_timeout`, `agent_unreachable` (no answer), or `agent_error` (an answer that is not
-/// a quote).
-fn agent_reason(e: &AgentError) -> &'static str {
-    match e {
-        AgentError::Timeout(_) => "agent_timeout",
-        e if e.is_unreachable() => "agent_unreachable",
-        _ => "agent_error",
-    }
-}
+/// Why an attestation or a flavor import produced no report (in [`crate::outcome`]).
+pub use crate::outcome::AttestError;
 
 /// A report as the API shows it (the type lives in [`nodetrust_proto::views`], shared with the
 /// CLI).
@@ -283,7 +220,10 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
     let started = Instant::now();
     let validity = state.settings.report_validity;
     // A push host's quote comes from its agent's open challenge ([`crate::push`]).
-    let answer = crate::push::quote(state, &target(&host), &req).await;
+    let answer = state
+        .push
+        .quote(state.agents.as_ref(), &target(&host), &req)
+        .await;
     let now = state.clock.now();
     let mut resp = match answer {
         Ok(r) => r,
@@ -492,6 +432,3 @@ pub async fn import_flavors(
     state.flavors.add(&mut flavors, state.now_ms()).await?;
     Ok(flavors)
 }
-
-/// The scheduler lives in [`crate::scheduler`]; re-exported here where it always was.
-pub use crate::scheduler::run_scheduler;

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nodetrust_proto::ErrorBody;
 
-use crate::engine::AttestError;
+use crate::outcome::AttestError;
 use crate::store::StoreError;
 
 /// An error answered to an API client.

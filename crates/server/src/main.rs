@@ -9,7 +9,7 @@ use nodetrust_server::agent_client::HttpsAgents;
 use nodetrust_server::clock::SystemClock;
 use nodetrust_server::config::{redact_url, Config, ConfigError};
 use nodetrust_server::store::Store;
-use nodetrust_server::{app, engine, retention, run_with_limits, tls, AppState};
+use nodetrust_server::{app, retention, run_with_limits, scheduler, tls, AppState};
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut rx = stop_rx.clone();
-    let scheduler = tokio::spawn(engine::run_scheduler(state.clone(), async move {
+    let scheduler = tokio::spawn(scheduler::run_scheduler(state.clone(), async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
     let mut rx = stop_rx.clone();

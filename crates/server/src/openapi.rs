@@ -30,14 +30,12 @@
 //! The committed copy is `crates/server/openapi.json`
 //! (`NODETRUST_UPDATE_OPENAPI=1 cargo test -p nodetrust-server --test openapi` rewrites it).
 
-use nodetrust_appraise::{Flavor, FlavorPart};
 use nodetrust_proto::ErrorBody;
-use serde::Deserialize;
 use serde_json::Value;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::{api, users};
 
@@ -89,7 +87,7 @@ pub const UNDOCUMENTED: &[(&str, &str)] = &[(
 )]
 pub struct ApiDoc;
 
-/// `GET /healthz` (a closure in [`crate::api::app`]).
+/// `GET /healthz` (a closure in [`crate::api::routes`]).
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -99,7 +97,7 @@ pub struct ApiDoc;
 #[expect(dead_code, reason = "documents a route served by a closure")]
 fn healthz() {}
 
-/// `GET /openapi.json` (a closure in [`crate::api::app`]).
+/// `GET /openapi.json` (a closure in [`crate::app`]).
 #[utoipa::path(
     get,
     path = "/openapi.json",
@@ -109,35 +107,8 @@ fn healthz() {}
 #[expect(dead_code, reason = "documents a route served by a closure")]
 fn openapi_json() {}
 
-/// The body of `POST /mtwilson/v2/flavors`: a flavor to store, or an import from a registered
-/// host.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum FlavorOrImport {
-    /// One flavor (its `id` is assigned by the server).
-    Flavor(Box<Flavor>),
-    /// Flavors imported from a registered host's last verified evidence.
-    Import(FlavorImport),
-}
-
-/// Import flavors from a registered host.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FlavorImport {
-    /// The host (at most 253 characters).
-    pub from_host: String,
-    /// The parts to import (case-insensitive); `PLATFORM` and `OS` when absent.
-    #[serde(default)]
-    pub parts: Vec<FlavorPart>,
-}
-
-/// The body of `POST /mtwilson/v2/host-attestations`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AttestRequest {
-    /// The host to attest now.
-    pub host_name: String,
-}
+/// The request bodies documented by schema only (in [`crate::api`]).
+pub use crate::api::{AttestRequest, FlavorImport, FlavorOrImport};
 
 /// Adds the security scheme, `x-roles` and the shared error answers.
 struct Shared;

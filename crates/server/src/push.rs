@@ -8,7 +8,7 @@
 //!
 //! 1. `POST /mtwilson/v2/push/challenge`: the handler opens a challenge for the host and starts
 //!    `attest_host`, whose quote request (fresh nonce, the PCRs and banks its flavors need, the
-//!    IMA offset) goes to the waiting agent instead of over the network ([`quote`]).
+//!    IMA offset) goes to the waiting agent instead of over the network ([`PushSlots::quote`]).
 //! 2. `POST /mtwilson/v2/push/evidence`: the agent's answer is handed to that attestation,
 //!    which verifies and appraises it with the host's pinned AK and nonce like any other; the
 //!    handler answers with the signed report and when to push next (the attestation interval,
@@ -23,29 +23,27 @@
 //! Flavors are imported from pull hosts only, and an IMA log longer than one answer
 //! ([`nodetrust_proto::agent::MAX_IMA_ENTRIES`]) cannot be completed from a push host.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
+use nodetrust_proto::agent::QuoteRequest;
 use nodetrust_proto::push::{PushChallenge, PushChallengeRequest, PushEvidence, PushResult};
 use tokio::sync::oneshot;
 
-use crate::agent_client::{AgentError, AgentTarget};
-use crate::api::AgentCaller;
-use crate::engine::{AttestError, ReportView};
 use crate::error::{ApiError, ApiJson};
+use crate::extract::AgentCaller;
+use crate::push_slots::Open;
 use crate::state::AppState;
 use crate::store::HostRow;
 
+/// The open challenges ([`crate::push_slots`]) and how long an attestation waits for the
+/// evidence of its challenge.
+pub use crate::push_slots::{PushSlots, EVIDENCE_TIMEOUT};
 /// The agent address stored for a push host (it has none).
-pub const PUSH_URL: &str = "push:";
-/// How long an attestation waits for the evidence of its challenge.
-pub const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::store::PUSH_URL;
 /// How long a challenge handler waits for the attestation's quote request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most challenges open at once.
@@ -54,34 +52,6 @@ pub const MAX_OPEN: usize = 200_000;
 /// Whether `host` pushes its evidence.
 pub fn is_push(host: &HostRow) -> bool {
     host.connection_url == PUSH_URL
-}
-
-type Outcome = Result<ReportView, AttestError>;
-
-/// One open challenge.
-struct Open {
-    /// Set until the attestation asks: where its quote request goes.
-    want: Option<oneshot::Sender<QuoteRequest>>,
-    /// The quote request, once asked.
-    request: Option<QuoteRequest>,
-    /// Where the evidence goes, once asked.
-    evidence: Option<oneshot::Sender<QuoteResponse>>,
-    /// The attestation's outcome.
-    done: Option<oneshot::Receiver<Outcome>>,
-    opened: Instant,
-}
-
-/// The open challenges of this process, by host name.
-#[derive(Default)]
-pub struct PushSlots {
-    open: Mutex<HashMap<String, Open>>,
-}
-
-impl std::fmt::Debug for PushSlots {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.open.lock().map(|m| m.len()).unwrap_or_default();
-        f.debug_struct("PushSlots").field("open", &n).finish()
-    }
 }
 
 /// The push routes (under `/mtwilson/v2`). Evidence may be as large as a pull agent's answer
@@ -95,51 +65,6 @@ pub fn routes() -> Router<AppState> {
                 crate::agent_client::MAX_RESPONSE,
             )),
         )
-}
-
-/// The quote of an attestation: from the network for a pull host, from the open challenge of
-/// a push host (whose agent is never connected to).
-pub async fn quote(
-    state: &AppState,
-    target: &AgentTarget,
-    req: &QuoteRequest,
-) -> Result<QuoteResponse, AgentError> {
-    if target.url != PUSH_URL {
-        return state.agents.quote(target, req).await;
-    }
-    let (tx, rx) = oneshot::channel();
-    let asked = state.push.open.lock().ok().and_then(|mut m| {
-        let o = m.get_mut(&target.host_name)?;
-        let want = o.want.take()?;
-        want.send(req.clone()).ok()?;
-        o.request = Some(req.clone());
-        o.evidence = Some(tx);
-        Some(())
-    });
-    if asked.is_none() {
-        return Err(AgentError::Connect(
-            "the host pushes its evidence: the server does not connect to its agent".into(),
-        ));
-    }
-    let got = tokio::time::timeout(EVIDENCE_TIMEOUT, rx).await;
-    if !matches!(got, Ok(Ok(_))) {
-        // Forget the challenge if it is still this one.
-        if let Ok(mut m) = state.push.open.lock() {
-            if m.get(&target.host_name)
-                .and_then(|o| o.request.as_ref())
-                .is_some_and(|r| r.nonce == req.nonce)
-            {
-                m.remove(&target.host_name);
-            }
-        }
-    }
-    match got {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(_)) => Err(AgentError::Connect(
-            "the push challenge was withdrawn".into(),
-        )),
-        Err(_) => Err(AgentError::Timeout(EVIDENCE_TIMEOUT)),
-    }
 }
 
 /// Refuses to attest a push host on the server's initiative (`POST /host-attestations`).

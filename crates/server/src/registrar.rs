@@ -444,7 +444,7 @@ pub async fn activate(
         // A push host is never connected to ([`crate::push`]): no address, no pin.
         connection_url: match reg.mode {
             AgentMode::Pull => reg.connection_url.clone(),
-            AgentMode::Push => crate::push::PUSH_URL.to_string(),
+            AgentMode::Push => crate::store::PUSH_URL.to_string(),
         },
         tls_cert_sha256: match reg.mode {
             AgentMode::Pull => reg.tls_cert_sha256.to_ascii_lowercase(),

@@ -23,8 +23,8 @@
 //! counts the entries whose appraisal was kept, `nodetrust_ima_entries_received_total` every
 //! entry an agent sent.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use nodetrust_appraise::runtime::{CompiledPolicy, RuntimeAppraisal, RuntimeOutcome, IMA_PCR};
 use nodetrust_appraise::{applies, Flavor, FlavorPart, HostContext, RuntimeEvidence};
@@ -42,87 +42,7 @@ use crate::store::{HostRow, ImaStateRow};
 /// one log may hold).
 pub const MAX_IMA_ANSWERS: usize = 1024;
 
-/// What the server keeps in memory for runtime integrity: compiled runtime policies by flavor
-/// id (a flavor's contents never change), and one lock per host being attested, so that two
-/// attestations of one host in this process (the scheduler's and one asked through the API)
-/// appraise its new entries once, one after the other.
-#[derive(Debug, Default)]
-pub struct PolicyCache {
-    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
-    hosts: Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
-}
-
-impl PolicyCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Waits for the host's runtime appraisal to be this caller's alone.
-    async fn lock_host(&self, host: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let Ok(mut m) = self.hosts.lock() else {
-                // A poisoned map: no sharing, still correct (the store's write is conditional).
-                return Arc::new(tokio::sync::Mutex::new(())).lock_owned().await;
-            };
-            if let Some(l) = m.get(host).and_then(std::sync::Weak::upgrade) {
-                l
-            } else {
-                if m.len() >= 1024 {
-                    m.retain(|_, w| w.strong_count() > 0);
-                }
-                let l = Arc::new(tokio::sync::Mutex::new(()));
-                m.insert(host.to_string(), Arc::downgrade(&l));
-                l
-            }
-        };
-        lock.lock_owned().await
-    }
-
-    /// Policies compiled so far (for tests).
-    pub fn len(&self) -> usize {
-        self.compiled.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing is compiled.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The compiled policy of `flavor` (compiled on a blocking thread the first time).
-    async fn get(&self, flavor: &Flavor) -> Result<Arc<CompiledPolicy>, String> {
-        if let Some(c) = self
-            .compiled
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&flavor.id).cloned())
-        {
-            return Ok(c);
-        }
-        let Some(policy) = flavor.runtime.clone() else {
-            return Err(format!(
-                "flavor {:?} ({}) holds no runtime policy",
-                flavor.label, flavor.id
-            ));
-        };
-        let compiled = tokio::task::spawn_blocking(move || policy.compile())
-            .await
-            .map_err(|e| format!("compiling the runtime policy failed: {e}"))?
-            .map_err(|e| format!("the runtime policy does not compile: {e}"))?;
-        let compiled = Arc::new(compiled);
-        if let Ok(mut m) = self.compiled.lock() {
-            m.insert(flavor.id.clone(), compiled.clone());
-        }
-        Ok(compiled)
-    }
-
-    /// Forgets the policies of flavors not in `ids`.
-    fn retain(&self, ids: &[&str]) {
-        if let Ok(mut m) = self.compiled.lock() {
-            m.retain(|k, _| ids.contains(&k.as_str()));
-        }
-    }
-}
+pub use crate::policy_cache::PolicyCache;
 
 /// What is stored per host, as JSON in [`ImaStateRow::state`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -353,7 +273,7 @@ async fn next_chunk(
     if let Some(c) = first.take().filter(|c| c.start == offset) {
         return Ok(c);
     }
-    if target.url == crate::push::PUSH_URL {
+    if target.url == crate::store::PUSH_URL {
         return Err(FetchError::Bad(format!(
             "the IMA log goes on past entry {offset}, beyond what one answer holds, and a push \
              host's agent cannot be asked for the rest"
@@ -444,7 +364,7 @@ pub async fn appraise(
         state.metrics.ima_restart(why);
     }
     if start == 0
-        && target.url == crate::push::PUSH_URL
+        && target.url == crate::store::PUSH_URL
         && first.as_ref().is_some_and(|c| c.start != 0)
     {
         // A push host that rebooted sent its log from the old boot's offset and cannot be asked

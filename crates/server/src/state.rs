@@ -70,9 +70,9 @@ pub struct Inner {
     /// The flavors, read and written only through here (it keeps appraisal's cache right).
     pub flavors: crate::flavors::Flavors,
     /// Runtime (IMA) policies of RUNTIME flavors, compiled once per flavor.
-    pub runtime_policies: crate::runtime::PolicyCache,
+    pub runtime_policies: crate::policy_cache::PolicyCache,
     /// Open push-mode challenges ([`crate::push`]).
-    pub push: crate::push::PushSlots,
+    pub push: crate::push_slots::PushSlots,
 }
 
 /// The shared state (cheap to clone).
@@ -179,11 +179,11 @@ impl AppState {
             settings,
             queue: crate::queue::Queue::default(),
             flavors,
-            runtime_policies: crate::runtime::PolicyCache::new(),
+            runtime_policies: crate::policy_cache::PolicyCache::new(),
             labeller_metrics: std::sync::OnceLock::new(),
             labeller_policy: std::sync::OnceLock::new(),
             host_list: crate::hostlist::HostList::new(),
-            push: crate::push::PushSlots::default(),
+            push: crate::push_slots::PushSlots::default(),
         })))
     }
 

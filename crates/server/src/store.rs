@@ -348,6 +348,17 @@ impl TxEnd<'_> {
         Ok(())
     }
 
+    /// Appends `changes` to the feed as the transaction's last writes, then commits
+    /// ([`Store::append_changes`] says why last).
+    async fn commit_with_changes(
+        &mut self,
+        mut tx: sqlx::Transaction<'_, Any>,
+        changes: &[(Change, i64)],
+    ) -> Result<()> {
+        self.store.append_changes(&mut tx, changes).await?;
+        self.commit(tx).await
+    }
+
     /// Ends without committing, keeping the connection (a deliberate rollback).
     async fn rollback(&mut self, tx: sqlx::Transaction<'_, Any>) -> Result<()> {
         tx.rollback().await?;
@@ -478,6 +489,10 @@ impl std::fmt::Debug for Store {
 
 /// Read-only connections beside SQLite's single writer.
 const SQLITE_READERS: u32 = 4;
+
+/// The PostgreSQL advisory lock (transaction-scoped) under which change-feed sequence numbers
+/// are drawn ([`Store::append_changes`]).
+const CHANGES_LOCK: i64 = 0x6e74_6368_616e_6765;
 
 /// The `server_keys` row holding [`Store::changes_pruned_through`].
 const PRUNED_THROUGH: &str = "changes-pruned-through";
@@ -695,6 +710,9 @@ fn endorsement_from_row(r: &AnyRow) -> Result<Endorsement> {
 /// attestation reads and writes (host, verdict update, report insert) stay in memory at fleet
 /// sizes instead of being read again from the file at each statement.
 const SQLITE_CACHE_SIZE: &str = "PRAGMA cache_size=-16384";
+
+/// The agent address stored for a push host (it has none; [`crate::push`]).
+pub const PUSH_URL: &str = "push:";
 
 /// The `next_attest` of a push host: never due ([`crate::push`]).
 pub const PUSH_NEVER_DUE: i64 = i64::MAX / 4;
@@ -1121,28 +1139,47 @@ impl Store {
             .collect())
     }
 
-    async fn record_change(
+    /// Appends `changes` (each with its time) to the feed inside `tx`.
+    ///
+    /// On PostgreSQL a sequence number is drawn when the row is inserted, not when it commits,
+    /// so two transactions could commit out of sequence order and a follower that had read past
+    /// the later number would never see the earlier one. The numbers are therefore drawn under
+    /// a transaction-scoped advisory lock, held until the commit: transactions that append
+    /// changes commit in sequence order. [`TxEnd::commit_with_changes`] calls this last in a
+    /// transaction, so the lock is held only for these inserts and the commit, and its holder
+    /// never waits on a row lock another transaction holds while waiting for it.
+    async fn append_changes(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        change: &Change,
-        now: i64,
+        changes: &[(Change, i64)],
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO changes (host_name, kind, verdict, created) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&change.host_name)
-        .bind(change.kind.as_str())
-        .bind(change.verdict.map(Trust::as_str))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        if changes.is_empty() {
+            return Ok(());
+        }
         if self.backend == Backend::Postgres {
-            let payload = serde_json::to_string(change).unwrap_or_default();
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGES_CHANNEL)
-                .bind(payload)
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CHANGES_LOCK)
                 .execute(&mut **tx)
                 .await?;
+        }
+        for (change, now) in changes {
+            sqlx::query(
+                "INSERT INTO changes (host_name, kind, verdict, created) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&change.host_name)
+            .bind(change.kind.as_str())
+            .bind(change.verdict.map(Trust::as_str))
+            .bind(*now)
+            .execute(&mut **tx)
+            .await?;
+            if self.backend == Backend::Postgres {
+                let payload = serde_json::to_string(change).unwrap_or_default();
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANGES_CHANNEL)
+                    .bind(payload)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         Ok(())
     }

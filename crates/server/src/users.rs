@@ -13,9 +13,9 @@ use nodetrust_proto::users::{
     MAX_USER_NAME_LEN, MIN_PASSWORD_LEN,
 };
 
-use crate::api::AdminCaller;
 use crate::auth::hash_password;
 use crate::error::{ApiError, ApiJson};
+use crate::extract::AdminCaller;
 use crate::state::AppState;
 use crate::store::{UserDeleted, UserRow};
 
@@ -24,7 +24,7 @@ fn view(u: &UserRow, created: i64) -> Result<UserView, ApiError> {
         name: u.name.clone(),
         role: UserRole::parse(&u.role)
             .ok_or_else(|| ApiError::Internal(format!("user {} has unknown role", u.name)))?,
-        created: crate::engine::rfc3339(created),
+        created: nodetrust_proto::trust::rfc3339(created),
     })
 }
 

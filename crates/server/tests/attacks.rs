@@ -456,6 +456,69 @@ async fn cached_login_expires_and_runs_argon2_again() {
     );
 }
 
+/// A fleet of push agents shares one account: when its cached success expires, every request
+/// in flight at that moment misses the cache together. They share one check (one argon2 run),
+/// not one each up to the concurrency bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_expiry_under_a_burst_runs_one_shared_check() {
+    let h = Arc::new(Harness::new().await);
+    let (s, _, _) = send(
+        &h,
+        "GET",
+        "/mtwilson/v2/tpm-endorsements",
+        Some(AGENT),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let first = h.state.auth.checks_total();
+    h.clock
+        .advance(nodetrust_server::auth::CACHE_TTL + std::time::Duration::from_secs(1));
+    let burst = |password: &'static str| {
+        (0..64)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    send(
+                        &h,
+                        "GET",
+                        "/mtwilson/v2/tpm-endorsements",
+                        Some((AGENT.0, password)),
+                        None,
+                        None,
+                    )
+                    .await
+                    .0
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for t in burst(AGENT.1) {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        h.state.auth.checks_total(),
+        first + 1,
+        "64 requests with the same expired credentials ran more than one check"
+    );
+    // The same wrong password from many requests at once: one check too, and each request
+    // still answered 401 (or 429 once the account's failures pass its limit).
+    let before = h.state.auth.checks_total();
+    for t in burst("wrong-password") {
+        let s = t.await.unwrap();
+        assert!(
+            s == StatusCode::UNAUTHORIZED || s == StatusCode::TOO_MANY_REQUESTS,
+            "{s}"
+        );
+    }
+    let ran = h.state.auth.checks_total() - before;
+    assert!(
+        (1..=2).contains(&ran),
+        "{ran} checks for one wrong password sent 64 times at once"
+    );
+}
+
 // ---- the agent account filling the disk ----
 
 #[tokio::test]

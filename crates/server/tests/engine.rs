@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{gold_boot, Auth, Harness};
-use nodetrust_server::engine::run_scheduler;
+use nodetrust_server::scheduler::run_scheduler;
 use serde_json::json;
 
 async fn wait_for_verdict(

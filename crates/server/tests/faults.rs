@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use common::{gold_boot, Auth, Harness, SoftAgent};
 use nodetrust_proto::trust::Trust;
-use nodetrust_server::engine::run_scheduler;
+use nodetrust_server::scheduler::run_scheduler;
 use nodetrust_server::store::{new_id, ReportRow, Store};
 use serde_json::{json, Value};
 

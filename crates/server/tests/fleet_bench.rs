@@ -27,7 +27,7 @@ use common::{gold_boot, ADMIN, AGENT};
 use nodetrust_proto::b64;
 use nodetrust_server::agent_client::HttpsAgents;
 use nodetrust_server::clock::SystemClock;
-use nodetrust_server::engine::run_scheduler;
+use nodetrust_server::scheduler::run_scheduler;
 use nodetrust_server::store::Store;
 use nodetrust_server::{app, AppState};
 use nodetrust_testkit::fleet::{BootEvent, Fleet};

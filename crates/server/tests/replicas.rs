@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{gold_boot, Auth, Harness};
-use nodetrust_server::engine::run_scheduler;
+use nodetrust_server::scheduler::run_scheduler;
 use nodetrust_server::scheduler::{dead_after, rendezvous_owner, worst_takeover_gap};
 use nodetrust_server::store::Store;
 use nodetrust_server::AppState;

@@ -1036,3 +1036,85 @@ async fn flavor_writes_drop_the_appraisal_cache_and_other_writers_are_seen_after
         );
     }
 }
+
+/// Writers on two replicas commit changes in an order that differs from the order their
+/// sequence numbers were drawn in, unless the feed serialises them. A follower that tails the
+/// feed by sequence number must still see every change: none may commit below a position a
+/// follower has already read past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_tailing_the_feed_never_skips_a_change_committed_late_on_postgresql() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(url) = common::pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+        return;
+    };
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let follower_store = Store::connect(&url).await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let (mut pos, mut seen) = (0i64, BTreeSet::new());
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let batch = follower_store.change_events_since(pos, 1000).await.unwrap();
+                for e in &batch {
+                    seen.insert(e.seq);
+                    pos = pos.max(e.seq);
+                }
+                if finished && batch.is_empty() {
+                    return seen;
+                }
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for (replica, store) in [("a", a), ("b", b)] {
+        let store = Arc::new(store);
+        for w in 0..8 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let name = format!("{replica}-{w}-{i}");
+                    store
+                        .register_host(&host(&name, &format!("uuid-{name}")), 1)
+                        .await
+                        .unwrap();
+                    for (k, verdict) in ["trusted", "untrusted", "trusted"].iter().enumerate() {
+                        store
+                            .save_report(&report(&name, verdict, 10 + k as i64), true, None)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }));
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = follower.await.unwrap();
+    let all: BTreeSet<i64> = Store::connect(&url)
+        .await
+        .unwrap()
+        .change_events_since(0, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    // 2 replicas × 8 writers × 25 hosts × (registered + 3 verdict changes).
+    assert_eq!(all.len(), 2 * 8 * 25 * 4);
+    let missed: Vec<&i64> = all.difference(&seen).collect();
+    assert!(
+        missed.is_empty(),
+        "the follower skipped {} of {} changes (first: {:?})",
+        missed.len(),
+        all.len(),
+        missed.iter().take(5).collect::<Vec<_>>()
+    );
+}

@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{gold_boot, Auth, Harness};
-use nodetrust_server::engine::run_scheduler;
+use nodetrust_server::scheduler::run_scheduler;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

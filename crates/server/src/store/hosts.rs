@@ -56,6 +56,7 @@ impl Store {
                 .bind(&h.hardware_uuid)
                 .fetch_optional(&mut *tx)
                 .await?;
+        let mut changes = Vec::new();
         if let Some(old_name) = &old {
             sqlx::query("DELETE FROM hosts WHERE hardware_uuid = $1")
                 .bind(&h.hardware_uuid)
@@ -67,18 +68,19 @@ impl Store {
                     kind: ChangeKind::Deleted,
                     verdict: None,
                 };
-                self.record_change(&mut tx, &change, now).await?;
+                changes.push((change, now));
             }
         }
         let change = self.insert_registered(&mut tx, h, None, now).await?;
-        w.end.commit(tx).await?;
+        changes.push((change.clone(), now));
+        w.end.commit_with_changes(tx, &changes).await?;
         self.publish(change);
         Ok(old.is_some())
     }
 
     /// Inserts a host just registered (due [`REGISTERED_DUE_AFTER_MS`] from now, its counters
-    /// forgotten, with the issuer of the EK certificate it was accepted with) and records the
-    /// `registered` change; returns the change to publish after the commit.
+    /// forgotten, with the issuer of the EK certificate it was accepted with); returns its
+    /// `registered` change, for the caller to append at the commit and publish after it.
     pub(super) async fn insert_registered(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -100,7 +102,7 @@ impl Store {
         .bind(&h.host_info)
         .bind(i64::from(h.software_tpm))
         .bind(now)
-        .bind(if h.connection_url == crate::push::PUSH_URL {
+        .bind(if h.connection_url == PUSH_URL {
             // A push host is attested when its agent pushes: never due for the scheduler.
             PUSH_NEVER_DUE
         } else {
@@ -109,13 +111,11 @@ impl Store {
         .bind(ek_issuer)
         .execute(&mut **tx)
         .await?;
-        let change = Change {
+        Ok(Change {
             host_name: h.name.clone(),
             kind: ChangeKind::Registered,
             verdict: None,
-        };
-        self.record_change(tx, &change, now).await?;
-        Ok(change)
+        })
     }
 
     /// Hosts that share a name, a hardware UUID (any case) or an EK (`ek_public`, as stored)
@@ -175,6 +175,7 @@ impl Store {
             w.end.rollback(tx).await?;
             return Ok(Registered::Refused(reason, message));
         }
+        let mut changes = Vec::new();
         for old in &holders {
             sqlx::query("DELETE FROM hosts WHERE name = $1")
                 .bind(&old.name)
@@ -186,11 +187,12 @@ impl Store {
                     kind: ChangeKind::Deleted,
                     verdict: None,
                 };
-                self.record_change(&mut tx, &change, now).await?;
+                changes.push((change, now));
             }
         }
         let change = self.insert_registered(&mut tx, h, ek_issuer, now).await?;
-        w.end.commit(tx).await?;
+        changes.push((change.clone(), now));
+        w.end.commit_with_changes(tx, &changes).await?;
         self.publish(change);
         Ok(Registered::Stored(!holders.is_empty()))
     }
@@ -220,8 +222,9 @@ impl Store {
             kind: ChangeKind::Deleted,
             verdict: None,
         };
-        self.record_change(&mut tx, &change, now).await?;
-        w.end.commit(tx).await?;
+        w.end
+            .commit_with_changes(tx, &[(change.clone(), now)])
+            .await?;
         self.publish(change);
         Ok(true)
     }

@@ -11,7 +11,7 @@ impl Store {
         )
         .bind(at)
         .bind(name)
-        .bind(crate::push::PUSH_URL)
+        .bind(PUSH_URL)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)

@@ -19,14 +19,15 @@ impl Store {
             .await?;
         if r.rows_affected() > 0 {
             let mut w = self.writer().await?;
-            let mut tx = begin(&mut w.conn, self.backend).await?;
+            let tx = begin(&mut w.conn, self.backend).await?;
             let change = Change {
                 host_name: name.to_string(),
                 kind: ChangeKind::Status,
                 verdict: None,
             };
-            self.record_change(&mut tx, &change, now).await?;
-            w.end.commit(tx).await?;
+            w.end
+                .commit_with_changes(tx, &[(change.clone(), now)])
+                .await?;
             self.publish(change);
         }
         Ok(())
@@ -142,7 +143,7 @@ impl Store {
         // The hosts' verdicts, one statement per round; a host attested twice in one batch
         // (a scheduled and an on-demand attestation) gets its second report in a later round.
         let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
-        let mut changes = Vec::new();
+        let mut changes: Vec<(Change, i64)> = Vec::new();
         let mut rest: Vec<&(&ReportRow, bool, Option<&AttestationUpdate>)> = rows.iter().collect();
         while !rest.is_empty() {
             let mut seen = BTreeSet::new();
@@ -169,8 +170,7 @@ impl Store {
                             kind: ChangeKind::Verdict,
                             verdict: Some(report.verdict),
                         };
-                        self.record_change(&mut tx, &change, report.created).await?;
-                        changes.push(change);
+                        changes.push((change, report.created));
                     }
                 }
             }
@@ -208,8 +208,8 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
-        w.end.commit(tx).await?;
-        Ok(changes)
+        w.end.commit_with_changes(tx, &changes).await?;
+        Ok(changes.into_iter().map(|(c, _)| c).collect())
     }
 
     /// One report in its own transaction.
@@ -251,10 +251,12 @@ impl Store {
             kind: ChangeKind::Verdict,
             verdict: Some(report.verdict),
         };
-        if changed {
-            self.record_change(&mut tx, &change, report.created).await?;
-        }
-        w.end.commit(tx).await?;
+        let appended = if changed {
+            vec![(change.clone(), report.created)]
+        } else {
+            Vec::new()
+        };
+        w.end.commit_with_changes(tx, &appended).await?;
         if changed {
             self.publish(change);
         }

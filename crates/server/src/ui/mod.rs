@@ -54,7 +54,7 @@ static EVENT_STREAMS: AtomicUsize = AtomicUsize::new(0);
 
 const READERS: &[Role] = &[Role::Admin, Role::Reader];
 
-/// The `/ui` routes (merged into [`crate::api::app`]).
+/// The `/ui` routes (merged into [`crate::app`]).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
