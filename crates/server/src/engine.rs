@@ -275,6 +275,13 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
                         .attestation("untrusted", "ima_log_unreadable", started.elapsed());
                     return save(state, &host, &v, true, None).await;
                 }
+                Err(crate::runtime::FetchError::Pending(why)) => {
+                    let v = Verdict::unknown(vec![format!("RUNTIME: {why}")], now, validity);
+                    state
+                        .metrics
+                        .attestation("unknown", "ima_log_in_progress", started.elapsed());
+                    return save(state, &host, &v, true, None).await;
+                }
             }
         }
     };
@@ -417,7 +424,7 @@ pub async fn import_flavors(
                     message: format!("cannot get the IMA log of {from_host}: {e}"),
                     error: e,
                 },
-                crate::runtime::FetchError::Bad(why) => {
+                crate::runtime::FetchError::Bad(why) | crate::runtime::FetchError::Pending(why) => {
                     AttestError::Import(ImportError::BadImaLog(why))
                 }
             })?

@@ -17,7 +17,10 @@
 //!    written only then); the chunk that reaches the quoted PCR 10 is appraised against the
 //!    quote itself, and entries logged after the quote are left for the next attestation. No
 //!    prefix that replays to the quote: the log was altered or cut, and the host is untrusted
-//!    with that reason.
+//!    with that reason. A push host's agent cannot be asked for another chunk within the
+//!    attestation: the chunks it sent are kept as the state (the next attestation's entries
+//!    must replay from them to its own quote) and the verdict is `unknown` until one does
+//!    ([`FetchError::Pending`]).
 //!
 //! Each entry is appraised once per boot and policy: `nodetrust_ima_entries_appraised_total`
 //! counts the entries whose appraisal was kept, `nodetrust_ima_entries_received_total` every
@@ -236,6 +239,10 @@ pub enum FetchError {
     Unreachable(AgentError),
     /// The agent answered with something that is not an IMA log: a sentence for the verdict.
     Bad(String),
+    /// A push host's log goes on past what its evidence held, and its agent cannot be asked
+    /// for more within this attestation: the entries it sent are appraised and kept, the rest
+    /// come with its next evidence. The verdict is `unknown` until the log reaches a quote.
+    Pending(String),
 }
 
 /// Checks and parses one answer.
@@ -387,7 +394,7 @@ pub async fn appraise(
             .map_err(|e| {
                 FetchError::Bad(format!("the IMA appraisal state could not be saved: {e}"))
             })?;
-        return Err(FetchError::Bad(
+        return Err(FetchError::Pending(
             "the host rebooted; its IMA log is appraised from entry 0 with its next evidence"
                 .to_string(),
         ));
@@ -458,48 +465,103 @@ pub async fn appraise(
         }
         appraised += outs.first().map_or(0, |o| o.appraised);
         next += entries.len() as u64;
+        if target.url == crate::store::PUSH_URL {
+            // A push host's agent cannot be asked for the rest now. What it sent is kept as
+            // the start of the next attestation: that one's entries must replay from these
+            // values to its own quote, or the host is untrusted then (a forged prefix cannot
+            // be continued to a real quote). Its findings are reported once the log reaches a
+            // quote; until then the verdict is unknown.
+            if save_state(
+                state,
+                host,
+                (&plan.ak, plan.previous),
+                (reset, restart),
+                next,
+                &compiled,
+                states,
+            )
+            .await
+            {
+                state.metrics.ima_appraised(appraised);
+            }
+            return Err(FetchError::Pending(format!(
+                "the IMA log is being appraised over several pushes: {next} entries so far, the \
+                 rest with the host's next evidence"
+            )));
+        }
     };
     let replayed = outcomes.iter().all(|o| o.problem.is_none());
     let entries = outcomes.first().map_or(0, |o| o.entries);
     if replayed && outcomes.iter().all(|o| o.entries == entries) {
         appraised += outcomes.first().map_or(0, |o| o.appraised);
-        let stored = Stored {
-            flavors: compiled
-                .iter()
-                .map(|(id, _)| id.clone())
-                .zip(states)
-                .collect(),
-        };
-        let previous = plan.previous;
-        match serde_json::to_string(&stored) {
-            Ok(json) => {
-                let row = ImaStateRow {
-                    host_name: host.name.clone(),
-                    ak_sha256: plan.ak,
-                    reset_count: reset,
-                    restart_count: restart,
-                    entries: i64::try_from(entries).unwrap_or(i64::MAX),
-                    state: json,
-                    // Strictly after the state it replaces: the write is conditional on it.
-                    updated: state.now_ms().max(previous.unwrap_or(0).saturating_add(1)),
-                };
-                match state.store.put_ima_state(&row, previous).await {
-                    Ok(true) => state.metrics.ima_appraised(appraised),
-                    Ok(false) => {
-                        tracing::info!(host = %host.name, "another attestation wrote the IMA state meanwhile; this one's is dropped");
-                    }
-                    Err(e) => {
-                        tracing::warn!(host = %host.name, error = %e, "the IMA appraisal state was not saved; the next attestation appraises these entries again");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(host = %host.name, error = %e, "IMA state not serialisable"),
+        if save_state(
+            state,
+            host,
+            (&plan.ak, plan.previous),
+            (reset, restart),
+            entries,
+            &compiled,
+            states,
+        )
+        .await
+        {
+            state.metrics.ima_appraised(appraised);
         }
     }
     for ((id, _), o) in compiled.into_iter().zip(outcomes) {
         evidence.outcomes.insert(id, Ok(o));
     }
     Ok(evidence)
+}
+
+/// Writes a host's IMA appraisal state for the AK `ak`: `entries` appraised in the boot
+/// `(reset, restart)`, and each flavor's state. Conditional on the state read before
+/// (`previous`, its time): another attestation's newer write wins. Returns whether it was
+/// written.
+async fn save_state(
+    state: &AppState,
+    host: &HostRow,
+    (ak, previous): (&str, Option<i64>),
+    (reset, restart): (i64, i64),
+    entries: u64,
+    compiled: &[(String, Arc<CompiledPolicy>)],
+    states: Vec<RuntimeAppraisal>,
+) -> bool {
+    let stored = Stored {
+        flavors: compiled
+            .iter()
+            .map(|(id, _)| id.clone())
+            .zip(states)
+            .collect(),
+    };
+    let json = match serde_json::to_string(&stored) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::error!(host = %host.name, error = %e, "IMA state not serialisable");
+            return false;
+        }
+    };
+    let row = ImaStateRow {
+        host_name: host.name.clone(),
+        ak_sha256: ak.to_string(),
+        reset_count: reset,
+        restart_count: restart,
+        entries: i64::try_from(entries).unwrap_or(i64::MAX),
+        state: json,
+        // Strictly after the state it replaces: the write is conditional on it.
+        updated: state.now_ms().max(previous.unwrap_or(0).saturating_add(1)),
+    };
+    match state.store.put_ima_state(&row, previous).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::info!(host = %host.name, "another attestation wrote the IMA state meanwhile; this one's is dropped");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(host = %host.name, error = %e, "the IMA appraisal state was not saved; the next attestation appraises these entries again");
+            false
+        }
+    }
 }
 
 /// The host's IMA log from entry 0 up to the quote (all of it the quote covers), for learning

@@ -187,6 +187,12 @@ struct Server {
 
 impl Server {
     fn start(template: &nodetrust_testkit::TemplateInfo) -> (Self, Proc) {
+        // Attestations come from the test (and from agents' start events) only.
+        Self::start_every(template, "1h")
+    }
+
+    /// A server that attests (or has pushed) every `interval`.
+    fn start_every(template: &nodetrust_testkit::TemplateInfo, interval: &str) -> (Self, Proc) {
         let ca_dir = tempfile::tempdir().unwrap();
         std::fs::copy(&template.issuer_cert, ca_dir.path().join("issuer.pem")).unwrap();
         std::fs::copy(&template.root_cert, ca_dir.path().join("root.pem")).unwrap();
@@ -203,8 +209,7 @@ impl Server {
             ])
             .args(["--state-dir", &s.dir.path().display().to_string()])
             .args(["--ek-ca-dir", &s.ca_dir.path().display().to_string()])
-            // Attestations come from the test (and from agents' start events) only.
-            .args(["--attest-interval", "1h", "--report-validity", "10m"])
+            .args(["--attest-interval", interval, "--report-validity", "10m"])
             .env("NODETRUST_ADMIN_USERNAME", "admin")
             .env("NODETRUST_ADMIN_PASSWORD", "admin-pw")
             .env("MTWILSON_API_USERNAME", "agent")
@@ -290,7 +295,13 @@ impl Node {
     }
 
     fn start_agent(&self, server: &Server) -> Proc {
+        self.start_agent_in(server, "pull")
+    }
+
+    /// Starts the agent in `mode` (`pull` or `push`).
+    fn start_agent_in(&self, server: &Server, mode: &str) -> Proc {
         let child = Command::new(agent_binary())
+            .args(["--mode", mode])
             .args(["--tcti", &self.tpm.tcti()])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--state-dir", &self.state.path().display().to_string()])
@@ -680,4 +691,99 @@ fn hundred_thousand_entries_appraised_once_each() {
     assert_eq!(v, "trusted", "{why}");
     assert_eq!(metric(port, "nodetrust_ima_entries_appraised_total"), total);
     drop(agent);
+}
+
+/// A push host cannot be asked for more of its IMA log within an attestation: a log longer than
+/// one answer is appraised over several pushes, each entry once, the verdict `unknown` (never
+/// `untrusted`) until the log reaches a quote, then `trusted`.
+#[test]
+fn push_host_log_longer_than_one_answer_is_appraised_over_several_pushes() {
+    const EXTRA: usize = 40_000;
+    const _: () = assert!(EXTRA > 2 * nodetrust_proto::agent::MAX_IMA_ENTRIES as usize);
+    let gold = Node::new("gold", "00000000-0000-0000-0000-00000000901d");
+    let mut node = Node::new("pushy", "00000000-0000-0000-0000-0000000f0511");
+    let (server, _srv) = Server::start_every(gold.tpm.template(), "1s");
+    let port = server.port;
+    let file = |i: usize| {
+        (
+            format!("/usr/libexec/worker/task-{:04}", i % 1000),
+            format!("task {}", i % 1000).into_bytes(),
+        )
+    };
+    node.measure(|l| {
+        for i in 0..EXTRA {
+            let (p, c) = file(i);
+            l.file(&p, &c);
+        }
+    });
+    node.own_ek(port);
+    let _gold_agent = gold.start_agent(&server);
+    registered(port, &["gold"]);
+    let (s, f) = api(
+        port,
+        "POST",
+        "/mtwilson/v2/flavors",
+        Some(json!({"from_host": "gold", "parts": ["PLATFORM", "OS"]})),
+    );
+    assert_eq!(s, 201, "{f}");
+    let mut policy = RuntimePolicy::new();
+    let mut sample = ImaLogBuilder::new();
+    for (path, content) in FILES {
+        sample.file(path, content);
+    }
+    for i in 0..1000 {
+        let (p, c) = file(i);
+        sample.file(&p, &c);
+    }
+    policy.learn(sample.entries()).unwrap();
+    let (s, f) = api(
+        port,
+        "POST",
+        "/mtwilson/v2/flavors",
+        Some(
+            json!({"label": "workers", "part": "RUNTIME", "allow_software_tpm": true, "runtime": serde_json::to_value(&policy).unwrap()}),
+        ),
+    );
+    assert_eq!(s, 201, "{f}");
+    // The gold host's own log (appraised at its next attestation) before the push host starts.
+    let gold_entries = gold.ima.len() as u64;
+    wait_until("gold's IMA log appraised", Duration::from_secs(30), || {
+        metric(port, "nodetrust_ima_entries_appraised_total") == gold_entries
+    });
+    let _agent = node.start_agent_in(&server, "push");
+    registered(port, &["pushy"]);
+    wait_until("pushy trusted", Duration::from_secs(60), || {
+        api(port, "GET", "/mtwilson/v2/hosts/pushy", None).1["trust"]["verdict"] == "trusted"
+    });
+    let (s, v) = api(
+        port,
+        "GET",
+        "/mtwilson/v2/reports?host_name=pushy&limit=100",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let reports = v["reports"].as_array().unwrap();
+    let verdicts: Vec<&str> = reports
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap())
+        .collect();
+    assert!(
+        !verdicts.contains(&"untrusted"),
+        "an unfinished appraisal read untrusted: {v}"
+    );
+    // 40,000 entries and more take at least three answers of 16,384: two pushes ended unknown.
+    let in_progress = reports
+        .iter()
+        .filter(|r| {
+            r["reasons"]
+                .to_string()
+                .contains("appraised over several pushes")
+        })
+        .count();
+    assert!(in_progress >= 2, "{verdicts:?}: {v}");
+    assert_eq!(
+        metric(port, "nodetrust_ima_entries_appraised_total") - gold_entries,
+        node.ima.len() as u64,
+        "each of the push host's entries appraised once"
+    );
 }
