@@ -612,6 +612,37 @@ fn runtime_flavor_policy_names_files_replay_and_reboot() {
     drop((gold_agent, node1_agent, node2_agent));
 }
 
+/// The `i`-th file a worker node runs: 1,000 distinct files, run over and over.
+fn worker_file(i: usize) -> (String, Vec<u8>) {
+    (
+        format!("/usr/libexec/worker/task-{:04}", i % 1000),
+        format!("task {}", i % 1000).into_bytes(),
+    )
+}
+
+/// Adds the RUNTIME flavor `workers`: the boot's files and the 1,000 worker files.
+fn post_worker_policy(port: u16) {
+    let mut policy = RuntimePolicy::new();
+    let mut sample = ImaLogBuilder::new();
+    for (path, content) in FILES {
+        sample.file(path, content);
+    }
+    for i in 0..1000 {
+        let (p, c) = worker_file(i);
+        sample.file(&p, &c);
+    }
+    policy.learn(sample.entries()).unwrap();
+    let (s, f) = api(
+        port,
+        "POST",
+        "/mtwilson/v2/flavors",
+        Some(
+            json!({"label": "workers", "part": "RUNTIME", "allow_software_tpm": true, "runtime": serde_json::to_value(&policy).unwrap()}),
+        ),
+    );
+    assert_eq!(s, 201, "{f}");
+}
+
 #[test]
 fn hundred_thousand_entries_appraised_once_each() {
     const ROUNDS: usize = 4;
@@ -631,31 +662,7 @@ fn hundred_thousand_entries_appraised_once_each() {
     );
     assert_eq!(s, 201, "{f}");
     // A policy of the boot's files and 1,000 more, which the node runs over and over.
-    let file = |i: usize| {
-        (
-            format!("/usr/libexec/worker/task-{:04}", i % 1000),
-            format!("task {}", i % 1000).into_bytes(),
-        )
-    };
-    let mut policy = RuntimePolicy::new();
-    let mut sample = ImaLogBuilder::new();
-    for (path, content) in FILES {
-        sample.file(path, content);
-    }
-    for i in 0..1000 {
-        let (p, c) = file(i);
-        sample.file(&p, &c);
-    }
-    policy.learn(sample.entries()).unwrap();
-    let (s, f) = api(
-        port,
-        "POST",
-        "/mtwilson/v2/flavors",
-        Some(
-            json!({"label": "workers", "part": "RUNTIME", "allow_software_tpm": true, "runtime": serde_json::to_value(&policy).unwrap()}),
-        ),
-    );
-    assert_eq!(s, 201, "{f}");
+    post_worker_policy(port);
     let (v, why, _) = attest(port, "busy");
     assert_eq!(v, "trusted", "{why}");
     let mut total = node.ima.len() as u64;
@@ -665,7 +672,7 @@ fn hundred_thousand_entries_appraised_once_each() {
         agent.stop();
         node.measure(|l| {
             for i in round * PER_ROUND..(round + 1) * PER_ROUND {
-                let (p, c) = file(i);
+                let (p, c) = worker_file(i);
                 l.file(&p, &c);
             }
         });
@@ -704,15 +711,9 @@ fn push_host_log_longer_than_one_answer_is_appraised_over_several_pushes() {
     let mut node = Node::new("pushy", "00000000-0000-0000-0000-0000000f0511");
     let (server, _srv) = Server::start_every(gold.tpm.template(), "1s");
     let port = server.port;
-    let file = |i: usize| {
-        (
-            format!("/usr/libexec/worker/task-{:04}", i % 1000),
-            format!("task {}", i % 1000).into_bytes(),
-        )
-    };
     node.measure(|l| {
         for i in 0..EXTRA {
-            let (p, c) = file(i);
+            let (p, c) = worker_file(i);
             l.file(&p, &c);
         }
     });
@@ -726,25 +727,7 @@ fn push_host_log_longer_than_one_answer_is_appraised_over_several_pushes() {
         Some(json!({"from_host": "gold", "parts": ["PLATFORM", "OS"]})),
     );
     assert_eq!(s, 201, "{f}");
-    let mut policy = RuntimePolicy::new();
-    let mut sample = ImaLogBuilder::new();
-    for (path, content) in FILES {
-        sample.file(path, content);
-    }
-    for i in 0..1000 {
-        let (p, c) = file(i);
-        sample.file(&p, &c);
-    }
-    policy.learn(sample.entries()).unwrap();
-    let (s, f) = api(
-        port,
-        "POST",
-        "/mtwilson/v2/flavors",
-        Some(
-            json!({"label": "workers", "part": "RUNTIME", "allow_software_tpm": true, "runtime": serde_json::to_value(&policy).unwrap()}),
-        ),
-    );
-    assert_eq!(s, 201, "{f}");
+    post_worker_policy(port);
     // The gold host's own log (appraised at its next attestation) before the push host starts.
     let gold_entries = gold.ima.len() as u64;
     wait_until("gold's IMA log appraised", Duration::from_secs(30), || {
