@@ -315,6 +315,30 @@ async fn host_page_shows_every_reason_flavors_facts_and_timeline() {
     assert_strict_page("/ui/hosts/nobody", &headers, &body);
 }
 
+/// A host's page lists the flavors that apply to it, by the appraiser's own rule: a RUNTIME
+/// flavor made for one host is not listed on another's.
+#[tokio::test]
+async fn host_page_lists_only_the_flavors_that_apply_to_the_host() {
+    let h = fleet().await;
+    let policy = serde_json::to_value(nodetrust_appraise::runtime::RuntimePolicy::new()).unwrap();
+    let (s, v) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/flavors",
+            Auth::Admin,
+            Some(
+                json!({"label": "runtime-of-node-bad", "part": "RUNTIME", "host_name": "node-bad",
+                        "allow_software_tpm": true, "runtime": policy}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let own = page(&h, "/ui/hosts/node-bad").await;
+    assert!(own.contains("runtime-of-node-bad"), "{own}");
+    let other = page(&h, "/ui/hosts/node-ok").await;
+    assert!(!other.contains("runtime-of-node-bad"), "{other}");
+}
+
 #[tokio::test]
 async fn hostile_names_reasons_and_labels_are_shown_as_text() {
     let h = fleet().await;

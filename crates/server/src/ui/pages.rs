@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use maud::{html, Markup, DOCTYPE};
-use nodetrust_appraise::{Flavor, FlavorPart};
+use nodetrust_appraise::Flavor;
 use nodetrust_proto::agent::HostInfo;
 use nodetrust_proto::trust::{rfc3339, HostStatus, Trust, TrustAt};
 use serde::Deserialize;
@@ -286,11 +286,6 @@ fn flavor_result(reasons: &[String], f: &Flavor) -> (&'static str, &'static str)
     }
 }
 
-/// Whether flavor `f` applies to host `name`.
-fn applies(f: &Flavor, name: &str) -> bool {
-    f.part != FlavorPart::HostUnique || f.host_name.as_deref() == Some(name)
-}
-
 fn pcr_list(f: &Flavor) -> String {
     let mut out = String::new();
     for r in &f.pcrs {
@@ -313,7 +308,19 @@ pub fn host_page(f: &HostFacts<'_>) -> Markup {
     let h = f.host;
     let at = h.effective().at(f.now_ms);
     let info: Option<HostInfo> = serde_json::from_str(&h.host_info).ok();
-    let relevant: Vec<&Flavor> = f.flavors.iter().filter(|fl| applies(fl, &h.name)).collect();
+    let relevant: Vec<&Flavor> = f
+        .flavors
+        .iter()
+        .filter(|fl| {
+            nodetrust_appraise::applies(
+                fl,
+                &nodetrust_appraise::HostContext {
+                    host_name: &h.name,
+                    software_tpm: h.software_tpm,
+                },
+            )
+        })
+        .collect();
     let main = html! {
         h1 { (h.name) " " (badge(at.verdict)) }
         p.summary {
