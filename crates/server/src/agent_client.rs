@@ -127,8 +127,11 @@ pub struct HttpsAgents {
     client: HttpsClient,
 }
 
-/// Idle connections kept per agent address (several virtual agents may share one address).
-const IDLE_PER_AGENT: usize = 16;
+/// Idle connections kept per agent address (several virtual agents may share one address, as
+/// behind a proxy or in the load generator): as many as the default number of attestations in
+/// flight, so a burst of attestations to one address does not close most of its connections
+/// and open them again with new TLS handshakes at the next burst.
+const IDLE_PER_AGENT: usize = 64;
 /// Idle connections kept in all.
 const IDLE_TOTAL: usize = 4096;
 /// An idle connection older than this is closed rather than reused (agents close idle

@@ -25,11 +25,12 @@ use nodetrust_appraise::{
     EventLogEvidence, Flavor, FlavorPart, HostContext, ImportError, MatchPolicy, Trust, Verdict,
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
-use nodetrust_proto::b64;
 use nodetrust_proto::trust::HostStatus;
-use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public, VerifiedQuote};
+use nodetrust_tpm_wire::verify::verify_quote_prepared;
+use nodetrust_tpm_wire::{HashAlg, PcrValues, Public, VerifiedQuote};
 
 use crate::agent_client::{AgentError, AgentTarget};
+use crate::ak_cache::AkCache;
 use crate::outcome::agent_reason;
 use crate::state::AppState;
 use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
@@ -103,26 +104,25 @@ struct Checked {
 
 /// Verifies an agent's answer with the pinned AK and the nonce; the reasons on failure.
 fn check_quote(
+    aks: &AkCache,
     host: &HostRow,
     nonce: &[u8],
     resp: &QuoteResponse,
 ) -> Result<Checked, (Vec<String>, &'static str)> {
-    let pinned = b64::decode(&host.ak_public)
-        .ok()
-        .and_then(|b| Public::from_either(&b).ok())
-        .ok_or_else(|| {
-            (
-                vec!["the host's pinned AK is unreadable; re-register the host".to_string()],
-                "pinned_ak_unreadable",
-            )
-        })?;
+    let prepared = aks.get(&host.ak_public).ok_or_else(|| {
+        (
+            vec!["the host's pinned AK is unreadable; re-register the host".to_string()],
+            "pinned_ak_unreadable",
+        )
+    })?;
+    let pinned = prepared.public();
     let pcrs = PcrValues::try_from(&resp.pcrs).map_err(|e| {
         (
             vec![format!("the agent's PCR values are malformed: {e}")],
             "malformed_pcrs",
         )
     })?;
-    let verified = verify_quote(&pinned, &resp.quote, &resp.signature, &pcrs, nonce).map_err(|e| {
+    let verified = verify_quote_prepared(&prepared, &resp.quote, &resp.signature, &pcrs, nonce).map_err(|e| {
         let mut reasons = vec![format!("quote rejected: {e}")];
         let presented = Public::from_either(&resp.aik).ok();
         if presented.as_ref().is_some_and(|p| p.tpmt_bytes() != pinned.tpmt_bytes()) {
@@ -211,6 +211,12 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
         .host(name)
         .await?
         .ok_or_else(|| AttestError::NotFound(name.to_string()))?;
+    attest_row(state, host).await
+}
+
+/// [`attest_host`] with the host's row already read (the scheduler's claim returns the rows
+/// it claimed, so a scheduled attestation reads no host row of its own).
+pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, AttestError> {
     let flavors = state.flavors.current().await?;
     let selection = quote_selection(flavors.iter(), &host.name);
     let (nonce, mut req) = quote_request(state.random.as_ref(), &selection)?;
@@ -242,7 +248,7 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
             return save(state, &host, &v, true, None).await;
         }
     };
-    let checked = match check_quote(&host, &nonce, &resp) {
+    let checked = match check_quote(&state.ak_cache, &host, &nonce, &resp) {
         Ok(c) => c,
         Err((reasons, label)) => {
             let v = Verdict::untrusted(reasons, now, validity);
@@ -389,15 +395,16 @@ pub async fn import_flavors(
             message: format!("cannot get evidence from {from_host}: {e}"),
             error: e,
         })?;
-    let checked = check_quote(&host, &nonce, &resp).map_err(|(reasons, reason)| {
-        AttestError::EvidenceRejected {
-            reason,
-            message: format!(
-                "the evidence of {from_host} does not verify: {}",
-                reasons.join("; ")
-            ),
-        }
-    })?;
+    let checked =
+        check_quote(&state.ak_cache, &host, &nonce, &resp).map_err(|(reasons, reason)| {
+            AttestError::EvidenceRejected {
+                reason,
+                message: format!(
+                    "the evidence of {from_host} does not verify: {}",
+                    reasons.join("; ")
+                ),
+            }
+        })?;
     let boot_parts: Vec<FlavorPart> = parts
         .iter()
         .copied()

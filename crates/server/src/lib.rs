@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_client;
+pub mod ak_cache;
 pub mod api;
 pub mod auth;
 pub mod clock;

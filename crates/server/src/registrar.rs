@@ -167,13 +167,13 @@ fn check_request(req: &RegisterRequest) -> Result<(Public, Public), ApiError> {
 }
 
 /// Why the EK is accepted, or the refusal.
-async fn check_endorsement(
+fn check_endorsement(
     state: &AppState,
     req: &RegisterRequest,
     ek: &Public,
+    id: &str,
+    listed: &[Endorsement],
 ) -> Result<String, ApiError> {
-    let id = ek_id(ek);
-    let listed = state.store.active_endorsements_for(&id).await?;
     let hw = &req.host.hardware_uuid;
     if let Some(e) = listed.iter().find(|e| {
         e.hardware_uuid
@@ -207,22 +207,13 @@ async fn check_endorsement(
 }
 
 /// Whether an admin endorsed this EK for exactly this hardware UUID (the TPM-replaced
-/// workflow).
-async fn endorsed_for_uuid(
-    state: &AppState,
-    ek: &str,
-    hardware_uuid: &str,
-) -> Result<bool, ApiError> {
-    Ok(state
-        .store
-        .active_endorsements_for(ek)
-        .await?
-        .iter()
-        .any(|e| {
-            e.hardware_uuid
-                .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case(hardware_uuid))
-        }))
+/// workflow), among the EK's active endorsements `listed`.
+fn endorsed_for_uuid(listed: &[Endorsement], hardware_uuid: &str) -> bool {
+    listed.iter().any(|e| {
+        e.hardware_uuid
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(hardware_uuid))
+    })
 }
 
 /// The EK identifier of a stored host (`None` when its EK does not parse).
@@ -341,7 +332,9 @@ async fn register_inner(
     }
     let (ek, ak) = check_request(req)?;
     let id = ek_id(&ek);
-    let why = check_endorsement(state, req, &ek).await?;
+    // The EK's active endorsements, read once for both checks.
+    let listed = state.store.active_endorsements_for(&id).await?;
+    let why = check_endorsement(state, req, &ek, &id, &listed)?;
     let host = &req.host;
     let holders = state
         .store
@@ -351,7 +344,7 @@ async fn register_inner(
             &b64::encode(&req.ek_public),
         )
         .await?;
-    let endorsed = endorsed_for_uuid(state, &id, &host.hardware_uuid).await?;
+    let endorsed = endorsed_for_uuid(&listed, &host.hardware_uuid);
     check_identity(
         &holders,
         &host.host_name,
@@ -466,8 +459,9 @@ pub async fn activate(
     };
     // The endorsement may have been revoked, and the name or UUID taken by another machine,
     // since the challenge was issued: checked again in the transaction that stores the host.
-    let endorsed = endorsed_for_uuid(state, &id, &row.hardware_uuid).await?;
-    let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &id).await?;
+    let listed = state.store.active_endorsements_for(&id).await?;
+    let endorsed = endorsed_for_uuid(&listed, &row.hardware_uuid);
+    let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &listed);
     let outcome = state
         .store
         .register_host_checked_issued(&row, ek_issuer.as_deref(), now, |holders| {
@@ -510,14 +504,15 @@ fn certificate_issuer(der: &[u8]) -> Option<String> {
 /// active endorsement of this EK (for this hardware UUID or any), else the agent's certificate
 /// when it chains to the manufacturer CA bundle. `None`: the EK is endorsed by its public key
 /// alone (a certificate the agent sent that chains nowhere says nothing and is not kept).
-async fn ek_certificate_issuer(
+/// `listed`: the EK's active endorsements.
+fn ek_certificate_issuer(
     state: &AppState,
     reg: &RegisterRequest,
     ek: &Public,
-    ek_id: &str,
-) -> Result<Option<String>, ApiError> {
+    listed: &[Endorsement],
+) -> Option<String> {
     let hw = &reg.host.hardware_uuid;
-    for e in state.store.active_endorsements_for(ek_id).await? {
+    for e in listed {
         if e.hardware_uuid
             .as_deref()
             .is_some_and(|u| !u.eq_ignore_ascii_case(hw))
@@ -530,14 +525,13 @@ async fn ek_certificate_issuer(
             .and_then(|c| b64::decode(c).ok())
             .and_then(|der| certificate_issuer(&der));
         if issuer.is_some() {
-            return Ok(issuer);
+            return issuer;
         }
     }
-    Ok(reg
-        .ek_certificate
+    reg.ek_certificate
         .as_deref()
         .filter(|cert| state.ek_cas.check(cert, ek).is_ok())
-        .and_then(certificate_issuer))
+        .and_then(certificate_issuer)
 }
 
 /// Input of `POST /mtwilson/v2/tpm-endorsements`.

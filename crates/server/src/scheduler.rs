@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::engine::attest_host;
+use crate::engine::attest_row;
 use crate::state::AppState;
 
 pub use crate::timing::{
@@ -137,13 +137,14 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
         let mut started = 0usize;
         match state
             .store
-            .claim_due(&me, now, now + lease_ms, period, dead_ms, limit)
+            .claim_due_hosts(&me, now, now + lease_ms, period, dead_ms, limit)
             .await
         {
             Ok(claimed) => {
                 // A full batch means more hosts may be due: look again without sleeping.
                 more = i64::try_from(claimed.len()).unwrap_or(0) >= limit;
-                for name in claimed {
+                for host in claimed {
+                    let name = host.name.clone();
                     if !state.queue.start(&name) {
                         // Made due again (an agent restart) while being attested: once more
                         // when the attestation in flight ends.
@@ -159,11 +160,11 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                     let st = state.clone();
                     let live = live.clone();
                     tokio::spawn(async move {
-                        match attest_host(&st, &name).await {
+                        match attest_row(&st, host).await {
                             Ok(r) => {
                                 tracing::debug!(host = %name, verdict = %r.verdict, "attested")
                             }
-                            // Counted and recorded (status `unreachable`) by `attest_host`.
+                            // Counted and recorded (status `unreachable`) by `attest_row`.
                             Err(e) if e.is_unreachable() => {}
                             Err(e) => {
                                 tracing::warn!(host = %name, reason = e.reason(), error = %e, "attestation failed")

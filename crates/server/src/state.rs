@@ -73,6 +73,8 @@ pub struct Inner {
     pub runtime_policies: crate::policy_cache::PolicyCache,
     /// Open push-mode challenges ([`crate::push`]).
     pub push: crate::push_slots::PushSlots,
+    /// The pinned AKs of hosts attested lately, parsed once ([`crate::ak_cache`]).
+    pub ak_cache: crate::ak_cache::AkCache,
 }
 
 /// The shared state (cheap to clone).
@@ -184,6 +186,7 @@ impl AppState {
             labeller_policy: std::sync::OnceLock::new(),
             host_list: crate::hostlist::HostList::new(),
             push: crate::push_slots::PushSlots::default(),
+            ak_cache: crate::ak_cache::AkCache::default(),
         })))
     }
 

@@ -307,3 +307,24 @@ async fn nonces_come_from_the_injected_random_source() {
         "the nonce was not drawn from the injected source"
     );
 }
+
+#[tokio::test]
+async fn each_quote_is_verified_with_the_pinned_ak_parsed_once() {
+    let h = Harness::new().await;
+    h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let (s, v) = h.attest("node-1").await;
+    assert!(s.is_success(), "{s}: {v}");
+    let (hits, misses) = h.state.ak_cache.stats();
+    assert!(misses >= 1, "the pinned AK was decoded once");
+    for _ in 0..3 {
+        let (s, v) = h.attest("node-1").await;
+        assert!(s.is_success(), "{s}: {v}");
+        assert!(v["verdict"].is_string(), "{v}");
+    }
+    assert_eq!(
+        h.state.ak_cache.stats(),
+        (hits + 3, misses),
+        "every later quote used the kept key"
+    );
+    assert_eq!(h.state.ak_cache.len(), 1);
+}

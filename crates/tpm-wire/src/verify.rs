@@ -329,7 +329,26 @@ fn verify_signed(
     pcrs: &PcrValues,
     nonce: Option<&[u8]>,
 ) -> Result<QuoteFacts, QuoteError> {
-    match crypto::verify(key, attest, sig) {
+    check_signed(
+        crypto::verify(key, attest, sig),
+        key,
+        sig,
+        attest,
+        pcrs,
+        nonce,
+    )
+}
+
+/// The checks after the signature's: `signed` is the signature check's outcome.
+fn check_signed(
+    signed: Result<(), SigFailure>,
+    key: &PublicKey,
+    sig: &Signature,
+    attest: &[u8],
+    pcrs: &PcrValues,
+    nonce: Option<&[u8]>,
+) -> Result<QuoteFacts, QuoteError> {
+    match signed {
         Ok(()) => {}
         Err(SigFailure::Invalid) => return Err(QuoteError::BadSignature),
         Err(SigFailure::Unsupported(what)) => return Err(QuoteError::UnsupportedAlgorithm(what)),
@@ -366,4 +385,180 @@ fn verify_signed(
         scheme: sig.scheme_name(),
         pcrs: quoted,
     })
+}
+
+/// An AK made ready for many quotes: its public area, the outcome of its attribute check, and
+/// its key as the crypto library parses it (kept after the first signature for the one
+/// algorithm the AK signs with), so a verifier attesting a host again and again parses and
+/// checks the key once, not at every quote. [`verify_quote_prepared`] gives exactly the
+/// answers of [`verify_quote`] with the same public area.
+pub struct PreparedAk {
+    public: Public,
+    attributes: Result<(), QuoteError>,
+    parsed: std::sync::OnceLock<Option<ParsedKey>>,
+}
+
+impl std::fmt::Debug for PreparedAk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAk")
+            .field("public", &self.public.describe())
+            .field("parsed", &self.parsed.get().is_some_and(Option::is_some))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A parsed key and the signature kind it verifies.
+struct ParsedKey {
+    kind: SigKind,
+    key: aws_lc_rs::signature::ParsedPublicKey,
+}
+
+/// The signatures a parsed key is kept for: RSASSA and ECDSA with one hash (RSAPSS, whose
+/// salt length may vary, always takes the general path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SigKind {
+    RsaSsa(HashAlg),
+    Ecdsa(HashAlg),
+}
+
+impl SigKind {
+    fn of(sig: &Signature) -> Option<Self> {
+        match sig {
+            Signature::RsaSsa { hash, .. } => Some(Self::RsaSsa(*hash)),
+            Signature::Ecdsa { hash, .. } => Some(Self::Ecdsa(*hash)),
+            Signature::RsaPss { .. } => None,
+        }
+    }
+}
+
+/// Leading zero bytes removed.
+fn strip_zeros(v: &[u8]) -> &[u8] {
+    v.get(v.iter().take_while(|b| **b == 0).count()..)
+        .unwrap_or_default()
+}
+
+/// Parses `key` for signatures of `kind`; `None` when this key and kind take the general path
+/// (a combination the crypto library does not check, or a key it rejects: the general path
+/// then gives the same refusal).
+fn parse_key(key: &PublicKey, kind: SigKind) -> Option<aws_lc_rs::signature::ParsedPublicKey> {
+    use crate::public::EccCurve;
+    use aws_lc_rs::signature as s;
+    match (key, kind) {
+        (
+            PublicKey::Rsa {
+                modulus, exponent, ..
+            },
+            SigKind::RsaSsa(hash),
+        ) => {
+            let params: &'static s::RsaParameters = match hash {
+                HashAlg::Sha1 => &s::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                HashAlg::Sha256 => &s::RSA_PKCS1_2048_8192_SHA256,
+                HashAlg::Sha384 => &s::RSA_PKCS1_2048_8192_SHA384,
+                HashAlg::Sha512 => &s::RSA_PKCS1_2048_8192_SHA512,
+            };
+            let e = exponent.to_be_bytes();
+            s::RsaPublicKeyComponents {
+                n: strip_zeros(modulus),
+                e: strip_zeros(&e),
+            }
+            .to_parsed_public_key(params)
+            .ok()
+        }
+        (PublicKey::Ecc { curve, x, y }, SigKind::Ecdsa(hash)) => {
+            let alg: &'static s::EcdsaVerificationAlgorithm = match (curve, hash) {
+                (EccCurve::NistP256, HashAlg::Sha1) => &s::ECDSA_P256_SHA1_ASN1,
+                (EccCurve::NistP256, HashAlg::Sha256) => &s::ECDSA_P256_SHA256_ASN1,
+                (EccCurve::NistP256, HashAlg::Sha384) => &s::ECDSA_P256_SHA384_ASN1,
+                (EccCurve::NistP256, HashAlg::Sha512) => &s::ECDSA_P256_SHA512_ASN1,
+                (EccCurve::NistP384, HashAlg::Sha1) => return None,
+                (EccCurve::NistP384, HashAlg::Sha256) => &s::ECDSA_P384_SHA256_ASN1,
+                (EccCurve::NistP384, HashAlg::Sha384) => &s::ECDSA_P384_SHA384_ASN1,
+                (EccCurve::NistP384, HashAlg::Sha512) => &s::ECDSA_P384_SHA512_ASN1,
+            };
+            let point = crate::der::sec1_point(*curve, x, y)?;
+            s::ParsedPublicKey::new(alg, point).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Checks `sig` over `msg` with a parsed key of the signature's kind (the checks of the
+/// general path for these kinds, on a key parsed once).
+fn verify_parsed(
+    parsed: &ParsedKey,
+    key: &PublicKey,
+    msg: &[u8],
+    sig: &Signature,
+) -> Result<(), SigFailure> {
+    match sig {
+        Signature::RsaSsa { sig, .. } => parsed
+            .key
+            .verify_sig(msg, sig)
+            .map_err(|_| SigFailure::Invalid),
+        Signature::Ecdsa { r, s, .. } => {
+            let n = match key {
+                PublicKey::Ecc { curve, .. } => curve.coordinate_size(),
+                PublicKey::Rsa { .. } => return Err(SigFailure::KeyMismatch),
+            };
+            if strip_zeros(r).len() > n || strip_zeros(s).len() > n {
+                return Err(SigFailure::Invalid);
+            }
+            parsed
+                .key
+                .verify_sig(msg, &crate::der::ecdsa_sig(r, s))
+                .map_err(|_| SigFailure::Invalid)
+        }
+        Signature::RsaPss { .. } => crypto::verify(key, msg, sig),
+    }
+}
+
+impl PreparedAk {
+    /// Prepares `ak` (its attributes are checked here, once).
+    pub fn new(ak: Public) -> Self {
+        Self {
+            attributes: check_ak_attributes(&ak),
+            public: ak,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The AK's public area.
+    pub fn public(&self) -> &Public {
+        &self.public
+    }
+
+    /// Whether a parsed key is kept (after the first signature of a kind that keeps one).
+    pub fn is_parsed(&self) -> bool {
+        self.parsed.get().is_some_and(Option::is_some)
+    }
+
+    fn check_signature(&self, msg: &[u8], sig: &Signature) -> Result<(), SigFailure> {
+        let Some(kind) = SigKind::of(sig) else {
+            return crypto::verify(&self.public.key, msg, sig);
+        };
+        let parsed = self
+            .parsed
+            .get_or_init(|| parse_key(&self.public.key, kind).map(|key| ParsedKey { kind, key }));
+        match parsed {
+            Some(p) if p.kind == kind => verify_parsed(p, &self.public.key, msg, sig),
+            // Another kind than the one kept, or a key the library rejects: the general path.
+            _ => crypto::verify(&self.public.key, msg, sig),
+        }
+    }
+}
+
+/// [`verify_quote`] with a [`PreparedAk`]: the same checks and answers, without parsing the
+/// AK's key again.
+pub fn verify_quote_prepared(
+    ak: &PreparedAk,
+    attest: &[u8],
+    signature: &[u8],
+    pcrs: &PcrValues,
+    nonce: &[u8],
+) -> Result<VerifiedQuote, QuoteError> {
+    ak.attributes.clone()?;
+    let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
+    check_scheme(&ak.public, &sig)?;
+    let signed = ak.check_signature(attest, &sig);
+    check_signed(signed, &ak.public.key, &sig, attest, pcrs, Some(nonce)).map(VerifiedQuote)
 }

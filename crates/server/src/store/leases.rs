@@ -76,6 +76,44 @@ impl Store {
         dead_after: i64,
         limit: i64,
     ) -> Result<Vec<String>> {
+        let rows = self
+            .claim_due_returning("name", replica, now, until, period, dead_after, limit)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
+    /// [`Store::claim_due`], returning the claimed hosts' rows (as they are after the claim), so
+    /// the scheduler reads no host row of its own before attesting each.
+    pub async fn claim_due_hosts(
+        &self,
+        replica: &str,
+        now: i64,
+        until: i64,
+        period: i64,
+        dead_after: i64,
+        limit: i64,
+    ) -> Result<Vec<HostRow>> {
+        let rows = self
+            .claim_due_returning(HOST_COLUMNS, replica, now, until, period, dead_after, limit)
+            .await?;
+        rows.iter().map(host_from_row).collect()
+    }
+
+    /// The claim of [`Store::claim_due`], returning `columns` of each claimed host.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the claim's parameters, named at each call"
+    )]
+    async fn claim_due_returning(
+        &self,
+        columns: &str,
+        replica: &str,
+        now: i64,
+        until: i64,
+        period: i64,
+        dead_after: i64,
+        limit: i64,
+    ) -> Result<Vec<AnyRow>> {
         let db_now = self.db_now_ms();
         let lease = format!(
             "(lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4 \
@@ -86,19 +124,23 @@ impl Store {
         // every host at each tick when fewer than `limit` were due). Push hosts, never due
         // (`PUSH_NEVER_DUE`), are never claimed: the server does not connect to their agents.
         let never = PUSH_NEVER_DUE;
+        // The limit as an expression, not a bare parameter: SQLite plans with a bare `LIMIT ?`'s
+        // bound value and prepares the statement again whenever it changes (every tick claims
+        // as many hosts as there are free permits), which cost more than the claim itself.
+        let lim = "($6 + 0)";
         let q = format!(
             "UPDATE hosts SET lease_owner = $1, lease_until = $2, \
                next_attest = CASE WHEN next_attest <= $4 AND next_attest + $3 > $4 THEN next_attest + $3 ELSE $4 + $3 END \
              WHERE name IN (SELECT name FROM ( \
                  SELECT name, next_attest FROM (SELECT name, next_attest FROM hosts \
-                   WHERE next_attest <= $4 AND {lease} ORDER BY next_attest, name LIMIT $6) AS due \
+                   WHERE next_attest <= $4 AND {lease} ORDER BY next_attest, name LIMIT {lim}) AS due \
                  UNION ALL \
                  SELECT name, next_attest FROM (SELECT name, next_attest FROM hosts \
                    WHERE next_attest > $4 + 2 * $3 AND next_attest < {never} AND {lease} \
-                   ORDER BY next_attest, name LIMIT $6) AS ahead \
-               ) AS candidates ORDER BY next_attest, name LIMIT $6) \
+                   ORDER BY next_attest, name LIMIT {lim}) AS ahead \
+               ) AS candidates ORDER BY next_attest, name LIMIT {lim}) \
              AND (next_attest <= $4 OR (next_attest > $4 + 2 * $3 AND next_attest < {never})) \
-             AND {lease} RETURNING name"
+             AND {lease} RETURNING {columns}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
@@ -109,7 +151,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+        Ok(rows)
     }
 
     /// The database's clock in Unix milliseconds, as SQL: heartbeats are written and read by
