@@ -127,35 +127,46 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 fn free_port_pair() -> Result<u16> {
     // Spread processes apart, then probe upwards.
     if NEXT_PORT.load(Ordering::Relaxed) == 0 {
-        let seed = 20000 + (std::process::id() % 2000) as u16 * 10;
+        // Below the kernel's ephemeral range (32768 and up): a port there could be taken by
+        // an outgoing connection, or a connection to it could connect to itself.
+        let seed = 20000 + (std::process::id() % 1100) as u16 * 10;
         let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::Relaxed, Ordering::Relaxed);
     }
+    let mut last = String::new();
     for _ in 0..2000 {
         let p = NEXT_PORT.fetch_add(2, Ordering::Relaxed);
-        if !(1024..=65000).contains(&p) {
+        if !(1024..=32000).contains(&p) {
             NEXT_PORT.store(20000, Ordering::Relaxed);
             continue;
         }
-        let a = TcpListener::bind(("127.0.0.1", p));
-        let b = TcpListener::bind(("127.0.0.1", p + 1));
-        if a.is_ok() && b.is_ok() {
-            return Ok(p);
+        match (
+            TcpListener::bind(("127.0.0.1", p)),
+            TcpListener::bind(("127.0.0.1", p + 1)),
+        ) {
+            (Ok(_), Ok(_)) => return Ok(p),
+            (Err(e), _) | (_, Err(e)) => last = format!("port {p}: {e}"),
         }
     }
     // The probed range is taken (another process holds many ports there): ask the kernel for
     // a free port and check its neighbour.
     for _ in 0..200 {
-        let Ok(a) = TcpListener::bind(("127.0.0.1", 0)) else {
-            continue;
+        let a = match TcpListener::bind(("127.0.0.1", 0)) {
+            Ok(a) => a,
+            Err(e) => {
+                last = format!("a kernel-assigned port: {e}");
+                continue;
+            }
         };
         let Ok(p) = a.local_addr().map(|addr| addr.port()) else {
             continue;
         };
-        if p < 65535 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return Ok(p);
+        match TcpListener::bind(("127.0.0.1", p.saturating_add(1))) {
+            Ok(_) if p < 65535 => return Ok(p),
+            Ok(_) => {}
+            Err(e) => last = format!("port {}: {e}", p.saturating_add(1)),
         }
     }
-    Err("no free port pair for swtpm".to_string())
+    Err(format!("no free port pair for swtpm (last: {last})"))
 }
 
 /// A running swtpm. Killed (and its state removed) on drop.
