@@ -1,9 +1,13 @@
 //! PCR extend: the stitched kernels (where the CPU has them) and the portable block functions
-//! compute the same values for any PCR values and digests, in any combination of banks.
+//! compute the same values for any PCR values and digests, in any combination of banks; and
+//! `hash_and_extend` (blocks of the two jobs paired, where the CPU can) gives what `hash` and
+//! `extend` give, for a message of the bytes after the first 201.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodetrust_extend::{extend_event, extend_event_portable};
+use nodetrust_extend::{
+    extend_event, extend_event_portable, hash_and_extend, hash_and_extend_portable, Alg,
+};
 
 fuzz_target!(|data: &[u8]| {
     // 1 byte of bank bits, then 20 + 20 + 32 + 32 + 48 + 48 bytes.
@@ -33,4 +37,20 @@ fuzz_target!(|data: &[u8]| {
         (present & 4 != 0).then_some((&mut b384, &d384)),
     );
     assert_eq!((a1, a256, a384), (b1, b256, b384));
+
+    let message = rest.get(200..).unwrap_or_default();
+    for (alg, cur, digest) in [
+        (Alg::Sha1, &c1[..], &d1[..]),
+        (Alg::Sha256, &c256[..], &d256[..]),
+    ] {
+        let (mut out_a, mut cur_a) = (vec![0u8; alg.size()], cur.to_vec());
+        let (mut out_b, mut cur_b) = (vec![0u8; alg.size()], cur.to_vec());
+        assert!(hash_and_extend(
+            alg, message, &mut out_a, &mut cur_a, digest
+        ));
+        assert!(hash_and_extend_portable(
+            alg, message, &mut out_b, &mut cur_b, digest
+        ));
+        assert_eq!((out_a, cur_a), (out_b, cur_b));
+    }
 });

@@ -165,3 +165,180 @@ fn a_trusted_log_is_appraised_in_place_in_both_forms() {
         }
     }
 }
+
+/// Longer than the batches the in-place path reads (32 entries): every kind of allowed entry
+/// across batch boundaries, quoted at points inside and at the edges of batches, appraised
+/// whole and in two calls.
+#[test]
+fn long_logs_agree_at_every_batch_edge() {
+    let boot = fake_boot_pcrs(&[HashAlg::Sha1, HashAlg::Sha256]);
+    let mut b = ImaLogBuilder::new();
+    b.boot_aggregate(&boot, HashAlg::Sha256).unwrap();
+    let mut p = RuntimePolicy::new();
+    p.add_exclude("/tmp/*").unwrap();
+    p.violations = ViolationRule::Allow;
+    for i in 0..150 {
+        match i % 7 {
+            0 => {
+                b.file(&format!("/tmp/t{i}"), b"t");
+            }
+            1 => {
+                b.violation(&format!("/var/db{i}"));
+            }
+            2 => {
+                let path = format!("/usr/bin/s{i}");
+                let content = format!("{i}");
+                b.sig_file(&path, HashAlg::Sha256, content.as_bytes(), Vec::new());
+                p.add_digest(
+                    &path,
+                    nodetrust_appraise::runtime::FileDigest::of(
+                        HashAlg::Sha256,
+                        content.as_bytes(),
+                    ),
+                )
+                .unwrap();
+            }
+            _ => {
+                let path = format!("/usr/lib/x86_64-linux-gnu/lib{i}.so");
+                b.file(&path, format!("{i}").as_bytes());
+                p.add_digest(
+                    &path,
+                    nodetrust_appraise::runtime::FileDigest::of(
+                        HashAlg::Sha256,
+                        format!("{i}").as_bytes(),
+                    ),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let policy = p.compile().unwrap();
+    for banks in [
+        &[HashAlg::Sha1][..],
+        &[HashAlg::Sha256],
+        &[HashAlg::Sha1, HashAlg::Sha256],
+    ] {
+        for upto in [0, 1, 31, 32, 33, 64, 95, 150, 151] {
+            let q = quote_prefix(&boot, &b, upto, banks);
+            for binary in [false, true] {
+                let bytes = if binary {
+                    b.binary()
+                } else {
+                    b.ascii().into_bytes()
+                };
+                let (state, trusted) = both(&RuntimeAppraisal::new(), &policy, 0, &bytes, &q);
+                assert_eq!(state.entries(), upto as u64, "{banks:?} {upto} {binary}");
+                assert!(trusted || upto < b.len(), "{banks:?} {upto} {binary}");
+                for split in [1, 32, 40, 100] {
+                    let first = if binary {
+                        b_prefix_binary(&b, split)
+                    } else {
+                        b_prefix_ascii(&b, split)
+                    };
+                    let qs = quote_prefix(&boot, &b, split, banks);
+                    let (s1, _) = both(&RuntimeAppraisal::new(), &policy, 0, &first, &qs);
+                    let rest = if binary {
+                        b.binary_from(split)
+                    } else {
+                        b.ascii_from(split).into_bytes()
+                    };
+                    let (s2, _) = both(&s1, &policy, s1.entries(), &rest, &q);
+                    assert_eq!(
+                        s2.entries(),
+                        upto.max(split) as u64,
+                        "{banks:?} {upto} {split}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Paths that are not UTF-8. The in-place path compares bytes; the full parser refuses an
+/// ascii log that is not UTF-8 and reads a binary path lossily (U+FFFD for each bad byte), so
+/// a binary entry can be listed under its lossy path. Both ways must agree on each.
+#[test]
+fn paths_that_are_not_utf8_agree() {
+    let boot = fake_boot_pcrs(&[HashAlg::Sha1, HashAlg::Sha256]);
+    let mut b = ImaLogBuilder::new();
+    b.boot_aggregate(&boot, HashAlg::Sha256).unwrap();
+    let mut p = RuntimePolicy::new();
+    // Past the first 4 KiB, which decide whether a log is read as ascii.
+    for i in 0..50 {
+        let path = format!("/usr/lib/filler/{i}");
+        b.file(&path, b"f");
+        p.add_digest(
+            &path,
+            nodetrust_appraise::runtime::FileDigest::of(HashAlg::Sha256, b"f"),
+        )
+        .unwrap();
+    }
+    let marked = "/usr/bin/a\u{FFFD}";
+    b.file(marked, b"x");
+    b.violation("/var/log/\u{FFFD}");
+    b.file("/usr/bin/plain", b"y");
+    p.violations = ViolationRule::Allow;
+    for (path, content) in [
+        (marked.to_string(), &b"x"[..]),
+        ("/usr/bin/a\u{FFFD}\u{FFFD}\u{FFFD}".to_string(), b"x"),
+        ("/usr/bin/plain".to_string(), b"y"),
+    ] {
+        p.add_digest(
+            &path,
+            nodetrust_appraise::runtime::FileDigest::of(HashAlg::Sha256, content),
+        )
+        .unwrap();
+    }
+    let policy = p.compile().unwrap();
+    // U+FFFD (EF BF BD) becomes three bytes that are not UTF-8, the length kept.
+    let spoil = |mut bytes: Vec<u8>| {
+        let mut i = 0;
+        while i + 3 <= bytes.len() {
+            if bytes[i..i + 3] == [0xEF, 0xBF, 0xBD] {
+                bytes[i..i + 3].copy_from_slice(&[0xFF, 0xFE, 0xFD]);
+            }
+            i += 1;
+        }
+        bytes
+    };
+    for banks in [&[HashAlg::Sha1][..], &[HashAlg::Sha256]] {
+        let q = quote(&boot, &b, banks);
+        let ascii = spoil(b.ascii().into_bytes());
+        assert!(ascii[..4096].is_ascii() && !ascii.is_ascii());
+        assert!(ImaLog::parse(&ascii).is_err());
+        both(&RuntimeAppraisal::new(), &policy, 0, &ascii, &q);
+        // Each spoiled line alone, after the rest as it was.
+        for (n, line) in b.ascii().lines().enumerate().skip(51) {
+            let mut one = b
+                .ascii()
+                .lines()
+                .take(n)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes();
+            one.push(b'\n');
+            one.extend(spoil(line.as_bytes().to_vec()));
+            both(
+                &RuntimeAppraisal::new(),
+                &policy,
+                0,
+                &one,
+                &quote_prefix(&boot, &b, n + 1, banks),
+            );
+        }
+
+        let binary = spoil(b.binary());
+        // The quote of the spoiled log, so that the SHA-256 bank binds its bytes.
+        let parsed = ImaLog::parse(&binary).unwrap();
+        let mut r = ImaReplay::new(banks, BankRule::Recompute);
+        r.extend(&parsed.entries).unwrap();
+        let mut qb = q.clone();
+        for &bank in banks {
+            qb.insert(bank, 10, r.value(bank, 10).unwrap().to_vec())
+                .unwrap();
+        }
+        let (_, trusted) = both(&RuntimeAppraisal::new(), &policy, 0, &binary, &qb);
+        // SHA-1 checks the logged template hashes, which the spoiled bytes no longer match.
+        assert_eq!(trusted, banks == [HashAlg::Sha256], "{banks:?}");
+    }
+}

@@ -60,7 +60,7 @@ pub struct HostName {
 fn parse_part(s: &str) -> Result<FlavorPart, String> {
     FlavorPart::parse(s).ok_or_else(|| {
         format!(
-            "unknown flavor part {:?}: PLATFORM, OS or HOST_UNIQUE",
+            "unknown flavor part {:?}: PLATFORM, OS, HOST_UNIQUE or RUNTIME",
             printable(&truncate(s, 64), false)
         )
     })
@@ -88,8 +88,9 @@ pub struct FlavorImport {
     from_host: String,
     /// Parts to import, comma-separated (case-insensitive): PLATFORM (firmware, Secure Boot,
     /// measured-launch ACM: PCRs 0-3, 5-7, 17), OS (boot loader and kernel: PCRs 4, 8, 9, 18,
-    /// 19), HOST_UNIQUE (what differs per host: PCRs 8, 9, for that host only). [default:
-    /// PLATFORM,OS, the server's default]
+    /// 19), HOST_UNIQUE (what differs per host: PCRs 8, 9, for that host only), RUNTIME
+    /// (runtime integrity, PCR 10: a runtime policy learned from the host's IMA log, every file
+    /// it measured up to the quote). [default: PLATFORM,OS, the server's default]
     #[arg(long, value_parser = parse_part, value_delimiter = ',', value_name = "PARTS")]
     parts: Vec<FlavorPart>,
     #[command(flatten)]
@@ -760,8 +761,9 @@ mod tests {
     fn parts_parse_case_insensitively_and_unknown_ones_are_refused() {
         assert_eq!(parse_part("platform"), Ok(FlavorPart::Platform));
         assert_eq!(parse_part("HOST_UNIQUE"), Ok(FlavorPart::HostUnique));
+        assert_eq!(parse_part("runtime"), Ok(FlavorPart::Runtime));
         assert!(parse_part("kernel")
             .unwrap_err()
-            .contains("PLATFORM, OS or HOST_UNIQUE"));
+            .contains("PLATFORM, OS, HOST_UNIQUE or RUNTIME"));
     }
 }

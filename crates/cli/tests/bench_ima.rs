@@ -1,13 +1,17 @@
 //! Benchmark (ignored; run it in release): IMA entries appraised per second on one core against
 //! a 50,000-line runtime policy, `nodetrust bench ima` beside Keylime's
-//! `process_measurement_list` on the same log and policy.
+//! `process_measurement_list` on the same log and policy, and the goal asserted: at least
+//! 1,000,000 entries/s for each log form and bank, and at least 20 times Keylime's rate on the
+//! ascii log (the only form Keylime reads) in each bank.
 //!
 //! ```text
 //! cargo test --release -p nodetrust-cli --test bench_ima -- --ignored --nocapture
-//! NODETRUST_BENCH_SECONDS=10 NODETRUST_BENCH_ENTRIES=200000 cargo test --release ...
+//! NODETRUST_BENCH_SECONDS=10 NODETRUST_BENCH_RUNS=5 NODETRUST_BENCH_ENTRIES=200000 cargo test --release ...
 //! ```
-//! The files are left in `target/ima-bench/` (log.ascii, log.bin, policy.json,
-//! keylime-policy.json) to rerun `nodetrust bench ima` by hand.
+//! Each figure is the best of `NODETRUST_BENCH_RUNS` runs (3 by default), ours and Keylime's
+//! taken in turn, so that both see the same machine: on a shared machine other work only ever
+//! slows a run down. The files are left in `target/ima-bench/` (log.ascii, log.bin,
+//! policy.json, keylime-policy.json) to rerun `nodetrust bench ima` by hand.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,6 +33,43 @@ fn env(name: &str, default: f64) -> f64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The goal: entries appraised per second, each form and bank.
+const GOAL_RATE: f64 = 1_000_000.0;
+/// The goal: times Keylime's rate on the same (ascii) log and policy.
+const GOAL_VS_KEYLIME: f64 = 20.0;
+
+/// One run of `nodetrust bench ima`: (in place entries/s, parsed-then-appraised entries/s).
+fn ours(file: &std::path::Path, policy: &std::path::Path, bank: &str, seconds: f64) -> (f64, f64) {
+    let o = Command::new(env!("CARGO_BIN_EXE_nodetrust"))
+        .args(["bench", "ima"])
+        .arg(file)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--bank", bank, "--seconds", &seconds.to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("(0 not allowed by the policy)"), "{out}");
+    let figure = |prefix: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.split_once(prefix).map(|(_, r)| r))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {out}"))
+            .trim()
+            .trim_end_matches(" entries/s")
+            .parse()
+            .unwrap()
+    };
+    (
+        figure("entries/s: "),
+        figure("parsed into owned entries, then appraised: "),
+    )
 }
 
 #[test]
@@ -100,67 +141,81 @@ fn ima_appraisal_rate_against_keylime() {
     });
     std::fs::write(dir.join("keylime-policy.json"), kl_policy.to_string()).unwrap();
 
-    let mut ours = Vec::new();
-    for (name, file) in [("ascii", "log.ascii"), ("binary", "log.bin")] {
-        for bank in ["sha256", "sha1"] {
-            let o = Command::new(env!("CARGO_BIN_EXE_nodetrust"))
-                .args(["bench", "ima"])
-                .arg(dir.join(file))
-                .arg("--policy")
-                .arg(dir.join("policy.json"))
-                .args(["--bank", bank, "--seconds", &seconds.to_string()])
-                .output()
+    let runs = env("NODETRUST_BENCH_RUNS", 3.0).max(1.0) as usize;
+    let keylime = Keylime::get().unwrap();
+    let policy_file = dir.join("policy.json");
+    // Best of `runs` for each (form, bank): in place, parsed then appraised; Keylime's per bank.
+    let mut best: Vec<(&str, &str, f64, f64)> = Vec::new();
+    let mut theirs: Vec<(&str, f64)> = Vec::new();
+    for bank in ["sha256", "sha1"] {
+        for run in 0..runs {
+            for (name, file) in [("ascii", "log.ascii"), ("binary", "log.bin")] {
+                let (fast, parsed) = ours(&dir.join(file), &policy_file, bank, seconds);
+                println!("run {run}: nodetrust, {name} log, {bank} bank: {fast:.0} entries/s");
+                match best
+                    .iter_mut()
+                    .find(|(n, b, _, _)| *n == name && *b == bank)
+                {
+                    Some(e) => {
+                        e.2 = e.2.max(fast);
+                        e.3 = e.3.max(parsed);
+                    }
+                    None => best.push((name, bank, fast, parsed)),
+                }
+            }
+            let Some(kl) = &keylime else {
+                continue;
+            };
+            let answer = kl
+                .call(&json!({
+                    "mode": "bench",
+                    "log": ascii,
+                    "policy": kl_policy,
+                    "bank": bank,
+                    "pcr10": hex::encode(b.pcr10(HashAlg::from_name(bank).unwrap())),
+                    "seconds": seconds,
+                }))
                 .unwrap();
-            let out = String::from_utf8_lossy(&o.stdout).into_owned();
-            assert!(
-                o.status.success(),
-                "{out}{}",
-                String::from_utf8_lossy(&o.stderr)
+            assert_eq!(
+                answer["ok"], true,
+                "Keylime did not allow the log: {answer}"
             );
-            assert!(out.contains("(0 not allowed by the policy)"), "{out}");
-            println!("nodetrust bench ima ({name} log, {bank} bank):\n{out}");
-            let rate: f64 = out
-                .lines()
-                .last()
-                .unwrap()
-                .strip_prefix("entries/s: ")
-                .unwrap()
-                .parse()
-                .unwrap();
-            ours.push((name, bank, rate));
+            let rate = answer["entries_per_second"].as_f64().unwrap();
+            println!("run {run}: Keylime, ascii log, {bank} bank: {rate:.0} entries/s");
+            match theirs.iter_mut().find(|(b, _)| *b == bank) {
+                Some(e) => e.1 = e.1.max(rate),
+                None => theirs.push((bank, rate)),
+            }
         }
     }
 
-    let Some(kl) = Keylime::get().unwrap() else {
-        return;
-    };
-    for bank in ["sha256", "sha1"] {
-        let answer = kl
-            .call(&json!({
-                "mode": "bench",
-                "log": ascii,
-                "policy": kl_policy,
-                "bank": bank,
-                "pcr10": hex::encode(b.pcr10(HashAlg::from_name(bank).unwrap())),
-                "seconds": seconds,
-            }))
-            .unwrap();
-        assert_eq!(
-            answer["ok"], true,
-            "Keylime did not allow the log: {answer}"
-        );
-        let theirs = answer["entries_per_second"].as_f64().unwrap();
-        let ours_ascii = ours
-            .iter()
-            .find(|(n, b, _)| *n == "ascii" && *b == bank)
-            .unwrap()
-            .2;
-        println!(
-            "Keylime process_measurement_list ({bank} bank, ascii log): {theirs:.0} entries/s \
-             ({} passes in {:.1} s); nodetrust ascii: {ours_ascii:.0} entries/s = {:.1}x",
-            answer["passes"],
-            answer["seconds"].as_f64().unwrap(),
-            ours_ascii / theirs
-        );
+    println!("\nbest of {runs} runs of {seconds} s, one thread, {entries} entries + boot_aggregate, {POLICY_LINES}-line policy");
+    println!("| log, bank | in place (`appraise_log`) entries/s | parsed into entries, then `appraise` | Keylime {} `process_measurement_list` | in place / Keylime |", nodetrust_testkit::keylime::KEYLIME_VERSION);
+    println!("|---|---|---|---|---|");
+    let mut missed = Vec::new();
+    for (name, bank, fast, parsed) in &best {
+        let kl = theirs.iter().find(|(b, _)| b == bank).map(|(_, r)| *r);
+        let (kl_text, ratio_text) = match (kl, *name) {
+            (Some(r), "ascii") => (format!("{r:.0}"), format!("{:.1}x", fast / r)),
+            _ => ("— (reads ascii only)".to_string(), "—".to_string()),
+        };
+        println!("| {name}, {bank} | {fast:.0} | {parsed:.0} | {kl_text} | {ratio_text} |");
+        if *fast < GOAL_RATE {
+            missed.push(format!(
+                "{name} log, {bank} bank: {fast:.0} entries/s < {GOAL_RATE:.0}"
+            ));
+        }
+        if let (Some(r), "ascii") = (kl, *name) {
+            if fast / r < GOAL_VS_KEYLIME {
+                missed.push(format!(
+                    "{name} log, {bank} bank: {:.1}x Keylime < {GOAL_VS_KEYLIME}x",
+                    fast / r
+                ));
+            }
+        }
     }
+    if keylime.is_none() {
+        println!("(Keylime could not be installed: the comparison was not made)");
+    }
+    assert!(missed.is_empty(), "goal not met: {}", missed.join("; "));
 }

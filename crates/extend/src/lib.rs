@@ -13,10 +13,16 @@
 //!   (bound by the latency of the SHA instructions) runs under the SHA-512 rounds (bound by the
 //!   integer units) instead of after them. See `x86.rs` and docs/PERFORMANCE.md.
 //!
-//! Pure: no I/O, no allocation. The only `unsafe` in the crate is the one call into the
-//! x86-64 kernel, made after the CPU features it needs were detected at run time; every other
-//! line, the kernel included, is safe code. The tests check every path against one-shot
-//! hashing of `pcr || digest`, for random inputs and every combination of banks.
+//! For measurement logs the crate also hashes short messages with the same block functions
+//! ([`hash`]), and pairs such a hash with an independent extend ([`hash_and_extend`]): an IMA
+//! entry's template data is hashed while the entry before it is extended, the two jobs' blocks
+//! compressed side by side on x86-64 with the SHA extensions.
+//!
+//! Pure: no I/O, no allocation. The only `unsafe` in the crate are the calls into the x86-64
+//! kernels, each made after the CPU features it needs were detected at run time, and the empty
+//! `asm!` scheduling barrier in `x86.rs`; every other line, the kernels included, is safe
+//! code. The tests check every path against one-shot hashing, for random inputs and every
+//! combination of banks.
 
 mod consts;
 mod words;
@@ -120,6 +126,202 @@ pub fn extend(alg: Alg, cur: &mut [u8], digest: &[u8]) -> bool {
     true
 }
 
+/// Runs the compression function of `B`-byte blocks over `data` padded with its bit length in
+/// `L` bytes (8 for SHA-1 and SHA-256, 16 for SHA-384 and SHA-512): whole blocks straight from
+/// `data`, the tail and the padding from one or two blocks on the stack.
+fn md_hash<const B: usize, const L: usize>(data: &[u8], mut compress: impl FnMut(&[u8; B])) {
+    let mut blocks = data.chunks_exact(B);
+    for b in &mut blocks {
+        if let Ok(b) = <&[u8; B]>::try_from(b) {
+            compress(b);
+        }
+    }
+    let tail = blocks.remainder();
+    let mut last = [[0u8; B]; 2];
+    let [first, second] = &mut last;
+    if let Some(dst) = first.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
+    }
+    if let Some(b) = first.get_mut(tail.len()) {
+        *b = 0x80;
+    }
+    let bits = (data.len() as u128).wrapping_mul(8).to_be_bytes();
+    let len = bits.get(16 - L..).unwrap_or_default();
+    if tail.len() < B - L {
+        if let Some(dst) = first.get_mut(B - L..) {
+            dst.copy_from_slice(len);
+        }
+        compress(first);
+    } else {
+        if let Some(dst) = second.get_mut(B - L..) {
+            dst.copy_from_slice(len);
+        }
+        compress(first);
+        compress(second);
+    }
+}
+
+/// `out = H(data)` with the same block functions as [`extend`]: no hasher to set up, no
+/// allocation. For the short messages of a measurement log (an IMA entry's template data is a
+/// few blocks) this skips the per-call cost of a general-purpose hasher. `out` must be
+/// `alg.size()` bytes; otherwise nothing is written and `false` is returned.
+pub fn hash(alg: Alg, data: &[u8], out: &mut [u8]) -> bool {
+    if out.len() != alg.size() {
+        return false;
+    }
+    match alg {
+        Alg::Sha1 => {
+            let mut state = IV1;
+            md_hash::<64, 8>(data, |b| {
+                sha1::block_api::compress(&mut state, std::slice::from_ref(b));
+            });
+            put_be32(out, &state);
+        }
+        Alg::Sha256 => {
+            let mut state = IV256;
+            md_hash::<64, 8>(data, |b| {
+                sha2::block_api::compress256(&mut state, std::slice::from_ref(b));
+            });
+            put_be32(out, &state);
+        }
+        Alg::Sha384 | Alg::Sha512 => {
+            let mut state = if alg == Alg::Sha384 { IV384 } else { IV512 };
+            md_hash::<128, 16>(data, |b| {
+                sha2::block_api::compress512(&mut state, std::slice::from_ref(b));
+            });
+            put_be64(out, &state);
+        }
+    }
+    true
+}
+
+/// The blocks of an extend's message: one (SHA-1) or two (SHA-256).
+#[cfg(target_arch = "x86_64")]
+enum ExtendBlocks {
+    One([u8; 64]),
+    Two([[u8; 64]; 2]),
+}
+
+/// Two independent jobs at once: `out = H(data)` and `cur = H(cur || digest)`, for SHA-1 and
+/// SHA-256 (any other `alg` is done one job after the other). The result is that of [`hash`]
+/// and [`extend`]; on x86-64 with the SHA extensions the blocks of the two jobs are compressed
+/// in pairs ([`sha_available`]), so that one job's rounds run in the other's latency.
+///
+/// A measurement log needs exactly this: the extend of one entry and the hash of the next
+/// entry's template data do not depend on each other. `out` must be `alg.size()` bytes and so
+/// must `cur` and `digest`; otherwise nothing is written and `false` is returned.
+pub fn hash_and_extend(
+    alg: Alg,
+    data: &[u8],
+    out: &mut [u8],
+    cur: &mut [u8],
+    digest: &[u8],
+) -> bool {
+    let n = alg.size();
+    if out.len() != n || cur.len() != n || digest.len() != n {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if sha_available() {
+        let ext = match alg {
+            Alg::Sha1 => {
+                let (Ok(c), Ok(d)) = (<&[u8; 20]>::try_from(&*cur), <&[u8; 20]>::try_from(digest))
+                else {
+                    return false;
+                };
+                ExtendBlocks::One(padded_block::<20, 64>(c, d))
+            }
+            Alg::Sha256 => {
+                let mut blocks = [[0u8; 64]; 2];
+                if !fill(&mut blocks[0], cur, digest) {
+                    return false;
+                }
+                blocks[1][0] = 0x80;
+                blocks[1][56..].copy_from_slice(&512u64.to_be_bytes());
+                ExtendBlocks::Two(blocks)
+            }
+            Alg::Sha384 | Alg::Sha512 => return hash(alg, data, out) && extend(alg, cur, digest),
+        };
+        let ext: &[[u8; 64]] = match &ext {
+            ExtendBlocks::One(b) => std::slice::from_ref(b),
+            ExtendBlocks::Two(b) => b,
+        };
+        let mut ext = ext.iter();
+        if alg == Alg::Sha1 {
+            let (mut hs, mut es) = (IV1, IV1);
+            md_hash::<64, 8>(data, |b| match ext.next() {
+                #[allow(
+                    unsafe_code,
+                    reason = "calling a #[target_feature] function; its features were detected"
+                )]
+                // SAFETY: `sha_available` returned true, so this CPU has every feature
+                // `x86::compress1_x2` is compiled for (sha, sse2, ssse3, sse4.1).
+                Some(e) => unsafe { x86::compress1_x2(&mut hs, b, &mut es, e) },
+                None => sha1::block_api::compress(&mut hs, std::slice::from_ref(b)),
+            });
+            for e in ext {
+                sha1::block_api::compress(&mut es, std::slice::from_ref(e));
+            }
+            put_be32(out, &hs);
+            put_be32(cur, &es);
+        } else {
+            let (mut hs, mut es) = (IV256, IV256);
+            md_hash::<64, 8>(data, |b| match ext.next() {
+                #[allow(
+                    unsafe_code,
+                    reason = "calling a #[target_feature] function; its features were detected"
+                )]
+                // SAFETY: `sha_available` returned true, so this CPU has every feature
+                // `x86::compress256_x2` is compiled for (sha, sse2, ssse3, sse4.1).
+                Some(e) => unsafe { x86::compress256_x2(&mut hs, b, &mut es, e) },
+                None => sha2::block_api::compress256(&mut hs, std::slice::from_ref(b)),
+            });
+            for e in ext {
+                sha2::block_api::compress256(&mut es, std::slice::from_ref(e));
+            }
+            put_be32(out, &hs);
+            put_be32(cur, &es);
+        }
+        return true;
+    }
+    hash(alg, data, out) && extend(alg, cur, digest)
+}
+
+/// [`hash_and_extend`] one job after the other, never the paired blocks: the reference the
+/// tests compare it with.
+pub fn hash_and_extend_portable(
+    alg: Alg,
+    data: &[u8],
+    out: &mut [u8],
+    cur: &mut [u8],
+    digest: &[u8],
+) -> bool {
+    let n = alg.size();
+    if out.len() != n || cur.len() != n || digest.len() != n {
+        return false;
+    }
+    hash(alg, data, out) && extend(alg, cur, digest)
+}
+
+/// Whether [`hash_and_extend`] pairs blocks on this CPU: x86-64 with the SHA extensions and
+/// SSE4.1 (detected once, then cached).
+pub fn sha_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static SHA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SHA.get_or_init(|| {
+            std::is_x86_feature_detected!("sha")
+                && std::is_x86_feature_detected!("sse2")
+                && std::is_x86_feature_detected!("ssse3")
+                && std::is_x86_feature_detected!("sse4.1")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// One PCR to extend: its current value and the event's digest for that bank.
 pub type Pcr<'a, const N: usize> = (&'a mut [u8; N], &'a [u8; N]);
 
@@ -158,7 +360,7 @@ pub fn extend_event(
                     reason = "calling a #[target_feature] function; its features were detected"
                 )]
                 // SAFETY: `stitched_available` returned true, so this CPU has every feature
-                // `x86::extend2` is compiled for (sha, sse2, ssse3, sse4.1, avx).
+                // `x86::extend2` is compiled for (sha, sse2, ssse3, sse4.1).
                 unsafe {
                     x86::extend2(c1, d1, c256, d256);
                 }

@@ -514,7 +514,13 @@ fn step2<const T: usize, const K1: usize, const F1: usize>(s256: &mut Sha256, s1
 /// are bound by the latency of their SHA instructions. The compiler places the SHA-1 block
 /// after the SHA-256 blocks, which is close enough for the out-of-order core to overlap them;
 /// forcing a finer interleave with [`order`]-style barriers measured slower here.
-#[target_feature(enable = "sha,sse2,ssse3,sse4.1,avx")]
+///
+/// Compiled without AVX: the SHA instructions have only legacy SSE encodings, and with AVX
+/// enabled the compiler stored a 32-byte state with a 256-bit `vmovdqu` early in the kernel,
+/// so every SHA instruction after it ran with the upper halves of the vector registers dirty.
+/// On the reference machine that made each call about 50 times slower (6.8 µs instead of
+/// 135 ns, `examples/extend_rate.rs`).
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 pub(crate) fn extend2(c1: &mut [u8; 20], d1: &[u8; 20], c256: &mut [u8; 32], d256: &[u8; 32]) {
     let mut s256 = Sha256::new(c256, d256);
     let mut s1 = Sha1::new(c1, d1);
@@ -559,4 +565,150 @@ pub(crate) fn extend2(c1: &mut [u8; 20], d1: &[u8; 20], c256: &mut [u8; 32], d25
     );
     s256.finish(c256);
     s1.finish(c1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two independent blocks at once
+
+/// A SHA-256 block from any state: the state in `sha256rnds2` lane order, the message four
+/// words a vector (lane 0 first), and the state before the block, added back after it.
+struct Block256 {
+    abef: __m128i,
+    cdgh: __m128i,
+    w: [__m128i; 4],
+    saved: [__m128i; 2],
+}
+
+impl Block256 {
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn new(state: &[u32; 8], block: &[u8; 64]) -> Self {
+        let [a, b, c, d, e, f, g, h] = state.map(|v| v as i32);
+        let m: [u32; 16] = be32(block);
+        let set4 = |i: usize| {
+            _mm_set_epi32(
+                m[i + 3] as i32,
+                m[i + 2] as i32,
+                m[i + 1] as i32,
+                m[i] as i32,
+            )
+        };
+        let abef = _mm_set_epi32(a, b, e, f);
+        let cdgh = _mm_set_epi32(c, d, g, h);
+        Self {
+            abef,
+            cdgh,
+            w: [set4(0), set4(4), set4(8), set4(12)],
+            saved: [abef, cdgh],
+        }
+    }
+
+    /// Four-round step `R` of 16 (the message schedule from step 4 on).
+    #[inline]
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    fn step<const R: usize>(&mut self) {
+        let i = R % 4;
+        if R >= 4 {
+            let t1 = _mm_sha256msg1_epu32(self.w[i], self.w[(i + 1) % 4]);
+            let t2 = _mm_alignr_epi8::<4>(self.w[(i + 3) % 4], self.w[(i + 2) % 4]);
+            self.w[i] = _mm_sha256msg2_epu32(_mm_add_epi32(t1, t2), self.w[(i + 3) % 4]);
+        }
+        let kw = _mm_add_epi32(self.w[i], quad(&K256, 4 * R));
+        self.cdgh = _mm_sha256rnds2_epu32(self.cdgh, self.abef, kw);
+        self.abef = _mm_sha256rnds2_epu32(self.abef, self.cdgh, _mm_shuffle_epi32::<0x0E>(kw));
+    }
+
+    /// The state after the block, into `out`.
+    #[inline]
+    #[target_feature(enable = "sse4.1")]
+    fn finish(&self, out: &mut [u32; 8]) {
+        let x = _mm_add_epi32(self.abef, self.saved[0]);
+        let y = _mm_add_epi32(self.cdgh, self.saved[1]);
+        *out = [
+            _mm_extract_epi32::<3>(x),
+            _mm_extract_epi32::<2>(x),
+            _mm_extract_epi32::<3>(y),
+            _mm_extract_epi32::<2>(y),
+            _mm_extract_epi32::<1>(x),
+            _mm_extract_epi32::<0>(x),
+            _mm_extract_epi32::<1>(y),
+            _mm_extract_epi32::<0>(y),
+        ]
+        .map(|v| v as u32);
+    }
+}
+
+/// Compresses one block into each of two SHA-256 states. A block is a chain of 32
+/// `sha256rnds2`, each waiting for the one before; the two chains are independent, so written
+/// step by step side by side they run in each other's latency.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+pub(crate) fn compress256_x2(s1: &mut [u32; 8], b1: &[u8; 64], s2: &mut [u32; 8], b2: &[u8; 64]) {
+    let mut x = Block256::new(s1, b1);
+    let mut y = Block256::new(s2, b2);
+    macro_rules! steps {
+        ($($r:literal)*) => { $( x.step::<$r>(); y.step::<$r>(); )* };
+    }
+    steps!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    x.finish(s1);
+    y.finish(s2);
+}
+
+impl Sha1 {
+    /// A block from any state; the first word of each vector in the highest lane.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn from_block(state: &[u32; 5], block: &[u8; 64]) -> Self {
+        let m: [u32; 16] = be32(block);
+        let w: [__m128i; 5] = core::array::from_fn(|i| match i {
+            0..4 => _mm_set_epi32(
+                m[4 * i] as i32,
+                m[4 * i + 1] as i32,
+                m[4 * i + 2] as i32,
+                m[4 * i + 3] as i32,
+            ),
+            _ => _mm_set_epi32(0, 0, 0, 0),
+        });
+        let [a, b, c, d, e] = state.map(|v| v as i32);
+        let abcd = _mm_set_epi32(a, b, c, d);
+        let e = _mm_set_epi32(e, 0, 0, 0);
+        Self {
+            h: [abcd, e],
+            w,
+            abcd,
+            e,
+        }
+    }
+
+    /// The state after the block (steps 0 to 19 done), into `out`.
+    #[inline]
+    #[target_feature(enable = "sse4.1")]
+    fn state(&self, out: &mut [u32; 5]) {
+        let x = self.abcd;
+        *out = [
+            _mm_extract_epi32::<3>(x),
+            _mm_extract_epi32::<2>(x),
+            _mm_extract_epi32::<1>(x),
+            _mm_extract_epi32::<0>(x),
+            _mm_extract_epi32::<3>(self.e),
+        ]
+        .map(|v| v as u32);
+    }
+}
+
+/// Compresses one block into each of two SHA-1 states, the two `sha1rnds4` chains side by
+/// side (see [`compress256_x2`]).
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+pub(crate) fn compress1_x2(s1: &mut [u32; 5], b1: &[u8; 64], s2: &mut [u32; 5], b2: &[u8; 64]) {
+    let mut x = Sha1::from_block(s1, b1);
+    let mut y = Sha1::from_block(s2, b2);
+    macro_rules! steps {
+        ($(($k:literal, $f:literal))*) => { $( step1::<$k, $f>(&mut x); step1::<$k, $f>(&mut y); )* };
+    }
+    steps!(
+        (0, 0)(1, 0)(2, 0)(3, 0)(4, 0)(5, 1)(6, 1)(7, 1)(8, 1)(9, 1)(10, 2)(11, 2)(12, 2)(13, 2)(
+            14, 2
+        )(15, 3)(16, 3)(17, 3)(18, 3)(19, 3)
+    );
+    x.state(s1);
+    y.state(s2);
 }

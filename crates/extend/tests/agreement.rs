@@ -8,7 +8,10 @@
     reason = "test code: a panic is a failed test"
 )]
 
-use nodetrust_extend::{extend, extend_event, extend_event_portable, stitched_available, Alg, Pcr};
+use nodetrust_extend::{
+    extend, extend_event, extend_event_portable, hash, hash_and_extend, hash_and_extend_portable,
+    sha_available, stitched_available, Alg, Pcr,
+};
 use proptest::prelude::*;
 use sha2::Digest;
 
@@ -30,6 +33,54 @@ fn arr<const N: usize>(v: &[u8]) -> [u8; N] {
 fn the_stitched_kernel_is_used_on_this_machine_when_the_cpu_can() {
     // Not an assertion about the machine: it prints which path the other tests exercised.
     eprintln!("stitched kernel available: {}", stitched_available());
+}
+
+#[test]
+fn hash_at_every_padding_boundary_equals_the_hashers_digest() {
+    // Lengths around where the padding needs a second block (55/56 and 111/112 bytes) and
+    // around whole blocks.
+    for alg in [Alg::Sha1, Alg::Sha256, Alg::Sha384, Alg::Sha512] {
+        for len in 0..=260usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let mut out = vec![0u8; alg.size()];
+            assert!(hash(alg, &data, &mut out));
+            assert_eq!(out, oracle(alg, &data, &[]), "{alg:?}, {len} bytes");
+        }
+        let mut wrong = vec![9u8; alg.size() + 1];
+        assert!(!hash(alg, b"abc", &mut wrong));
+        assert_eq!(wrong, vec![9u8; alg.size() + 1]);
+    }
+}
+
+#[test]
+fn hash_and_extend_chains_agree_at_every_padding_boundary() {
+    // A chain, as a log's replay: each extend takes the hash computed with the one before,
+    // over data of every length around the blocks' and the padding's edges.
+    eprintln!("paired SHA blocks available: {}", sha_available());
+    for alg in [Alg::Sha1, Alg::Sha256] {
+        let n = alg.size();
+        let (mut cur, mut want_cur) = (vec![0u8; n], vec![0u8; n]);
+        let mut digest = vec![0u8; n];
+        for len in 0..=200usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+            let mut out = vec![0u8; n];
+            assert!(hash_and_extend(alg, &data, &mut out, &mut cur, &digest));
+            want_cur = oracle(alg, &want_cur, &digest);
+            assert_eq!(cur, want_cur, "{alg:?}, {len} bytes: extend");
+            assert_eq!(out, oracle(alg, &data, &[]), "{alg:?}, {len} bytes: hash");
+            digest = out;
+        }
+        let mut short = vec![7u8; n - 1];
+        let mut out = vec![1u8; n];
+        assert!(!hash_and_extend(
+            alg,
+            b"x",
+            &mut out,
+            &mut short,
+            &vec![0u8; n]
+        ));
+        assert_eq!((short, out), (vec![7u8; n - 1], vec![1u8; n]));
+    }
 }
 
 #[test]
@@ -98,6 +149,32 @@ proptest! {
         let mut cur = old.to_vec();
         prop_assert!(extend(alg, &mut cur, new));
         prop_assert_eq!(cur, oracle(alg, old, new));
+    }
+
+    #[test]
+    fn block_level_hash_equals_the_hashers_digest(
+        alg in prop_oneof![Just(Alg::Sha1), Just(Alg::Sha256), Just(Alg::Sha384), Just(Alg::Sha512)],
+        data in proptest::collection::vec(any::<u8>(), 0..700),
+    ) {
+        let mut out = vec![0u8; alg.size()];
+        prop_assert!(hash(alg, &data, &mut out));
+        prop_assert_eq!(out, oracle(alg, &data, &[]));
+    }
+
+    #[test]
+    fn hash_and_extend_equals_each_job_alone(
+        alg in prop_oneof![Just(Alg::Sha1), Just(Alg::Sha256), Just(Alg::Sha384), Just(Alg::Sha512)],
+        data in proptest::collection::vec(any::<u8>(), 0..400),
+        bytes in proptest::collection::vec(any::<u8>(), 128),
+    ) {
+        let n = alg.size();
+        let (old, new) = (&bytes[..n], &bytes[64..64 + n]);
+        for f in [hash_and_extend, hash_and_extend_portable] {
+            let (mut out, mut cur) = (vec![0u8; n], old.to_vec());
+            prop_assert!(f(alg, &data, &mut out, &mut cur, new));
+            prop_assert_eq!(out, oracle(alg, &data, &[]));
+            prop_assert_eq!(cur, oracle(alg, old, new));
+        }
     }
 
     #[test]

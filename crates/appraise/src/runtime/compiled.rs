@@ -145,11 +145,12 @@ fn path_hash(bytes: &[u8]) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        if let Some(d) = w.get_mut(..rest.len()) {
-            d.copy_from_slice(rest);
-        }
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+        // The last bytes as a little-endian word, zero-padded (a loop: no call to `memcpy`).
+        let w = rest
+            .iter()
+            .rev()
+            .fold(0u64, |w, b| (w << 8) | u64::from(*b));
+        h = (h ^ w).wrapping_mul(K).rotate_left(31);
     }
     h ^= h >> 33;
     h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
@@ -216,36 +217,52 @@ impl Allowlist {
         })
     }
 
-    /// The digests recorded for `path` (the bytes after the path), if listed.
-    fn find(&self, path: &str) -> Option<(u8, &[u8])> {
-        let p = path.as_bytes();
-        let h = path_hash(p);
-        let tag = h >> 32;
+    /// The table slot `path` starts at, read: the first step of a lookup.
+    fn probe(&self, path: &[u8]) -> Probe {
+        let hash = path_hash(path);
+        let index = (hash as usize) & self.slots.len().saturating_sub(1);
+        Probe {
+            hash,
+            index,
+            slot: self.slots.get(index).copied().unwrap_or(0),
+        }
+    }
+
+    /// The record a slot points at (from its offset on), whatever its tag.
+    fn record(&self, slot: u64) -> Option<&[u8]> {
+        let off = usize::try_from((slot & 0xFFFF_FFFF).checked_sub(1)?).ok()?;
+        self.arena.get(off..)
+    }
+
+    /// The digests recorded for `path` (the bytes after the path), if listed, going on from
+    /// `probe` (its first slot already read).
+    fn find_from(&self, path: &[u8], probe: Probe) -> Option<(u8, &[u8])> {
+        let tag = probe.hash >> 32;
         let mask = self.slots.len().checked_sub(1)?;
-        let mut i = (h as usize) & mask;
+        let mut i = probe.index;
+        let mut slot = probe.slot;
         for _ in 0..self.slots.len() {
-            let slot = *self.slots.get(i)?;
             if slot == 0 {
                 return None;
             }
             if slot >> 32 == tag {
-                let off = usize::try_from((slot & 0xFFFF_FFFF).checked_sub(1)?).ok()?;
-                let rec = self.arena.get(off..)?;
-                let [l0, l1, count, rest @ ..] = rec else {
+                let [l0, l1, count, rest @ ..] = self.record(slot)? else {
                     return None;
                 };
                 let plen = usize::from(u16::from_le_bytes([*l0, *l1]));
-                if rest.get(..plen) == Some(p) {
+                if rest.get(..plen).is_some_and(|p| same(p, path)) {
                     return Some((*count, rest.get(plen..)?));
                 }
             }
             i = (i + 1) & mask;
+            slot = *self.slots.get(i)?;
         }
         None
     }
 
-    fn contains(&self, path: &str, alg: &str, digest: &[u8]) -> bool {
-        let Some((count, mut rest)) = self.find(path) else {
+    /// Whether `digest` (algorithm `alg`) is recorded in the digests `find_from` returned.
+    fn has_digest(found: Option<(u8, &[u8])>, alg: &[u8], digest: &[u8]) -> bool {
+        let Some((count, mut rest)) = found else {
             return false;
         };
         for _ in 0..count {
@@ -261,13 +278,68 @@ impl Allowlist {
             let Some((d, r)) = r.split_at_checked(usize::from(dl)) else {
                 return false;
             };
-            if d == digest && a == alg.as_bytes() {
+            if same(d, digest) && same(a, alg) {
                 return true;
             }
             rest = r;
         }
         false
     }
+
+    fn contains(&self, path: &[u8], alg: &[u8], digest: &[u8]) -> bool {
+        Self::has_digest(self.find_from(path, self.probe(path)), alg, digest)
+    }
+
+    /// [`contains`](Self::contains) for many entries: first every table slot is read, then
+    /// every record's first bytes, then each entry is compared. The reads of one phase do not
+    /// depend on each other, so their cache misses overlap instead of following one another
+    /// (a policy of tens of thousands of paths is megabytes, read at random).
+    fn contains_many(&self, items: &[Lookup<'_>], out: &mut [bool]) {
+        for (items, out) in items.chunks(LOOKAHEAD).zip(out.chunks_mut(LOOKAHEAD)) {
+            let mut probes = [Probe::default(); LOOKAHEAD];
+            for (p, it) in probes.iter_mut().zip(items) {
+                *p = self.probe(it.path);
+            }
+            for p in &probes {
+                if p.slot >> 32 == p.hash >> 32 {
+                    // Only to bring the record (its first two cache lines: the path and the
+                    // first digest, mostly) into cache; the values are not needed.
+                    if let Some(r) = self.record(p.slot) {
+                        std::hint::black_box((r.first().copied(), r.get(64).copied()));
+                    }
+                }
+            }
+            for ((p, it), o) in probes.iter().zip(items).zip(out.iter_mut()) {
+                *o = Self::has_digest(self.find_from(it.path, *p), it.alg, it.digest);
+            }
+        }
+    }
+}
+
+/// Entries looked up together by [`Allowlist::contains_many`].
+const LOOKAHEAD: usize = 16;
+
+/// One lookup under way: the path's hash, its first slot and that slot's value.
+#[derive(Debug, Clone, Copy, Default)]
+struct Probe {
+    hash: u64,
+    index: usize,
+    slot: u64,
+}
+
+/// One entry to look up: path, digest algorithm and digest, as logged.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lookup<'a> {
+    pub(crate) path: &'a [u8],
+    pub(crate) alg: &'a [u8],
+    pub(crate) digest: &'a [u8],
+}
+
+/// `a == b` for the short strings of a lookup (paths, digests), inline: the bytes' differences
+/// are or-ed together, which the compiler does a vector at a time, rather than a call to
+/// `memcmp` per comparison.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// The arena's offsets are 32-bit.
@@ -388,7 +460,14 @@ impl CompiledPolicy {
 
     /// Whether `digest` (algorithm `alg`) is listed for `path`.
     pub fn is_listed(&self, path: &str, alg: &str, digest: &[u8]) -> bool {
-        self.digests.contains(path, alg, digest)
+        self.digests
+            .contains(path.as_bytes(), alg.as_bytes(), digest)
+    }
+
+    /// [`is_listed`](Self::is_listed) for each of `items` (bytes as logged), into `out`; the
+    /// lookups' memory reads overlap.
+    pub(crate) fn are_listed(&self, items: &[Lookup<'_>], out: &mut [bool]) {
+        self.digests.contains_many(items, out);
     }
 
     /// Whether an exclude glob or regular expression covers `path`.

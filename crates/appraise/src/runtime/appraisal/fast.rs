@@ -2,8 +2,15 @@
 //!
 //! Entries are read in place (binary) or decoded onto the stack (ascii): nothing is allocated
 //! per entry. The path, digest and template data are slices of the log (an ascii entry's
-//! template data is rebuilt in one buffer reused for every entry), the allowlist lookup hashes
-//! the borrowed path, and each bank is extended with the block-level extend.
+//! template data is rebuilt in one buffer reused for every entry), and the hashes are the
+//! block functions of `nodetrust-extend` on stack buffers.
+//!
+//! Entries are taken [`BATCH`] at a time. The batch's allowlist lookups are made together
+//! ([`CompiledPolicy::are_listed`]), so that their reads of a policy of megabytes overlap;
+//! then each entry in order is replayed and decided, the hash of the next entry's template
+//! data computed together with the current entry's extend
+//! ([`nodetrust_extend::hash_and_extend`]: the two do not depend on each other, and their
+//! blocks are compressed in pairs).
 //!
 //! Only the common case is taken here: `ima-ng` and unsigned `ima-sig` entries into PCR 10,
 //! each allowed by a listed digest, an exclude, the violation rule or the boot aggregate, up to
@@ -11,51 +18,78 @@
 //! template or PCR, a log that does not replay, bytes the strict reader here does not accept)
 //! is handed to [`ImaLog::parse`] and [`RuntimeAppraisal::appraise`], so the outcome and the
 //! state are always exactly theirs.
+//!
+//! Paths and algorithm names are compared as bytes. A path that is not UTF-8 cannot equal a
+//! policy path (those are strings), and every other way to allow an entry here checks it, so
+//! such an entry never passes here; the full path then decides (and reports the ascii log as
+//! not UTF-8, as [`ImaLog::parse`] does).
 
-use aws_lc_rs::digest;
 use nodetrust_eventlog::ima::{BankRule, ImaLog, MAX_ENTRIES, MAX_TEMPLATE_DATA};
 use nodetrust_eventlog::ParseError;
 use nodetrust_tpm_wire::{HashAlg, PcrValues};
 
 use super::{
-    check_boot_aggregate_parts, extend_alg, ring, AllowedCounts, Running, RuntimeAppraisal,
+    check_boot_aggregate_parts, extend_alg, AllowedCounts, Running, RuntimeAppraisal,
     RuntimeOutcome,
 };
-use crate::runtime::compiled::CompiledPolicy;
+use crate::runtime::compiled::{same, CompiledPolicy, Lookup};
 use crate::runtime::policy::{BootAggregateRule, ViolationRule};
 use crate::runtime::IMA_PCR;
 
 /// Longest template name in a binary entry (as the event-log parser).
 const MAX_TEMPLATE_NAME: usize = 255;
 
-/// One entry, borrowed from the log (ascii digests decoded onto the stack).
+/// Entries read, looked up and then appraised together.
+const BATCH: usize = 32;
+
+/// Most banks followed (one per hash algorithm).
+const MAX_BANKS: usize = 4;
+
+/// One entry, borrowed from the log (ascii digests decoded into it). The reader fills the
+/// entries of a batch in place, every field each time.
 struct EntryRef<'a> {
     pcr: u32,
     template_hash: [u8; 32],
     template_hash_len: usize,
-    alg: &'a str,
-    digest: Digest<'a>,
-    path: &'a str,
+    /// The file digest's algorithm name, as logged (not checked to be UTF-8).
+    alg: &'a [u8],
+    /// Binary: the file digest as logged. Ascii: empty (decoded into `decoded`).
+    logged_digest: &'a [u8],
+    /// Ascii: the file digest, its first `decoded_len` bytes (at least one).
+    decoded: [u8; 64],
+    decoded_len: usize,
+    /// As logged (not checked to be UTF-8).
+    path: &'a [u8],
     /// Binary: the template data as logged. Ascii: empty (rebuilt by the caller).
     data: &'a [u8],
     sig_template: bool,
 }
 
-enum Digest<'a> {
-    Borrowed(&'a [u8]),
-    Decoded([u8; 64], usize),
-}
-
-impl Digest<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Borrowed(b) => b,
-            Self::Decoded(a, n) => a.get(..*n).unwrap_or_default(),
+impl EntryRef<'_> {
+    fn empty() -> Self {
+        Self {
+            pcr: 0,
+            template_hash: [0; 32],
+            template_hash_len: 0,
+            alg: &[],
+            logged_digest: &[],
+            decoded: [0; 64],
+            decoded_len: 0,
+            path: &[],
+            data: &[],
+            sig_template: false,
         }
     }
-}
 
-impl EntryRef<'_> {
+    /// The file digest.
+    fn digest(&self) -> &[u8] {
+        if self.decoded_len > 0 {
+            self.decoded.get(..self.decoded_len).unwrap_or_default()
+        } else {
+            self.logged_digest
+        }
+    }
+
     fn template_hash(&self) -> &[u8] {
         self.template_hash
             .get(..self.template_hash_len)
@@ -68,57 +102,138 @@ impl EntryRef<'_> {
 }
 
 /// `None`: not a form this reader takes (the full parser decides).
-type Next<'a> = Option<EntryRef<'a>>;
+type Next = Option<()>;
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// The value of each hex digit; `0xFF` for every other byte.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "computed at compile time; c < 256 indexes a 256-entry table"
+)]
+const HEX: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => 0xFF,
+        };
+        c += 1;
     }
-}
+    t
+};
 
 /// Decodes `hex` into `out`; the number of bytes, or `None` if it is not hex or too long.
+/// Branch-free per digit (a table look-up), so random digits cost no mispredictions.
 fn decode_hex(hex: &[u8], out: &mut [u8]) -> Option<usize> {
-    if !hex.len().is_multiple_of(2) || hex.len() / 2 > out.len() {
+    let n = hex.len() / 2;
+    if !hex.len().is_multiple_of(2) || n > out.len() {
         return None;
     }
+    let digit = |c: u8| HEX.get(usize::from(c)).copied().unwrap_or(0xFF);
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
         let [hi, lo] = pair else { return None };
-        *o = (hex_val(*hi)? << 4) | hex_val(*lo)?;
+        let (h, l) = (digit(*hi), digit(*lo));
+        bad |= h | l;
+        *o = (h << 4) | (l & 0x0F);
     }
-    Some(hex.len() / 2)
+    (bad & 0xF0 == 0).then_some(n)
 }
 
 fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
-    let i = s.iter().position(|b| *b == sep)?;
+    let i = find_byte(s, sep)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
-/// One ascii line (without its line end), as `parse_ascii_line` reads `ima-ng` and unsigned
-/// `ima-sig` lines.
-fn ascii_entry(line: &[u8]) -> Next<'_> {
-    let (pcr_text, rest) = split_once(line, b' ')?;
-    if pcr_text.is_empty() || pcr_text.len() > 10 || !pcr_text.iter().all(u8::is_ascii_digit) {
+/// The position of the first `byte` in `s`, eight bytes at a time: a byte of `w ^ byte…` is
+/// zero where the word `w` holds `byte`.
+fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let pattern = ONES * u64::from(byte);
+    let mut words = s.chunks_exact(8);
+    let mut at = 0usize;
+    for w in &mut words {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or_default()) ^ pattern;
+        // The lowest flagged byte is the first zero byte (only bytes above one can be
+        // flagged falsely, by the borrow).
+        let zero = x.wrapping_sub(ONES) & !x & HIGH;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| *b == byte)
+        .map(|i| at + i)
+}
+
+/// The length of the line at the start of `text`, its `\n` included (all of `text` when it
+/// has none).
+fn line_len(text: &[u8]) -> usize {
+    find_byte(text, b'\n').map_or(text.len(), |i| i + 1)
+}
+
+/// A PCR number as `str::parse::<u32>` reads it, digits only.
+fn parse_pcr(text: &[u8]) -> Option<u32> {
+    if text.is_empty() || text.len() > 10 {
         return None;
     }
-    let pcr = std::str::from_utf8(pcr_text).ok()?.parse::<u32>().ok()?;
-    let (hash_text, rest) = split_once(rest, b' ')?;
-    let hash_text = split_once(hash_text, b':').map_or(hash_text, |(_, h)| h);
-    let mut template_hash = [0u8; 32];
-    let template_hash_len = decode_hex(hash_text, &mut template_hash)?;
-    if template_hash_len != 20 && template_hash_len != 32 {
+    let mut v: u64 = 0;
+    for d in text {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(d - b'0');
+    }
+    u32::try_from(v).ok()
+}
+
+/// Splits `s` at `at` when a space is there, else at its first space. For a field of `at`
+/// hex digits: the caller decodes the text before, and when it is hex it has no space, so this
+/// was the first space; when it is not, the caller gives up.
+fn split_at_space(s: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
+    if s.get(at) == Some(&b' ') {
+        return Some((s.get(..at)?, s.get(at + 1..)?));
+    }
+    split_once(s, b' ')
+}
+
+/// One ascii line (without its line end) into `e`, as `parse_ascii_line` reads `ima-ng` and
+/// unsigned `ima-sig` lines.
+fn ascii_entry<'a>(line: &'a [u8], e: &mut EntryRef<'a>) -> Next {
+    let (pcr_text, rest) = split_once(line, b' ')?;
+    e.pcr = parse_pcr(pcr_text)?;
+    // The template hash: 40 hex digits, most often. Split there, the text has exactly 40
+    // characters; with a prefix it decodes to at most 19 bytes below and is refused, so only
+    // 40 hex digits (no space) are taken.
+    let (hash_text, rest) = split_at_space(rest, 40)?;
+    // An algorithm prefix (`sha256:`) is not hex: only then is the text split.
+    e.template_hash_len = match decode_hex(hash_text, &mut e.template_hash) {
+        Some(n) => n,
+        None => {
+            let hex = split_once(hash_text, b':').map_or(hash_text, |(_, h)| h);
+            decode_hex(hex, &mut e.template_hash)?
+        }
+    };
+    if e.template_hash_len != 20 && e.template_hash_len != 32 {
         return None;
     }
     let (name, rest) = split_once(rest, b' ')?;
-    let sig_template = match name {
+    e.sig_template = match name {
         b"ima-ng" => false,
         b"ima-sig" => true,
         _ => return None,
     };
-    let (digest_text, path) = split_once(rest, b' ')?;
-    let (alg, hex_digest) = split_once(digest_text, b':')?;
+    // `alg:hex` up to the first space: the algorithm has no space (checked below) and the hex
+    // digits none, so the first space after the algorithm's `:` ends the field.
+    let colon = find_byte(rest, b':')?;
+    let alg = rest.get(..colon)?;
     if alg.is_empty()
         || alg.len() > 64
         || !alg
@@ -127,12 +242,22 @@ fn ascii_entry(line: &[u8]) -> Next<'_> {
     {
         return None;
     }
-    let mut d = [0u8; 64];
-    let n = decode_hex(hex_digest, &mut d)?;
-    if n == 0 {
+    let hex_len = match alg {
+        b"sha1" => 40,
+        b"sha256" | b"sm3" => 64,
+        b"sha384" => 96,
+        b"sha512" => 128,
+        _ => 0,
+    };
+    let (hex_digest, path) = split_at_space(rest.get(colon + 1..)?, hex_len)?;
+    e.decoded_len = decode_hex(hex_digest, &mut e.decoded)?;
+    if e.decoded_len == 0 {
         return None;
     }
-    let path = if sig_template {
+    e.alg = alg;
+    e.logged_digest = &[];
+    e.data = &[];
+    e.path = if e.sig_template {
         // A signature (last field, hex, starting with 0) is verified by the full path.
         if let Some(i) = path.iter().rposition(|b| *b == b' ') {
             let sig = path.get(i + 1..)?;
@@ -160,16 +285,7 @@ fn ascii_entry(line: &[u8]) -> Next<'_> {
     } else {
         path
     };
-    Some(EntryRef {
-        pcr,
-        template_hash,
-        template_hash_len,
-        alg: std::str::from_utf8(alg).ok()?,
-        digest: Digest::Decoded(d, n),
-        path: std::str::from_utf8(path).ok()?,
-        data: &[],
-        sig_template,
-    })
+    Some(())
 }
 
 /// Reads a little-endian `u32` at `*pos`.
@@ -195,15 +311,15 @@ fn take_sized<'a>(b: &'a [u8], pos: &mut usize, max: usize) -> Option<&'a [u8]> 
     take(b, pos, n)
 }
 
-/// One binary `ima-ng` or unsigned `ima-sig` entry at `*pos`, in place.
-fn binary_entry<'a>(b: &'a [u8], pos: &mut usize) -> Next<'a> {
-    let pcr = take_u32(b, pos)?;
-    let mut template_hash = [0u8; 32];
-    template_hash
+/// One binary `ima-ng` or unsigned `ima-sig` entry at `*pos` into `e`, in place.
+fn binary_entry<'a>(b: &'a [u8], pos: &mut usize, e: &mut EntryRef<'a>) -> Next {
+    e.pcr = take_u32(b, pos)?;
+    e.template_hash
         .get_mut(..20)?
         .copy_from_slice(take(b, pos, 20)?);
+    e.template_hash_len = 20;
     let name = take_sized(b, pos, MAX_TEMPLATE_NAME)?;
-    let sig_template = match name {
+    e.sig_template = match name {
         b"ima-ng" => false,
         b"ima-sig" => true,
         _ => return None,
@@ -212,26 +328,19 @@ fn binary_entry<'a>(b: &'a [u8], pos: &mut usize) -> Next<'a> {
     let mut f = 0;
     let d = take_sized(data, &mut f, MAX_TEMPLATE_DATA)?;
     let n = take_sized(data, &mut f, MAX_TEMPLATE_DATA)?;
-    if sig_template && !take_sized(data, &mut f, MAX_TEMPLATE_DATA)?.is_empty() {
+    if e.sig_template && !take_sized(data, &mut f, MAX_TEMPLATE_DATA)?.is_empty() {
         return None;
     }
     if f != data.len() {
         return None;
     }
     let sep = d.windows(2).position(|w| w == b":\0")?;
-    let alg = std::str::from_utf8(d.get(..sep)?).ok()?;
-    let digest = d.get(sep + 2..)?;
-    let path = std::str::from_utf8(n.strip_suffix(&[0]).unwrap_or(n)).ok()?;
-    Some(EntryRef {
-        pcr,
-        template_hash,
-        template_hash_len: 20,
-        alg,
-        digest: Digest::Borrowed(digest),
-        path,
-        data,
-        sig_template,
-    })
+    e.alg = d.get(..sep)?;
+    e.logged_digest = d.get(sep + 2..)?;
+    e.decoded_len = 0;
+    e.path = n.strip_suffix(&[0]).unwrap_or(n);
+    e.data = data;
+    Some(())
 }
 
 /// Whether `ImaLog::parse` reads `bytes` as ascii.
@@ -245,17 +354,58 @@ fn is_ascii_log(bytes: &[u8]) -> bool {
 /// The template data of an ascii entry, rebuilt into `buf`.
 fn rebuild_data(e: &EntryRef<'_>, buf: &mut Vec<u8>) {
     buf.clear();
-    let digest = e.digest.bytes();
+    let digest = e.digest();
     let d_len = e.alg.len() + 2 + digest.len();
     buf.extend_from_slice(&(d_len as u32).to_le_bytes());
-    buf.extend_from_slice(e.alg.as_bytes());
+    buf.extend_from_slice(e.alg);
     buf.extend_from_slice(b":\0");
     buf.extend_from_slice(digest);
     buf.extend_from_slice(&((e.path.len() + 1) as u32).to_le_bytes());
-    buf.extend_from_slice(e.path.as_bytes());
+    buf.extend_from_slice(e.path);
     buf.push(0);
     if e.sig_template {
         buf.extend_from_slice(&0u32.to_le_bytes());
+    }
+}
+
+/// The log's entries one by one, as the full parser splits them.
+struct Reader<'a> {
+    log: &'a [u8],
+    pos: usize,
+    ascii: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// The next entry into `e` (`true`), the end (`false`), or `None` for bytes this reader
+    /// does not take.
+    fn next(&mut self, e: &mut EntryRef<'a>) -> Option<bool> {
+        if !self.ascii {
+            if self.pos >= self.log.len() {
+                return Some(false);
+            }
+            return binary_entry(self.log, &mut self.pos, e).map(|()| true);
+        }
+        loop {
+            // Lines as `ImaLog::parse_ascii` splits them; blank lines are skipped.
+            let rest = self.log.get(self.pos..)?;
+            if rest.is_empty() {
+                return Some(false);
+            }
+            let end = line_len(rest);
+            self.pos += end;
+            let mut line = rest.get(..end)?;
+            while let Some((last, init)) = line.split_last() {
+                if *last == b'\n' || *last == b'\r' {
+                    line = init;
+                } else {
+                    break;
+                }
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return ascii_entry(line, e).map(|()| true);
+        }
     }
 }
 
@@ -264,9 +414,89 @@ struct Bank<'q> {
     alg: HashAlg,
     value: [u8; 64],
     quoted: Option<&'q [u8]>,
-    /// Extending this bank hashes the template data (so the data is bound).
-    binds_data: bool,
 }
+
+/// What one entry extends into each bank (indexed like the banks), computed ahead of the
+/// extend.
+type Extends = [[u8; 64]; MAX_BANKS];
+
+/// The values `e` extends into `banks`, or `None` when its logged template hash is not the
+/// hash of its data and no quoted bank binds the data (the full path reports it). `data` is
+/// the entry's template data.
+///
+/// With `prev` (what the entry before extends into each bank), that extend is done here too:
+/// a bank whose algorithm hashes `e`'s data takes its previous value's extend in the same
+/// [`nodetrust_extend::hash_and_extend`] call; the others are extended at the end. Either way
+/// every bank has been extended with `prev` when this returns `Some`.
+fn extend_values(
+    e: &EntryRef<'_>,
+    data: &[u8],
+    banks: &mut [Bank<'_>],
+    prev: Option<&Extends>,
+) -> Option<Extends> {
+    let mut out = [[0u8; 64]; MAX_BANKS];
+    // Banks already extended with `prev`.
+    let mut done = [prev.is_none(); MAX_BANKS];
+    // Hashes `data` with `alg` into `h`, extending the first bank of that algorithm not done.
+    let hash = |alg: HashAlg, h: &mut [u8], banks: &mut [Bank<'_>], done: &mut [bool]| {
+        let n = alg.size();
+        let pair = banks
+            .iter_mut()
+            .zip(done.iter_mut())
+            .enumerate()
+            .find(|(_, (b, d))| b.alg == alg && !**d);
+        match (pair, prev) {
+            (Some((k, (b, d))), Some(prev)) => {
+                *d = true;
+                let digest = prev.get(k).and_then(|v| v.get(..n)).unwrap_or_default();
+                let cur = b.value.get_mut(..n).unwrap_or_default();
+                nodetrust_extend::hash_and_extend(extend_alg(alg), data, h, cur, digest)
+            }
+            _ => nodetrust_extend::hash(extend_alg(alg), data, h),
+        }
+    };
+    let th = e.template_hash();
+    let violation = e.is_violation();
+    let mut bound = false;
+    for (k, v) in out.iter_mut().enumerate().take(banks.len()) {
+        let b = banks.get(k)?;
+        let (alg, quoted) = (b.alg, b.quoted.is_some());
+        let v = v.get_mut(..alg.size())?;
+        let logged_is_bank = matches!((alg, th.len()), (HashAlg::Sha1, 20) | (HashAlg::Sha256, 32));
+        bound |= !logged_is_bank && quoted;
+        if violation {
+            v.fill(0xFF);
+        } else if logged_is_bank {
+            v.copy_from_slice(th);
+        } else if !hash(alg, v, banks, &mut done) {
+            return None;
+        }
+    }
+    if !violation && !bound {
+        let alg = if th.len() == 32 {
+            HashAlg::Sha256
+        } else {
+            HashAlg::Sha1
+        };
+        let mut h = [0u8; 32];
+        let h = h.get_mut(..alg.size())?;
+        if !hash(alg, h, banks, &mut done) || h != th {
+            return None;
+        }
+    }
+    if let Some(prev) = prev {
+        for ((b, v), d) in banks.iter_mut().zip(prev).zip(done) {
+            let n = b.alg.size();
+            if !d {
+                nodetrust_extend::extend(extend_alg(b.alg), b.value.get_mut(..n)?, v.get(..n)?);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Where the quote last held: entries covered, counts, violations, bank values.
+type Held = (usize, AllowedCounts, u64, [[u8; 64]; MAX_BANKS]);
 
 impl RuntimeAppraisal {
     /// As [`appraise`](Self::appraise), with the new entries given as the log's bytes from
@@ -305,7 +535,7 @@ impl RuntimeAppraisal {
             return None;
         }
         let ima_pcr = u32::from(IMA_PCR);
-        let mut banks: Vec<Bank<'_>> = Vec::with_capacity(4);
+        let mut banks: Vec<Bank<'_>> = Vec::with_capacity(MAX_BANKS);
         if fresh || self.running.is_empty() {
             for alg in quoted.banks() {
                 if quoted.get(alg, IMA_PCR).is_some() {
@@ -313,7 +543,6 @@ impl RuntimeAppraisal {
                         alg,
                         value: [0; 64],
                         quoted: None,
-                        binds_data: false,
                     });
                 }
             }
@@ -328,9 +557,11 @@ impl RuntimeAppraisal {
                     alg: r.bank,
                     value,
                     quoted: None,
-                    binds_data: false,
                 });
             }
+        }
+        if banks.len() > MAX_BANKS {
+            return None;
         }
         for b in &mut banks {
             b.quoted = quoted.get(b.alg, IMA_PCR);
@@ -340,128 +571,124 @@ impl RuntimeAppraisal {
         }
         let holds = |banks: &[Bank<'_>]| {
             banks.iter().all(|b| match b.quoted {
-                Some(q) => b.value.get(..b.alg.size()) == Some(q),
+                Some(q) => b.value.get(..b.alg.size()).is_some_and(|v| same(v, q)),
                 None => true,
             })
         };
+        let snapshot = |banks: &[Bank<'_>]| {
+            let mut v = [[0u8; 64]; MAX_BANKS];
+            for (v, b) in v.iter_mut().zip(banks) {
+                *v = b.value;
+            }
+            v
+        };
 
         let ascii = is_ascii_log(log);
+        let mut reader = Reader { log, pos: 0, ascii };
         let mut data_buf: Vec<u8> = Vec::new();
         let mut allowed = AllowedCounts::default();
         let mut violations: u64 = 0;
-        // (entries covered, counts, violations, bank values) where the quote last held.
-        let mut last: Option<(usize, AllowedCounts, u64, Vec<[u8; 64]>)> = None;
-        let snapshot = |banks: &[Bank<'_>]| banks.iter().map(|b| b.value).collect::<Vec<_>>();
+        let mut last: Option<Held> = None;
         if holds(&banks) {
             last = Some((0, allowed, 0, snapshot(&banks)));
         }
-        let mut pos = 0usize;
         let mut count = 0usize;
-        let mut buf = [0u8; 64];
-        loop {
-            let e = if ascii {
-                // Lines as `ImaLog::parse_ascii` splits them; blank lines are skipped.
-                let rest = log.get(pos..)?;
-                if rest.is_empty() {
+        let mut slots: [EntryRef<'_>; BATCH] = std::array::from_fn(|_| EntryRef::empty());
+        let mut listed = [false; BATCH];
+        let mut at_end = false;
+        while !at_end {
+            let mut n = 0;
+            for e in &mut slots {
+                if !reader.next(e)? {
+                    at_end = true;
                     break;
                 }
-                let end = rest
-                    .iter()
-                    .position(|b| *b == b'\n')
-                    .map_or(rest.len(), |i| i + 1);
-                pos += end;
-                let mut line = rest.get(..end)?;
-                while let Some((last, init)) = line.split_last() {
-                    if *last == b'\n' || *last == b'\r' {
-                        line = init;
-                    } else {
-                        break;
+                if count + n >= MAX_ENTRIES || e.pcr != ima_pcr {
+                    return None;
+                }
+                n += 1;
+            }
+            let batch = slots.get(..n)?;
+            let mut lookups = [Lookup::default(); BATCH];
+            for (l, e) in lookups.iter_mut().zip(batch) {
+                *l = Lookup {
+                    path: e.path,
+                    alg: e.alg,
+                    digest: e.digest(),
+                };
+            }
+            policy.are_listed(lookups.get(..n)?, listed.get_mut(..n)?);
+
+            // The template data's hashes one entry ahead of the extends, the next entry's
+            // hashing paired with this entry's extends.
+            let mut next = match batch.first() {
+                Some(e) => {
+                    if ascii {
+                        rebuild_data(e, &mut data_buf);
+                    }
+                    let data = if ascii { data_buf.as_slice() } else { e.data };
+                    Some(extend_values(e, data, &mut banks, None)?)
+                }
+                None => None,
+            };
+            for (j, (e, is_listed)) in batch.iter().zip(listed).enumerate() {
+                let values = next.take()?;
+                if let Some(n) = batch.get(j + 1) {
+                    if ascii {
+                        rebuild_data(n, &mut data_buf);
+                    }
+                    let data = if ascii { data_buf.as_slice() } else { n.data };
+                    next = Some(extend_values(n, data, &mut banks, Some(&values))?);
+                } else {
+                    for (b, v) in banks.iter_mut().zip(&values) {
+                        let n = b.alg.size();
+                        nodetrust_extend::extend(
+                            extend_alg(b.alg),
+                            b.value.get_mut(..n)?,
+                            v.get(..n)?,
+                        );
                     }
                 }
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                ascii_entry(line)?
-            } else {
-                if pos >= log.len() {
-                    break;
-                }
-                binary_entry(log, &mut pos)?
-            };
-            if count >= MAX_ENTRIES || e.pcr != ima_pcr {
-                return None;
-            }
-            let at = first_entry.checked_add(count as u64)?;
-            count += 1;
-            let th = e.template_hash();
-            let violation = e.is_violation();
-            let data: &[u8] = if ascii {
-                rebuild_data(&e, &mut data_buf);
-                &data_buf
-            } else {
-                e.data
-            };
-            // Replay.
-            let mut bound = false;
-            for b in &mut banks {
-                let n = b.alg.size();
-                let v = buf.get_mut(..n)?;
-                let logged_is_bank = matches!(
-                    (b.alg, th.len()),
-                    (HashAlg::Sha1, 20) | (HashAlg::Sha256, 32)
-                );
-                b.binds_data = !logged_is_bank;
+                let at = first_entry.checked_add(count as u64)?;
+                count += 1;
+                // The entry, as `appraise` decides it; anything but an allowance is the full
+                // path's.
+                let violation = e.is_violation();
                 if violation {
-                    v.fill(0xFF);
-                } else if logged_is_bank {
-                    v.copy_from_slice(th);
+                    if at == 0 {
+                        return None;
+                    }
+                    violations += 1;
+                }
+                let boot_aggregate = e.path == b"boot_aggregate";
+                if at == 0
+                    && (policy.boot_aggregate() == BootAggregateRule::Require || boot_aggregate)
+                {
+                    if !boot_aggregate {
+                        return None;
+                    }
+                    if policy.boot_aggregate() == BootAggregateRule::Require {
+                        let alg = std::str::from_utf8(e.alg).ok()?;
+                        check_boot_aggregate_parts(alg, e.digest(), quoted).ok()?;
+                    }
+                    allowed.boot_aggregate += 1;
+                } else if violation {
+                    if policy.violations() != ViolationRule::Allow {
+                        return None;
+                    }
+                    // The full parser refuses an ascii log that is not UTF-8.
+                    std::str::from_utf8(e.path).ok()?;
+                    allowed.violation += 1;
+                } else if is_listed {
+                    allowed.digest += 1;
+                } else if policy.is_excluded(std::str::from_utf8(e.path).ok()?) {
+                    allowed.excluded += 1;
                 } else {
-                    v.copy_from_slice(digest::digest(ring(b.alg), data).as_ref().get(..n)?);
-                }
-                bound |= b.binds_data && b.quoted.is_some();
-                nodetrust_extend::extend(extend_alg(b.alg), b.value.get_mut(..n)?, v);
-            }
-            // The entry, as `appraise` decides it; anything but an allowance is the full path's.
-            if violation {
-                if at == 0 {
                     return None;
                 }
-                violations += 1;
-            } else if !bound {
-                let alg = if th.len() == 32 {
-                    HashAlg::Sha256
-                } else {
-                    HashAlg::Sha1
-                };
-                if digest::digest(ring(alg), data).as_ref() != th {
-                    return None;
+                if holds(&banks) {
+                    last = Some((count, allowed, violations, snapshot(&banks)));
                 }
-            }
-            if at == 0
-                && (policy.boot_aggregate() == BootAggregateRule::Require
-                    || e.path == "boot_aggregate")
-            {
-                if e.path != "boot_aggregate" {
-                    return None;
-                }
-                if policy.boot_aggregate() == BootAggregateRule::Require {
-                    check_boot_aggregate_parts(e.alg, e.digest.bytes(), quoted).ok()?;
-                }
-                allowed.boot_aggregate += 1;
-            } else if violation {
-                if policy.violations() != ViolationRule::Allow {
-                    return None;
-                }
-                allowed.violation += 1;
-            } else if policy.is_listed(e.path, e.alg, e.digest.bytes()) {
-                allowed.digest += 1;
-            } else if policy.is_excluded(e.path) {
-                allowed.excluded += 1;
-            } else {
-                return None;
-            }
-            if holds(&banks) {
-                last = Some((count, allowed, violations, snapshot(&banks)));
             }
         }
         let (covered, allowed, new_violations, values) = last?;
@@ -491,5 +718,62 @@ impl RuntimeAppraisal {
             violations: self.violations,
             allowed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "test code: a panic is a failed test"
+    )]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(
+            s in proptest::collection::vec(prop_oneof![Just(b' '), Just(b'\n'), Just(0x8A), any::<u8>()], 0..80),
+            byte in prop_oneof![Just(b' '), Just(b'\n'), any::<u8>()],
+        ) {
+            prop_assert_eq!(find_byte(&s, byte), s.iter().position(|b| *b == byte));
+            let len = s.iter().position(|b| *b == b'\n').map_or(s.len(), |i| i + 1);
+            prop_assert_eq!(line_len(&s), len);
+        }
+
+        #[test]
+        fn decode_hex_is_the_hex_crate(
+            s in proptest::collection::vec(prop_oneof![
+                proptest::sample::select(b"0123456789abcdefABCDEF".to_vec()),
+                any::<u8>(),
+            ], 0..140),
+        ) {
+            let mut out = [0u8; 64];
+            let want = hex::decode(&s).ok().filter(|d| d.len() <= 64);
+            let got = decode_hex(&s, &mut out).map(|n| out[..n].to_vec());
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn pcr_numbers_read_as_u32_parse() {
+        for t in [
+            "0",
+            "10",
+            "007",
+            "4294967295",
+            "4294967296",
+            "",
+            "1a",
+            "+1",
+            "99999999999",
+        ] {
+            assert_eq!(
+                parse_pcr(t.as_bytes()),
+                t.parse::<u32>().ok().filter(|_| !t.starts_with('+')),
+                "{t}"
+            );
+        }
     }
 }
