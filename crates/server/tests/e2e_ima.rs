@@ -37,11 +37,9 @@ use nodetrust_tpm_wire::{HashAlg, PcrValues};
 use serde_json::{json, Value};
 
 mod common;
+use common::e2e::{api, curl, endorse_own_ek, extend_event, server_pin, TA_PASSWORD, TA_USER};
 use common::processes::{agent_binary, free_port, wait_until, Proc};
 
-const ADMIN: &str = "admin:admin-pw";
-const TA_USER: &str = "tagentadmin";
-const TA_PASSWORD: &str = "ta-pw";
 const BANKS: [HashAlg; 2] = [HashAlg::Sha1, HashAlg::Sha256];
 
 /// What every node of the fleet runs.
@@ -76,17 +74,7 @@ fn boot(tpm: &Swtpm, log_path: &Path) {
     );
     log.event(9, types::EV_IPL, b"/boot/vmlinuz-6.1");
     for e in log.events() {
-        let digests: Vec<String> = e
-            .digests
-            .iter()
-            .map(|(b, d)| format!("{}={}", b.name(), hex::encode(d)))
-            .collect();
-        tpm2::run(
-            tpm,
-            "tpm2_pcrextend",
-            &[&format!("{}:{}", e.pcr, digests.join(","))],
-        )
-        .unwrap();
+        extend_event(tpm, e);
     }
     std::fs::write(log_path, log.bytes()).unwrap();
 }
@@ -122,25 +110,6 @@ fn extend_ima(tpm: &Swtpm, log: &ImaLogBuilder, from: usize) {
         // tpm2::run would also flush transient objects: fine here, no agent is connected.
         tpm2::run(tpm, "tpm2_pcrextend", &refs).unwrap();
     }
-}
-
-fn curl(args: &[&str], body: Option<&Value>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-k", "-w", "\n%{http_code}"]).args(args);
-    if let Some(b) = body {
-        cmd.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())),
-    )
-}
-
-fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("https://127.0.0.1:{port}{path}");
-    curl(&["-u", ADMIN, "-X", method, &url], body.as_ref())
 }
 
 /// A counter of the server's `/metrics` (0 when absent).
@@ -228,12 +197,7 @@ impl Server {
     }
 
     fn pin(&self) -> String {
-        let pem = std::fs::read(self.dir.path().join("server.crt")).unwrap();
-        let der = rustls_pemfile::certs(&mut pem.as_slice())
-            .next()
-            .unwrap()
-            .unwrap();
-        nodetrust_server::tls::fingerprint(der.as_ref())
+        server_pin(self.dir.path())
     }
 }
 
@@ -332,48 +296,6 @@ impl Node {
         });
         Proc(child)
     }
-
-    /// Gives the node an EK of its own, endorsed by an admin (every testkit swtpm is a copy of
-    /// one manufactured TPM; a host's identity is its EK).
-    fn own_ek(&self, port: u16) {
-        let tcti = self.tpm.tcti();
-        let run = |args: &[&str]| {
-            let out = Command::new(args[0])
-                .args(&args[1..])
-                .env("TPM2TOOLS_TCTI", &tcti)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&["tpm2_changeeps"]);
-        let public = self.state.path().join("ek.pub");
-        let ctx = self.state.path().join("ek.ctx");
-        run(&[
-            "tpm2_createek",
-            "-G",
-            "rsa",
-            "-u",
-            &public.display().to_string(),
-            "-c",
-            &ctx.display().to_string(),
-        ]);
-        let _ = Command::new("tpm2_flushcontext")
-            .arg("-t")
-            .env("TPM2TOOLS_TCTI", &tcti)
-            .output();
-        let ek = nodetrust_proto::b64::encode(&std::fs::read(&public).unwrap());
-        let (s, v) = api(
-            port,
-            "POST",
-            "/mtwilson/v2/tpm-endorsements",
-            Some(json!({"ek_public": ek, "hardware_uuid": self.uuid})),
-        );
-        assert_eq!(s, 201, "{v}");
-    }
 }
 
 fn registered(port: u16, hosts: &[&str]) {
@@ -403,8 +325,8 @@ fn runtime_flavor_policy_names_files_replay_and_reboot() {
     });
     let (server, _srv) = Server::start(gold.tpm.template());
     let port = server.port;
-    node1.own_ek(port);
-    node2.own_ek(port);
+    endorse_own_ek(&node1.tpm, node1.state.path(), node1.uuid, port);
+    endorse_own_ek(&node2.tpm, node2.state.path(), node2.uuid, port);
     let mut gold_agent = gold.start_agent(&server);
     let mut node1_agent = node1.start_agent(&server);
     let node2_agent = node2.start_agent(&server);
@@ -717,7 +639,7 @@ fn push_host_log_longer_than_one_answer_is_appraised_over_several_pushes() {
             l.file(&p, &c);
         }
     });
-    node.own_ek(port);
+    endorse_own_ek(&node.tpm, node.state.path(), node.uuid, port);
     let _gold_agent = gold.start_agent(&server);
     registered(port, &["gold"]);
     let (s, f) = api(

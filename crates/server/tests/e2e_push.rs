@@ -21,30 +21,13 @@ use std::time::Duration;
 
 use nodetrust_eventlog::build::{image_load_event, LogBuilder};
 use nodetrust_eventlog::types;
-use nodetrust_testkit::{tpm2, Swtpm};
+use nodetrust_testkit::Swtpm;
 use nodetrust_tpm_wire::HashAlg;
 use serde_json::{json, Value};
 
 mod common;
+use common::e2e::{api, endorse_own_ek, extend_event, server_pin, TA_PASSWORD, TA_USER};
 use common::processes::{agent_binary, free_port, wait_until, Proc};
-
-const ADMIN: &str = "admin:admin-pw";
-const TA_USER: &str = "tagentadmin";
-const TA_PASSWORD: &str = "ta-pw";
-
-fn extend(tpm: &Swtpm, e: &nodetrust_eventlog::build::BuiltEvent) {
-    let digests: Vec<String> = e
-        .digests
-        .iter()
-        .map(|(b, d)| format!("{}={}", b.name(), hex::encode(d)))
-        .collect();
-    tpm2::run(
-        tpm,
-        "tpm2_pcrextend",
-        &[&format!("{}:{}", e.pcr, digests.join(","))],
-    )
-    .unwrap();
-}
 
 /// Extends a boot into the swtpm and writes its log.
 fn boot(tpm: &Swtpm, log_path: &Path) {
@@ -61,7 +44,7 @@ fn boot(tpm: &Swtpm, log_path: &Path) {
     );
     log.event(9, types::EV_IPL, b"/boot/vmlinuz-6.1");
     for e in log.events() {
-        extend(tpm, e);
+        extend_event(tpm, e);
     }
     std::fs::write(log_path, log.bytes()).unwrap();
 }
@@ -77,42 +60,9 @@ fn extend_pcr4(tpm: &Swtpm, log_path: &Path, what: &str) {
         what.as_bytes(),
         &image_load_event("\\EFI\\other\\loader.efi", 9),
     );
-    extend(tpm, &extra.events()[0]);
+    extend_event(tpm, &extra.events()[0]);
     bytes.extend_from_slice(&extra.bytes()[header_len..]);
     std::fs::write(log_path, bytes).unwrap();
-}
-
-fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = format!("https://127.0.0.1:{port}{path}");
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-k",
-        "-u",
-        ADMIN,
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]);
-    if let Some(b) = body {
-        cmd.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
-    }
-    let out = String::from_utf8(cmd.arg(&url).output().unwrap().stdout).unwrap();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
-fn pin(dir: &Path) -> String {
-    let pem = std::fs::read(dir.join("server.crt")).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .unwrap()
-        .unwrap();
-    nodetrust_server::tls::fingerprint(der.as_ref())
 }
 
 struct Node {
@@ -166,44 +116,6 @@ impl Node {
             .unwrap();
         Proc(child)
     }
-}
-
-/// Gives the node its own EK (every testkit swtpm is a copy of one manufactured TPM) and
-/// endorses it for the node's hardware UUID.
-fn give_own_ek(node: &Node, port: u16) {
-    let tcti = node.tpm.tcti();
-    let run = |args: &[&str]| {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .env("TPM2TOOLS_TCTI", &tcti)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["tpm2_changeeps"]);
-    let public = node.state.path().join("ek.pub");
-    let ctx = node.state.path().join("ek.ctx");
-    run(&[
-        "tpm2_createek",
-        "-G",
-        "rsa",
-        "-u",
-        &public.display().to_string(),
-        "-c",
-        &ctx.display().to_string(),
-    ]);
-    let ek = nodetrust_proto::b64::encode(&std::fs::read(&public).unwrap());
-    let (s, v) = api(
-        port,
-        "POST",
-        "/mtwilson/v2/tpm-endorsements",
-        Some(json!({"ek_public": ek, "hardware_uuid": node.uuid})),
-    );
-    assert_eq!(s, 201, "{v}");
 }
 
 fn host(port: u16, name: &str) -> Value {
@@ -272,8 +184,8 @@ fn a_push_agent_on_swtpm_is_trusted_then_untrusted_after_a_changed_boot_then_unk
     wait_until("the server", Duration::from_secs(30), || {
         api(port, "GET", "/healthz", None).0 == 200
     });
-    let server_pin = pin(dir.path());
-    give_own_ek(&node, port);
+    let server_pin = server_pin(dir.path());
+    endorse_own_ek(&node.tpm, node.state.path(), node.uuid, port);
 
     // The gold host is pulled (flavors are imported from a pull host); push-1 pushes.
     let _gold_agent = gold.start_agent(port, &server_pin, "pull");

@@ -10,6 +10,7 @@
     reason = "test code: a panic is a failed test; not every test uses every helper"
 )]
 
+pub mod e2e;
 pub mod processes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
