@@ -137,7 +137,7 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
         let mut started = 0usize;
         match state
             .store
-            .claim_due_hosts(&me, now, now + lease_ms, period, dead_ms, limit)
+            .claim_due(&me, now, now + lease_ms, period, dead_ms, limit)
             .await
         {
             Ok(claimed) => {

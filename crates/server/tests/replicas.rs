@@ -784,14 +784,20 @@ async fn a_silent_replicas_hosts_are_claimed_when_due_and_a_live_ones_are_not() 
         store
             .claim_due("a", now, now + 30_000, period, dead, 1)
             .await
-            .unwrap(),
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect::<Vec<_>>(),
         ["h1"]
     );
     assert_eq!(
         store
             .claim_due("b", now, now + 30_000, period, dead, 10)
             .await
-            .unwrap(),
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect::<Vec<_>>(),
         ["h2"]
     );
     // The next attestation keeps the phase: due time + period, or now + period when past.
@@ -806,12 +812,18 @@ async fn a_silent_replicas_hosts_are_claimed_when_due_and_a_live_ones_are_not() 
         .claim_due("a", now, now + 30_000, period, dead, 10)
         .await
         .unwrap()
+        .into_iter()
+        .map(|h| h.name)
+        .collect::<Vec<_>>()
         .is_empty());
     assert_eq!(
         store
             .claim_due("b", now, now + 30_000, period, dead, 10)
             .await
-            .unwrap(),
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect::<Vec<_>>(),
         ["h1"]
     );
     assert!(store.schedule("h1", now - 300).await.unwrap());
@@ -823,7 +835,10 @@ async fn a_silent_replicas_hosts_are_claimed_when_due_and_a_live_ones_are_not() 
         store
             .claim_due("a", now, now + 30_000, period, dead, 10)
             .await
-            .unwrap(),
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect::<Vec<_>>(),
         ["h1"],
         "h2 is b's too but not due"
     );
@@ -878,7 +893,10 @@ async fn replicas_claiming_at_once_never_both_take_a_host() {
                     let got = s
                         .claim_due(&format!("r{r}"), now, now + 1, 1_000, 60_000, 7)
                         .await
-                        .unwrap();
+                        .unwrap()
+                        .into_iter()
+                        .map(|h| h.name)
+                        .collect::<Vec<_>>();
                     if got.is_empty() {
                         return mine;
                     }

@@ -66,7 +66,12 @@ impl Store {
     /// clock that has since jumped back: it is due now, not when the clock catches up.
     /// The due and lease conditions are checked again on the locked row, so two replicas
     /// claiming at once never both take a host for the same due time.
-    /// Returns the names claimed.
+    /// Returns the claimed hosts' rows (as they are after the claim), so the scheduler reads no
+    /// host row of its own before attesting each.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the claim's parameters, named at each call"
+    )]
     pub async fn claim_due(
         &self,
         replica: &str,
@@ -75,45 +80,7 @@ impl Store {
         period: i64,
         dead_after: i64,
         limit: i64,
-    ) -> Result<Vec<String>> {
-        let rows = self
-            .claim_due_returning("name", replica, now, until, period, dead_after, limit)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
-    }
-
-    /// [`Store::claim_due`], returning the claimed hosts' rows (as they are after the claim), so
-    /// the scheduler reads no host row of its own before attesting each.
-    pub async fn claim_due_hosts(
-        &self,
-        replica: &str,
-        now: i64,
-        until: i64,
-        period: i64,
-        dead_after: i64,
-        limit: i64,
     ) -> Result<Vec<HostRow>> {
-        let rows = self
-            .claim_due_returning(HOST_COLUMNS, replica, now, until, period, dead_after, limit)
-            .await?;
-        rows.iter().map(host_from_row).collect()
-    }
-
-    /// The claim of [`Store::claim_due`], returning `columns` of each claimed host.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the claim's parameters, named at each call"
-    )]
-    async fn claim_due_returning(
-        &self,
-        columns: &str,
-        replica: &str,
-        now: i64,
-        until: i64,
-        period: i64,
-        dead_after: i64,
-        limit: i64,
-    ) -> Result<Vec<AnyRow>> {
         let db_now = self.db_now_ms();
         let lease = format!(
             "(lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4 \
@@ -140,7 +107,7 @@ impl Store {
                    ORDER BY next_attest, name LIMIT {lim}) AS ahead \
                ) AS candidates ORDER BY next_attest, name LIMIT {lim}) \
              AND (next_attest <= $4 OR (next_attest > $4 + 2 * $3 AND next_attest < {never})) \
-             AND {lease} RETURNING {columns}"
+             AND {lease} RETURNING {HOST_COLUMNS}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
@@ -151,7 +118,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows)
+        rows.iter().map(host_from_row).collect()
     }
 
     /// The database's clock in Unix milliseconds, as SQL: heartbeats are written and read by
