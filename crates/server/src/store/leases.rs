@@ -95,16 +95,23 @@ impl Store {
         // bound value and prepares the statement again whenever it changes (every tick claims
         // as many hosts as there are free permits), which cost more than the claim itself.
         let lim = "($6 + 0)";
+        // On PostgreSQL the candidates are locked as they are read, in index order, skipping
+        // rows another claim holds: two replicas claiming at once would otherwise lock the
+        // same rows in different orders in the update and deadlock. (SQLite has one writer.)
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
         let q = format!(
             "UPDATE hosts SET lease_owner = $1, lease_until = $2, \
                next_attest = CASE WHEN next_attest <= $4 AND next_attest + $3 > $4 THEN next_attest + $3 ELSE $4 + $3 END \
              WHERE name IN (SELECT name FROM ( \
                  SELECT name, next_attest FROM (SELECT name, next_attest FROM hosts \
-                   WHERE next_attest <= $4 AND {lease} ORDER BY next_attest, name LIMIT {lim}) AS due \
+                   WHERE next_attest <= $4 AND {lease} ORDER BY next_attest, name LIMIT {lim}{lock}) AS due \
                  UNION ALL \
                  SELECT name, next_attest FROM (SELECT name, next_attest FROM hosts \
                    WHERE next_attest > $4 + 2 * $3 AND next_attest < {never} AND {lease} \
-                   ORDER BY next_attest, name LIMIT {lim}) AS ahead \
+                   ORDER BY next_attest, name LIMIT {lim}{lock}) AS ahead \
                ) AS candidates ORDER BY next_attest, name LIMIT {lim}) \
              AND (next_attest <= $4 OR (next_attest > $4 + 2 * $3 AND next_attest < {never})) \
              AND {lease} RETURNING {HOST_COLUMNS}"
