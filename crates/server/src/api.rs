@@ -615,15 +615,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut per_verdict: BTreeMap<&'static str, u64> = BTreeMap::new();
-    if let Ok(hosts) = state.store.hosts().await {
-        let now = state.clock.now();
-        for h in &hosts {
-            *per_verdict
-                .entry(h.effective().at(crate::store::millis(now)).verdict.as_str())
-                .or_default() += 1;
-        }
-    }
+    let (commits, committed) = state.store.report_commits();
+    let per_verdict: BTreeMap<&'static str, u64> = state
+        .store
+        .verdict_counts(state.now_ms())
+        .await
+        .map(|counts| counts.into_iter().map(|(v, n)| (v.as_str(), n)).collect())
+        .unwrap_or_default();
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -635,7 +633,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
              nodetrust_password_checks_in_flight {}\n\
              # HELP nodetrust_password_checks_peak Most password checks that ran at once.\n\
              # TYPE nodetrust_password_checks_peak gauge\n\
-             nodetrust_password_checks_peak {}\n",
+             nodetrust_password_checks_peak {}\n\
+             # HELP nodetrust_report_commits_total Group commits of reports (each one transaction).\n\
+             # TYPE nodetrust_report_commits_total counter\n\
+             nodetrust_report_commits_total {}\n\
+             # HELP nodetrust_reports_committed_total Reports written by group commits.\n\
+             # TYPE nodetrust_reports_committed_total counter\n\
+             nodetrust_reports_committed_total {}\n",
             {
                 let mut text = state.metrics.render(&per_verdict);
                 if let Some(m) = state.labeller_metrics.get() {
@@ -644,7 +648,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 text
             },
             state.auth.checks_running(),
-            state.auth.peak_concurrent_checks()
+            state.auth.peak_concurrent_checks(),
+            commits,
+            committed
         ),
     )
         .into_response()

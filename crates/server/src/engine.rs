@@ -159,6 +159,20 @@ fn check_quote(
     Ok(Checked { verified, log })
 }
 
+/// What a signed report says (its JWS payload). The fields are in the order of their names,
+/// as the payload has always been written.
+#[derive(serde::Serialize)]
+struct SignedPayload<'a> {
+    created: String,
+    exp: i64,
+    expires: String,
+    hardware_uuid: &'a str,
+    host_name: &'a str,
+    iat: i64,
+    reasons: &'a [String],
+    verdict: &'static str,
+}
+
 async fn save(
     state: &AppState,
     host: &HostRow,
@@ -168,22 +182,22 @@ async fn save(
 ) -> Result<ReportView, AttestError> {
     let created = millis(verdict.attested_at());
     let expires = millis(verdict.expires_at());
-    let payload = serde_json::json!({
-        "host_name": host.name,
-        "hardware_uuid": host.hardware_uuid,
-        "verdict": verdict.verdict().as_str(),
-        "reasons": verdict.reasons(),
-        "created": rfc3339(created),
-        "expires": rfc3339(expires),
-        "iat": created / 1000,
-        "exp": expires / 1000,
-    });
+    let payload = SignedPayload {
+        host_name: &host.name,
+        hardware_uuid: &host.hardware_uuid,
+        verdict: verdict.verdict().as_str(),
+        reasons: verdict.reasons(),
+        created: rfc3339(created),
+        expires: rfc3339(expires),
+        iat: created / 1000,
+        exp: expires / 1000,
+    };
     let signed_report = state
         .signer
         .sign(&payload)
         .map_err(|e| AttestError::Internal(e.to_string()))?;
     let row = ReportRow {
-        id: crate::store::new_id(),
+        id: crate::store::report_id(created),
         host_name: host.name.clone(),
         verdict: verdict.verdict(),
         reasons: serde_json::to_string(verdict.reasons())
@@ -445,4 +459,37 @@ pub async fn import_flavors(
     }
     state.flavors.add(&mut flavors, state.now_ms()).await?;
     Ok(flavors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signed_payload_keeps_its_fields_in_name_order() {
+        let reasons = vec!["r".to_string()];
+        let p = SignedPayload {
+            created: "c".into(),
+            exp: 2,
+            expires: "e".into(),
+            hardware_uuid: "u",
+            host_name: "h",
+            iat: 1,
+            reasons: &reasons,
+            verdict: "trusted",
+        };
+        let text = serde_json::to_string(&p).unwrap_or_default();
+        let keys: Vec<String> =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text)
+                .unwrap_or_default()
+                .keys()
+                .cloned()
+                .collect();
+        let positions: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| text.find(&format!("\"{k}\"")))
+            .collect();
+        assert_eq!(keys.len(), 8, "{text}");
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
 }

@@ -14,6 +14,8 @@ use base64::Engine as _;
 pub struct Signer {
     key: EcdsaKeyPair,
     kid: String,
+    /// The encoded protected header, the same in every report.
+    header: String,
 }
 
 /// A signing failure.
@@ -42,7 +44,9 @@ impl Signer {
         let digest =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
         let kid = hex::encode(digest.as_ref().get(..8).unwrap_or_default());
-        Ok(Self { key, kid })
+        let header = URL_SAFE_NO_PAD
+            .encode(serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid}).to_string());
+        Ok(Self { key, kid, header })
     }
 
     /// Key id (start of the SHA-256 of the public point).
@@ -51,16 +55,20 @@ impl Signer {
     }
 
     /// A compact JWS over `payload`.
-    pub fn sign(&self, payload: &serde_json::Value) -> Result<String, SignError> {
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
-        let h = URL_SAFE_NO_PAD.encode(header.to_string());
-        let p = URL_SAFE_NO_PAD.encode(payload.to_string());
-        let input = format!("{h}.{p}");
+    pub fn sign<T: serde::Serialize + ?Sized>(&self, payload: &T) -> Result<String, SignError> {
+        let json = serde_json::to_vec(payload).map_err(|e| SignError(e.to_string()))?;
+        // header . payload . signature, each base64url: about 4/3 of the bytes, plus two dots.
+        let mut out = String::with_capacity(self.header.len() + json.len() * 4 / 3 + 96);
+        out.push_str(&self.header);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut out);
         let sig = self
             .key
-            .sign(&SystemRandom::new(), input.as_bytes())
+            .sign(&SystemRandom::new(), out.as_bytes())
             .map_err(|e| SignError(e.to_string()))?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
+        Ok(out)
     }
 
     /// The public key as a JWK.
@@ -118,5 +126,27 @@ mod tests {
         tampered.insert(jws.find('.').unwrap() + 2, 'A');
         assert_eq!(verify(&tampered, &s.jwk()), None);
         assert!(s.public_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
+    }
+
+    #[test]
+    fn the_header_names_the_key_and_every_part_is_base64url() {
+        let s = Signer::from_pkcs8_b64(&generate_key().unwrap()).unwrap();
+        let jws = s.sign(&serde_json::json!({"a": "x?>~"})).unwrap();
+        let parts: Vec<&str> = jws.split('.').collect();
+        assert_eq!(parts.len(), 3, "{jws}");
+        for p in &parts {
+            assert!(
+                p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{p}"
+            );
+        }
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": s.kid()})
+        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 64);
     }
 }

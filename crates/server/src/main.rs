@@ -2,6 +2,12 @@
 //! engine until SIGINT / SIGTERM.
 #![forbid(unsafe_code)]
 
+/// mimalloc: the attestation path allocates per request (HTTP, JSON, TLS records, SQL rows)
+/// from many threads at once, where glibc's malloc spent a fifth of the server's CPU
+/// (docs/PERFORMANCE.md, "Scale").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use anyhow::Context as _;

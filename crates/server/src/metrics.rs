@@ -21,6 +21,9 @@
 //! - `nodetrust_password_checks_in_flight`, `nodetrust_password_checks_peak`: argon2 checks
 //!   running now and the most that ever ran at once (rendered by the API with the
 //!   authenticator's numbers).
+//! - `nodetrust_report_commits_total`, `nodetrust_reports_committed_total`: the group commits
+//!   of reports and the reports they wrote (their ratio is the reports per transaction; rendered
+//!   by the API with the store's numbers).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

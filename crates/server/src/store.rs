@@ -28,7 +28,7 @@
 //! with the change as JSON, so a follower in another replica hears it at commit
 //! ([`Store::pg_listener`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -729,6 +729,23 @@ pub fn new_id() -> String {
     hex::encode(b)
 }
 
+/// A report's identifier: its creation time (Unix ms, 48 bits) then 80 random bits, in hex
+/// (32 characters, like [`new_id`]). Reports are written at about the time they are created,
+/// so each insert lands at the end of the primary-key index instead of on a random page of
+/// it: one page written per group commit instead of one per report.
+pub fn report_id(created_ms: i64) -> String {
+    let mut b = [0u8; 16];
+    let ms = u64::try_from(created_ms).unwrap_or(0) & 0xffff_ffff_ffff;
+    if let Some(head) = b.get_mut(..6) {
+        head.copy_from_slice(&ms.to_be_bytes()[2..]);
+    }
+    if let Some(tail) = b.get_mut(6..) {
+        // A failing system RNG leaves zeros; ids then collide and inserts fail loudly.
+        let _ = aws_lc_rs::rand::fill(tail);
+    }
+    hex::encode(b)
+}
+
 /// What an attestation wrote about a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttestationUpdate {
@@ -842,11 +859,14 @@ struct PendingReport {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The group commit of reports: the queue, and the turn to commit it.
+/// The group commit of reports: the queue, the turn to commit it, and how many commits took
+/// how many reports (`/metrics`: the reports per commit show how well writes are shared).
 #[derive(Default)]
 struct Batch {
     queue: std::sync::Mutex<Vec<PendingReport>>,
     turn: Arc<tokio::sync::Mutex<()>>,
+    commits: std::sync::atomic::AtomicU64,
+    committed: std::sync::atomic::AtomicU64,
 }
 
 fn batch_lost() -> StoreError {

@@ -14,8 +14,8 @@ mod common;
 use std::time::Duration;
 
 use nodetrust_server::store::{
-    new_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow, ReportRow,
-    Store,
+    new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
+    ReportRow, Store,
 };
 use sqlx::Connection as _;
 
@@ -64,6 +64,30 @@ fn report(host: &str, verdict: &str, created: i64) -> ReportRow {
         expires: created + 600_000,
         signed_report: "jws".into(),
     }
+}
+
+#[test]
+fn report_ids_are_unique_and_sort_by_creation_time() {
+    let times = [
+        0i64,
+        1,
+        999,
+        1_764_633_600_000,
+        1_764_633_600_001,
+        (1 << 48) - 1,
+    ];
+    let ids: Vec<String> = times.iter().map(|t| report_id(*t)).collect();
+    for id in &ids {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "ids sort as their creation times do");
+    // The same millisecond: the random part keeps them apart.
+    let same: std::collections::BTreeSet<String> = (0..1000).map(|_| report_id(5)).collect();
+    assert_eq!(same.len(), 1000);
+    assert!(same.iter().all(|id| id.starts_with("000000000005")));
 }
 
 #[tokio::test]
@@ -141,6 +165,53 @@ async fn leases_give_each_host_to_one_replica_until_they_expire() {
             .unwrap());
         assert!(store.schedule("h1", 0).await.unwrap());
         assert_eq!(store.due_hosts("b", later + 1, 10).await.unwrap(), ["h1"]);
+    }
+}
+
+#[tokio::test]
+async fn verdict_counts_agree_with_each_hosts_effective_verdict() {
+    use nodetrust_proto::trust::Trust;
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        // Reports expire 600 s after they are made.
+        let plan: [(&str, Option<(&str, i64)>); 7] = [
+            ("never", None),
+            ("fresh-trusted", Some(("trusted", 1_000_000))),
+            ("fresh-trusted-2", Some(("trusted", 1_000_000))),
+            ("fresh-untrusted", Some(("untrusted", 1_000_000))),
+            ("expired-trusted", Some(("trusted", 1))),
+            ("expired-untrusted", Some(("untrusted", 1))),
+            ("unknown", Some(("unknown", 1_000_000))),
+        ];
+        for (i, (name, verdict)) in plan.iter().enumerate() {
+            store
+                .register_host(&host(name, &format!("uuid-{i}")), 1)
+                .await
+                .unwrap();
+            if let Some((v, created)) = verdict {
+                store
+                    .save_report(&report(name, v, *created), true, None)
+                    .await
+                    .unwrap();
+            }
+        }
+        // A report expires at created + 600,000 ms: at exactly that time it is expired.
+        for now in [1_000_000, 1_599_999, 1_600_000, 2_000_000] {
+            let counts = store.verdict_counts(now).await.unwrap();
+            let mut expected = std::collections::BTreeMap::new();
+            for h in store.hosts().await.unwrap() {
+                *expected
+                    .entry(h.effective().at(now).verdict)
+                    .or_insert(0u64) += 1;
+            }
+            assert_eq!(counts, expected, "{url} at {now}");
+        }
+        let at_start = store.verdict_counts(1_000_000).await.unwrap();
+        assert_eq!(at_start.get(&Trust::Trusted), Some(&2), "{url}");
+        assert_eq!(at_start.get(&Trust::Untrusted), Some(&1), "{url}");
+        assert_eq!(at_start.get(&Trust::Unknown), Some(&4), "{url}");
+        let later = store.verdict_counts(1_600_000).await.unwrap();
+        assert_eq!(later.get(&Trust::Unknown), Some(&7), "{url}");
     }
 }
 

@@ -2,6 +2,12 @@
 //! and quoted over one HTTPS listener until stopped.
 #![forbid(unsafe_code)]
 
+/// mimalloc: the attestation path allocates per request (HTTP, JSON, TLS records, SQL rows)
+/// from many threads at once, where glibc's malloc spent a fifth of the server's CPU
+/// (docs/PERFORMANCE.md, "Scale").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -90,6 +90,15 @@ impl Store {
         }
     }
 
+    /// Group commits of reports so far, and the reports they committed.
+    pub fn report_commits(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.batch.commits.load(Relaxed),
+            self.batch.committed.load(Relaxed),
+        )
+    }
+
     /// Commits queued reports in one transaction, or one by one when that fails.
     pub(super) async fn commit_batch(&self, items: Vec<PendingReport>) {
         let rows: Vec<(&ReportRow, bool, Option<&AttestationUpdate>)> = items
@@ -98,6 +107,11 @@ impl Store {
             .collect();
         match self.save_reports_tx(&rows).await {
             Ok(changes) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.batch.commits.fetch_add(1, Relaxed);
+                self.batch
+                    .committed
+                    .fetch_add(u64::try_from(items.len()).unwrap_or(0), Relaxed);
                 for c in changes {
                     self.publish(c);
                 }

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# One scale measurement (docs/PERFORMANCE.md, "Scale"): a release nodetrust-server and the load
+# generator nodetrust-sim as separate processes, N hosts registered over HTTPS, then the steady
+# state measured over a window. Prints the registration time and rate, attestations/s, the
+# server's CPU (user + system, from /proc) per attestation, the server's RSS and the database
+# size per host.
+#
+#   cargo build --release -p nodetrust-server -p nodetrust-sim
+#   scripts/scale-bench.sh [--hosts N] [--ak ecc|rsa] [--mode pull|push] [--interval 10s]
+#                          [--warmup S] [--window S] [--db URL] [--perf S] [--restart]
+#
+# --db: a PostgreSQL URL (scripts/with-postgres.sh gives one in $NODETRUST_TEST_PG_URL; the
+#       database's own processes are not counted in the server's CPU); SQLite by default.
+# --perf S: also record S seconds of the server with `perf record -e cpu-clock -g` during the
+#       window (perf.data in the work directory).
+# --restart: after the window, restart the server on the same database and time /readyz, then
+#       measure the window again.
+set -euo pipefail
+
+hosts=10000 ak=ecc mode=pull interval=10s warmup=45 window=30 db="" perf_secs=0 restart=0
+concurrency=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hosts) hosts=$2; shift 2 ;;
+    --ak) ak=$2; shift 2 ;;
+    --mode) mode=$2; shift 2 ;;
+    --interval) interval=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --window) window=$2; shift 2 ;;
+    --db) db=$2; shift 2 ;;
+    --perf) perf_secs=$2; shift 2 ;;
+    --concurrency) concurrency=$2; shift 2 ;;
+    --restart) restart=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "scale-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${CARGO_TARGET_DIR:-$root/target}/release
+for b in nodetrust-server nodetrust-sim; do
+  [ -x "$bin/$b" ] || { echo "scale-bench: $bin/$b missing: cargo build --release -p nodetrust-server -p nodetrust-sim" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/nodetrust-scale.XXXXXX)
+chmod 700 "$work"
+server_pid="" sim_pid=""
+cleanup() {
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# A port below the kernel's ephemeral range, free now.
+free_port() {
+  python3 - <<'EOF'
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 31999)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); s.close(); print(p); break
+    except OSError:
+        s.close()
+EOF
+}
+port=$(free_port)
+[ -n "$db" ] || db="sqlite://$work/server.db"
+
+export NODETRUST_ADMIN_USERNAME=admin NODETRUST_ADMIN_PASSWORD=admin-pw \
+  MTWILSON_API_USERNAME=agent MTWILSON_API_PASSWORD=agent-pw \
+  TRUSTAGENT_ADMIN_USERNAME=tagent TRUSTAGENT_ADMIN_PASSWORD=tagent-pw
+export RUST_LOG=${RUST_LOG:-warn}
+
+"$bin/nodetrust-sim" ca --out "$work/ca" >/dev/null
+
+start_server() {
+  "$bin/nodetrust-server" --listen "127.0.0.1:$port" --db "$db" --state-dir "$work/state" \
+    --ek-ca-dir "$work/ca" --attest-interval "$interval" --report-validity 10m \
+    >>"$work/server.log" 2>&1 &
+  server_pid=$!
+}
+
+# Seconds since the server process started until /readyz answers 200.
+wait_ready() {
+  local t0 now
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 600); do
+    if curl -fsS --cacert "$work/state/server.crt" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+      now=$(date +%s.%N)
+      python3 -c "print(f'{$now - $t0:.2f}')"
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "scale-bench: the server never became ready; its log: $work/server.log" >&2
+  exit 1
+}
+
+# attestations, group commits, reports committed
+attestations() {
+  curl -fsS --cacert "$work/state/server.crt" "https://127.0.0.1:$port/metrics" |
+    awk '/^nodetrust_attestations_total[{ ]/ {s += $NF}
+         /^nodetrust_report_commits_total / {c = $NF}
+         /^nodetrust_reports_committed_total / {r = $NF}
+         END {printf "%d %d %d\n", s, c, r}'
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+rss_mib() { awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }
+
+measure() {
+  local label=$1 a0 c0 a1 c1 tck
+  tck=$(getconf CLK_TCK)
+  sleep "$warmup"
+  a0=$(attestations); c0=$(cpu_ticks)
+  if [ "$perf_secs" -gt 0 ]; then
+    perf record -q -e cpu-clock -g -o "$work/perf.data" -p "$server_pid" -- sleep "$perf_secs" >/dev/null 2>&1 || true
+    sleep $((window - perf_secs > 0 ? window - perf_secs : 0))
+  else
+    sleep "$window"
+  fi
+  a1=$(attestations); c1=$(cpu_ticks)
+  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" <<'EOF'
+import sys
+label = sys.argv[1]
+(a0, m0, r0), (a1, m1, r1) = (map(float, x.split()) for x in sys.argv[2:4])
+c0, c1, tck, window, rss = map(float, sys.argv[4:])
+n = a1 - a0
+cpu = (c1 - c0) / tck
+per = f"{cpu / n * 1e6:.0f} us" if n else "n/a"
+print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} cores, "
+      f"{per} per attestation, RSS {rss:.0f} MiB, "
+      f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
+      f"load {open('/proc/loadavg').read().split()[0]}")
+EOF
+}
+
+start_server
+echo "ready after start: $(wait_ready) s"
+
+sim_args=(run --server "https://127.0.0.1:$port" --ca-dir "$work/ca" --server-ca "$work/state/server.crt"
+  --hosts "$hosts" --concurrency "$concurrency" --ak "$ak" --agent-username agent --agent-password agent-pw)
+[ "$mode" = push ] && sim_args+=(--mode push)
+t0=$(date +%s.%N)
+"$bin/nodetrust-sim" "${sim_args[@]}" >"$work/sim.log" 2>&1 &
+sim_pid=$!
+c_reg0=$(cpu_ticks)
+until grep -q '^registered:' "$work/sim.log"; do
+  kill -0 "$sim_pid" 2>/dev/null || { echo "scale-bench: the simulator stopped:" >&2; tail -5 "$work/sim.log" >&2; exit 1; }
+  sleep 0.2
+done
+t1=$(date +%s.%N); c_reg1=$(cpu_ticks)
+python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" <<'EOF'
+import sys
+n, t0, t1, c0, c1, tck = map(float, sys.argv[1:])
+d = t1 - t0
+print(f"registration: {n:.0f} hosts in {d:.1f} s, {n / d:.0f}/s, server CPU {(c1 - c0) / tck / n * 1e3:.2f} ms per host")
+EOF
+
+# The age of every host's verdict now (p50, p99, max): the goal is p99 within the interval
+# plus 10 %.
+verdict_ages() {
+  case "$db" in
+    sqlite://*)
+      f=${db#sqlite://}; f=${f%%\?*}
+      python3 - "$f" <<'EOF'
+import sqlite3, sys, time
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+now = time.time() * 1000
+ages = sorted((now - a) / 1000 for (a,) in c.execute("SELECT attested_at FROM hosts WHERE attested_at IS NOT NULL"))
+if ages:
+    q = lambda p: ages[min(len(ages) - 1, int(p * len(ages)))]
+    print(f"verdict age: p50 {q(0.5):.1f} s, p99 {q(0.99):.1f} s, max {ages[-1]:.1f} s over {len(ages)} hosts")
+EOF
+      ;;
+    *)
+      psql -qAt "$db" -c "SELECT 'verdict age: p50 ' || round((percentile_cont(0.5) WITHIN GROUP (ORDER BY a))::numeric, 1) || ' s, p99 ' || round((percentile_cont(0.99) WITHIN GROUP (ORDER BY a))::numeric, 1) || ' s, max ' || round(max(a)::numeric, 1) || ' s over ' || count(*) || ' hosts' FROM (SELECT (extract(epoch FROM now()) * 1000 - attested_at) / 1000.0 AS a FROM hosts WHERE attested_at IS NOT NULL) t" || true
+      ;;
+  esac
+}
+
+measure "steady ($hosts hosts, $ak, $mode, every $interval)"
+verdict_ages
+
+if [ "$restart" = 1 ]; then
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  start_server
+  echo "restart: /readyz after $(wait_ready) s with $hosts hosts"
+  measure "after restart"
+  verdict_ages
+fi
+
+case "$db" in
+  sqlite://*)
+    f=${db#sqlite://}; f=${f%%\?*}
+    size=$(du -cb "$f"* | awk 'END {print $1}')
+    python3 -c "print(f'database: {$size / 1e6:.0f} MB, {$size / $hosts:.0f} bytes per host')"
+    ;;
+esac
+echo "work directory: $work"
