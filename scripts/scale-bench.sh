@@ -107,31 +107,35 @@ attestations() {
          END {printf "%d %d %d\n", s, c, r}'
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# Context switches of all the server's threads so far (each hand-off between an async worker
+# and a database connection's thread costs two).
+switches() { cat /proc/"$server_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 rss_mib() { awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }
 
 measure() {
   local label=$1 a0 c0 a1 c1 tck
   tck=$(getconf CLK_TCK)
   sleep "$warmup"
-  a0=$(attestations); c0=$(cpu_ticks)
+  a0=$(attestations); c0=$(cpu_ticks); s0=$(switches)
   if [ "$perf_secs" -gt 0 ]; then
     perf record -q -e cpu-clock -g -o "$work/perf.data" -p "$server_pid" -- sleep "$perf_secs" >/dev/null 2>&1 || true
     sleep $((window - perf_secs > 0 ? window - perf_secs : 0))
   else
     sleep "$window"
   fi
-  a1=$(attestations); c1=$(cpu_ticks)
-  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" <<'EOF'
+  a1=$(attestations); c1=$(cpu_ticks); s1=$(switches)
+  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" <<'EOF'
 import sys
 label = sys.argv[1]
 (a0, m0, r0), (a1, m1, r1) = (map(float, x.split()) for x in sys.argv[2:4])
-c0, c1, tck, window, rss = map(float, sys.argv[4:])
+c0, c1, tck, window, rss, s0, s1 = map(float, sys.argv[4:])
 n = a1 - a0
 cpu = (c1 - c0) / tck
 per = f"{cpu / n * 1e6:.0f} us" if n else "n/a"
 print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} cores, "
       f"{per} per attestation, RSS {rss:.0f} MiB, "
       f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
+      f"{(s1 - s0) / max(n, 1):.1f} context switches per attestation, "
       f"load {open('/proc/loadavg').read().split()[0]}")
 EOF
 }
@@ -145,17 +149,20 @@ sim_args=(run --server "https://127.0.0.1:$port" --ca-dir "$work/ca" --server-ca
 t0=$(date +%s.%N)
 "$bin/nodetrust-sim" "${sim_args[@]}" >"$work/sim.log" 2>&1 &
 sim_pid=$!
-c_reg0=$(cpu_ticks)
+c_reg0=$(cpu_ticks); s_reg0=$(switches)
+sim_ticks() { awk '{print $14 + $15}' "/proc/$sim_pid/stat" 2>/dev/null || echo 0; }
+g_reg0=$(sim_ticks)
 until grep -q '^registered:' "$work/sim.log"; do
   kill -0 "$sim_pid" 2>/dev/null || { echo "scale-bench: the simulator stopped:" >&2; tail -5 "$work/sim.log" >&2; exit 1; }
   sleep 0.2
 done
-t1=$(date +%s.%N); c_reg1=$(cpu_ticks)
-python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" <<'EOF'
+t1=$(date +%s.%N); c_reg1=$(cpu_ticks); s_reg1=$(switches); g_reg1=$(sim_ticks)
+python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" "$s_reg0" "$s_reg1" "$g_reg0" "$g_reg1" <<'EOF'
 import sys
-n, t0, t1, c0, c1, tck = map(float, sys.argv[1:])
+n, t0, t1, c0, c1, tck, s0, s1, g0, g1 = map(float, sys.argv[1:])
 d = t1 - t0
-print(f"registration: {n:.0f} hosts in {d:.1f} s, {n / d:.0f}/s, server CPU {(c1 - c0) / tck / n * 1e3:.2f} ms per host")
+print(f"registration: {n:.0f} hosts in {d:.1f} s, {n / d:.0f}/s, server CPU {(c1 - c0) / tck / n * 1e3:.2f} ms "
+      f"and {(s1 - s0) / n:.0f} context switches per host (the simulator: {(g1 - g0) / tck / n * 1e3:.2f} ms per host)")
 EOF
 
 # The age of every host's verdict now (p50, p99, max): the goal is p99 within the interval

@@ -328,6 +328,13 @@ async fn begin(
     })
 }
 
+impl Faults {
+    /// Whether an injected fault is to fail the next write.
+    fn writes_failing(&self) -> bool {
+        self.fail_writes.load(Ordering::SeqCst) || self.fail_commits.load(Ordering::SeqCst) > 0
+    }
+}
+
 impl TxEnd<'_> {
     /// Commits `tx` (or fails as an injected fault says), then marks the connection reusable.
     async fn commit(&mut self, tx: sqlx::Transaction<'_, Any>) -> Result<()> {
@@ -929,9 +936,14 @@ impl Store {
         }
         let faults = Arc::new(Faults::default());
         let writer_faults = faults.clone();
+        // A SQLite connection is a file handle that cannot go stale, and its check before each
+        // use is a round trip to the connection's thread (two context switches, for every
+        // statement outside a transaction): checked only over a network, on PostgreSQL.
+        let check_before_use = backend != Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(check_before_use)
             .after_connect(move |conn, _| {
                 let faults = writer_faults.clone();
                 Box::pin(async move {
@@ -967,6 +979,7 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(SQLITE_READERS)
                 .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         sqlx::query("PRAGMA busy_timeout=10000")
