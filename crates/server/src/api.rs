@@ -519,19 +519,14 @@ async fn list_reports(
         q.limit.unwrap_or(100).clamp(1, 1000)
     };
     let reports: Vec<ReportView> = if q.latest && q.host_name.is_none() {
-        // The latest report of every host.
-        let mut out = Vec::new();
-        for h in state.store.hosts().await? {
-            out.extend(
-                state
-                    .store
-                    .reports(Some(&h.name), 1)
-                    .await?
-                    .iter()
-                    .map(report_view),
-            );
-        }
-        out
+        // The latest report of every host, in one query.
+        state
+            .store
+            .latest_reports()
+            .await?
+            .iter()
+            .map(report_view)
+            .collect()
     } else {
         state
             .store

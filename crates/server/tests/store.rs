@@ -216,6 +216,55 @@ async fn verdict_counts_agree_with_each_hosts_effective_verdict() {
 }
 
 #[tokio::test]
+async fn latest_reports_gives_each_hosts_newest_in_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        for (i, name) in ["c", "a", "b", "none"].iter().enumerate() {
+            store
+                .register_host(&host(name, &format!("uuid-{i}")), 1)
+                .await
+                .unwrap();
+        }
+        // Out of order, and two reports of "a" at the same millisecond (the id decides).
+        for (name, verdict, created) in [
+            ("a", "trusted", 30),
+            ("a", "untrusted", 10),
+            ("b", "trusted", 5),
+            ("c", "untrusted", 7),
+            ("c", "trusted", 9),
+            ("a", "unknown", 30),
+        ] {
+            store
+                .save_report(&report(name, verdict, created), true, None)
+                .await
+                .unwrap();
+        }
+        let latest = store.latest_reports().await.unwrap();
+        let names: Vec<&str> = latest.iter().map(|r| r.host_name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a", "b", "c"],
+            "{url}: by name, hosts without a report absent"
+        );
+        for r in &latest {
+            let one = store.reports(Some(&r.host_name), 1).await.unwrap();
+            assert_eq!(one.as_slice(), std::slice::from_ref(r), "{url}");
+        }
+        assert_eq!(latest[2].created, 9, "{url}");
+        // A deleted host's reports are not listed.
+        assert!(store.delete_host("b", 100).await.unwrap());
+        let names: Vec<String> = store
+            .latest_reports()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.host_name)
+            .collect();
+        assert_eq!(names, ["a", "c"], "{url}");
+    }
+}
+
+#[tokio::test]
 async fn the_change_feed_follows_verdict_changes_durably_and_live() {
     let dir = tempfile::tempdir().unwrap();
     for (url, store) in stores(&dir).await {
