@@ -409,11 +409,16 @@ pub async fn activate(
     if challenge_id.len() > 64 {
         return Err(ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into()));
     }
+    let gone = || {
+        ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into())
+    };
+    // Read, not taken: the registration's transaction takes it below (one write turn), and a
+    // wrong secret takes it here.
     let challenge = state
         .store
-        .take_challenge(challenge_id, now)
+        .challenge(challenge_id, now)
         .await?
-        .ok_or_else(|| ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into()))?;
+        .ok_or_else(gone)?;
     let expected =
         hex::decode(&challenge.secret_sha256).map_err(|e| ApiError::Internal(e.to_string()))?;
     let reg: RegisterRequest =
@@ -422,6 +427,15 @@ pub async fn activate(
     let id = ek_id(&ek);
     let got = digest::digest(&digest::SHA256, &req.secret);
     if !constant_time_eq(got.as_ref(), &expected) {
+        // A wrong secret uses the challenge up: a guess gets one try.
+        if state
+            .store
+            .take_challenge(challenge_id, now)
+            .await?
+            .is_none()
+        {
+            return Err(gone());
+        }
         let e = ApiError::refused(
             "activation_failed",
             "credential activation failed: the returned secret is wrong, so the AK was not shown to be in the TPM that holds the EK; register again",
@@ -464,12 +478,13 @@ pub async fn activate(
     let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &listed);
     let outcome = state
         .store
-        .register_host_checked_issued(&row, ek_issuer.as_deref(), now, |holders| {
+        .register_host_activated(&row, ek_issuer.as_deref(), challenge_id, now, |holders| {
             check_identity(holders, &row.name, &row.hardware_uuid, &id, endorsed)
         })
         .await?;
     let replaced = match outcome {
         Registered::Stored(replaced) => replaced,
+        Registered::ChallengeGone => return Err(gone()),
         Registered::Refused(reason, message) => {
             let e = ApiError::ConflictWith { reason, message };
             refused(state, &reg.host, Some(&id), &e);

@@ -472,6 +472,9 @@ pub enum Registered {
     Stored(bool),
     /// Refused by the check, with its reason and sentence.
     Refused(&'static str, String),
+    /// The registration challenge was already taken (another activation with it came first)
+    /// or has expired: nothing stored.
+    ChallengeGone,
 }
 
 /// What [`Store::delete_user`] did.

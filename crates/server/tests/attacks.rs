@@ -209,6 +209,59 @@ async fn identity_takeover_raced_past_register_refused_at_activate() {
         .await;
     assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
     assert_eq!(stored_ek(&h, "victim").await, ek_of(&victim));
+    // The refused activation used its challenge up: sending it again finds nothing.
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
+            Auth::Agent,
+            Some(json!({"secret": b64::encode(&recovered)})),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn a_challenge_registers_once_even_when_activated_twice_at_once() {
+    let h = Harness::new().await;
+    let agent = h.agents.add(SoftAgent::new("node-1", "uuid-1"));
+    h.endorse(&agent).await;
+    let req = serde_json::to_value(agent.lock().unwrap().register_request()).unwrap();
+    let (s, challenge) = h
+        .call(
+            "POST",
+            "/mtwilson/v2/hosts/register",
+            Auth::Agent,
+            Some(req),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{challenge}");
+    let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
+    let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
+    let recovered = agent
+        .lock()
+        .unwrap()
+        .tpm
+        .activate_credential(&blob, &secret)
+        .unwrap();
+    let path = format!(
+        "/mtwilson/v2/hosts/register/{}/activate",
+        challenge["challenge_id"].as_str().unwrap()
+    );
+    let body = json!({"secret": b64::encode(&recovered)});
+    let sends = (0..8).map(|_| h.call("POST", &path, Auth::Agent, Some(body.clone())));
+    let answers = futures_util::future::join_all(sends).await;
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let gone = answers
+        .iter()
+        .filter(|(s, v)| *s == StatusCode::NOT_FOUND && v["reason"] == "not_found")
+        .count();
+    assert_eq!((ok, gone), (1, 7), "{answers:?}");
+    let (_, v) = h.call("GET", "/mtwilson/v2/hosts", Auth::Admin, None).await;
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 1, "{v}");
+    // And once done, a replay of it finds nothing.
+    let (s, v) = h.call("POST", &path, Auth::Agent, Some(body)).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

@@ -135,6 +135,26 @@ impl Store {
     }
 
     /// Takes (reads and deletes) a pending registration that has not expired: one try each.
+    /// An open (not expired) challenge, read without taking it: the activation checks the
+    /// returned secret first, and the registration's own transaction takes it
+    /// ([`Store::register_host_activated`]), one write turn instead of two.
+    pub async fn challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
+        let row = sqlx::query(
+            "SELECT id, secret_sha256, request, expires FROM challenges WHERE id = $1 AND expires >= $2",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(ChallengeRow {
+            id: r.try_get("id")?,
+            secret_sha256: r.try_get("secret_sha256")?,
+            request: r.try_get("request")?,
+            expires: r.try_get("expires")?,
+        }))
+    }
+
     pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
         // One statement: read and delete at once (no other writer can take it in between).
         let mut w = self.writer().await?;

@@ -183,8 +183,47 @@ impl Store {
         now: i64,
         check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
     ) -> Result<Registered> {
+        self.register_host_inner(h, ek_issuer, None, now, check)
+            .await
+    }
+
+    /// [`Store::register_host_checked_issued`] for an activation: the registration challenge
+    /// `challenge_id` is taken in the same transaction ([`Registered::ChallengeGone`] when it
+    /// is no longer open: taken by a concurrent activation, or expired), so a challenge
+    /// registers at most one host.
+    pub async fn register_host_activated(
+        &self,
+        h: &HostRow,
+        ek_issuer: Option<&str>,
+        challenge_id: &str,
+        now: i64,
+        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
+    ) -> Result<Registered> {
+        self.register_host_inner(h, ek_issuer, Some(challenge_id), now, check)
+            .await
+    }
+
+    async fn register_host_inner(
+        &self,
+        h: &HostRow,
+        ek_issuer: Option<&str>,
+        challenge_id: Option<&str>,
+        now: i64,
+        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
+    ) -> Result<Registered> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
+        if let Some(id) = challenge_id {
+            let taken = sqlx::query("DELETE FROM challenges WHERE id = $1 AND expires >= $2")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if taken.rows_affected() == 0 {
+                w.end.rollback(tx).await?;
+                return Ok(Registered::ChallengeGone);
+            }
+        }
         let q = identity_holders_query(match self.backend {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE",
@@ -197,7 +236,12 @@ impl Store {
             .await?;
         let holders = rows.iter().map(host_from_row).collect::<Result<Vec<_>>>()?;
         if let Err((reason, message)) = check(&holders) {
-            w.end.rollback(tx).await?;
+            if challenge_id.is_some() {
+                // A refused activation still uses its challenge up, as a wrong secret does.
+                w.end.commit(tx).await?;
+            } else {
+                w.end.rollback(tx).await?;
+            }
             return Ok(Registered::Refused(reason, message));
         }
         let mut changes = Vec::new();
