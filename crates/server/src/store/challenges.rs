@@ -134,7 +134,6 @@ impl Store {
         Ok((mine, all))
     }
 
-    /// Takes (reads and deletes) a pending registration that has not expired: one try each.
     /// An open (not expired) challenge, read without taking it: the activation checks the
     /// returned secret first, and the registration's own transaction takes it
     /// ([`Store::register_host_activated`]), one write turn instead of two.
@@ -146,15 +145,10 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.reader)
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(ChallengeRow {
-            id: r.try_get("id")?,
-            secret_sha256: r.try_get("secret_sha256")?,
-            request: r.try_get("request")?,
-            expires: r.try_get("expires")?,
-        }))
+        row.as_ref().map(challenge_from_row).transpose()
     }
 
+    /// Takes (reads and deletes) a pending registration that has not expired: one try each.
     pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
         // One statement: read and delete at once (no other writer can take it in between).
         let mut w = self.writer().await?;
@@ -165,13 +159,18 @@ impl Store {
         .fetch_optional(&mut *w.conn)
         .await?;
         w.end.ok = true;
-        let Some(r) = row else { return Ok(None) };
-        let c = ChallengeRow {
-            id: r.try_get("id")?,
-            secret_sha256: r.try_get("secret_sha256")?,
-            request: r.try_get("request")?,
-            expires: r.try_get("expires")?,
+        let Some(c) = row.as_ref().map(challenge_from_row).transpose()? else {
+            return Ok(None);
         };
         Ok((c.expires >= now).then_some(c))
     }
+}
+
+fn challenge_from_row(r: &AnyRow) -> Result<ChallengeRow> {
+    Ok(ChallengeRow {
+        id: r.try_get("id")?,
+        secret_sha256: r.try_get("secret_sha256")?,
+        request: r.try_get("request")?,
+        expires: r.try_get("expires")?,
+    })
 }
