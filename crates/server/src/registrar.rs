@@ -406,12 +406,12 @@ pub async fn activate(
     req: ActivateRequest,
 ) -> Result<RegisterResult, ApiError> {
     let now = state.now_ms();
-    if challenge_id.len() > 64 {
-        return Err(ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into()));
-    }
     let gone = || {
         ApiError::NotFound("no open registration with this challenge id (expired, used, or unknown): register again".into())
     };
+    if challenge_id.len() > 64 {
+        return Err(gone());
+    }
     // Read, not taken: the registration's transaction takes it below (one write turn), and a
     // wrong secret takes it here.
     let challenge = state

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -875,8 +875,8 @@ struct PendingReport {
 struct Batch {
     queue: std::sync::Mutex<Vec<PendingReport>>,
     turn: Arc<tokio::sync::Mutex<()>>,
-    commits: std::sync::atomic::AtomicU64,
-    committed: std::sync::atomic::AtomicU64,
+    commits: AtomicU64,
+    committed: AtomicU64,
 }
 
 fn batch_lost() -> StoreError {

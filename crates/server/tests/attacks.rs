@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use base64::Engine as _;
-use common::{gold_boot, Auth, Harness, SoftAgent, ADMIN, AGENT};
+use common::{activation, gold_boot, Auth, Harness, SoftAgent, ADMIN, AGENT};
 use http_body_util::BodyExt;
 use nodetrust_proto::b64;
 use nodetrust_server::auth::AuthLimits;
@@ -177,47 +177,17 @@ async fn identity_takeover_raced_past_register_refused_at_activate() {
     // The attacker asks for a challenge while the UUID is still free...
     let attacker = h.agents.add(SoftAgent::new("victim", "uuid-v"));
     endorse_anywhere(&h, &attacker).await;
-    let req = attacker.lock().unwrap().register_request();
-    let (s, challenge) = h
-        .call(
-            "POST",
-            "/mtwilson/v2/hosts/register",
-            Auth::Agent,
-            Some(serde_json::to_value(&req).unwrap()),
-        )
-        .await;
+    let (s, challenge) = h.challenge(&attacker).await;
     assert_eq!(s, StatusCode::OK, "{challenge}");
     // ...the real machine registers...
     let victim = h.enrol("victim", "uuid-v", &gold_boot("grub 2.06")).await;
     // ...and the attacker's activation, checked again with the insert, is refused.
-    let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
-    let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
-    let recovered = attacker
-        .lock()
-        .unwrap()
-        .tpm
-        .activate_credential(&blob, &secret)
-        .unwrap();
-    let id = challenge["challenge_id"].as_str().unwrap();
-    let (s, v) = h
-        .call(
-            "POST",
-            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
-            Auth::Agent,
-            Some(json!({"secret": b64::encode(&recovered)})),
-        )
-        .await;
+    let (path, body) = activation(&attacker, &challenge);
+    let (s, v) = h.call("POST", &path, Auth::Agent, Some(body.clone())).await;
     assert_error(s, &v, StatusCode::CONFLICT, "identity_conflict");
     assert_eq!(stored_ek(&h, "victim").await, ek_of(&victim));
     // The refused activation used its challenge up: sending it again finds nothing.
-    let (s, v) = h
-        .call(
-            "POST",
-            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
-            Auth::Agent,
-            Some(json!({"secret": b64::encode(&recovered)})),
-        )
-        .await;
+    let (s, v) = h.call("POST", &path, Auth::Agent, Some(body)).await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -226,29 +196,9 @@ async fn a_challenge_registers_once_even_when_activated_twice_at_once() {
     let h = Harness::new().await;
     let agent = h.agents.add(SoftAgent::new("node-1", "uuid-1"));
     h.endorse(&agent).await;
-    let req = serde_json::to_value(agent.lock().unwrap().register_request()).unwrap();
-    let (s, challenge) = h
-        .call(
-            "POST",
-            "/mtwilson/v2/hosts/register",
-            Auth::Agent,
-            Some(req),
-        )
-        .await;
+    let (s, challenge) = h.challenge(&agent).await;
     assert_eq!(s, StatusCode::OK, "{challenge}");
-    let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
-    let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
-    let recovered = agent
-        .lock()
-        .unwrap()
-        .tpm
-        .activate_credential(&blob, &secret)
-        .unwrap();
-    let path = format!(
-        "/mtwilson/v2/hosts/register/{}/activate",
-        challenge["challenge_id"].as_str().unwrap()
-    );
-    let body = json!({"secret": b64::encode(&recovered)});
+    let (path, body) = activation(&agent, &challenge);
     let sends = (0..8).map(|_| h.call("POST", &path, Auth::Agent, Some(body.clone())));
     let answers = futures_util::future::join_all(sends).await;
     let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();

@@ -478,25 +478,10 @@ async fn real_answers_match_the_schemas() {
     let reg = "/mtwilson/v2/hosts/register";
     let (s, challenge) = c.call(&h, "POST", reg, reg, Auth::Agent, Some(req)).await;
     assert_eq!(s, StatusCode::OK);
-    let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
-    let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
-    let recovered = gold
-        .lock()
-        .unwrap()
-        .tpm
-        .activate_credential(&blob, &secret)
-        .unwrap();
+    let (path, body) = common::activation(&gold, &challenge);
     let act = "/mtwilson/v2/hosts/register/{challenge_id}/activate";
-    let id = challenge["challenge_id"].as_str().unwrap();
     let (s, _) = c
-        .call(
-            &h,
-            "POST",
-            act,
-            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
-            Auth::Agent,
-            Some(json!({"secret": b64::encode(&recovered)})),
-        )
+        .call(&h, "POST", act, &path, Auth::Agent, Some(body.clone()))
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = c
@@ -506,7 +491,7 @@ async fn real_answers_match_the_schemas() {
             act,
             "/mtwilson/v2/hosts/register/no-such/activate",
             Auth::Agent,
-            Some(json!({"secret": b64::encode(&recovered)})),
+            Some(body),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);

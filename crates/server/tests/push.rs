@@ -89,25 +89,8 @@ async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{ch}");
-    let blob = b64::decode(ch["credential_blob"].as_str().unwrap()).unwrap();
-    let enc = b64::decode(ch["encrypted_secret"].as_str().unwrap()).unwrap();
-    let secret = agent
-        .lock()
-        .unwrap()
-        .tpm
-        .activate_credential(&blob, &enc)
-        .unwrap();
-    let (s, v) = h
-        .call(
-            "POST",
-            &format!(
-                "/mtwilson/v2/hosts/register/{}/activate",
-                ch["challenge_id"].as_str().unwrap()
-            ),
-            Auth::Agent,
-            Some(json!({"secret": b64::encode(&secret)})),
-        )
-        .await;
+    let (path, body) = common::activation(&agent, &ch);
+    let (s, v) = h.call("POST", &path, Auth::Agent, Some(body)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let host = h.host("push-1").await;
     assert_eq!(host["connection_url"], "push:", "{host}");

@@ -92,10 +92,9 @@ impl Store {
 
     /// Group commits of reports so far, and the reports they committed.
     pub fn report_commits(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (
-            self.batch.commits.load(Relaxed),
-            self.batch.committed.load(Relaxed),
+            self.batch.commits.load(Ordering::Relaxed),
+            self.batch.committed.load(Ordering::Relaxed),
         )
     }
 
@@ -107,11 +106,10 @@ impl Store {
             .collect();
         match self.save_reports_tx(&rows).await {
             Ok(changes) => {
-                use std::sync::atomic::Ordering::Relaxed;
-                self.batch.commits.fetch_add(1, Relaxed);
+                self.batch.commits.fetch_add(1, Ordering::Relaxed);
                 self.batch
                     .committed
-                    .fetch_add(u64::try_from(items.len()).unwrap_or(0), Relaxed);
+                    .fetch_add(u64::try_from(items.len()).unwrap_or(0), Ordering::Relaxed);
                 for c in changes {
                     self.publish(c);
                 }

@@ -430,36 +430,26 @@ impl Harness {
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
 
+    /// Registration's first step: the agent's request; returns the answer (the challenge).
+    pub async fn challenge(&self, agent: &Arc<Mutex<SoftAgent>>) -> (StatusCode, Value) {
+        let req = agent.lock().unwrap().register_request();
+        self.call(
+            "POST",
+            "/mtwilson/v2/hosts/register",
+            Auth::Agent,
+            Some(serde_json::to_value(&req).unwrap()),
+        )
+        .await
+    }
+
     /// Registers an agent through both steps; returns the activation answer.
     pub async fn register(&self, agent: &Arc<Mutex<SoftAgent>>) -> (StatusCode, Value) {
-        let req = agent.lock().unwrap().register_request();
-        let (s, challenge) = self
-            .call(
-                "POST",
-                "/mtwilson/v2/hosts/register",
-                Auth::Agent,
-                Some(serde_json::to_value(&req).unwrap()),
-            )
-            .await;
+        let (s, challenge) = self.challenge(agent).await;
         if s != StatusCode::OK {
             return (s, challenge);
         }
-        let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
-        let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
-        let recovered = agent
-            .lock()
-            .unwrap()
-            .tpm
-            .activate_credential(&blob, &secret)
-            .unwrap();
-        let id = challenge["challenge_id"].as_str().unwrap();
-        self.call(
-            "POST",
-            &format!("/mtwilson/v2/hosts/register/{id}/activate"),
-            Auth::Agent,
-            Some(json!({"secret": b64::encode(&recovered)})),
-        )
-        .await
+        let (path, body) = activation(agent, &challenge);
+        self.call("POST", &path, Auth::Agent, Some(body)).await
     }
 
     /// Adds, endorses, boots and registers a software agent.
@@ -651,4 +641,22 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// Registration's second step for `agent`'s TPM: the activation's path and body answering
+/// `challenge` (the first step's answer), the secret recovered by ActivateCredential.
+pub fn activation(agent: &Arc<Mutex<SoftAgent>>, challenge: &Value) -> (String, Value) {
+    let blob = b64::decode(challenge["credential_blob"].as_str().unwrap()).unwrap();
+    let secret = b64::decode(challenge["encrypted_secret"].as_str().unwrap()).unwrap();
+    let recovered = agent
+        .lock()
+        .unwrap()
+        .tpm
+        .activate_credential(&blob, &secret)
+        .unwrap();
+    let id = challenge["challenge_id"].as_str().unwrap();
+    (
+        format!("/mtwilson/v2/hosts/register/{id}/activate"),
+        json!({"secret": b64::encode(&recovered)}),
+    )
 }
