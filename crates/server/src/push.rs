@@ -171,8 +171,9 @@ pub async fn challenge(
     }
     let task_state = state.clone();
     let name = host.name.clone();
+    // The row just read is the one to attest: no second read of it.
     tokio::spawn(async move {
-        let outcome = crate::engine::attest_host(&task_state, &name).await;
+        let outcome = crate::engine::attest_row(&task_state, host).await;
         let _ = done_tx.send(outcome);
     });
     match tokio::time::timeout(REQUEST_TIMEOUT, want_rx).await {
@@ -184,14 +185,14 @@ pub async fn challenge(
                 .open
                 .lock()
                 .ok()
-                .and_then(|mut m| m.remove(&host.name))
+                .and_then(|mut m| m.remove(&name))
                 .and_then(|o| o.done);
             match done {
                 Some(rx) => match tokio::time::timeout(Duration::from_millis(100), rx).await {
                     Ok(Ok(Err(e))) => Err(e.into()),
-                    _ => Err(unavailable(&host.name)),
+                    _ => Err(unavailable(&name)),
                 },
-                None => Err(unavailable(&host.name)),
+                None => Err(unavailable(&name)),
             }
         }
     }

@@ -861,6 +861,13 @@ async fn update_host_verdict(
 /// PostgreSQL's parameter limits).
 const BATCH_MAX: usize = 256;
 
+/// A group commit of fewer queued reports than this waits [`GATHER`] for more first.
+const GATHER_BELOW: usize = 8;
+
+/// How long a small group commit waits for more reports by default (a report's save takes
+/// this much longer at most; each commit it saves costs several round trips to the database).
+const GATHER: Duration = Duration::from_millis(2);
+
 /// A report waiting for the group commit.
 struct PendingReport {
     report: ReportRow,
@@ -871,12 +878,25 @@ struct PendingReport {
 
 /// The group commit of reports: the queue, the turn to commit it, and how many commits took
 /// how many reports (`/metrics`: the reports per commit show how well writes are shared).
-#[derive(Default)]
 struct Batch {
     queue: std::sync::Mutex<Vec<PendingReport>>,
     turn: Arc<tokio::sync::Mutex<()>>,
     commits: AtomicU64,
     committed: AtomicU64,
+    /// How long a small commit waits for more reports, in microseconds ([`GATHER`]).
+    gather_us: AtomicU64,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            queue: std::sync::Mutex::default(),
+            turn: Arc::default(),
+            commits: AtomicU64::default(),
+            committed: AtomicU64::default(),
+            gather_us: AtomicU64::new(u64::try_from(GATHER.as_micros()).unwrap_or(0)),
+        }
+    }
 }
 
 fn batch_lost() -> StoreError {

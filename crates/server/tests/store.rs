@@ -640,6 +640,65 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_commit_waits_for_reports_that_come_soon_after() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        for i in 0..3 {
+            store
+                .register_host(&host(&format!("g{i}"), &format!("uuid-g{i}")), 1)
+                .await
+                .unwrap();
+        }
+        // Reports arriving one by one (as pushed evidence does): the first commit waits for
+        // the two that come 100 ms later, and all three share one transaction.
+        store.set_commit_gather(Duration::from_millis(600));
+        let (commits, committed) = store.report_commits();
+        let s = store.clone();
+        let first = tokio::spawn(async move {
+            s.save_report(&report("g0", "trusted", 10), true, None)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (r1, r2) = (report("g1", "trusted", 11), report("g2", "untrusted", 12));
+        let (b, c) = tokio::join!(
+            store.save_report(&r1, true, None),
+            store.save_report(&r2, true, None)
+        );
+        first.await.unwrap().unwrap();
+        b.unwrap();
+        c.unwrap();
+        assert_eq!(
+            store.report_commits(),
+            (commits + 1, committed + 3),
+            "{url}: one commit for the three"
+        );
+        for (name, verdict) in [("g0", "trusted"), ("g1", "trusted"), ("g2", "untrusted")] {
+            let h = store.host(name).await.unwrap().unwrap();
+            assert_eq!(h.verdict.map(|v| v.as_str()), Some(verdict), "{url} {name}");
+        }
+        // Without the wait each report that finds the turn free commits at once.
+        store.set_commit_gather(Duration::ZERO);
+        let (commits, committed) = store.report_commits();
+        let s = store.clone();
+        let first = tokio::spawn(async move {
+            s.save_report(&report("g0", "trusted", 20), true, None)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store
+            .save_report(&report("g1", "trusted", 21), true, None)
+            .await
+            .unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(
+            store.report_commits(),
+            (commits + 2, committed + 2),
+            "{url}"
+        );
+    }
+}
+
 // ---- retention ----
 
 /// Every stored report as (host, created), sorted.

@@ -68,6 +68,14 @@ impl Store {
                 biased;
                 r = &mut result => return r.unwrap_or_else(|_| Err(batch_lost())),
                 turn = self.batch.turn.clone().lock_owned() => {
+                    // A commit that would carry few reports waits a moment for more, as
+                    // PostgreSQL's `commit_delay` does: reports that arrive one by one (pushed
+                    // evidence) would otherwise each pay a transaction of their own.
+                    let queued = self.batch.queue.lock().map(|q| q.len()).unwrap_or(0);
+                    let gather = self.batch.gather_us.load(Ordering::Relaxed);
+                    if gather > 0 && (1..GATHER_BELOW).contains(&queued) {
+                        tokio::time::sleep(Duration::from_micros(gather)).await;
+                    }
                     let items: Vec<PendingReport> = self
                         .batch
                         .queue
@@ -88,6 +96,15 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// How long a group commit of fewer than 8 reports waits for more before it starts
+    /// (2 ms by default; zero: never).
+    pub fn set_commit_gather(&self, gather: Duration) {
+        self.batch.gather_us.store(
+            u64::try_from(gather.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Group commits of reports so far, and the reports they committed.
