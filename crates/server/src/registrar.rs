@@ -476,11 +476,16 @@ pub async fn activate(
     let listed = state.store.active_endorsements_for(&id).await?;
     let endorsed = endorsed_for_uuid(&listed, &row.hardware_uuid);
     let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &listed);
+    let (name, uuid, ek) = (row.name.clone(), row.hardware_uuid.clone(), id.clone());
     let outcome = state
         .store
-        .register_host_activated(&row, ek_issuer.as_deref(), challenge_id, now, |holders| {
-            check_identity(holders, &row.name, &row.hardware_uuid, &id, endorsed)
-        })
+        .register_host_activated(
+            &row,
+            ek_issuer.as_deref(),
+            challenge_id,
+            now,
+            move |holders| check_identity(holders, &name, &uuid, &ek, endorsed),
+        )
         .await?;
     let replaced = match outcome {
         Registered::Stored(replaced) => replaced,

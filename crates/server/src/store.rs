@@ -253,7 +253,8 @@ pub struct Store {
     backend: Backend,
     changes: broadcast::Sender<Change>,
     url: String,
-    batch: Arc<Batch>,
+    batch: Arc<Group<PendingReport>>,
+    registrations: Arc<Group<PendingRegistration>>,
     health: Arc<WriteHealth>,
     faults: Arc<Faults>,
 }
@@ -465,7 +466,7 @@ pub const MAX_CHALLENGES_PER_UUID: i64 = 4;
 /// Most open registration challenges in all.
 pub const MAX_CHALLENGES: i64 = 10_000;
 
-/// What [`Store::register_host_checked`] did.
+/// What [`Store::register_host_activated`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {
     /// Stored; whether an earlier registration was replaced.
@@ -475,6 +476,32 @@ pub enum Registered {
     /// The registration challenge was already taken (another activation with it came first)
     /// or has expired: nothing stored.
     ChallengeGone,
+}
+
+/// What a registration's identity check says about the hosts it would replace or conflict
+/// with: accepted, or refused with a reason and a sentence.
+pub type CheckOutcome = std::result::Result<(), (&'static str, String)>;
+
+/// A registration's identity check ([`Store::register_host_activated`]).
+pub type IdentityCheck = dyn Fn(&[HostRow]) -> CheckOutcome + Send + Sync;
+
+/// An activation waiting for the group commit of registrations (SQLite).
+struct PendingRegistration {
+    host: HostRow,
+    ek_issuer: Option<String>,
+    challenge_id: String,
+    now: i64,
+    check: Box<IdentityCheck>,
+    done: oneshot::Sender<Result<Registered>>,
+}
+
+/// What one registration's statements did ([`Store::register_host_activated`]).
+struct RegisterStep {
+    outcome: Registered,
+    /// The changes to append at the commit.
+    changes: Vec<(Change, i64)>,
+    /// The change to publish after the commit (the host stored).
+    stored: Option<Change>,
 }
 
 /// What [`Store::delete_user`] did.
@@ -876,33 +903,101 @@ struct PendingReport {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The group commit of reports: the queue, the turn to commit it, and how many commits took
-/// how many reports (`/metrics`: the reports per commit show how well writes are shared).
-struct Batch {
-    queue: std::sync::Mutex<Vec<PendingReport>>,
+/// A group commit: items queued by concurrent callers, committed together by whichever of
+/// them gets the turn first (on a task of its own, so a caller that gives up strands no one);
+/// every caller gets its own result.
+struct Group<T> {
+    queue: std::sync::Mutex<Vec<T>>,
     turn: Arc<tokio::sync::Mutex<()>>,
     commits: AtomicU64,
     committed: AtomicU64,
-    /// How long a small commit waits for more reports, in microseconds ([`GATHER`]).
+    /// How long a commit of fewer than [`GATHER_BELOW`] items waits for more, in
+    /// microseconds (0: never).
     gather_us: AtomicU64,
+    /// What the items are, for the error of an abandoned commit.
+    what: &'static str,
 }
 
-impl Default for Batch {
-    fn default() -> Self {
+impl<T: Send + 'static> Group<T> {
+    fn new(what: &'static str, gather: Duration) -> Self {
         Self {
             queue: std::sync::Mutex::default(),
             turn: Arc::default(),
             commits: AtomicU64::default(),
             committed: AtomicU64::default(),
-            gather_us: AtomicU64::new(u64::try_from(GATHER.as_micros()).unwrap_or(0)),
+            gather_us: AtomicU64::new(u64::try_from(gather.as_micros()).unwrap_or(u64::MAX)),
+            what,
         }
     }
-}
 
-fn batch_lost() -> StoreError {
-    StoreError::Corrupt {
-        table: "reports",
-        detail: "the batch holding this report was abandoned".into(),
+    /// Queues `item`; gives it back when the queue is unusable (a panic poisoned it).
+    fn push(&self, item: T) -> std::result::Result<(), T> {
+        match self.queue.lock() {
+            Ok(mut q) => {
+                q.push(item);
+                Ok(())
+            }
+            Err(_) => Err(item),
+        }
+    }
+
+    /// Waits for the result of an item queued by [`Group::push`]; whoever gets the turn while
+    /// its own item is still queued commits everything queued with `commit`.
+    async fn wait<R, F, Fut>(
+        &self,
+        mut result: oneshot::Receiver<Result<R>>,
+        commit: F,
+    ) -> Result<R>
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut result => return r.unwrap_or_else(|_| Err(self.lost())),
+                turn = self.turn.clone().lock_owned() => {
+                    // A commit that would carry few items waits a moment for more, as
+                    // PostgreSQL's `commit_delay` does: items that arrive one by one (pushed
+                    // evidence) would otherwise each pay a transaction of their own.
+                    let queued = self.queue.lock().map(|q| q.len()).unwrap_or(0);
+                    let gather = self.gather_us.load(Ordering::Relaxed);
+                    if gather > 0 && (1..GATHER_BELOW).contains(&queued) {
+                        tokio::time::sleep(Duration::from_micros(gather)).await;
+                    }
+                    let items: Vec<T> = self
+                        .queue
+                        .lock()
+                        .map(|mut q| std::mem::take(&mut *q))
+                        .unwrap_or_default();
+                    if items.is_empty() {
+                        // Ours was committed by the turn before this one.
+                        drop(turn);
+                        return result.await.unwrap_or_else(|_| Err(self.lost()));
+                    }
+                    let work = commit(items);
+                    let _ = tokio::spawn(async move {
+                        work.await;
+                        drop(turn);
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Counts a commit of `n` items.
+    fn counted(&self, n: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed
+            .fetch_add(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn lost(&self) -> StoreError {
+        StoreError::Corrupt {
+            table: self.what,
+            detail: "the group commit holding this write was abandoned".into(),
+        }
     }
 }
 
@@ -1026,7 +1121,8 @@ impl Store {
             backend,
             changes,
             url,
-            batch: Arc::new(Batch::default()),
+            batch: Arc::new(Group::new("reports", GATHER)),
+            registrations: Arc::new(Group::new("hosts", Duration::ZERO)),
             health: Arc::new(WriteHealth::default()),
             faults,
         };

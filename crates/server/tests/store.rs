@@ -11,11 +11,14 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use nodetrust_proto::trust::ChangeKind;
 
 use nodetrust_server::store::{
     new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
-    ReportRow, Store,
+    Registered, ReportRow, Store,
 };
 use sqlx::Connection as _;
 
@@ -637,6 +640,158 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
                 .count(),
             usize::try_from(n).unwrap() + 2
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let challenge = |id: &str| ChallengeRow {
+            id: id.into(),
+            secret_sha256: "00".into(),
+            request: "{}".into(),
+            expires: 10_000,
+        };
+        let n = 40;
+        let ids = (0..n)
+            .map(|i| format!("c{i}"))
+            .chain(["dup", "refused", "twin-a", "twin-b"].map(String::from));
+        for id in ids {
+            store.put_challenge(&challenge(&id), 50).await.unwrap();
+        }
+        let mut live = store.subscribe();
+        let shared_before = store.registration_commits();
+        // Started at once: n distinct hosts; two activations of one challenge; one the check
+        // refuses; two machines of one hardware UUID (the second replaces the first).
+        let mut jobs: Vec<(String, HostRow, bool)> = (0..n)
+            .map(|i| {
+                let mut h = host(&format!("a{i}"), &format!("uuid-a{i}"));
+                h.ek_public = format!("ek-a{i}");
+                (format!("c{i}"), h, true)
+            })
+            .collect();
+        let mut dup = host("dup", "uuid-dup");
+        dup.ek_public = "ek-dup".into();
+        jobs.push(("dup".into(), dup.clone(), true));
+        jobs.push(("dup".into(), dup, true));
+        let mut no = host("no", "uuid-no");
+        no.ek_public = "ek-no".into();
+        jobs.push(("refused".into(), no, false));
+        for twin in ["twin-a", "twin-b"] {
+            let mut h = host(twin, "uuid-twin");
+            h.ek_public = format!("ek-{twin}");
+            jobs.push((twin.into(), h, true));
+        }
+        let tasks: Vec<_> = jobs
+            .into_iter()
+            .map(|(id, h, accept)| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    let outcome = s
+                        .register_host_activated(&h, None, &id, 100, move |_| {
+                            if accept {
+                                Ok(())
+                            } else {
+                                Err(("refused", "no".into()))
+                            }
+                        })
+                        .await
+                        .unwrap();
+                    (h.name, outcome)
+                })
+            })
+            .collect();
+        let mut outcomes = BTreeMap::<String, Vec<Registered>>::new();
+        for t in tasks {
+            let (name, outcome) = t.await.unwrap();
+            outcomes.entry(name).or_default().push(outcome);
+        }
+        for i in 0..n {
+            assert_eq!(
+                outcomes[&format!("a{i}")],
+                [Registered::Stored(false)],
+                "{url}"
+            );
+            assert!(
+                store.host(&format!("a{i}")).await.unwrap().is_some(),
+                "{url}"
+            );
+        }
+        let mut dup = outcomes["dup"].clone();
+        dup.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            dup,
+            [Registered::ChallengeGone, Registered::Stored(false)],
+            "{url}"
+        );
+        assert!(
+            matches!(outcomes["no"][..], [Registered::Refused("refused", _)]),
+            "{url}"
+        );
+        assert!(store.host("no").await.unwrap().is_none(), "{url}");
+        let twins = [&outcomes["twin-a"][..], &outcomes["twin-b"][..]];
+        let survivor = if twins[0] == [Registered::Stored(true)] {
+            "twin-a"
+        } else {
+            "twin-b"
+        };
+        let other = if survivor == "twin-a" {
+            "twin-b"
+        } else {
+            "twin-a"
+        };
+        assert_eq!(
+            outcomes[other],
+            [Registered::Stored(false)],
+            "{url}: {twins:?}"
+        );
+        assert_eq!(
+            outcomes[survivor],
+            [Registered::Stored(true)],
+            "{url}: {twins:?}"
+        );
+        assert!(store.host(survivor).await.unwrap().is_some(), "{url}");
+        assert!(store.host(other).await.unwrap().is_none(), "{url}");
+        // Every challenge used up, the refused one too.
+        for id in (0..n)
+            .map(|i| format!("c{i}"))
+            .chain(["dup", "refused"].map(String::from))
+        {
+            assert_eq!(
+                store.take_challenge(&id, 100).await.unwrap(),
+                None,
+                "{url} {id}"
+            );
+        }
+        // Published: one `registered` change a host stored.
+        let mut registered = BTreeSet::new();
+        while let Ok(c) = live.try_recv() {
+            if c.kind == ChangeKind::Registered {
+                registered.insert(c.host_name);
+            }
+        }
+        assert_eq!(
+            registered.len(),
+            usize::try_from(n).unwrap() + 3,
+            "{url}: {registered:?}"
+        );
+        let (commits, committed) = store.registration_commits();
+        match store.backend() {
+            // SQLite: the activations queued while one transaction ran share the next.
+            Backend::Sqlite => {
+                assert_eq!(
+                    committed - shared_before.1,
+                    u64::try_from(n).unwrap() + 5,
+                    "{url}"
+                );
+                assert!(
+                    commits - shared_before.0 < u64::try_from(n).unwrap(),
+                    "{url}: {commits} commits"
+                );
+            }
+            Backend::Postgres => assert_eq!((commits, committed), shared_before, "{url}"),
+        }
     }
 }
 

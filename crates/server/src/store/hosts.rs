@@ -161,68 +161,200 @@ impl Store {
         rows.iter().map(host_from_row).collect()
     }
 
-    /// Registers a host whose AK was just proven, after `check` accepted the hosts it would
-    /// replace or conflict with ([`Store::identity_holders`]), read in the same transaction
-    /// (locked on PostgreSQL), so two registrations cannot race past the check. Every host
-    /// `check` accepted is replaced.
-    pub async fn register_host_checked(
-        &self,
-        h: &HostRow,
-        now: i64,
-        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
-    ) -> Result<Registered> {
-        self.register_host_checked_issued(h, None, now, check).await
-    }
-
-    /// [`Store::register_host_checked`], keeping `ek_issuer`: the issuer (distinguished name)
-    /// of the EK certificate the registration was accepted with.
-    pub async fn register_host_checked_issued(
-        &self,
-        h: &HostRow,
-        ek_issuer: Option<&str>,
-        now: i64,
-        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
-    ) -> Result<Registered> {
-        self.register_host_inner(h, ek_issuer, None, now, check)
-            .await
-    }
-
-    /// [`Store::register_host_checked_issued`] for an activation: the registration challenge
-    /// `challenge_id` is taken in the same transaction ([`Registered::ChallengeGone`] when it
-    /// is no longer open: taken by a concurrent activation, or expired), so a challenge
-    /// registers at most one host.
+    /// Registers a host whose AK was just proven by an activation, after `check` accepted the
+    /// hosts it would replace or conflict with ([`Store::identity_holders`]), read in the same
+    /// transaction (locked on PostgreSQL), so two registrations cannot race past the check.
+    /// Every host `check` accepted is replaced. `ek_issuer` is kept: the issuer (distinguished
+    /// name) of the EK certificate the registration was accepted with.
+    ///
+    /// The registration challenge `challenge_id` is taken in the same transaction
+    /// ([`Registered::ChallengeGone`] when it is no longer open: taken by a concurrent
+    /// activation, or expired), so a challenge registers at most one host; a refused
+    /// activation uses it up too.
+    ///
+    /// On SQLite, activations at the same time share one transaction (a group commit, as
+    /// reports do: [`Store::save_report`]); each runs its statements in turn, so each sees
+    /// the hosts the ones before it stored, as one by one. A shared transaction that fails is
+    /// retried one by one. `check` may therefore run twice.
     pub async fn register_host_activated(
         &self,
         h: &HostRow,
         ek_issuer: Option<&str>,
         challenge_id: &str,
         now: i64,
-        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
+        check: impl Fn(&[HostRow]) -> CheckOutcome + Send + Sync + 'static,
     ) -> Result<Registered> {
-        self.register_host_inner(h, ek_issuer, Some(challenge_id), now, check)
+        if self.backend != Backend::Sqlite {
+            // PostgreSQL runs transactions side by side: nothing to share.
+            return self
+                .register_host_inner(h, ek_issuer, challenge_id, now, &check)
+                .await;
+        }
+        let (done, result) = oneshot::channel();
+        let pending = PendingRegistration {
+            host: h.clone(),
+            ek_issuer: ek_issuer.map(str::to_string),
+            challenge_id: challenge_id.to_string(),
+            now,
+            check: Box::new(check),
+            done,
+        };
+        if let Err(p) = self.registrations.push(pending) {
+            return self.register_pending_one(&p).await;
+        }
+        self.registrations
+            .wait(result, |items| {
+                let store = self.clone();
+                async move { store.commit_registrations(items).await }
+            })
             .await
     }
 
+    /// Shared transactions of activations so far (SQLite), and the registrations they took.
+    pub fn registration_commits(&self) -> (u64, u64) {
+        (
+            self.registrations.commits.load(Ordering::Relaxed),
+            self.registrations.committed.load(Ordering::Relaxed),
+        )
+    }
+
+    async fn register_pending_one(&self, p: &PendingRegistration) -> Result<Registered> {
+        self.register_host_inner(
+            &p.host,
+            p.ek_issuer.as_deref(),
+            &p.challenge_id,
+            p.now,
+            &*p.check,
+        )
+        .await
+    }
+
+    /// Commits queued activations in one transaction, or one by one when that fails.
+    async fn commit_registrations(&self, items: Vec<PendingRegistration>) {
+        match self.register_shared_tx(&items).await {
+            Ok(outcomes) => {
+                self.registrations.counted(items.len());
+                for (p, (outcome, stored)) in items.into_iter().zip(outcomes) {
+                    if let Some(change) = stored {
+                        self.publish(change);
+                    }
+                    let _ = p.done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, registrations = items.len(), "shared registration commit failed; one by one");
+                for p in items {
+                    let r = self.register_pending_one(&p).await;
+                    let _ = p.done.send(r);
+                }
+            }
+        }
+    }
+
+    /// Activations (in order) in one transaction; each one's outcome, and the change to
+    /// publish for each host stored.
+    async fn register_shared_tx(
+        &self,
+        items: &[PendingRegistration],
+    ) -> Result<Vec<(Registered, Option<Change>)>> {
+        let mut w = self.writer().await?;
+        let mut tx = begin(&mut w.conn, self.backend).await?;
+        let mut changes = Vec::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for p in items {
+            let step = self
+                .register_in(
+                    &mut tx,
+                    &p.host,
+                    p.ek_issuer.as_deref(),
+                    &p.challenge_id,
+                    p.now,
+                    &*p.check,
+                )
+                .await?;
+            outcomes.push((step.outcome, step.stored));
+            changes.extend(step.changes);
+        }
+        // A challenge gone wrote nothing, and a refusal only took its challenge: the
+        // transaction commits whatever its registrations' outcomes.
+        w.end.commit_with_changes(tx, &changes).await?;
+        Ok(outcomes)
+    }
+
+    /// One registration in a transaction of its own. On PostgreSQL two registrations of a
+    /// new name or hardware UUID at the same moment find no row to lock, and the second's
+    /// insert then breaks a unique index: it runs once more, and now finds (and locks) the
+    /// host the first stored, as it would have one after the other.
     async fn register_host_inner(
         &self,
         h: &HostRow,
         ek_issuer: Option<&str>,
-        challenge_id: Option<&str>,
+        challenge_id: &str,
         now: i64,
-        check: impl FnOnce(&[HostRow]) -> std::result::Result<(), (&'static str, String)>,
+        check: &IdentityCheck,
+    ) -> Result<Registered> {
+        match self
+            .register_host_tx(h, ek_issuer, challenge_id, now, check)
+            .await
+        {
+            Err(StoreError::Db(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                tracing::debug!(host = %h.name, "registration raced another of the same identity; once more");
+                self.register_host_tx(h, ek_issuer, challenge_id, now, check)
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    async fn register_host_tx(
+        &self,
+        h: &HostRow,
+        ek_issuer: Option<&str>,
+        challenge_id: &str,
+        now: i64,
+        check: &IdentityCheck,
     ) -> Result<Registered> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        if let Some(id) = challenge_id {
-            let taken = sqlx::query("DELETE FROM challenges WHERE id = $1 AND expires >= $2")
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            if taken.rows_affected() == 0 {
-                w.end.rollback(tx).await?;
-                return Ok(Registered::ChallengeGone);
-            }
+        let step = self
+            .register_in(&mut tx, h, ek_issuer, challenge_id, now, check)
+            .await?;
+        match &step.outcome {
+            Registered::ChallengeGone => w.end.rollback(tx).await?,
+            // A refused activation still uses its challenge up, as a wrong secret does.
+            Registered::Refused(..) => w.end.commit(tx).await?,
+            Registered::Stored(_) => w.end.commit_with_changes(tx, &step.changes).await?,
+        }
+        if let Some(change) = step.stored {
+            self.publish(change);
+        }
+        Ok(step.outcome)
+    }
+
+    /// One registration's statements in `tx`: its challenge taken, the hosts it would replace
+    /// or conflict with read and checked, those accepted replaced, the host inserted. Writes
+    /// nothing when the challenge is gone, only the challenge's deletion when refused.
+    async fn register_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        h: &HostRow,
+        ek_issuer: Option<&str>,
+        challenge_id: &str,
+        now: i64,
+        check: &IdentityCheck,
+    ) -> Result<RegisterStep> {
+        let refused = |outcome| RegisterStep {
+            outcome,
+            changes: Vec::new(),
+            stored: None,
+        };
+        let taken = sqlx::query("DELETE FROM challenges WHERE id = $1 AND expires >= $2")
+            .bind(challenge_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        if taken.rows_affected() == 0 {
+            return Ok(refused(Registered::ChallengeGone));
         }
         let q = identity_holders_query(match self.backend {
             Backend::Sqlite => "",
@@ -232,23 +364,17 @@ impl Store {
             .bind(&h.name)
             .bind(&h.hardware_uuid)
             .bind(&h.ek_public)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         let holders = rows.iter().map(host_from_row).collect::<Result<Vec<_>>>()?;
         if let Err((reason, message)) = check(&holders) {
-            if challenge_id.is_some() {
-                // A refused activation still uses its challenge up, as a wrong secret does.
-                w.end.commit(tx).await?;
-            } else {
-                w.end.rollback(tx).await?;
-            }
-            return Ok(Registered::Refused(reason, message));
+            return Ok(refused(Registered::Refused(reason, message)));
         }
         let mut changes = Vec::new();
         for old in &holders {
             sqlx::query("DELETE FROM hosts WHERE name = $1")
                 .bind(&old.name)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             if old.name != h.name {
                 let change = Change {
@@ -259,11 +385,13 @@ impl Store {
                 changes.push((change, now));
             }
         }
-        let change = self.insert_registered(&mut tx, h, ek_issuer, now).await?;
+        let change = self.insert_registered(tx, h, ek_issuer, now).await?;
         changes.push((change.clone(), now));
-        w.end.commit_with_changes(tx, &changes).await?;
-        self.publish(change);
-        Ok(Registered::Stored(!holders.is_empty()))
+        Ok(RegisterStep {
+            outcome: Registered::Stored(!holders.is_empty()),
+            changes,
+            stored: Some(change),
+        })
     }
 
     /// Deletes a host and its reports; false when there is none.

@@ -46,56 +46,22 @@ impl Store {
         reached: bool,
         counters: Option<AttestationUpdate>,
     ) -> Result<()> {
-        let (done, mut result) = oneshot::channel();
+        let (done, result) = oneshot::channel();
         let pending = PendingReport {
             report: report.clone(),
             reached,
             counters,
             done,
         };
-        let refused = match self.batch.queue.lock() {
-            Ok(mut q) => {
-                q.push(pending);
-                None
-            }
-            Err(_) => Some(pending),
-        };
-        if let Some(p) = refused {
+        if let Err(p) = self.batch.push(pending) {
             return self.save_report_one(&p.report, p.reached, p.counters).await;
         }
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut result => return r.unwrap_or_else(|_| Err(batch_lost())),
-                turn = self.batch.turn.clone().lock_owned() => {
-                    // A commit that would carry few reports waits a moment for more, as
-                    // PostgreSQL's `commit_delay` does: reports that arrive one by one (pushed
-                    // evidence) would otherwise each pay a transaction of their own.
-                    let queued = self.batch.queue.lock().map(|q| q.len()).unwrap_or(0);
-                    let gather = self.batch.gather_us.load(Ordering::Relaxed);
-                    if gather > 0 && (1..GATHER_BELOW).contains(&queued) {
-                        tokio::time::sleep(Duration::from_micros(gather)).await;
-                    }
-                    let items: Vec<PendingReport> = self
-                        .batch
-                        .queue
-                        .lock()
-                        .map(|mut q| std::mem::take(&mut *q))
-                        .unwrap_or_default();
-                    if items.is_empty() {
-                        // Ours was committed by the turn before this one.
-                        drop(turn);
-                        return result.await.unwrap_or_else(|_| Err(batch_lost()));
-                    }
-                    let store = self.clone();
-                    let _ = tokio::spawn(async move {
-                        store.commit_batch(items).await;
-                        drop(turn);
-                    })
-                    .await;
-                }
-            }
-        }
+        self.batch
+            .wait(result, |items| {
+                let store = self.clone();
+                async move { store.commit_batch(items).await }
+            })
+            .await
     }
 
     /// How long a group commit of fewer than 8 reports waits for more before it starts
@@ -123,10 +89,7 @@ impl Store {
             .collect();
         match self.save_reports_tx(&rows).await {
             Ok(changes) => {
-                self.batch.commits.fetch_add(1, Ordering::Relaxed);
-                self.batch
-                    .committed
-                    .fetch_add(u64::try_from(items.len()).unwrap_or(0), Ordering::Relaxed);
+                self.batch.counted(items.len());
                 for c in changes {
                     self.publish(c);
                 }
