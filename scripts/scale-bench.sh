@@ -10,7 +10,8 @@
 #                          [--warmup S] [--window S] [--db URL] [--perf S] [--restart]
 #
 # --db: a PostgreSQL URL (scripts/with-postgres.sh gives one in $NODETRUST_TEST_PG_URL; the
-#       database's own processes are not counted in the server's CPU); SQLite by default.
+#       database's own processes are not counted in the server's CPU, and are printed on a line
+#       of their own when they run on this machine); SQLite by default.
 # --perf S: also record S seconds of the server with `perf record -e cpu-clock -g` during the
 #       window (perf.data in the work directory).
 # --restart: after the window, restart the server on the same database and time /readyz, then
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     --perf) perf_secs=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --restart) restart=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "scale-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -107,6 +108,14 @@ attestations() {
          END {printf "%d %d %d\n", s, c, r}'
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# CPU of the PostgreSQL processes on this machine (user + system, in ticks; 0 on SQLite).
+db_ticks() {
+  case "$db" in
+    sqlite://*) echo 0 ;;
+    *) for p in $(pgrep -x postgres 2>/dev/null); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done |
+         awk '{s += $1} END {print s + 0}' ;;
+  esac
+}
 # Context switches of all the server's threads so far (each hand-off between an async worker
 # and a database connection's thread costs two).
 switches() { cat /proc/"$server_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
@@ -116,19 +125,19 @@ measure() {
   local label=$1 a0 c0 a1 c1 tck
   tck=$(getconf CLK_TCK)
   sleep "$warmup"
-  a0=$(attestations); c0=$(cpu_ticks); s0=$(switches)
+  a0=$(attestations); c0=$(cpu_ticks); s0=$(switches); d0=$(db_ticks)
   if [ "$perf_secs" -gt 0 ]; then
     perf record -q -e cpu-clock -g -o "$work/perf.data" -p "$server_pid" -- sleep "$perf_secs" >/dev/null 2>&1 || true
     sleep $((window - perf_secs > 0 ? window - perf_secs : 0))
   else
     sleep "$window"
   fi
-  a1=$(attestations); c1=$(cpu_ticks); s1=$(switches)
-  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" <<'EOF'
+  a1=$(attestations); c1=$(cpu_ticks); s1=$(switches); d1=$(db_ticks)
+  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" <<'EOF'
 import sys
 label = sys.argv[1]
 (a0, m0, r0), (a1, m1, r1) = (map(float, x.split()) for x in sys.argv[2:4])
-c0, c1, tck, window, rss, s0, s1 = map(float, sys.argv[4:])
+c0, c1, tck, window, rss, s0, s1, d0, d1 = map(float, sys.argv[4:])
 n = a1 - a0
 cpu = (c1 - c0) / tck
 per = f"{cpu / n * 1e6:.0f} us" if n else "n/a"
@@ -137,6 +146,9 @@ print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} 
       f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
       f"{(s1 - s0) / max(n, 1):.1f} context switches per attestation, "
       f"load {open('/proc/loadavg').read().split()[0]}")
+if d1 > d0 and n:
+    print(f"  PostgreSQL's processes: {(d1 - d0) / tck / window:.2f} cores, "
+          f"{(d1 - d0) / tck / n * 1e6:.0f} us per attestation")
 EOF
 }
 

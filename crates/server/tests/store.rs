@@ -1149,7 +1149,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "{url}");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -1157,6 +1157,83 @@ async fn a_version_1_database_migrates_to_version_2() {
         // Connecting again migrates nothing more.
         drop(store);
         Store::connect(&url).await.unwrap().ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_version_7_database_moves_its_schedule_into_a_table_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        for (name, uuid) in [("h1", "uuid-1"), ("h2", "uuid-2")] {
+            let mut h = host(name, uuid);
+            h.ek_public = format!("ek-{name}");
+            store.register_host(&h, 0).await.unwrap();
+        }
+        drop(store);
+        // Back to version 7: the schedule in the host rows (h1 leased by r1 and due at 500,
+        // h2 free and due at 100).
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for stmt in [
+            "DROP TABLE schedule",
+            "CREATE INDEX hosts_next_attest ON hosts (next_attest)",
+            "UPDATE hosts SET next_attest = 500, lease_owner = 'r1', lease_until = 900 WHERE name = 'h1'",
+            "UPDATE hosts SET next_attest = 100, lease_owner = NULL, lease_until = 0 WHERE name = 'h2'",
+            "DELETE FROM schema_migrations WHERE version = 8",
+        ] {
+            sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            store.lease("h1").await.unwrap(),
+            Some((Some("r1".to_string()), 900)),
+            "{url}"
+        );
+        assert_eq!(store.lease("h2").await.unwrap(), Some((None, 0)), "{url}");
+        assert_eq!(
+            store.due_hosts("r2", 200, 10).await.unwrap(),
+            ["h2"],
+            "{url}"
+        );
+        assert_eq!(
+            store.due_hosts("r1", 600, 10).await.unwrap(),
+            ["h2", "h1"],
+            "{url}"
+        );
+        // A claim takes the host row with it (h1's lease is r1's, and r1 is live); the old
+        // index is gone.
+        store.heartbeat("r1").await.unwrap();
+        let claimed = store
+            .claim_due("r2", 600, 1600, 1000, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["h2"],
+            "{url}: h1 is r1's"
+        );
+        assert_eq!(claimed[0].hardware_uuid, "uuid-2");
+        assert_eq!(
+            store.lease("h2").await.unwrap(),
+            Some((Some("r2".to_string()), 1600))
+        );
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let old_index = match store.backend() {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'hosts_next_attest'"
+            }
+            Backend::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'hosts_next_attest'",
+        };
+        let n: i64 = sqlx::query_scalar(old_index)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{url}");
+        conn.close().await.unwrap();
+        // Deleting a host deletes its schedule.
+        assert!(store.delete_host("h2", 700).await.unwrap());
+        assert_eq!(store.lease("h2").await.unwrap(), None, "{url}");
     }
 }
 

@@ -87,6 +87,10 @@ impl Store {
                 .bind(&h.hardware_uuid)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM schedule WHERE name = $1")
+                .bind(old_name)
+                .execute(&mut *tx)
+                .await?;
             if old_name != &h.name {
                 let change = Change {
                     host_name: old_name.clone(),
@@ -115,8 +119,8 @@ impl Store {
     ) -> Result<Change> {
         sqlx::query(
             "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
-             software_tpm, status, created, updated, next_attest, lease_until, ek_issuer) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10, 0, $11)",
+             software_tpm, status, created, updated, ek_issuer) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10)",
         )
         .bind(&h.name)
         .bind(&h.hardware_uuid)
@@ -127,13 +131,21 @@ impl Store {
         .bind(&h.host_info)
         .bind(i64::from(h.software_tpm))
         .bind(now)
+        .bind(ek_issuer)
+        .execute(&mut **tx)
+        .await?;
+        // No lease: whichever replica is free takes it when due.
+        sqlx::query(
+            "INSERT INTO schedule (name, next_attest, lease_owner, lease_until) VALUES ($1, $2, NULL, 0) \
+             ON CONFLICT (name) DO UPDATE SET next_attest = $2, lease_owner = NULL, lease_until = 0",
+        )
+        .bind(&h.name)
         .bind(if h.connection_url == PUSH_URL {
             // A push host is attested when its agent pushes: never due for the scheduler.
             PUSH_NEVER_DUE
         } else {
             now.saturating_add(REGISTERED_DUE_AFTER_MS)
         })
-        .bind(ek_issuer)
         .execute(&mut **tx)
         .await?;
         Ok(Change {
@@ -372,10 +384,12 @@ impl Store {
         }
         let mut changes = Vec::new();
         for old in &holders {
-            sqlx::query("DELETE FROM hosts WHERE name = $1")
-                .bind(&old.name)
-                .execute(&mut **tx)
-                .await?;
+            for q in [
+                "DELETE FROM hosts WHERE name = $1",
+                "DELETE FROM schedule WHERE name = $1",
+            ] {
+                sqlx::query(q).bind(&old.name).execute(&mut **tx).await?;
+            }
             if old.name != h.name {
                 let change = Change {
                     host_name: old.name.clone(),
@@ -407,6 +421,10 @@ impl Store {
             return Ok(false);
         }
         sqlx::query("DELETE FROM reports WHERE host_name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM schedule WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;

@@ -1,4 +1,4 @@
-//! The durable schedule: due times, leases and replica heartbeats (`hosts.next_attest`, `leases`, `replicas`).
+//! The durable schedule: due times, leases and replica heartbeats (`schedule`, `replicas`).
 
 use super::*;
 
@@ -7,7 +7,8 @@ impl Store {
     pub async fn schedule(&self, name: &str, at: i64) -> Result<bool> {
         // Never a push host: the server does not connect to its agent.
         let r = sqlx::query(
-            "UPDATE hosts SET next_attest = $1 WHERE name = $2 AND connection_url <> $3",
+            "UPDATE schedule SET next_attest = $1 WHERE name = $2 \
+             AND name IN (SELECT name FROM hosts WHERE name = $2 AND connection_url <> $3)",
         )
         .bind(at)
         .bind(name)
@@ -20,7 +21,7 @@ impl Store {
     /// Hosts due at `now` that this replica may take (free, its own, or with an expired lease).
     pub async fn due_hosts(&self, replica: &str, now: i64, limit: i64) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT name FROM hosts WHERE next_attest <= $1 \
+            "SELECT name FROM schedule WHERE next_attest <= $1 \
              AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_attest, name LIMIT $3",
         )
         .bind(now)
@@ -42,7 +43,7 @@ impl Store {
         next: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2, next_attest = $3 WHERE name = $4 \
+            "UPDATE schedule SET lease_owner = $1, lease_until = $2, next_attest = $3 WHERE name = $4 \
              AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $5)",
         )
         .bind(replica)
@@ -102,20 +103,29 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         };
-        let q = format!(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2, \
+        let claim = format!(
+            "UPDATE schedule SET lease_owner = $1, lease_until = $2, \
                next_attest = CASE WHEN next_attest <= $4 AND next_attest + $3 > $4 THEN next_attest + $3 ELSE $4 + $3 END \
              WHERE name IN (SELECT name FROM ( \
-                 SELECT name, next_attest FROM (SELECT name, next_attest FROM hosts \
+                 SELECT name, next_attest FROM (SELECT name, next_attest FROM schedule \
                    WHERE next_attest <= $4 AND {lease} ORDER BY next_attest, name LIMIT {lim}{lock}) AS due \
                  UNION ALL \
-                 SELECT name, next_attest FROM (SELECT name, next_attest FROM hosts \
+                 SELECT name, next_attest FROM (SELECT name, next_attest FROM schedule \
                    WHERE next_attest > $4 + 2 * $3 AND next_attest < {never} AND {lease} \
                    ORDER BY next_attest, name LIMIT {lim}{lock}) AS ahead \
                ) AS candidates ORDER BY next_attest, name LIMIT {lim}) \
              AND (next_attest <= $4 OR (next_attest > $4 + 2 * $3 AND next_attest < {never})) \
-             AND {lease} RETURNING {HOST_COLUMNS}"
+             AND {lease} RETURNING name"
         );
+        // The claimed hosts' rows: on PostgreSQL in the same statement; SQLite has no
+        // `UPDATE` in a `WITH`, so there a read follows the claim's commit.
+        let q = match self.backend {
+            Backend::Postgres => format!(
+                "WITH claimed AS ({claim}) SELECT {HOST_COLUMNS} FROM hosts \
+                 WHERE name IN (SELECT name FROM claimed)"
+            ),
+            Backend::Sqlite => claim,
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
             .bind(until)
@@ -125,7 +135,35 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(host_from_row).collect()
+        if self.backend == Backend::Postgres {
+            return rows.iter().map(host_from_row).collect();
+        }
+        let names = rows
+            .iter()
+            .map(|r| Ok(r.try_get("name")?))
+            .collect::<Result<Vec<String>>>()?;
+        self.hosts_named(&names).await
+    }
+
+    /// The rows of the hosts named (those that exist), read in statements of at most
+    /// [`BATCH_MAX`] names.
+    async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(BATCH_MAX) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name IN ({marks})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for n in chunk {
+                query = query.bind(n);
+            }
+            for r in query.fetch_all(&self.reader).await? {
+                out.push(host_from_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The database's clock in Unix milliseconds, as SQL: heartbeats are written and read by
@@ -171,7 +209,7 @@ impl Store {
     pub async fn forget_replicas(&self, age: i64) -> Result<u64> {
         let q = format!(
             "DELETE FROM replicas WHERE heartbeat < {} - $1 \
-             AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.lease_owner = replicas.id)",
+             AND NOT EXISTS (SELECT 1 FROM schedule WHERE schedule.lease_owner = replicas.id)",
             self.db_now_ms()
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(q))
@@ -185,7 +223,7 @@ impl Store {
     /// lease runs until `until`. False when `from` does not hold it (any more).
     pub async fn hand_over(&self, name: &str, from: &str, to: &str, until: i64) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE hosts SET lease_owner = $1, lease_until = $2 WHERE name = $3 AND lease_owner = $4",
+            "UPDATE schedule SET lease_owner = $1, lease_until = $2 WHERE name = $3 AND lease_owner = $4",
         )
         .bind(to)
         .bind(until)
@@ -203,7 +241,7 @@ impl Store {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
         let r = sqlx::query(
-            "UPDATE hosts SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+            "UPDATE schedule SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
         )
         .bind(replica)
         .execute(&mut *tx)
@@ -219,7 +257,7 @@ impl Store {
     /// How many hosts each replica holds a lease on (`None`: no replica).
     pub async fn lease_counts(&self) -> Result<Vec<(Option<String>, i64)>> {
         let rows = sqlx::query(
-            "SELECT lease_owner, COUNT(*) AS n FROM hosts GROUP BY lease_owner ORDER BY lease_owner",
+            "SELECT lease_owner, COUNT(*) AS n FROM schedule GROUP BY lease_owner ORDER BY lease_owner",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -230,7 +268,7 @@ impl Store {
 
     /// The replica holding a host's lease and until when.
     pub async fn lease(&self, name: &str) -> Result<Option<(Option<String>, i64)>> {
-        let row = sqlx::query("SELECT lease_owner, lease_until FROM hosts WHERE name = $1")
+        let row = sqlx::query("SELECT lease_owner, lease_until FROM schedule WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
