@@ -902,6 +902,14 @@ async fn update_host_verdict(
     Ok(updated.rows_affected() > 0)
 }
 
+/// `$1, $2, ..., $n`: the placeholders of an `IN` list of `n` values.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Most rows one statement of a batch carries (7 parameters a report: far below SQLite's and
 /// PostgreSQL's parameter limits).
 const BATCH_MAX: usize = 256;

@@ -150,10 +150,7 @@ impl Store {
     async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(BATCH_MAX) {
-            let marks = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let marks = placeholders(chunk.len());
             let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name IN ({marks})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
             for n in chunk {

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{host_from_row, HostRow, Result, Store, StoreError};
+use super::{host_from_row, placeholders, HostRow, Result, Store, StoreError};
 
 /// The columns of a listed host: [`Store::host_summaries`]' (no keys, facts or certificate pin)
 /// plus the agent address, the time of the row's last write and its version.
@@ -98,10 +98,7 @@ impl Store {
     pub async fn listed_hosts_named(&self, names: &[&str]) -> Result<Vec<ListedRow>> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(NAMES_PER_QUERY) {
-            let marks = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let marks = placeholders(chunk.len());
             let q = format!("SELECT {LISTED_COLUMNS} FROM hosts h WHERE h.name IN ({marks})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
             for n in chunk {

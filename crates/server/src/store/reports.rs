@@ -119,10 +119,7 @@ impl Store {
         let mut previous: HashMap<String, Option<String>> = HashMap::new();
         let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
         for chunk in names.iter().collect::<Vec<_>>().chunks(BATCH_MAX) {
-            let marks = (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let marks = placeholders(chunk.len());
             let q = format!("SELECT name, verdict FROM hosts WHERE name IN ({marks})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
             for n in chunk {
