@@ -761,9 +761,12 @@ fn endorsement_from_row(r: &AnyRow) -> Result<Endorsement> {
     })
 }
 
-/// Page cache of each SQLite connection: 16 MiB (SQLite's default is 2 MiB), so the rows an
-/// attestation reads and writes (host, verdict update, report insert) stay in memory at fleet
-/// sizes instead of being read again from the file at each statement.
+/// Page cache of the SQLite writer connection: 16 MiB (SQLite's default is 2 MiB), so the rows
+/// an attestation reads and writes (host, verdict update, report insert) stay in memory at
+/// fleet sizes instead of being read again from the file at each statement. The readers keep
+/// the default: a reader empties its whole cache at its first read after any commit (WAL
+/// mode), which under a steady stream of attestations is nearly every read, and emptying
+/// costs in proportion to the cache (a scan of its hash table).
 const SQLITE_CACHE_SIZE: &str = "PRAGMA cache_size=-16384";
 
 /// The agent address stored for a push host (it has none; [`crate::push`]).
@@ -814,32 +817,28 @@ pub struct AttestationUpdate {
 }
 
 /// Makes each report its host's current verdict, in one statement (each host at most once);
-/// returns the hosts that exist (and were updated).
+/// returns the hosts that exist (and were updated). The statement is written for
+/// [`batch_shape`] rows: the rows beyond `rows` have no name and match no host.
 async fn update_host_verdicts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     rows: &[&(&ReportRow, bool, Option<&AttestationUpdate>)],
 ) -> Result<BTreeSet<String>> {
     // VALUES columns are column1..column10 on both SQLite and PostgreSQL.
-    let values = (0..rows.len())
-        .map(|i| {
-            let b = i * 10;
-            format!(
-                "(${}, ${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), \
-                 CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT))",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    const COLUMNS: [&str; 10] = [
+        "{}",
+        "{}",
+        "{}",
+        "CAST({} AS BIGINT)",
+        "CAST({} AS BIGINT)",
+        "CAST({} AS BIGINT)",
+        "CAST({} AS BIGINT)",
+        "CAST({} AS BIGINT)",
+        "CAST({} AS BIGINT)",
+        "CAST({} AS TEXT)",
+    ];
+    let shape = batch_shape(rows.len());
+    let values = value_rows(backend, shape, &COLUMNS);
     let q = format!(
         "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
          expires_at = v.column5, updated = v.column4, \
@@ -865,6 +864,19 @@ async fn update_host_verdicts(
             .bind(reset)
             .bind(restart)
             .bind(pcrs);
+    }
+    for _ in rows.len()..shape {
+        query = query
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<String>);
     }
     let names = query.fetch_all(&mut **tx).await?;
     names.iter().map(|r| Ok(r.try_get("name")?)).collect()
@@ -902,12 +914,73 @@ async fn update_host_verdict(
     Ok(updated.rows_affected() > 0)
 }
 
-/// `$1, $2, ..., $n`: the placeholders of an `IN` list of `n` values.
-fn placeholders(n: usize) -> String {
+/// How many rows (or names) a batch statement of `n` is written for: `n` rounded up to a
+/// power of two, at most [`BATCH_MAX`]. A connection then prepares at most nine shapes of
+/// each batch statement and finds them again in its statement cache (sqlx keeps 100 a
+/// connection); with one shape per count, group commits of every size between 1 and 40
+/// pushed each other out of it and each commit prepared its statements again.
+fn batch_shape(n: usize) -> usize {
+    n.max(1).next_power_of_two().min(BATCH_MAX)
+}
+
+/// The `i`-th placeholder (from 1) of a statement: anonymous `?` on SQLite, `$i` on
+/// PostgreSQL. (SQLite looks a numbered parameter's name up in a list of every name of the
+/// statement, and sqlx asks for the name of each one it binds: quadratic in the parameters
+/// of a batch statement. An anonymous one has no name to look up.) A statement takes them
+/// all in order, from 1: on SQLite an anonymous one is numbered after the one before it.
+fn mark(backend: Backend, i: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_string(),
+        Backend::Postgres => format!("${i}"),
+    }
+}
+
+/// The `n` placeholders of an `IN` list ([`mark`]).
+fn placeholders(backend: Backend, n: usize) -> String {
     (1..=n)
-        .map(|i| format!("${i}"))
+        .map(|i| mark(backend, i))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `rows` rows of `VALUES`, each column's placeholder ([`mark`]) put into its template's
+/// `{}` (a cast, or `{}` alone).
+fn value_rows(backend: Backend, rows: usize, columns: &[&str]) -> String {
+    (0..rows)
+        .map(|r| {
+            let row = columns
+                .iter()
+                .enumerate()
+                .map(|(c, template)| {
+                    template.replacen("{}", &mark(backend, r * columns.len() + c + 1), 1)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({row})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `names`, then its first name again up to `shape` (a name listed twice in an `IN`
+/// list matches as once).
+fn bind_names<'q, N>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    names: &'q [N],
+    shape: usize,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>
+where
+    N: AsRef<str>,
+{
+    for n in names {
+        query = query.bind(n.as_ref());
+    }
+    if let Some(first) = names.first() {
+        for _ in names.len()..shape {
+            query = query.bind(first.as_ref());
+        }
+    }
+    query
 }
 
 /// Most rows one statement of a batch carries (7 parameters a report: far below SQLite's and
@@ -1109,6 +1182,12 @@ impl Store {
                         sqlx::query("PRAGMA synchronous=NORMAL")
                             .execute(&mut *conn)
                             .await?;
+                        // A batch statement that may fail half-way (a multi-row update) keeps
+                        // the pages it changes in a statement journal, a temporary file by
+                        // default: kept in memory instead (a few pages per statement).
+                        sqlx::query("PRAGMA temp_store=MEMORY")
+                            .execute(&mut *conn)
+                            .await?;
                         sqlx::query(SQLITE_CACHE_SIZE).execute(&mut *conn).await?;
                     }
                     Ok(())
@@ -1132,7 +1211,6 @@ impl Store {
                         sqlx::query("PRAGMA query_only=1")
                             .execute(&mut *conn)
                             .await?;
-                        sqlx::query(SQLITE_CACHE_SIZE).execute(&mut *conn).await?;
                         Ok(())
                     })
                 })
@@ -1376,5 +1454,37 @@ impl Store {
     fn publish(&self, change: Change) {
         // No subscriber is fine: the durable feed has it.
         let _ = self.changes.send(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_statements_come_in_few_shapes_within_the_batch_limit() {
+        let shapes: BTreeSet<usize> = (0..=1000).map(batch_shape).collect();
+        assert_eq!(
+            shapes.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64, 128, 256]
+        );
+        for n in 1..=BATCH_MAX {
+            assert!(batch_shape(n) >= n && batch_shape(n) < 2 * n, "{n}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_anonymous_on_sqlite_and_numbered_on_postgresql() {
+        assert_eq!(placeholders(Backend::Sqlite, 3), "?, ?, ?");
+        assert_eq!(placeholders(Backend::Postgres, 3), "$1, $2, $3");
+        let columns = ["{}", "CAST({} AS BIGINT)"];
+        assert_eq!(
+            value_rows(Backend::Postgres, 2, &columns),
+            "($1, CAST($2 AS BIGINT)), ($3, CAST($4 AS BIGINT))"
+        );
+        assert_eq!(
+            value_rows(Backend::Sqlite, 2, &columns),
+            "(?, CAST(? AS BIGINT)), (?, CAST(? AS BIGINT))"
+        );
     }
 }

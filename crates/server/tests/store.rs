@@ -599,6 +599,12 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
         a.unwrap();
         b.unwrap();
         ghost.await.unwrap().unwrap();
+        // Every report went through a group commit (none through the one-by-one fallback a
+        // failing batch statement takes): batches of every size, written for a power of two
+        // of rows, insert and update exactly their own.
+        let (commits, committed) = store.report_commits();
+        assert_eq!(committed, u64::try_from(n).unwrap() + 3, "{url}");
+        assert!(commits >= 2, "{url}: {commits} commits");
 
         for i in [0, 7, 299] {
             let h = store.host(&format!("h{i}")).await.unwrap().unwrap();

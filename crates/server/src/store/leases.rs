@@ -150,12 +150,10 @@ impl Store {
     async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(BATCH_MAX) {
-            let marks = placeholders(chunk.len());
+            let shape = batch_shape(chunk.len());
+            let marks = placeholders(self.backend, shape);
             let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name IN ({marks})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-            for n in chunk {
-                query = query.bind(n);
-            }
+            let query = bind_names(sqlx::query(sqlx::AssertSqlSafe(q)), chunk, shape);
             for r in query.fetch_all(&self.reader).await? {
                 out.push(host_from_row(&r)?);
             }

@@ -3,7 +3,9 @@
 
 use sqlx::Row;
 
-use super::{host_from_row, placeholders, HostRow, Result, Store, StoreError};
+use super::{
+    batch_shape, bind_names, host_from_row, placeholders, HostRow, Result, Store, StoreError,
+};
 
 /// The columns of a listed host: [`Store::host_summaries`]' (no keys, facts or certificate pin)
 /// plus the agent address, the time of the row's last write and its version.
@@ -98,12 +100,10 @@ impl Store {
     pub async fn listed_hosts_named(&self, names: &[&str]) -> Result<Vec<ListedRow>> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(NAMES_PER_QUERY) {
-            let marks = placeholders(chunk.len());
+            let shape = batch_shape(chunk.len());
+            let marks = placeholders(self.backend, shape);
             let q = format!("SELECT {LISTED_COLUMNS} FROM hosts h WHERE h.name IN ({marks})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-            for n in chunk {
-                query = query.bind(*n);
-            }
+            let query = bind_names(sqlx::query(sqlx::AssertSqlSafe(q)), chunk, shape);
             for r in query.fetch_all(&self.reader).await? {
                 out.push(listed_from_row(&r)?);
             }

@@ -118,13 +118,11 @@ impl Store {
         let mut tx = begin(&mut w.conn, self.backend).await?;
         let mut previous: HashMap<String, Option<String>> = HashMap::new();
         let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
-        for chunk in names.iter().collect::<Vec<_>>().chunks(BATCH_MAX) {
-            let marks = placeholders(chunk.len());
+        for chunk in names.iter().copied().collect::<Vec<_>>().chunks(BATCH_MAX) {
+            let shape = batch_shape(chunk.len());
+            let marks = placeholders(self.backend, shape);
             let q = format!("SELECT name, verdict FROM hosts WHERE name IN ({marks})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-            for n in chunk {
-                query = query.bind(**n);
-            }
+            let query = bind_names(sqlx::query(sqlx::AssertSqlSafe(q)), chunk, shape);
             for r in query.fetch_all(&mut *tx).await? {
                 previous.insert(r.try_get("name")?, r.try_get("verdict")?);
             }
@@ -141,7 +139,7 @@ impl Store {
                 .partition(|(r, _, _)| seen.insert(r.host_name.as_str()));
             rest = later;
             for chunk in round.chunks(BATCH_MAX) {
-                let updated = update_host_verdicts(&mut tx, chunk).await?;
+                let updated = update_host_verdicts(&mut tx, self.backend, chunk).await?;
                 for (report, _, _) in chunk {
                     if !updated.contains(&report.host_name) {
                         // The host was deleted while it was being attested: keep no orphan
@@ -165,24 +163,14 @@ impl Store {
             }
         }
         for chunk in kept.chunks(BATCH_MAX) {
-            let values = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            // Written for `batch_shape` rows; the rows beyond the chunk have no id and are
+            // not inserted.
+            let shape = batch_shape(chunk.len());
+            let values = value_rows(self.backend, shape, &["{}"; 7]);
             let q = format!(
-                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) VALUES {values}"
+                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 \
+                 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
             for r in chunk {
@@ -194,6 +182,16 @@ impl Store {
                     .bind(r.created)
                     .bind(r.expires)
                     .bind(&r.signed_report);
+            }
+            for _ in chunk.len()..shape {
+                query = query
+                    .bind(None::<String>)
+                    .bind(None::<String>)
+                    .bind(None::<String>)
+                    .bind(None::<String>)
+                    .bind(None::<i64>)
+                    .bind(None::<i64>)
+                    .bind(None::<String>);
             }
             query.execute(&mut *tx).await?;
         }
