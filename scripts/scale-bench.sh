@@ -176,6 +176,11 @@ d = t1 - t0
 print(f"registration: {n:.0f} hosts in {d:.1f} s, {n / d:.0f}/s, server CPU {(c1 - c0) / tck / n * 1e3:.2f} ms "
       f"and {(s1 - s0) / n:.0f} context switches per host (the simulator: {(g1 - g0) / tck / n * 1e3:.2f} ms per host)")
 EOF
+# Activations per shared transaction (SQLite; PostgreSQL gives each its own).
+curl -fsS --cacert "$work/state/server.crt" "https://127.0.0.1:$port/metrics" |
+  awk '/^nodetrust_registration_commits_total / {c = $NF}
+       /^nodetrust_registrations_committed_total / {r = $NF}
+       END {if (c > 0) printf "  %.1f activations per shared transaction (%d transactions)\n", r / c, c}'
 
 # The age of every host's verdict now (p50, p99, max): the goal is p99 within the interval
 # plus 10 %.

@@ -611,6 +611,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let (commits, committed) = state.store.report_commits();
+    let (shared, activations) = state.store.registration_commits();
     let per_verdict: BTreeMap<&'static str, u64> = state
         .store
         .verdict_counts(state.now_ms())
@@ -634,7 +635,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
              nodetrust_report_commits_total {}\n\
              # HELP nodetrust_reports_committed_total Reports written by group commits.\n\
              # TYPE nodetrust_reports_committed_total counter\n\
-             nodetrust_reports_committed_total {}\n",
+             nodetrust_reports_committed_total {}\n\
+             # HELP nodetrust_registration_commits_total Shared transactions of activations (SQLite).\n\
+             # TYPE nodetrust_registration_commits_total counter\n\
+             nodetrust_registration_commits_total {}\n\
+             # HELP nodetrust_registrations_committed_total Activations decided in shared transactions.\n\
+             # TYPE nodetrust_registrations_committed_total counter\n\
+             nodetrust_registrations_committed_total {}\n",
             {
                 let mut text = state.metrics.render(&per_verdict);
                 if let Some(m) = state.labeller_metrics.get() {
@@ -645,7 +652,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             state.auth.checks_running(),
             state.auth.peak_concurrent_checks(),
             commits,
-            committed
+            committed,
+            shared,
+            activations
         ),
     )
         .into_response()

@@ -24,6 +24,10 @@
 //! - `nodetrust_report_commits_total`, `nodetrust_reports_committed_total`: the group commits
 //!   of reports and the reports they wrote (their ratio is the reports per transaction; rendered
 //!   by the API with the store's numbers).
+//! - `nodetrust_registration_commits_total`, `nodetrust_registrations_committed_total`: the
+//!   shared transactions of activations on SQLite and the activations they decided (registered
+//!   or refused; their ratio is the activations per transaction; rendered by the API with the
+//!   store's numbers; zero on PostgreSQL, where each activation has a transaction of its own).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -307,6 +307,11 @@ async fn gold_flavor_trusts_then_a_changed_boot_loader_is_untrusted_with_pcr_4_n
         m.contains("nodetrust_hosts{verdict=\"untrusted\"} 1"),
         "{m}"
     );
+    // Two activations (gold, node-1), each decided in a shared transaction.
+    assert!(
+        m.contains("\nnodetrust_registrations_committed_total 2\n"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
