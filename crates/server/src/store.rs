@@ -1,7 +1,8 @@
 //! The store: every table the server keeps, behind one type, on sqlx's Any driver.
 //!
 //! SQLite (an embedded file, the default) and PostgreSQL (several replicas) run the same SQL:
-//! `$N` placeholders (which SQLite also reads), `TEXT` and `BIGINT` columns only (booleans as
+//! `$N` placeholders (which SQLite also reads; batch statements use anonymous `?` on SQLite,
+//! [`mark`]), `TEXT` and `BIGINT` columns only (booleans as
 //! 0/1 integers, times as Unix milliseconds, binary as base64 text), so the Any driver reads
 //! every column the same way on both. Migrations run at start ([`Store::connect`]).
 //!
@@ -962,16 +963,20 @@ fn value_rows(backend: Backend, rows: usize, columns: &[&str]) -> String {
         .join(", ")
 }
 
-/// Binds `names`, then its first name again up to `shape` (a name listed twice in an `IN`
-/// list matches as once).
-fn bind_names<'q, N>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+/// `select` (a statement ending in a column to match) followed by `IN (...)` of `names`, with
+/// the names bound: written for [`batch_shape`] names, its first name listed again for the
+/// rest (a name listed twice matches as once). At most [`BATCH_MAX`] names.
+fn names_query<'q, N>(
+    backend: Backend,
+    select: &str,
     names: &'q [N],
-    shape: usize,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>
 where
     N: AsRef<str>,
 {
+    let shape = batch_shape(names.len());
+    let marks = placeholders(backend, shape);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{select} IN ({marks})")));
     for n in names {
         query = query.bind(n.as_ref());
     }

@@ -83,14 +83,7 @@ impl Store {
                 .await?;
         let mut changes = Vec::new();
         if let Some(old_name) = &old {
-            sqlx::query("DELETE FROM hosts WHERE hardware_uuid = $1")
-                .bind(&h.hardware_uuid)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM schedule WHERE name = $1")
-                .bind(old_name)
-                .execute(&mut *tx)
-                .await?;
+            delete_host_row(&mut tx, old_name).await?;
             if old_name != &h.name {
                 let change = Change {
                     host_name: old_name.clone(),
@@ -384,12 +377,7 @@ impl Store {
         }
         let mut changes = Vec::new();
         for old in &holders {
-            for q in [
-                "DELETE FROM hosts WHERE name = $1",
-                "DELETE FROM schedule WHERE name = $1",
-            ] {
-                sqlx::query(q).bind(&old.name).execute(&mut **tx).await?;
-            }
+            delete_host_row(tx, &old.name).await?;
             if old.name != h.name {
                 let change = Change {
                     host_name: old.name.clone(),
@@ -412,19 +400,11 @@ impl Store {
     pub async fn delete_host(&self, name: &str, now: i64) -> Result<bool> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
+        if !delete_host_row(&mut tx, name).await? {
             w.end.rollback(tx).await?;
             return Ok(false);
         }
         sqlx::query("DELETE FROM reports WHERE host_name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM schedule WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -443,4 +423,18 @@ impl Store {
         self.publish(change);
         Ok(true)
     }
+}
+
+/// Deletes a host's row and its schedule row (migration 8 keeps them in two tables; neither
+/// is left without the other); false when there was no such host.
+async fn delete_host_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<bool> {
+    let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM schedule WHERE name = $1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }

@@ -150,10 +150,8 @@ impl Store {
     async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(BATCH_MAX) {
-            let shape = batch_shape(chunk.len());
-            let marks = placeholders(self.backend, shape);
-            let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name IN ({marks})");
-            let query = bind_names(sqlx::query(sqlx::AssertSqlSafe(q)), chunk, shape);
+            let select = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name");
+            let query = names_query(self.backend, &select, chunk);
             for r in query.fetch_all(&self.reader).await? {
                 out.push(host_from_row(&r)?);
             }

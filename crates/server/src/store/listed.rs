@@ -3,9 +3,7 @@
 
 use sqlx::Row;
 
-use super::{
-    batch_shape, bind_names, host_from_row, placeholders, HostRow, Result, Store, StoreError,
-};
+use super::{host_from_row, names_query, HostRow, Result, Store, StoreError, BATCH_MAX};
 
 /// The columns of a listed host: [`Store::host_summaries`]' (no keys, facts or certificate pin)
 /// plus the agent address, the time of the row's last write and its version.
@@ -13,9 +11,6 @@ const LISTED_COLUMNS: &str = "h.name, h.hardware_uuid, h.connection_url, '' AS t
      '' AS ek_public, '' AS ak_public, '' AS host_info, h.software_tpm, h.status, h.status_detail, \
      h.reset_count, h.restart_count, h.verdict, h.reasons, h.attested_at, h.expires_at, h.created, \
      h.updated, h.version";
-
-/// Most names one query of [`Store::listed_hosts_named`] carries.
-const NAMES_PER_QUERY: usize = 256;
 
 /// One host as the in-memory list keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,11 +94,9 @@ impl Store {
     /// The hosts of these names that exist.
     pub async fn listed_hosts_named(&self, names: &[&str]) -> Result<Vec<ListedRow>> {
         let mut out = Vec::with_capacity(names.len());
-        for chunk in names.chunks(NAMES_PER_QUERY) {
-            let shape = batch_shape(chunk.len());
-            let marks = placeholders(self.backend, shape);
-            let q = format!("SELECT {LISTED_COLUMNS} FROM hosts h WHERE h.name IN ({marks})");
-            let query = bind_names(sqlx::query(sqlx::AssertSqlSafe(q)), chunk, shape);
+        for chunk in names.chunks(BATCH_MAX) {
+            let select = format!("SELECT {LISTED_COLUMNS} FROM hosts h WHERE h.name");
+            let query = names_query(self.backend, &select, chunk);
             for r in query.fetch_all(&self.reader).await? {
                 out.push(listed_from_row(&r)?);
             }

@@ -119,10 +119,8 @@ impl Store {
         let mut previous: HashMap<String, Option<String>> = HashMap::new();
         let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
         for chunk in names.iter().copied().collect::<Vec<_>>().chunks(BATCH_MAX) {
-            let shape = batch_shape(chunk.len());
-            let marks = placeholders(self.backend, shape);
-            let q = format!("SELECT name, verdict FROM hosts WHERE name IN ({marks})");
-            let query = bind_names(sqlx::query(sqlx::AssertSqlSafe(q)), chunk, shape);
+            let select = "SELECT name, verdict FROM hosts WHERE name";
+            let query = names_query(self.backend, select, chunk);
             for r in query.fetch_all(&mut *tx).await? {
                 previous.insert(r.try_get("name")?, r.try_get("verdict")?);
             }
