@@ -66,12 +66,9 @@ impl Drop for Running {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range ([`nodetrust_testkit::free_port`]).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    nodetrust_testkit::free_port().unwrap()
 }
 
 async fn wait_for(client: &Client) -> VersionInfo {

@@ -148,12 +148,9 @@ fn pki() -> Pki {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range ([`nodetrust_testkit::free_port`]).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    nodetrust_testkit::free_port().unwrap()
 }
 
 fn registration(attester: &Arc<dyn Attester>, port: u16) -> Registration {

@@ -8,16 +8,12 @@
     reason = "test code: a panic is a failed test"
 )]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free loopback port below the kernel's ephemeral range ([`nodetrust_testkit::free_port`]).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    nodetrust_testkit::free_port().unwrap()
 }
 
 fn start(dir: &std::path::Path, port: u16) -> Child {

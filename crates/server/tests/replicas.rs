@@ -918,12 +918,9 @@ async fn replicas_claiming_at_once_never_both_take_a_host() {
 
 // ---- the binary ----
 
+/// A free loopback port below the kernel's ephemeral range ([`nodetrust_testkit::free_port`]).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    nodetrust_testkit::free_port().unwrap()
 }
 
 fn server(db: &str, dir: &std::path::Path, args: &[&str]) -> std::process::Command {

@@ -41,12 +41,9 @@ fn server_bin() -> PathBuf {
     p
 }
 
+/// A free loopback port below the kernel's ephemeral range ([`nodetrust_testkit::free_port`]).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    nodetrust_testkit::free_port().unwrap()
 }
 
 /// Kills the child on drop (a failed assertion leaves nothing running).

@@ -25,7 +25,7 @@ pub mod soft;
 mod swtpm;
 pub mod tpm2;
 
-pub use swtpm::{Swtpm, TemplateInfo};
+pub use swtpm::{free_port, Swtpm, TemplateInfo};
 
 /// Errors of the fixtures: a message for the test log.
 pub type Result<T> = std::result::Result<T, String>;

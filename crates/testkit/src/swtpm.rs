@@ -123,8 +123,15 @@ pub fn template() -> Result<TemplateInfo> {
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// Finds two consecutive free ports (server, control).
-fn free_port_pair() -> Result<u16> {
+/// A free loopback port for a test's listener, below the kernel's ephemeral range: a port the
+/// kernel assigns (`bind` to port 0) is released until the process under test binds it, and
+/// meanwhile any outgoing connection of the machine may take it ("Address already in use").
+pub fn free_port() -> Result<u16> {
+    free_ports(1)
+}
+
+/// Finds `n` consecutive free ports (1 or 2: swtpm takes a server and a control port).
+fn free_ports(n: u16) -> Result<u16> {
     // Spread processes apart, then probe upwards.
     if NEXT_PORT.load(Ordering::Relaxed) == 0 {
         // Below the kernel's ephemeral range (32768 and up): a port there could be taken by
@@ -132,41 +139,44 @@ fn free_port_pair() -> Result<u16> {
         let seed = 20000 + (std::process::id() % 1100) as u16 * 10;
         let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::Relaxed, Ordering::Relaxed);
     }
+    let bind_all = |p: u16| -> std::result::Result<(), String> {
+        let mut held = Vec::new();
+        for q in p..p.saturating_add(n) {
+            held.push(TcpListener::bind(("127.0.0.1", q)).map_err(|e| format!("port {q}: {e}"))?);
+        }
+        Ok(())
+    };
     let mut last = String::new();
     for _ in 0..2000 {
-        let p = NEXT_PORT.fetch_add(2, Ordering::Relaxed);
+        let p = NEXT_PORT.fetch_add(n, Ordering::Relaxed);
         if !(1024..=32000).contains(&p) {
             NEXT_PORT.store(20000, Ordering::Relaxed);
             continue;
         }
-        match (
-            TcpListener::bind(("127.0.0.1", p)),
-            TcpListener::bind(("127.0.0.1", p + 1)),
-        ) {
-            (Ok(_), Ok(_)) => return Ok(p),
-            (Err(e), _) | (_, Err(e)) => last = format!("port {p}: {e}"),
+        match bind_all(p) {
+            Ok(()) => return Ok(p),
+            Err(e) => last = e,
         }
     }
     // The probed range is taken (another process holds many ports there): ask the kernel for
-    // a free port and check its neighbour.
+    // a free port and check its neighbours.
     for _ in 0..200 {
-        let a = match TcpListener::bind(("127.0.0.1", 0)) {
-            Ok(a) => a,
+        let p = match TcpListener::bind(("127.0.0.1", 0)).and_then(|a| a.local_addr()) {
+            Ok(addr) => addr.port(),
             Err(e) => {
                 last = format!("a kernel-assigned port: {e}");
                 continue;
             }
         };
-        let Ok(p) = a.local_addr().map(|addr| addr.port()) else {
+        if p > 65535 - n {
             continue;
-        };
-        match TcpListener::bind(("127.0.0.1", p.saturating_add(1))) {
-            Ok(_) if p < 65535 => return Ok(p),
-            Ok(_) => {}
-            Err(e) => last = format!("port {}: {e}", p.saturating_add(1)),
+        }
+        match bind_all(p) {
+            Ok(()) => return Ok(p),
+            Err(e) => last = e,
         }
     }
-    Err(format!("no free port pair for swtpm (last: {last})"))
+    Err(format!("no {n} free consecutive port(s) (last: {last})"))
 }
 
 /// A running swtpm. Killed (and its state removed) on drop.
@@ -221,7 +231,7 @@ impl Swtpm {
         for _attempt in 0..5 {
             let port = match fixed {
                 Some(p) => p,
-                None => free_port_pair()?,
+                None => free_ports(2)?,
             };
             let state = self.dir.path().join("state");
             let log = self.dir.path().join("swtpm.log");

@@ -1,17 +1,13 @@
 //! Running the project's binaries from end-to-end tests: free ports, the agent binary (built on
 //! demand), a child process killed when dropped, and waiting for a condition.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// A free loopback port below the kernel's ephemeral range ([`nodetrust_testkit::free_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    nodetrust_testkit::free_port().unwrap()
 }
 
 /// Kills the process when dropped.
