@@ -8,7 +8,10 @@ if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
   echo "with-postgres: PostgreSQL not installed; running without it" >&2
   exec "$@"
 fi
-port=${NODETRUST_TEST_PG_PORT:-55432}
+# The port: NODETRUST_TEST_PG_PORT, or the first of 25432-25451 where the cluster starts
+# (below the kernel's ephemeral range, 32768 and up, where any outgoing connection of the
+# machine may hold the port the cluster wants).
+ports=${NODETRUST_TEST_PG_PORT:-$(seq 25432 25451)}
 dir=$(mktemp -d /tmp/nodetrust-pg.XXXXXX)
 chown postgres:postgres "$dir" 2>/dev/null || true
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -18,8 +21,19 @@ cleanup() {
 }
 trap cleanup EXIT
 as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
-as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start >/dev/null
+port=""
+for p in $ports; do
+  if as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $p -k $dir -c fsync=off -c max_connections=200" start >/dev/null; then
+    port=$p
+    break
+  fi
+done
+if [ -z "$port" ]; then
+  echo "with-postgres: PostgreSQL did not start on port(s) $(echo $ports); its log:" >&2
+  tail -n 20 "$dir/log" >&2 || true
+  exit 1
+fi
 as_pg "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres nodetrust_test
 export NODETRUST_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/nodetrust_test"
 echo "with-postgres: PostgreSQL at $NODETRUST_TEST_PG_URL"
