@@ -5,8 +5,12 @@
 //! now (fresh nonce, PCRs, banks, IMA offset); the agent answers it exactly as its HTTPS API
 //! answers a pull server (the request goes through the agent's own router, in process: same
 //! quote, same event and IMA logs, same checks); `POST /mtwilson/v2/push/evidence` → the
-//! verdict and when to push next. A failed round is logged and retried with capped
-//! exponential backoff; the server's verdict expires on its own if the agent stops pushing.
+//! verdict, when to push next and, most of the time, the next challenge: the next round then
+//! quotes that one and posts the evidence without asking (one request), and asks for a
+//! challenge only when the server refuses it (409: its flavors changed, the TPM restarted, the
+//! round came late, or another replica answers). A failed round is logged and retried with
+//! capped exponential backoff; the server's verdict expires on its own if the agent stops
+//! pushing.
 
 use std::time::Duration;
 
@@ -78,7 +82,8 @@ pub async fn quote_locally(
     serde_json::from_slice(&bytes).map_err(|e| PushError::Quote(e.to_string()))
 }
 
-/// One round: challenge, quote, evidence. Returns the verdict and when to push next.
+/// One round: challenge, quote, evidence. Returns the verdict, when to push next and the next
+/// challenge, if the server gave one.
 pub async fn push_once(
     client: &Client,
     router: &axum::Router,
@@ -93,6 +98,17 @@ pub async fn push_once(
             },
         )
         .await?;
+    answer(client, router, admin, host_name, challenge).await
+}
+
+/// Quotes `challenge` and posts the evidence.
+async fn answer(
+    client: &Client,
+    router: &axum::Router,
+    admin: &Credentials,
+    host_name: &str,
+    challenge: PushChallenge,
+) -> Result<PushResult, PushError> {
     let evidence = quote_locally(router, admin, &challenge.quote).await?;
     let result: PushResult = client
         .post(
@@ -107,6 +123,30 @@ pub async fn push_once(
     Ok(result)
 }
 
+/// One round with the challenge the server gave ahead, if any: its evidence posted at once;
+/// refused (409), or without one, a round that asks for a challenge ([`push_once`]).
+pub async fn push_round(
+    client: &Client,
+    router: &axum::Router,
+    admin: &Credentials,
+    host_name: &str,
+    ahead: Option<PushChallenge>,
+) -> Result<PushResult, PushError> {
+    if let Some(challenge) = ahead {
+        match answer(client, router, admin, host_name, challenge).await {
+            Err(PushError::Client(ClientError::Status {
+                status: 409,
+                reason,
+                ..
+            })) => {
+                tracing::info!(%reason, "the challenge given ahead was refused; asking for a new one");
+            }
+            other => return other,
+        }
+    }
+    push_once(client, router, admin, host_name).await
+}
+
 /// Pushes forever: each round when the server said, a failed one again after a backoff.
 pub async fn run(
     client: Client,
@@ -116,10 +156,12 @@ pub async fn run(
     backoff: Backoff,
 ) {
     let mut failures: u32 = 0;
+    let mut ahead: Option<PushChallenge> = None;
     loop {
-        let wait = match push_once(&client, &router, &admin, &host_name).await {
+        let wait = match push_round(&client, &router, &admin, &host_name, ahead.take()).await {
             Ok(r) => {
                 failures = 0;
+                ahead = r.next;
                 tracing::info!(
                     verdict = %r.report.verdict.as_str(),
                     expires = %r.report.expires,

@@ -10,6 +10,12 @@
 //! 3. The agent quotes it and posts the answer: `POST /mtwilson/v2/push/evidence`
 //!    [`PushEvidence`] → [`PushResult`]: the verdict, from the same checks and appraisal as a
 //!    pull attestation, and when to push next.
+//! 4. Most results also carry the next challenge ([`PushResult::next`]): when the time comes,
+//!    the agent quotes it and posts the evidence at once, one request per attestation. The
+//!    server takes it while the host's flavors ask the same PCRs and the quote is provably
+//!    fresh (its TPM clock, in the same boot, ran as long as the wait); otherwise it answers
+//!    409 `challenge_stale` (or `no_open_challenge`: expired, or given by another replica) and
+//!    the agent asks for a challenge as in step 2.
 //!
 //! A verdict holds until its expiry as in pull mode: an agent that stops pushing leaves its
 //! host `unknown` once the last verdict expires.
@@ -63,7 +69,8 @@ pub struct PushChallenge {
     /// What to quote, as the server would ask a pull agent (`POST /v2/tpm/quote`).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub quote: QuoteRequest,
-    /// How long the server waits for the evidence, in milliseconds.
+    /// How long the server waits for the evidence, in milliseconds (for a challenge given
+    /// ahead, [`PushResult::next`]: from the result on).
     pub evidence_within_ms: u64,
 }
 
@@ -89,6 +96,11 @@ pub struct PushEvidence {
 pub struct PushResult {
     /// The signed report of this attestation.
     pub report: ReportView,
-    /// Push again (challenge, quote, evidence) in this many milliseconds.
+    /// Push again in this many milliseconds.
     pub next_push_in_ms: u64,
+    /// The challenge to answer then, without asking for one: quote it and post the evidence.
+    /// Absent (hosts with RUNTIME flavors, an unverified quote), or answered 409, the agent
+    /// asks for a challenge first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<PushChallenge>,
 }

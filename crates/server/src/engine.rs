@@ -35,8 +35,9 @@ use crate::outcome::agent_reason;
 use crate::state::AppState;
 use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
 
-/// Why an attestation or a flavor import produced no report (in [`crate::outcome`]).
-pub use crate::outcome::AttestError;
+/// Why an attestation or a flavor import produced no report, and what one produced (in
+/// [`crate::outcome`]).
+pub use crate::outcome::{Ahead, Answered, AttestError, Attested, ClockAnchor};
 
 /// A report as the API shows it (the type lives in [`nodetrust_proto::views`], shared with the
 /// CLI).
@@ -69,30 +70,6 @@ fn target(host: &HostRow) -> AgentTarget {
         url: host.connection_url.clone(),
         tls_cert_sha256: host.tls_cert_sha256.clone(),
     }
-}
-
-fn quote_request(
-    random: &dyn crate::clock::Random,
-    selection: &BTreeMap<HashAlg, BTreeSet<u8>>,
-) -> Result<(Vec<u8>, QuoteRequest), AttestError> {
-    let mut nonce = vec![0u8; 32];
-    random
-        .fill(&mut nonce)
-        .map_err(|e| AttestError::Internal(e.to_string()))?;
-    let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
-    let pcrbanks = selection
-        .keys()
-        .map(|b| b.name().to_ascii_uppercase())
-        .collect();
-    Ok((
-        nonce.clone(),
-        QuoteRequest {
-            nonce,
-            pcrs: pcrs.into_iter().collect(),
-            pcrbanks,
-            ima_offset: None,
-        },
-    ))
 }
 
 /// Evidence that passed every check of the quote itself.
@@ -180,6 +157,20 @@ async fn save(
     reached: bool,
     counters: Option<AttestationUpdate>,
 ) -> Result<ReportView, AttestError> {
+    save_for(state, host, verdict, reached, counters)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`save`] for the registration attested (`host.created`): a host registered again or deleted
+/// meanwhile gets no report. Returns the report and whether it was stored.
+async fn save_for(
+    state: &AppState,
+    host: &HostRow,
+    verdict: &Verdict,
+    reached: bool,
+    counters: Option<AttestationUpdate>,
+) -> Result<(ReportView, bool), AttestError> {
     let created = millis(verdict.attested_at());
     let expires = millis(verdict.expires_at());
     let payload = SignedPayload {
@@ -206,8 +197,28 @@ async fn save(
         expires,
         signed_report,
     };
-    state.store.save_report(&row, reached, counters).await?;
-    Ok(report_view(&row))
+    let stored = state
+        .store
+        .save_report_for(&row, Some(host.created), reached, counters)
+        .await?;
+    Ok((report_view(&row), stored))
+}
+
+/// The report of an attestation whose quote was given ahead: one that was not stored (the
+/// host was registered again, or deleted, since the challenge was given) is no verdict.
+fn kept(
+    host: &HostRow,
+    given_ahead: bool,
+    (report, stored): (ReportView, bool),
+) -> Result<ReportView, AttestError> {
+    if given_ahead && !stored {
+        return Err(AttestError::StaleChallenge(format!(
+            "host {} was registered again, or deleted, since its challenge was given: ask for \
+             a new one",
+            host.name
+        )));
+    }
+    Ok(report)
 }
 
 /// Attests one host now and returns the new report. An unreachable agent gives
@@ -231,19 +242,74 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
 /// [`attest_host`] with the host's row already read (the scheduler's claim returns the rows
 /// it claimed, so a scheduled attestation reads no host row of its own).
 pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, AttestError> {
+    attest(state, host, None).await.map(|a| a.report)
+}
+
+/// The PCR indices and bank names of a quote request for `selection`.
+fn selection_lists(selection: &BTreeMap<HashAlg, BTreeSet<u8>>) -> (Vec<u8>, Vec<String>) {
+    let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
+    let pcrbanks = selection
+        .keys()
+        .map(|b| b.name().to_ascii_uppercase())
+        .collect();
+    (pcrs.into_iter().collect(), pcrbanks)
+}
+
+/// A fresh 32-byte nonce.
+pub(crate) fn fresh_nonce(random: &dyn crate::clock::Random) -> Result<Vec<u8>, AttestError> {
+    let mut nonce = vec![0u8; 32];
+    random
+        .fill(&mut nonce)
+        .map_err(|e| AttestError::Internal(e.to_string()))?;
+    Ok(nonce)
+}
+
+/// [`attest_row`], with the quote either asked now (`given` absent: from the network, or from
+/// a push host's open challenge) or given with a push host's evidence for a challenge it got
+/// ahead. Such evidence is taken only when the challenge still asks what the host's flavors
+/// need and its quote is provably at most `fresh_within` old (see [`ClockAnchor`]); otherwise
+/// [`AttestError::StaleChallenge`], and no verdict.
+pub async fn attest(
+    state: &AppState,
+    host: HostRow,
+    given: Option<Answered>,
+) -> Result<Attested, AttestError> {
     let flavors = state.flavors.current().await?;
     let selection = quote_selection(flavors.iter(), &host.name);
-    let (nonce, mut req) = quote_request(state.random.as_ref(), &selection)?;
+    let (pcrs, pcrbanks) = selection_lists(&selection);
     // RUNTIME flavors: the IMA log from the entry last appraised (none asked for without them).
     let runtime_plan = crate::runtime::plan(state, &host, &flavors).await?;
-    req.ima_offset = runtime_plan.as_ref().map(|p| p.offset);
+    let can_ask_ahead = runtime_plan.is_none();
     let started = Instant::now();
     let validity = state.settings.report_validity;
-    // A push host's quote comes from its agent's open challenge ([`crate::push`]).
-    let answer = state
-        .push
-        .quote(state.agents.as_ref(), &target(&host), &req)
-        .await;
+    let (nonce, answer, given_at) = match given {
+        None => {
+            let nonce = fresh_nonce(state.random.as_ref())?;
+            let req = QuoteRequest {
+                nonce: nonce.clone(),
+                pcrs: pcrs.clone(),
+                pcrbanks: pcrbanks.clone(),
+                ima_offset: runtime_plan.as_ref().map(|p| p.offset),
+            };
+            let asked_at = millis(state.clock.now());
+            // A push host's quote comes from its agent's open challenge ([`crate::push`]).
+            let answer = state
+                .push
+                .quote(state.agents.as_ref(), &target(&host), &req)
+                .await;
+            (nonce, answer, Err(asked_at))
+        }
+        Some(a) => {
+            if !can_ask_ahead || a.request.pcrs != pcrs || a.request.pcrbanks != pcrbanks {
+                return Err(AttestError::StaleChallenge(format!(
+                    "the flavors of host {} changed since its challenge was given: ask for a \
+                     new one",
+                    host.name
+                )));
+            }
+            (a.request.nonce, Ok(a.answer), Ok((a.issued_at, a.since)))
+        }
+    };
     let now = state.clock.now();
     let mut resp = match answer {
         Ok(r) => r,
@@ -259,7 +325,9 @@ pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, A
             state
                 .metrics
                 .attestation("untrusted", e.reason(), started.elapsed());
-            return save(state, &host, &v, true, None).await;
+            return save(state, &host, &v, true, None)
+                .await
+                .map(Attested::alone);
         }
     };
     let checked = match check_quote(&state.ak_cache, &host, &nonce, &resp) {
@@ -270,7 +338,26 @@ pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, A
                 .metrics
                 .attestation("untrusted", label, started.elapsed());
             tracing::warn!(host = %host.name, reason = label, "quote rejected");
-            return save(state, &host, &v, true, None).await;
+            let saved = save_for(state, &host, &v, true, None).await?;
+            return kept(&host, given_at.is_ok(), saved).map(Attested::alone);
+        }
+    };
+    let clock = checked.verified.attest().clock_info;
+    let anchor = match given_at {
+        Err(asked_at) => ClockAnchor::of(&clock, asked_at),
+        Ok((issued_at, since)) => {
+            let earliest = since.earliest(&clock, issued_at);
+            let fresh_within = i64::try_from(state.push.fresh_within().as_millis()).unwrap_or(0);
+            if earliest.saturating_add(fresh_within) < millis(now) {
+                return Err(AttestError::StaleChallenge(format!(
+                    "the quote of host {} cannot be shown to be less than {} s old (its TPM \
+                     restarted, or it was made long before it was sent): ask for a new \
+                     challenge",
+                    host.name,
+                    fresh_within / 1000
+                )));
+            }
+            ClockAnchor::of(&clock, earliest)
         }
     };
     let runtime = match runtime_plan {
@@ -293,14 +380,18 @@ pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, A
                     state
                         .metrics
                         .attestation("untrusted", "ima_log_unreadable", started.elapsed());
-                    return save(state, &host, &v, true, None).await;
+                    return save(state, &host, &v, true, None)
+                        .await
+                        .map(Attested::alone);
                 }
                 Err(crate::runtime::FetchError::Pending(why)) => {
                     let v = Verdict::unknown(vec![format!("RUNTIME: {why}")], now, validity);
                     state
                         .metrics
                         .attestation("unknown", "ima_log_in_progress", started.elapsed());
-                    return save(state, &host, &v, true, None).await;
+                    return save(state, &host, &v, true, None)
+                        .await
+                        .map(Attested::alone);
                 }
             }
         }
@@ -319,7 +410,6 @@ pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, A
         now,
         validity,
     );
-    let clock = checked.verified.attest().clock_info;
     let counters = AttestationUpdate {
         reset_count: Some(i64::from(clock.reset_count)),
         restart_count: Some(i64::from(clock.restart_count)),
@@ -334,7 +424,26 @@ pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, A
     state
         .metrics
         .attestation(verdict.verdict().as_str(), label, started.elapsed());
-    save(state, &host, &verdict, true, Some(counters)).await
+    let saved = save_for(state, &host, &verdict, true, Some(counters)).await?;
+    let report = kept(&host, given_at.is_ok(), saved)?;
+    Ok(Attested {
+        report,
+        ahead: can_ask_ahead.then(|| Ahead {
+            pcrs,
+            pcrbanks,
+            anchor,
+            host: HostRow {
+                // What the next attestation of this registration uses of it, as it is now.
+                reset_count: Some(i64::from(clock.reset_count)),
+                restart_count: Some(i64::from(clock.restart_count)),
+                host_info: String::new(),
+                ek_public: String::new(),
+                reasons: None,
+                status_detail: None,
+                ..host
+            },
+        }),
+    })
 }
 
 /// The verified quote's PCR values as the store keeps them with the report (the host page
@@ -396,11 +505,15 @@ pub async fn import_flavors(
         .flat_map(|p| p.pcrs().iter().copied())
         .collect();
     let selection = BTreeMap::from([(HashAlg::Sha256, pcrs)]);
-    let (nonce, mut req) = quote_request(state.random.as_ref(), &selection)?;
+    let (pcrs, pcrbanks) = selection_lists(&selection);
+    let nonce = fresh_nonce(state.random.as_ref())?;
     let runtime = parts.contains(&FlavorPart::Runtime);
-    if runtime {
-        req.ima_offset = Some(0);
-    }
+    let req = QuoteRequest {
+        nonce: nonce.clone(),
+        pcrs,
+        pcrbanks,
+        ima_offset: runtime.then_some(0),
+    };
     let mut resp = state
         .agents
         .quote(&target(&host), &req)

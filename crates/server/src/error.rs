@@ -143,6 +143,10 @@ impl From<AttestError> for ApiError {
             AttestError::Agent { message, .. } => ApiError::BadGateway(message),
             AttestError::EvidenceRejected { reason, message } => ApiError::refused(reason, message),
             AttestError::Import(e) => ApiError::bad_request("import_failed", e.to_string()),
+            AttestError::StaleChallenge(message) => ApiError::ConflictWith {
+                reason: "challenge_stale",
+                message,
+            },
             AttestError::Store(e) => e.into(),
             AttestError::Internal(detail) => ApiError::Internal(detail),
         }

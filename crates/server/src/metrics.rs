@@ -28,6 +28,10 @@
 //!   shared transactions of activations on SQLite and the activations they decided (registered
 //!   or refused; their ratio is the activations per transaction; rendered by the API with the
 //!   store's numbers; zero on PostgreSQL, where each activation has a transaction of its own).
+//! - `nodetrust_push_evidence_total{challenge}`: evidence push hosts posted, by the challenge it
+//!   answered: `asked` (asked for just before), `ahead` (given ahead with the previous verdict:
+//!   one request per attestation), `stale` (given ahead and refused: 409 `challenge_stale`, the
+//!   agent asks for a new one). Each label rendered from 0.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,7 +55,11 @@ struct Inner {
     ima_appraised: u64,
     ima_received: u64,
     ima_restarts: BTreeMap<String, u64>,
+    push_evidence: BTreeMap<&'static str, u64>,
 }
+
+/// The labels of `nodetrust_push_evidence_total` (each always rendered, from 0).
+const PUSH_CHALLENGES: [&str; 3] = ["ahead", "asked", "stale"];
 
 /// Tables retention prunes (each always rendered, from 0).
 const PRUNED_TABLES: [&str; 2] = ["changes", "reports"];
@@ -110,6 +118,14 @@ impl Metrics {
             *m.registrations_refused
                 .entry(reason.to_string())
                 .or_default() += 1;
+        }
+    }
+
+    /// Counts evidence a push host posted, by the challenge it answered (`asked`, `ahead`,
+    /// `stale`).
+    pub fn push_evidence(&self, challenge: &'static str) {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.push_evidence.entry(challenge).or_default() += 1;
         }
     }
 
@@ -241,6 +257,15 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "nodetrust_ima_appraisals_restarted_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP nodetrust_push_evidence_total Evidence posted by push hosts, by the challenge it answered.\n");
+        out.push_str("# TYPE nodetrust_push_evidence_total counter\n");
+        for challenge in PUSH_CHALLENGES {
+            let n = m.push_evidence.get(challenge).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "nodetrust_push_evidence_total{{challenge=\"{challenge}\"}} {n}"
             );
         }
         out.push_str("# HELP nodetrust_hosts Hosts by current verdict.\n");

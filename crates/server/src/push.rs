@@ -18,6 +18,19 @@
 //! does not come within [`EVIDENCE_TIMEOUT`] ends the attestation as an unreachable agent
 //! does; an agent that stops pushing leaves its last verdict to expire (`unknown`).
 //!
+//! **One request per attestation.** A verdict from a verified quote comes with the next
+//! challenge ([`PushResult::next`], kept in [`PushSlots`] until the next push is due plus
+//! [`EVIDENCE_TIMEOUT`]). The agent quotes it when the time comes and posts the evidence
+//! directly, which the handler attests at once ([`crate::engine::attest`] with the answer
+//! given). Taking a quote to a nonce given a whole interval earlier must not let a host show an
+//! old quote as a new one, so the evidence is taken only when its quote is provably at most
+//! [`crate::push_slots::FRESH_WITHIN`] old, as a challenge asked for now allows: the quote is
+//! no older than its nonce, and within one TPM boot no older than the previous quote plus the
+//! TPM clock's advance since ([`crate::engine::ClockAnchor`]). A host whose TPM restarted in
+//! between, whose flavors now need other PCRs, or whose evidence comes too late is answered
+//! 409 and asks for a challenge (no verdict is made from it). Hosts with RUNTIME flavors are
+//! given no challenge ahead: their IMA offset moves with each attestation.
+//!
 //! Open challenges live in this process: the challenge and its evidence must reach the same
 //! replica (an evidence post to another one is answered 409 and the agent asks again).
 //! Flavors are imported from pull hosts only, and an IMA log longer than one answer
@@ -33,10 +46,12 @@ use nodetrust_proto::agent::QuoteRequest;
 use nodetrust_proto::push::{PushChallenge, PushChallengeRequest, PushEvidence, PushResult};
 use tokio::sync::oneshot;
 
+use crate::engine::{Answered, Attested};
 use crate::error::{ApiError, ApiJson};
 use crate::extract::AgentCaller;
-use crate::push_slots::Open;
+use crate::push_slots::{GivenAhead, Open};
 use crate::state::AppState;
+use crate::store::millis;
 use crate::store::HostRow;
 
 /// The open challenges ([`crate::push_slots`]) and how long an attestation waits for the
@@ -125,6 +140,8 @@ pub async fn challenge(
     ApiJson(req): ApiJson<PushChallengeRequest>,
 ) -> Result<Response, ApiError> {
     let host = push_host(&state, &req.host_name).await?;
+    // A new challenge replaces the one given ahead, if any.
+    state.push.forget_ahead(&host.name);
     let (want_tx, want_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
     {
@@ -173,7 +190,7 @@ pub async fn challenge(
     let name = host.name.clone();
     // The row just read is the one to attest: no second read of it.
     tokio::spawn(async move {
-        let outcome = crate::engine::attest_row(&task_state, host).await;
+        let outcome = crate::engine::attest(&task_state, host, None).await;
         let _ = done_tx.send(outcome);
     });
     match tokio::time::timeout(REQUEST_TIMEOUT, want_rx).await {
@@ -215,9 +232,55 @@ fn next_push(state: &AppState) -> u64 {
     interval.saturating_add(jitter)
 }
 
+/// The result of an attestation: its report, when to push next, and the challenge to answer
+/// then when one can be given ahead (kept for the wait plus [`EVIDENCE_TIMEOUT`]).
+fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
+    let wait = next_push(state);
+    let next = attested.ahead.and_then(|ahead| {
+        let nonce = crate::engine::fresh_nonce(state.random.as_ref()).ok()?;
+        let request = QuoteRequest {
+            nonce,
+            pcrs: ahead.pcrs,
+            pcrbanks: ahead.pcrbanks,
+            ima_offset: None,
+        };
+        let within = wait.saturating_add(u64::try_from(EVIDENCE_TIMEOUT.as_millis()).ok()?);
+        let now = millis(state.clock.now());
+        let given = GivenAhead {
+            request: request.clone(),
+            issued_at: now,
+            until: now.saturating_add(i64::try_from(within).ok()?),
+            since: ahead.anchor,
+            host: ahead.host,
+        };
+        state
+            .push
+            .give_ahead(host_name, given, now)
+            .then_some(PushChallenge {
+                quote: request,
+                evidence_within_ms: within,
+            })
+    });
+    PushResult {
+        report: attested.report,
+        next_push_in_ms: wait,
+        next,
+    }
+}
+
+fn no_open_challenge(host_name: &str) -> ApiError {
+    ApiError::ConflictWith {
+        reason: "no_open_challenge",
+        message: format!(
+            "no open push challenge with this nonce for host {host_name} (expired, answered, \
+             or opened on another replica): ask for a new one"
+        ),
+    }
+}
+
 /// `POST /mtwilson/v2/push/evidence`.
 #[utoipa::path(post, path = "/mtwilson/v2/push/evidence",
-    summary = "Push mode: the answer to the open challenge; the verdict and when to push next",
+    summary = "Push mode: the answer to the open challenge (or to the one given ahead); the verdict, when to push next, and the next challenge",
     security(("basic" = ["agent", "admin"])),
     request_body = PushEvidence,
     responses((status = 200, body = PushResult)))]
@@ -248,23 +311,39 @@ pub async fn evidence(
         ..
     }) = taken
     else {
-        return Err(ApiError::ConflictWith {
-            reason: "no_open_challenge",
-            message: format!(
-                "no open push challenge with this nonce for host {host_name} (expired, answered, \
-                 or opened on another replica): ask for a new one"
-            ),
-        });
+        // Not a challenge asked for: the one given ahead, attested here and now.
+        let Some(given) = state.push.take_ahead(&host_name, &nonce) else {
+            return Err(no_open_challenge(&host_name));
+        };
+        if millis(state.clock.now()) > given.until {
+            return Err(no_open_challenge(&host_name));
+        }
+        // The row kept with the challenge: no read (its report is stored only if the host was
+        // not registered again meanwhile).
+        let host = given.host;
+        let answered = Answered {
+            request: given.request,
+            issued_at: given.issued_at,
+            since: given.since,
+            answer: evidence,
+        };
+        let attested = crate::engine::attest(&state, host, Some(answered))
+            .await
+            .inspect_err(|e| {
+                if matches!(e, crate::engine::AttestError::StaleChallenge(_)) {
+                    tracing::info!(host = %host_name, error = %e, "evidence for a challenge given ahead refused; the agent asks for a new one");
+                    state.metrics.push_evidence("stale");
+                }
+            })?;
+        state.metrics.push_evidence("ahead");
+        return Ok(Json(result(&state, &host_name, attested)).into_response());
     };
     if tx.send(evidence).is_err() {
         return Err(unavailable(&host_name));
     }
+    state.metrics.push_evidence("asked");
     match tokio::time::timeout(EVIDENCE_TIMEOUT, done).await {
-        Ok(Ok(Ok(report))) => Ok(Json(PushResult {
-            report,
-            next_push_in_ms: next_push(&state),
-        })
-        .into_response()),
+        Ok(Ok(Ok(attested))) => Ok(Json(result(&state, &host_name, attested)).into_response()),
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Err(unavailable(&host_name)),
     }

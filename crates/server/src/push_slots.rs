@@ -1,24 +1,47 @@
 //! The open push-mode challenges of this process ([`PushSlots`], held in the shared state):
 //! where an attestation of a push host sends its quote request and waits for the agent's
-//! evidence ([`PushSlots::quote`]). The handlers that open and answer challenges are in
-//! [`crate::push`].
+//! evidence ([`PushSlots::quote`]), and the challenges given ahead with a verdict, which the
+//! host's next evidence answers without asking ([`GivenAhead`]). The handlers that open and
+//! answer challenges are in [`crate::push`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
-use nodetrust_proto::views::ReportView;
 use tokio::sync::oneshot;
 
 use crate::agent_client::{AgentConnector, AgentError, AgentTarget};
 use crate::outcome::AttestError;
-use crate::store::PUSH_URL;
+use crate::outcome::{Attested, ClockAnchor};
+use crate::store::{HostRow, PUSH_URL};
 
 /// How long an attestation waits for the evidence of its challenge.
 pub const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Outcome = Result<ReportView, AttestError>;
+/// How old a pushed quote may provably be, at most, when it answers a challenge given ahead
+/// (as long as the evidence of a challenge asked for is awaited).
+pub const FRESH_WITHIN: Duration = EVIDENCE_TIMEOUT;
+
+/// Most challenges given ahead kept at once (one per push host).
+pub const MAX_AHEAD: usize = 200_000;
+
+type Outcome = Result<Attested, AttestError>;
+
+/// A challenge given ahead: the quote request sent with a host's verdict, which its next
+/// evidence answers without asking for a challenge.
+#[derive(Debug)]
+pub(crate) struct GivenAhead {
+    pub(crate) request: QuoteRequest,
+    /// When it was given (Unix ms).
+    pub(crate) issued_at: i64,
+    /// Until when its evidence is taken (Unix ms).
+    pub(crate) until: i64,
+    /// The clock of the quote it followed.
+    pub(crate) since: ClockAnchor,
+    /// The host's row as its next attestation needs it ([`crate::engine::Ahead::host`]).
+    pub(crate) host: HostRow,
+}
 
 /// One open challenge.
 pub(crate) struct Open {
@@ -33,20 +56,63 @@ pub(crate) struct Open {
     pub(crate) opened: Instant,
 }
 
-/// The open challenges of this process, by host name.
+/// The open challenges of this process, and the challenges it gave ahead, by host name.
 #[derive(Default)]
 pub struct PushSlots {
     pub(crate) open: Mutex<HashMap<String, Open>>,
+    pub(crate) ahead: Mutex<HashMap<String, GivenAhead>>,
 }
 
 impl std::fmt::Debug for PushSlots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.open.lock().map(|m| m.len()).unwrap_or_default();
-        f.debug_struct("PushSlots").field("open", &n).finish()
+        let a = self.ahead.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("PushSlots")
+            .field("open", &n)
+            .field("ahead", &a)
+            .finish()
     }
 }
 
 impl PushSlots {
+    /// How old a quote answering a challenge given ahead may provably be ([`FRESH_WITHIN`]).
+    pub fn fresh_within(&self) -> Duration {
+        FRESH_WITHIN
+    }
+
+    /// Keeps `given` as `host`'s challenge given ahead (replacing any other); false when
+    /// [`MAX_AHEAD`] are kept and none has expired at `now` (Unix ms).
+    pub(crate) fn give_ahead(&self, host: &str, given: GivenAhead, now: i64) -> bool {
+        let Ok(mut m) = self.ahead.lock() else {
+            return false;
+        };
+        if m.len() >= MAX_AHEAD && !m.contains_key(host) {
+            m.retain(|_, g| g.until >= now);
+            if m.len() >= MAX_AHEAD {
+                return false;
+            }
+        }
+        m.insert(host.to_string(), given);
+        true
+    }
+
+    /// Takes `host`'s challenge given ahead if its nonce is `nonce`.
+    pub(crate) fn take_ahead(&self, host: &str, nonce: &[u8]) -> Option<GivenAhead> {
+        let mut m = self.ahead.lock().ok()?;
+        if m.get(host)?.request.nonce == nonce {
+            m.remove(host)
+        } else {
+            None
+        }
+    }
+
+    /// Forgets `host`'s challenge given ahead (its agent asked for a new one).
+    pub(crate) fn forget_ahead(&self, host: &str) {
+        if let Ok(mut m) = self.ahead.lock() {
+            m.remove(host);
+        }
+    }
+
     /// The quote of an attestation: from the network (`agents`) for a pull host, from the open
     /// challenge of a push host (whose agent is never connected to).
     pub async fn quote(

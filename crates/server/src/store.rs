@@ -818,15 +818,16 @@ pub struct AttestationUpdate {
 }
 
 /// Makes each report its host's current verdict, in one statement (each host at most once);
-/// returns the hosts that exist (and were updated). The statement is written for
+/// returns the hosts that exist (and were updated): a report for a registration (its row's
+/// `created`) updates only that registration's row. The statement is written for
 /// [`batch_shape`] rows: the rows beyond `rows` have no name and match no host.
 async fn update_host_verdicts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
-    rows: &[&(&ReportRow, bool, Option<&AttestationUpdate>)],
+    rows: &[&BatchRow<'_>],
 ) -> Result<BTreeSet<String>> {
-    // VALUES columns are column1..column10 on both SQLite and PostgreSQL.
-    const COLUMNS: [&str; 10] = [
+    // VALUES columns are column1..column11 on both SQLite and PostgreSQL.
+    const COLUMNS: [&str; 11] = [
         "{}",
         "{}",
         "{}",
@@ -837,6 +838,7 @@ async fn update_host_verdicts(
         "CAST({} AS BIGINT)",
         "CAST({} AS BIGINT)",
         "CAST({} AS TEXT)",
+        "CAST({} AS BIGINT)",
     ];
     let shape = batch_shape(rows.len());
     let values = value_rows(backend, shape, &COLUMNS);
@@ -848,10 +850,11 @@ async fn update_host_verdicts(
          reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
          restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
          quoted_pcrs = COALESCE(v.column10, quoted_pcrs), version = version + 1 \
-         FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 RETURNING name"
+         FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
+         AND (v.column11 IS NULL OR hosts.created = v.column11) RETURNING name"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-    for (report, reached, counters) in rows {
+    for (report, registered, reached, counters) in rows {
         let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
         let pcrs = counters.and_then(|c| c.quoted_pcrs.as_deref());
         query = query
@@ -864,7 +867,8 @@ async fn update_host_verdicts(
             .bind(i64::from(counters.is_some()))
             .bind(reset)
             .bind(restart)
-            .bind(pcrs);
+            .bind(pcrs)
+            .bind(*registered);
     }
     for _ in rows.len()..shape {
         query = query
@@ -877,16 +881,19 @@ async fn update_host_verdicts(
             .bind(None::<i64>)
             .bind(None::<i64>)
             .bind(None::<i64>)
-            .bind(None::<String>);
+            .bind(None::<String>)
+            .bind(None::<i64>);
     }
     let names = query.fetch_all(&mut **tx).await?;
     names.iter().map(|r| Ok(r.try_get("name")?)).collect()
 }
 
-/// Makes `report` the host's current verdict; false when there is no such host.
+/// Makes `report` the host's current verdict; false when there is no such host (or, with
+/// `registered`, no row of that registration).
 async fn update_host_verdict(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     report: &ReportRow,
+    registered: Option<i64>,
     reached: bool,
     counters: Option<&AttestationUpdate>,
 ) -> Result<bool> {
@@ -898,7 +905,8 @@ async fn update_host_verdict(
          status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
          restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END, \
-         quoted_pcrs = COALESCE($10, quoted_pcrs), version = version + 1 WHERE name = $9",
+         quoted_pcrs = COALESCE($10, quoted_pcrs), version = version + 1 WHERE name = $9 \
+         AND (CAST($11 AS BIGINT) IS NULL OR created = $11)",
     )
     .bind(report.verdict.as_str())
     .bind(&report.reasons)
@@ -910,6 +918,7 @@ async fn update_host_verdict(
     .bind(restart)
     .bind(&report.host_name)
     .bind(counters.and_then(|c| c.quoted_pcrs.as_deref()))
+    .bind(registered)
     .execute(&mut **tx)
     .await?;
     Ok(updated.rows_affected() > 0)
@@ -1002,10 +1011,22 @@ const GATHER: Duration = Duration::from_millis(2);
 /// A report waiting for the group commit.
 struct PendingReport {
     report: ReportRow,
+    /// Only for the host registered at this time (Unix ms, its row's `created`).
+    registered: Option<i64>,
     reached: bool,
     counters: Option<AttestationUpdate>,
-    done: oneshot::Sender<Result<()>>,
+    /// Whether the report was stored.
+    done: oneshot::Sender<Result<bool>>,
 }
+
+/// One report of a group commit: the report, the registration it is for (when known), whether
+/// the agent answered, and the TPM counters its quote showed.
+pub(super) type BatchRow<'a> = (
+    &'a ReportRow,
+    Option<i64>,
+    bool,
+    Option<&'a AttestationUpdate>,
+);
 
 /// A group commit: items queued by concurrent callers, committed together by whichever of
 /// them gets the turn first (on a task of its own, so a caller that gives up strands no one);

@@ -3,7 +3,8 @@
 //! from the evidence it pushes (the flavor imported from a pull gold host), becomes untrusted
 //! naming PCR 4 once its boot changes, and `unknown` once its verdict expires after its agent
 //! stops pushing; the server never connects to it (no address stored, no attestation on the
-//! server's initiative, no report while the agent is gone).
+//! server's initiative, no report while the agent is gone). After its first push, each push
+//! answers the challenge the last verdict carried, in one request.
 //!
 //! The agent binary is the workspace's `target/<profile>/nodetrust-agent` (built by
 //! `cargo test --workspace`, or built here when missing).
@@ -136,13 +137,18 @@ fn reports(port: u16, name: &str) -> Vec<Value> {
 }
 
 fn pushed_attestations(port: u16) -> f64 {
+    metric_sum(port, "nodetrust_attestations_total{")
+}
+
+/// The sum of the `/metrics` samples whose line starts with `prefix`.
+fn metric_sum(port: u16, prefix: &str) -> f64 {
     let out = Command::new("curl")
         .args(["-s", "-k", &format!("https://127.0.0.1:{port}/metrics")])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.starts_with("nodetrust_attestations_total{"))
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -222,6 +228,16 @@ fn a_push_agent_on_swtpm_is_trusted_then_untrusted_after_a_changed_boot_then_unk
     wait_until("more pushes", Duration::from_secs(10), || {
         reports(port, "push-1").len() >= n0 + 2 && pushed_attestations(port) >= m0 + 2.0
     });
+    // Each push answers the challenge its last verdict carried: one request. (A challenge
+    // given before the flavors were imported asks for other PCRs: refused once, 409.)
+    let ahead = "nodetrust_push_evidence_total{challenge=\"ahead\"}";
+    let stale = "nodetrust_push_evidence_total{challenge=\"stale\"}";
+    let (a0, s0) = (metric_sum(port, ahead), metric_sum(port, stale));
+    assert!(s0 <= 1.0, "{s0} refused");
+    wait_until("pushes in one request", Duration::from_secs(10), || {
+        metric_sum(port, ahead) >= a0 + 3.0
+    });
+    assert_eq!(metric_sum(port, stale), s0, "none refused since");
 
     // Its boot changes: the next push is untrusted, naming PCR 4 and the new loader.
     extend_pcr4(&node.tpm, &node.log, "another boot loader");

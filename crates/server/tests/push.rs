@@ -3,7 +3,8 @@
 //! evidence go through the same verification and appraisal as a pull attestation (trusted with
 //! the gold flavor; a quote of another nonce is untrusted); one open challenge per host (asking
 //! again returns it), evidence for another nonce or a second time is refused; pull hosts and
-//! unknown hosts get no challenge.
+//! unknown hosts get no challenge. A verdict comes with the next challenge, whose evidence is
+//! taken in one request while the quote is provably fresh and the flavors ask the same PCRs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -59,25 +60,32 @@ async fn evidence(h: &Harness, host: &str, nonce: &[u8], evidence: Value) -> (St
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
-    let h = Harness::new().await;
-    let _gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+/// Imports the flavor `parts` from `gold`.
+async fn import(h: &Harness, parts: Value) {
     let (s, v) = h
         .call(
             "POST",
             "/mtwilson/v2/flavors",
             Auth::Admin,
-            Some(json!({"from_host": "gold"})),
+            Some(json!({"from_host": "gold", "parts": parts})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+}
 
-    // push-1 registers in push mode.
-    let mut a = SoftAgent::new("push-1", "uuid-push-1");
+/// Registers push host `name`, booted as the gold host.
+async fn enrol_push(h: &Harness, name: &str) -> std::sync::Arc<std::sync::Mutex<SoftAgent>> {
+    let mut a = SoftAgent::new(name, &format!("uuid-{name}"));
     a.boot(&gold_boot("grub 2.06"));
     let agent = h.agents.add(a);
     h.endorse(&agent).await;
+    register_push(h, &agent).await;
+    agent
+}
+
+/// Registers (again) `agent`'s host in push mode.
+async fn register_push(h: &Harness, agent: &std::sync::Arc<std::sync::Mutex<SoftAgent>>) {
+    let name = agent.lock().unwrap().host_name.clone();
     let mut req = agent.lock().unwrap().register_request();
     req.mode = AgentMode::Push;
     let (s, ch) = h
@@ -89,11 +97,20 @@ async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{ch}");
-    let (path, body) = common::activation(&agent, &ch);
+    let (path, body) = common::activation(agent, &ch);
     let (s, v) = h.call("POST", &path, Auth::Agent, Some(body)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let host = h.host("push-1").await;
+    let host = h.host(&name).await;
     assert_eq!(host["connection_url"], "push:", "{host}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
+    let h = Harness::new().await;
+    let _gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    import(&h, json!([])).await;
+    // push-1 registers in push mode.
+    let agent = enrol_push(&h, "push-1").await;
 
     // The server does not attest it on its own initiative.
     let (s, v) = h.attest("push-1").await;
@@ -178,4 +195,208 @@ async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// The number of reports stored for `host`.
+async fn report_count(h: &Harness, host: &str) -> usize {
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/mtwilson/v2/reports?host_name={host}"),
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["reports"].as_array().unwrap().len()
+}
+
+/// `nodetrust_push_evidence_total{challenge}`.
+async fn pushed(h: &Harness, challenge: &str) -> u64 {
+    let (s, m) = h.call("GET", "/metrics", Auth::None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let prefix = format!("nodetrust_push_evidence_total{{challenge=\"{challenge}\"}} ");
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {prefix} in {m}"))
+        .parse()
+        .unwrap()
+}
+
+/// Answers the challenge `r` carries ahead (`r["next"]`) with `agent`'s quote.
+async fn answer_ahead(
+    h: &Harness,
+    agent: &std::sync::Arc<std::sync::Mutex<SoftAgent>>,
+    r: &Value,
+) -> (StatusCode, Value) {
+    let next: QuoteRequest = serde_json::from_value(r["next"]["quote"].clone()).unwrap();
+    let answer = quote_of(h, agent, &next).await;
+    let name = agent.lock().unwrap().host_name.clone();
+    evidence(
+        h,
+        &name,
+        &next.nonce,
+        serde_json::to_value(&answer).unwrap(),
+    )
+    .await
+}
+
+/// A round that asks for its challenge (challenge, quote, evidence): the challenge's quote
+/// request and the result.
+async fn asked_round(
+    h: &Harness,
+    agent: &std::sync::Arc<std::sync::Mutex<SoftAgent>>,
+) -> (QuoteRequest, Value) {
+    let name = agent.lock().unwrap().host_name.clone();
+    let (s, c) = challenge(h, &name).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let quote: QuoteRequest = serde_json::from_value(c["quote"].clone()).unwrap();
+    let answer = quote_of(h, agent, &quote).await;
+    let (s, r) = evidence(
+        h,
+        &name,
+        &quote.nonce,
+        serde_json::to_value(&answer).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    (quote, r)
+}
+
+/// Asserts a 409 with `reason`.
+fn refused(s: StatusCode, v: &Value, reason: &str) {
+    assert_eq!(
+        (s, v["reason"].as_str()),
+        (StatusCode::CONFLICT, Some(reason)),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_carries_the_next_challenge_taken_while_its_quote_is_provably_fresh() {
+    let h = Harness::new().await;
+    let _gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    import(&h, json!([])).await;
+    let agent = enrol_push(&h, "push-1").await;
+
+    // A round that asks: its verdict carries the next challenge, for the same PCRs.
+    let (quote, r1) = asked_round(&h, &agent).await;
+    assert_eq!(r1["report"]["verdict"], "trusted", "{r1}");
+    let next: QuoteRequest = serde_json::from_value(r1["next"]["quote"].clone()).unwrap();
+    assert_eq!((&next.pcrs, &next.pcrbanks), (&quote.pcrs, &quote.pcrbanks));
+    assert_ne!(next.nonce, quote.nonce);
+    assert_eq!(next.nonce.len(), 32);
+    assert_eq!(
+        r1["next"]["evidence_within_ms"].as_u64().unwrap(),
+        r1["next_push_in_ms"].as_u64().unwrap() + 30_000,
+        "{r1}"
+    );
+    assert_eq!(pushed(&h, "asked").await, 1);
+
+    // The next round posts its evidence at once (no challenge asked): trusted, and stored.
+    let before = report_count(&h, "push-1").await;
+    h.clock.advance(std::time::Duration::from_secs(5));
+    let (s, r2) = answer_ahead(&h, &agent, &r1).await;
+    assert_eq!(s, StatusCode::OK, "{r2}");
+    assert_eq!(r2["report"]["verdict"], "trusted", "{r2}");
+    assert_eq!(report_count(&h, "push-1").await, before + 1);
+    assert_eq!(pushed(&h, "ahead").await, 1);
+    // The same evidence again: the challenge was answered.
+    let (s, v) = answer_ahead(&h, &agent, &r1).await;
+    refused(s, &v, "no_open_challenge");
+
+    // A quote made long before it is sent: 31 s pass, the TPM clock has not moved. Refused,
+    // no verdict, and the challenge is gone.
+    let before = report_count(&h, "push-1").await;
+    let verdict_before = h.host("push-1").await["trust"].clone();
+    h.clock.advance(std::time::Duration::from_secs(31));
+    let (s, v) = answer_ahead(&h, &agent, &r2).await;
+    refused(s, &v, "challenge_stale");
+    assert!(v["error"].as_str().unwrap().contains("30 s"), "{v}");
+    assert_eq!(report_count(&h, "push-1").await, before);
+    assert_eq!(h.host("push-1").await["trust"], verdict_before);
+    assert_eq!(pushed(&h, "stale").await, 1);
+    let (s, v) = answer_ahead(&h, &agent, &r2).await;
+    refused(s, &v, "no_open_challenge");
+
+    // The agent asks again; then 31 s pass and its TPM clock ran as long: the quote is
+    // provably fresh, taken. Later, 40 s in which the TPM clock ran 5 s: the quote may be
+    // 35 s old, refused.
+    let (_, r3) = asked_round(&h, &agent).await;
+    h.clock.advance(std::time::Duration::from_secs(31));
+    agent.lock().unwrap().tpm.advance_clock(31_000);
+    let (s, r4) = answer_ahead(&h, &agent, &r3).await;
+    assert_eq!(s, StatusCode::OK, "{r4}");
+    assert_eq!(r4["report"]["verdict"], "trusted", "{r4}");
+    // The anchor carries on: 31 s later with the TPM clock 31 s on, still fresh.
+    h.clock.advance(std::time::Duration::from_secs(31));
+    agent.lock().unwrap().tpm.advance_clock(31_000);
+    let (s, r5) = answer_ahead(&h, &agent, &r4).await;
+    assert_eq!(s, StatusCode::OK, "{r5}");
+    h.clock.advance(std::time::Duration::from_secs(40));
+    agent.lock().unwrap().tpm.advance_clock(5_000);
+    let (s, v) = answer_ahead(&h, &agent, &r5).await;
+    refused(s, &v, "challenge_stale");
+
+    // A TPM restart in between: the clock of another boot proves nothing, so the nonce's age
+    // decides: taken within 30 s of the challenge, refused after.
+    let (_, r6) = asked_round(&h, &agent).await;
+    agent.lock().unwrap().tpm.restart();
+    h.clock.advance(std::time::Duration::from_secs(29));
+    agent.lock().unwrap().tpm.advance_clock(29_000);
+    let (s, r7) = answer_ahead(&h, &agent, &r6).await;
+    assert_eq!(s, StatusCode::OK, "{r7}");
+    agent.lock().unwrap().tpm.restart();
+    h.clock.advance(std::time::Duration::from_secs(31));
+    agent.lock().unwrap().tpm.advance_clock(31_000);
+    let (s, v) = answer_ahead(&h, &agent, &r7).await;
+    refused(s, &v, "challenge_stale");
+
+    // Flavors that need other PCRs: the challenge given before them no longer holds.
+    let (_, r8) = asked_round(&h, &agent).await;
+    assert!(r8["next"].is_object(), "{r8}");
+    // An OS flavor of the SHA-1 bank: quotes now need that bank too.
+    let flavor = json!({"label": "os-sha1", "part": "OS",
+        "pcrs": [{"bank": "sha1", "index": 4, "value": "00".repeat(20)}]});
+    let (s, v) = h
+        .call("POST", "/mtwilson/v2/flavors", Auth::Admin, Some(flavor))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = answer_ahead(&h, &agent, &r8).await;
+    refused(s, &v, "challenge_stale");
+    assert!(v["error"].as_str().unwrap().contains("flavors"), "{v}");
+
+    // A challenge given ahead and not answered in time has expired.
+    let (quote, r9) = asked_round(&h, &agent).await;
+    assert!(quote.pcrbanks.contains(&"SHA1".to_string()), "{r9}");
+    let within = r9["next"]["evidence_within_ms"].as_u64().unwrap();
+    h.clock
+        .advance(std::time::Duration::from_millis(within + 1));
+    agent.lock().unwrap().tpm.advance_clock(within + 1);
+    let (s, v) = answer_ahead(&h, &agent, &r9).await;
+    refused(s, &v, "no_open_challenge");
+    // A host registered again since its challenge was given: the kept row is another
+    // registration's, so no verdict.
+    let (_, r) = asked_round(&h, &agent).await;
+    h.clock.advance(std::time::Duration::from_secs(1));
+    agent.lock().unwrap().tpm.advance_clock(1_000);
+    register_push(&h, &agent).await;
+    let before = report_count(&h, "push-1").await;
+    let (s, v) = answer_ahead(&h, &agent, &r).await;
+    refused(s, &v, "challenge_stale");
+    assert!(
+        v["error"].as_str().unwrap().contains("registered again"),
+        "{v}"
+    );
+    assert_eq!(report_count(&h, "push-1").await, before);
+    assert!(h.host("push-1").await["trust"]["verdict"] != "trusted");
+
+    // Asking for a challenge withdraws the one given ahead.
+    let (_, r10) = asked_round(&h, &agent).await;
+    let (s, _) = challenge(&h, "push-1").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = answer_ahead(&h, &agent, &r10).await;
+    refused(s, &v, "no_open_challenge");
 }

@@ -650,6 +650,71 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_for_a_registration_is_stored_only_while_that_registration_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        // Long enough for reports saved together to share a commit.
+        store.set_commit_gather(Duration::from_millis(300));
+        for name in ["h1", "h2", "h3"] {
+            store
+                .register_host(&host(name, &format!("uuid-{name}")), 1)
+                .await
+                .unwrap();
+        }
+        let registered = store.host("h1").await.unwrap().unwrap().created;
+        let save = |r: ReportRow, at: i64| {
+            let s = store.clone();
+            tokio::spawn(async move { s.save_report_for(&r, Some(at), true, None).await })
+        };
+        // In one group commit: h1 for its registration, h2 for another one, a deleted host.
+        let (a, b, c) = (
+            save(report("h1", "trusted", 10), registered),
+            save(report("h2", "trusted", 10), registered + 1),
+            save(report("ghost", "trusted", 10), registered),
+        );
+        assert!(a.await.unwrap().unwrap(), "{url}");
+        assert!(!b.await.unwrap().unwrap(), "{url}");
+        assert!(!c.await.unwrap().unwrap(), "{url}");
+        assert_eq!(store.report_commits(), (1, 3), "{url}: one shared commit");
+        let h2 = store.host("h2").await.unwrap().unwrap();
+        assert_eq!(h2.verdict, None, "{url}");
+        assert!(store.reports(Some("h2"), 10).await.unwrap().is_empty());
+        assert_eq!(store.reports(Some("h1"), 10).await.unwrap().len(), 1);
+
+        // A commit that fails (a report stored twice) is retried report by report, each
+        // with the same outcome as in the shared commit.
+        let dup = report("h3", "trusted", 20);
+        assert!(store
+            .save_report_for(&dup, Some(registered), true, None)
+            .await
+            .unwrap());
+        let (a, b, c) = (
+            save(dup.clone(), registered),
+            save(report("h1", "untrusted", 21), registered),
+            save(report("h2", "untrusted", 21), registered + 1),
+        );
+        assert!(a.await.unwrap().is_err(), "{url}: the same report id twice");
+        assert!(b.await.unwrap().unwrap(), "{url}");
+        assert!(!c.await.unwrap().unwrap(), "{url}");
+        assert_eq!(
+            store.report_commits(),
+            (2, 4),
+            "{url}: the failed commit counts none"
+        );
+        let h1 = store.host("h1").await.unwrap().unwrap();
+        assert_eq!(h1.verdict.map(|v| v.as_str()), Some("untrusted"), "{url}");
+        assert_eq!(store.host("h2").await.unwrap().unwrap().verdict, None);
+        // Without a registration, any row of the name.
+        store
+            .save_report(&report("h2", "trusted", 30), true, None)
+            .await
+            .unwrap();
+        let h2 = store.host("h2").await.unwrap().unwrap();
+        assert_eq!(h2.verdict.map(|v| v.as_str()), Some("trusted"), "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     for (url, store) in stores(&dir).await {

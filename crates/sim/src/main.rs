@@ -308,9 +308,10 @@ fn run(args: RunArgs) -> Result<()> {
                     if push {
                         let pushed = stats.rounds.load(Ordering::Relaxed);
                         println!(
-                            "evidence pushed: {pushed} ({:.0}/s), trusted {}, failed rounds {}",
+                            "evidence pushed: {pushed} ({:.0}/s), trusted {}, to challenges given ahead {}, failed rounds {}",
                             (pushed - last_pushed) as f64 / 10.0,
                             stats.trusted.load(Ordering::Relaxed),
+                            stats.ahead.load(Ordering::Relaxed),
                             stats.failures.load(Ordering::Relaxed)
                         );
                         last_pushed = pushed;

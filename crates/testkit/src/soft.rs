@@ -195,6 +195,16 @@ impl SoftTpm {
         self.restart_count = 0;
     }
 
+    /// A TPM restart (`restartCount` + 1: a resume from hibernation; PCRs kept here).
+    pub fn restart(&mut self) {
+        self.restart_count = self.restart_count.wrapping_add(1);
+    }
+
+    /// Advances the TPM clock (`clockInfo.clock`) by `ms` milliseconds (time passing).
+    pub fn advance_clock(&mut self, ms: u64) {
+        self.clock = self.clock.saturating_add(ms);
+    }
+
     /// Sets the clock counters (to simulate a TPM whose counters went backwards).
     pub fn set_counters(&mut self, reset_count: u32, restart_count: u32) {
         self.reset_count = reset_count;

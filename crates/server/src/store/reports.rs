@@ -46,15 +46,33 @@ impl Store {
         reached: bool,
         counters: Option<AttestationUpdate>,
     ) -> Result<()> {
+        self.save_report_for(report, None, reached, counters)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Self::save_report`] for the host registered at `registered` (its row's `created`,
+    /// when known): a host registered again (or deleted) since then keeps its verdict and gets
+    /// no report. Returns whether the report was stored.
+    pub async fn save_report_for(
+        &self,
+        report: &ReportRow,
+        registered: Option<i64>,
+        reached: bool,
+        counters: Option<AttestationUpdate>,
+    ) -> Result<bool> {
         let (done, result) = oneshot::channel();
         let pending = PendingReport {
             report: report.clone(),
+            registered,
             reached,
             counters,
             done,
         };
         if let Err(p) = self.batch.push(pending) {
-            return self.save_report_one(&p.report, p.reached, p.counters).await;
+            return self
+                .save_report_one(&p.report, p.registered, p.reached, p.counters)
+                .await;
         }
         self.batch
             .wait(result, |items| {
@@ -83,24 +101,26 @@ impl Store {
 
     /// Commits queued reports in one transaction, or one by one when that fails.
     pub(super) async fn commit_batch(&self, items: Vec<PendingReport>) {
-        let rows: Vec<(&ReportRow, bool, Option<&AttestationUpdate>)> = items
+        let rows: Vec<BatchRow<'_>> = items
             .iter()
-            .map(|p| (&p.report, p.reached, p.counters.as_ref()))
+            .map(|p| (&p.report, p.registered, p.reached, p.counters.as_ref()))
             .collect();
         match self.save_reports_tx(&rows).await {
-            Ok(changes) => {
+            Ok((changes, stored)) => {
                 self.batch.counted(items.len());
                 for c in changes {
                     self.publish(c);
                 }
-                for p in items {
-                    let _ = p.done.send(Ok(()));
+                for (p, stored) in items.into_iter().zip(stored) {
+                    let _ = p.done.send(Ok(stored));
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, reports = items.len(), "batched report commit failed; one by one");
                 for p in items {
-                    let r = self.save_report_one(&p.report, p.reached, p.counters).await;
+                    let r = self
+                        .save_report_one(&p.report, p.registered, p.reached, p.counters)
+                        .await;
                     let _ = p.done.send(r);
                 }
             }
@@ -108,16 +128,20 @@ impl Store {
     }
 
     /// Reports (in order) in one transaction: the hosts' current verdicts updated, the reports
-    /// of hosts that still exist inserted, a change recorded for each verdict that changed.
-    /// Returns the changes to publish after the commit.
+    /// of hosts that still exist (in the registration a report is for) inserted, a change
+    /// recorded for each verdict that changed. Returns the changes to publish after the
+    /// commit, and whether each report was stored.
     pub(super) async fn save_reports_tx(
         &self,
-        rows: &[(&ReportRow, bool, Option<&AttestationUpdate>)],
-    ) -> Result<Vec<Change>> {
+        rows: &[BatchRow<'_>],
+    ) -> Result<(Vec<Change>, Vec<bool>)> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
         let mut previous: HashMap<String, Option<String>> = HashMap::new();
-        let names: BTreeSet<&str> = rows.iter().map(|(r, _, _)| r.host_name.as_str()).collect();
+        let names: BTreeSet<&str> = rows
+            .iter()
+            .map(|(r, _, _, _)| r.host_name.as_str())
+            .collect();
         for chunk in names.iter().copied().collect::<Vec<_>>().chunks(BATCH_MAX) {
             let select = "SELECT name, verdict FROM hosts WHERE name";
             let query = names_query(self.backend, select, chunk);
@@ -128,21 +152,30 @@ impl Store {
         // The hosts' verdicts, one statement per round; a host attested twice in one batch
         // (a scheduled and an on-demand attestation) gets its second report in a later round.
         let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
+        let mut stored = vec![false; rows.len()];
         let mut changes: Vec<(Change, i64)> = Vec::new();
-        let mut rest: Vec<&(&ReportRow, bool, Option<&AttestationUpdate>)> = rows.iter().collect();
+        let mut rest: Vec<usize> = (0..rows.len()).collect();
         while !rest.is_empty() {
             let mut seen = BTreeSet::new();
-            let (round, later): (Vec<_>, Vec<_>) = rest
-                .into_iter()
-                .partition(|(r, _, _)| seen.insert(r.host_name.as_str()));
+            let (round, later): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|i| {
+                rows.get(*i)
+                    .is_some_and(|(r, _, _, _)| seen.insert(r.host_name.as_str()))
+            });
             rest = later;
             for chunk in round.chunks(BATCH_MAX) {
-                let updated = update_host_verdicts(&mut tx, self.backend, chunk).await?;
-                for (report, _, _) in chunk {
-                    if !updated.contains(&report.host_name) {
-                        // The host was deleted while it was being attested: keep no orphan
-                        // report.
+                let batch: Vec<&BatchRow<'_>> = chunk.iter().filter_map(|i| rows.get(*i)).collect();
+                let updated = update_host_verdicts(&mut tx, self.backend, &batch).await?;
+                for i in chunk {
+                    let Some((report, _, _, _)) = rows.get(*i) else {
                         continue;
+                    };
+                    if !updated.contains(&report.host_name) {
+                        // The host was deleted (or registered again) while it was being
+                        // attested: keep no orphan report.
+                        continue;
+                    }
+                    if let Some(s) = stored.get_mut(*i) {
+                        *s = true;
                     }
                     kept.push(report);
                     let before = previous.insert(
@@ -194,16 +227,17 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         w.end.commit_with_changes(tx, &changes).await?;
-        Ok(changes.into_iter().map(|(c, _)| c).collect())
+        Ok((changes.into_iter().map(|(c, _)| c).collect(), stored))
     }
 
-    /// One report in its own transaction.
+    /// One report in its own transaction; whether it was stored.
     pub(super) async fn save_report_one(
         &self,
         report: &ReportRow,
+        registered: Option<i64>,
         reached: bool,
         counters: Option<AttestationUpdate>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
         sqlx::query(
@@ -224,11 +258,13 @@ impl Store {
                 .bind(&report.host_name)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let updated = update_host_verdict(&mut tx, report, reached, counters.as_ref()).await?;
+        let updated =
+            update_host_verdict(&mut tx, report, registered, reached, counters.as_ref()).await?;
         if !updated {
-            // The host was deleted while it was being attested: keep no orphan report.
+            // The host was deleted (or registered again) while it was being attested: keep no
+            // orphan report.
             w.end.rollback(tx).await?;
-            return Ok(());
+            return Ok(false);
         }
         let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
         let change = Change {
@@ -245,7 +281,7 @@ impl Store {
         if changed {
             self.publish(change);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reports of a host (or of all hosts), newest first.
