@@ -279,7 +279,9 @@ pub async fn attest(
     let (pcrs, pcrbanks) = selection_lists(&selection);
     // RUNTIME flavors: the IMA log from the entry last appraised (none asked for without them).
     let runtime_plan = crate::runtime::plan(state, &host, &flavors).await?;
-    let can_ask_ahead = runtime_plan.is_none();
+    // A push host's next quote can be asked ahead, unless its IMA log is appraised (the offset
+    // to ask from moves with each attestation).
+    let can_ask_ahead = runtime_plan.is_none() && host.connection_url == crate::store::PUSH_URL;
     let started = Instant::now();
     let validity = state.settings.report_validity;
     let (nonce, answer, given_at) = match given {

@@ -90,8 +90,8 @@ pub(crate) fn agent_reason(e: &AgentError) -> &'static str {
 pub struct Attested {
     /// The new report.
     pub report: ReportView,
-    /// Set when the quote verified and the host's next quote can be asked ahead (no RUNTIME
-    /// flavor applies to it): what to ask, and the quote's clock ([`crate::push`]).
+    /// Set when the host pushes, its quote verified and its next quote can be asked ahead (no
+    /// RUNTIME flavor applies to it): what to ask, and the quote's clock ([`crate::push`]).
     pub ahead: Option<Ahead>,
 }
 
