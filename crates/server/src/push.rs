@@ -223,13 +223,25 @@ fn unavailable(host: &str) -> ApiError {
     }
 }
 
-/// Push again after the attestation interval plus up to 10 % (as pull hosts are scheduled).
+/// Push hosts are due on multiples of this many milliseconds (Unix time).
+const PUSH_SLOT_MS: u64 = 25;
+
+/// Push again after the attestation interval plus up to 10 % (as pull hosts are scheduled),
+/// due on a multiple of [`PUSH_SLOT_MS`]: the evidence of the hosts due at about the same
+/// moment then arrives together and is handled in one burst (one wake-up of the server's
+/// threads, one group commit), as the scheduler claims pull hosts in batches.
 fn next_push(state: &AppState) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
     let mut r = [0u8; 2];
     let _ = aws_lc_rs::rand::fill(&mut r);
-    let jitter = interval / 10 * u64::from(u16::from_le_bytes(r)) / u64::from(u16::MAX);
-    interval.saturating_add(jitter)
+    let spread = (interval / 10).saturating_sub(PUSH_SLOT_MS);
+    let jitter = spread * u64::from(u16::from_le_bytes(r)) / u64::from(u16::MAX);
+    let wait = interval.saturating_add(jitter);
+    let now = u64::try_from(millis(state.clock.now())).unwrap_or(0);
+    let due = now.saturating_add(wait);
+    due.div_ceil(PUSH_SLOT_MS)
+        .saturating_mul(PUSH_SLOT_MS)
+        .saturating_sub(now)
 }
 
 /// The result of an attestation: its report, when to push next, and the challenge to answer

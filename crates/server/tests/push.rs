@@ -21,6 +21,7 @@ use nodetrust_proto::agent::QuoteRequest;
 use nodetrust_proto::b64;
 use nodetrust_proto::push::AgentMode;
 use nodetrust_server::agent_client::{AgentConnector as _, AgentTarget};
+use nodetrust_server::clock::Clock as _;
 use serde_json::{json, Value};
 
 /// The soft agent's answer to a quote request, as it would give it over the network.
@@ -149,6 +150,14 @@ async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
         (interval..=interval + interval / 10).contains(&next),
         "{next} ms"
     );
+    // Due on a multiple of 25 ms: hosts due at about the same moment push together.
+    let now = h
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!((now + next) % 25, 0, "{now} + {next}");
     assert_eq!(h.host("push-1").await["trust"]["verdict"], "trusted");
     // The same evidence again: answered already.
     let (s, v) = evidence(&h, "push-1", &quote.nonce, answer).await;
