@@ -359,7 +359,8 @@ pub async fn attest(
                     fresh_within / 1000
                 )));
             }
-            ClockAnchor::of(&clock, earliest)
+            // Never later than now: the quote was made before it arrived.
+            ClockAnchor::of(&clock, earliest.min(millis(now)))
         }
     };
     let runtime = match runtime_plan {

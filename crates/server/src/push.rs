@@ -235,7 +235,7 @@ fn next_push(state: &AppState) -> u64 {
     let mut r = [0u8; 2];
     let _ = aws_lc_rs::rand::fill(&mut r);
     let spread = (interval / 10).saturating_sub(PUSH_SLOT_MS);
-    let jitter = spread * u64::from(u16::from_le_bytes(r)) / u64::from(u16::MAX);
+    let jitter = spread.saturating_mul(u64::from(u16::from_le_bytes(r))) / u64::from(u16::MAX);
     let wait = interval.saturating_add(jitter);
     let now = u64::try_from(millis(state.clock.now())).unwrap_or(0);
     let due = now.saturating_add(wait);
