@@ -267,7 +267,8 @@ pub(crate) fn fresh_nonce(random: &dyn crate::clock::Random) -> Result<Vec<u8>, 
 /// [`attest_row`], with the quote either asked now (`given` absent: from the network, or from
 /// a push host's open challenge) or given with a push host's evidence for a challenge it got
 /// ahead. Such evidence is taken only when the challenge still asks what the host's flavors
-/// need and its quote is provably at most `fresh_within` old (see [`ClockAnchor`]); otherwise
+/// need and its quote is provably at most [`crate::push_slots::FRESH_WITHIN`] old (see
+/// [`ClockAnchor`]); otherwise
 /// [`AttestError::StaleChallenge`], and no verdict.
 pub async fn attest(
     state: &AppState,
@@ -349,7 +350,8 @@ pub async fn attest(
         Err(asked_at) => ClockAnchor::of(&clock, asked_at),
         Ok((issued_at, since)) => {
             let earliest = since.earliest(&clock, issued_at);
-            let fresh_within = i64::try_from(state.push.fresh_within().as_millis()).unwrap_or(0);
+            let fresh_within =
+                i64::try_from(crate::push_slots::FRESH_WITHIN.as_millis()).unwrap_or(0);
             if earliest.saturating_add(fresh_within) < millis(now) {
                 return Err(AttestError::StaleChallenge(format!(
                     "the quote of host {} cannot be shown to be less than {} s old (its TPM \

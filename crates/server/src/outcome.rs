@@ -153,8 +153,8 @@ impl ClockAnchor {
     /// The earliest time a quote with clock `now` can have been made, knowing its nonce was
     /// made at `nonce_at` and this anchor: the TPM clock runs no faster than time, so in the
     /// same boot a reading `d` ms after this one is at least `d` ms after
-    /// [`Self::not_before`]. (An owner that sets the TPM clock forward, `TPM2_ClockSet`, moves
-    /// this no further than the nonce allows: the quote is never older than its nonce.)
+    /// [`Self::not_before`]. (An owner that sets the TPM clock forward, `TPM2_ClockSet`, makes
+    /// a quote look fresher than it is; it is still never older than its nonce.)
     pub fn earliest(&self, now: &nodetrust_tpm_wire::ClockInfo, nonce_at: i64) -> i64 {
         let same_boot =
             now.reset_count == self.reset_count && now.restart_count == self.restart_count;

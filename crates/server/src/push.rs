@@ -229,16 +229,23 @@ const PUSH_SLOT_MS: u64 = 25;
 /// Push again after the attestation interval plus up to 10 % (as pull hosts are scheduled),
 /// due on a multiple of [`PUSH_SLOT_MS`]: the evidence of the hosts due at about the same
 /// moment then arrives together and is handled in one burst (one wake-up of the server's
-/// threads, one group commit), as the scheduler claims pull hosts in batches.
-fn next_push(state: &AppState) -> u64 {
+/// threads, one group commit), as the scheduler claims pull hosts in batches. `now`: Unix ms.
+fn next_push(state: &AppState, now: i64) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
     let mut r = [0u8; 2];
     let _ = aws_lc_rs::rand::fill(&mut r);
+    push_wait(
+        interval,
+        u64::try_from(now).unwrap_or(0),
+        u16::from_le_bytes(r),
+    )
+}
+
+/// [`next_push`] for an interval and a time (ms) and a random draw.
+fn push_wait(interval: u64, now: u64, draw: u16) -> u64 {
     let spread = (interval / 10).saturating_sub(PUSH_SLOT_MS);
-    let jitter = spread.saturating_mul(u64::from(u16::from_le_bytes(r))) / u64::from(u16::MAX);
-    let wait = interval.saturating_add(jitter);
-    let now = u64::try_from(millis(state.clock.now())).unwrap_or(0);
-    let due = now.saturating_add(wait);
+    let jitter = spread.saturating_mul(u64::from(draw)) / u64::from(u16::MAX);
+    let due = now.saturating_add(interval.saturating_add(jitter));
     due.div_ceil(PUSH_SLOT_MS)
         .saturating_mul(PUSH_SLOT_MS)
         .saturating_sub(now)
@@ -247,7 +254,8 @@ fn next_push(state: &AppState) -> u64 {
 /// The result of an attestation: its report, when to push next, and the challenge to answer
 /// then when one can be given ahead (kept for the wait plus [`EVIDENCE_TIMEOUT`]).
 fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
-    let wait = next_push(state);
+    let now = millis(state.clock.now());
+    let wait = next_push(state, now);
     let next = attested.ahead.and_then(|ahead| {
         let nonce = crate::engine::fresh_nonce(state.random.as_ref()).ok()?;
         let request = QuoteRequest {
@@ -257,7 +265,6 @@ fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
             ima_offset: None,
         };
         let within = wait.saturating_add(u64::try_from(EVIDENCE_TIMEOUT.as_millis()).ok()?);
-        let now = millis(state.clock.now());
         let given = GivenAhead {
             request: request.clone(),
             issued_at: now,
@@ -358,5 +365,28 @@ pub async fn evidence(
         Ok(Ok(Ok(attested))) => Ok(Json(result(&state, &host_name, attested)).into_response()),
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Err(unavailable(&host_name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_is_due_on_a_slot_within_the_interval_plus_a_tenth() {
+        for interval in [1_000u64, 10_000, 60_000] {
+            for now in [0u64, 1, 24, 25, 1_796_194_790_123, 1_796_194_790_149] {
+                for draw in [0u16, 1, 32_768, u16::MAX] {
+                    let wait = push_wait(interval, now, draw);
+                    assert_eq!((now + wait) % PUSH_SLOT_MS, 0, "{interval} {now} {draw}");
+                    assert!(
+                        (interval..=interval + interval / 10).contains(&wait),
+                        "{interval} {now} {draw}: {wait}"
+                    );
+                }
+            }
+        }
+        // The draw spreads hosts over the tenth.
+        assert!(push_wait(60_000, 0, u16::MAX) >= push_wait(60_000, 0, 0) + 5_900);
     }
 }

@@ -75,11 +75,6 @@ impl std::fmt::Debug for PushSlots {
 }
 
 impl PushSlots {
-    /// How old a quote answering a challenge given ahead may provably be ([`FRESH_WITHIN`]).
-    pub fn fresh_within(&self) -> Duration {
-        FRESH_WITHIN
-    }
-
     /// Keeps `given` as `host`'s challenge given ahead (replacing any other); false when
     /// [`MAX_AHEAD`] are kept and none has expired at `now` (Unix ms).
     pub(crate) fn give_ahead(&self, host: &str, given: GivenAhead, now: i64) -> bool {

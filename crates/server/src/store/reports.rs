@@ -154,21 +154,17 @@ impl Store {
         let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
         let mut stored = vec![false; rows.len()];
         let mut changes: Vec<(Change, i64)> = Vec::new();
-        let mut rest: Vec<usize> = (0..rows.len()).collect();
+        let mut rest: Vec<(usize, &BatchRow<'_>)> = rows.iter().enumerate().collect();
         while !rest.is_empty() {
             let mut seen = BTreeSet::new();
-            let (round, later): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|i| {
-                rows.get(*i)
-                    .is_some_and(|(r, _, _, _)| seen.insert(r.host_name.as_str()))
-            });
+            let (round, later): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(_, (r, _, _, _))| seen.insert(r.host_name.as_str()));
             rest = later;
             for chunk in round.chunks(BATCH_MAX) {
-                let batch: Vec<&BatchRow<'_>> = chunk.iter().filter_map(|i| rows.get(*i)).collect();
+                let batch: Vec<&BatchRow<'_>> = chunk.iter().map(|(_, row)| *row).collect();
                 let updated = update_host_verdicts(&mut tx, self.backend, &batch).await?;
-                for i in chunk {
-                    let Some((report, _, _, _)) = rows.get(*i) else {
-                        continue;
-                    };
+                for (i, (report, _, _, _)) in chunk {
                     if !updated.contains(&report.host_name) {
                         // The host was deleted (or registered again) while it was being
                         // attested: keep no orphan report.
