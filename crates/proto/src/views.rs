@@ -94,8 +94,11 @@ pub struct ReportView {
     /// RFC 3339.
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires: String,
-    /// JWS (ES256) over the report.
-    pub signed_report: String,
+    /// JWS (ES256) over the report, by the key of `GET /mtwilson/v2/signing-key`. Absent where
+    /// the report is given to the attested host's own agent (a push result): the server signs a
+    /// report when it is read from the report endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_report: Option<String>,
 }
 
 /// `GET /mtwilson/v2/reports`.

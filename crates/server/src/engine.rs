@@ -31,6 +31,7 @@ use nodetrust_tpm_wire::{HashAlg, PcrValues, Public, VerifiedQuote};
 
 use crate::agent_client::{AgentError, AgentTarget};
 use crate::ak_cache::AkCache;
+use crate::jws::{SignError, Signer};
 use crate::outcome::agent_reason;
 use crate::state::AppState;
 use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
@@ -45,7 +46,8 @@ pub use nodetrust_proto::views::ReportView;
 
 pub use nodetrust_proto::trust::{rfc3339, TrustView};
 
-/// A stored report as the API shows it.
+/// A stored report as the API shows it, without signing it: `signed_report` is the signature
+/// made with the report, if it was (reports stored before version 9), else absent.
 pub fn report_view(r: &ReportRow) -> ReportView {
     ReportView {
         host_name: r.host_name.clone(),
@@ -53,8 +55,29 @@ pub fn report_view(r: &ReportRow) -> ReportView {
         reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
         created: rfc3339(r.created),
         expires: rfc3339(r.expires),
-        signed_report: r.signed_report.clone(),
+        signed_report: (!r.signed_report.is_empty()).then(|| r.signed_report.clone()),
     }
+}
+
+/// A stored report as the report endpoints show it: signed now by `signer` unless it was
+/// signed when made. The signature covers what [`SignedPayload`] names, the same fields (and
+/// order) a report signed when made covers.
+pub fn signed_view(signer: &Signer, r: &ReportRow) -> Result<ReportView, SignError> {
+    let mut view = report_view(r);
+    if view.signed_report.is_none() {
+        let payload = SignedPayload {
+            host_name: &r.host_name,
+            hardware_uuid: &r.hardware_uuid,
+            verdict: r.verdict.as_str(),
+            reasons: &view.reasons,
+            created: view.created.clone(),
+            expires: view.expires.clone(),
+            iat: r.created / 1000,
+            exp: r.expires / 1000,
+        };
+        view.signed_report = Some(signer.sign(&payload)?);
+    }
+    Ok(view)
 }
 
 /// The effective trust of `host` at `now`, as the API shows it ([`EffectiveTrust::at`]).
@@ -156,7 +179,7 @@ async fn save(
     verdict: &Verdict,
     reached: bool,
     counters: Option<AttestationUpdate>,
-) -> Result<ReportView, AttestError> {
+) -> Result<ReportRow, AttestError> {
     save_for(state, host, verdict, reached, counters)
         .await
         .map(|(report, _)| report)
@@ -170,23 +193,10 @@ async fn save_for(
     verdict: &Verdict,
     reached: bool,
     counters: Option<AttestationUpdate>,
-) -> Result<(ReportView, bool), AttestError> {
+) -> Result<(ReportRow, bool), AttestError> {
     let created = millis(verdict.attested_at());
     let expires = millis(verdict.expires_at());
-    let payload = SignedPayload {
-        host_name: &host.name,
-        hardware_uuid: &host.hardware_uuid,
-        verdict: verdict.verdict().as_str(),
-        reasons: verdict.reasons(),
-        created: rfc3339(created),
-        expires: rfc3339(expires),
-        iat: created / 1000,
-        exp: expires / 1000,
-    };
-    let signed_report = state
-        .signer
-        .sign(&payload)
-        .map_err(|e| AttestError::Internal(e.to_string()))?;
+    // Not signed here: a report is signed when it is read ([`signed_view`]).
     let row = ReportRow {
         id: crate::store::report_id(created),
         host_name: host.name.clone(),
@@ -195,13 +205,14 @@ async fn save_for(
             .map_err(|e| AttestError::Internal(e.to_string()))?,
         created,
         expires,
-        signed_report,
+        hardware_uuid: host.hardware_uuid.clone(),
+        signed_report: String::new(),
     };
     let stored = state
         .store
         .save_report_for(&row, Some(host.created), reached, counters)
         .await?;
-    Ok((report_view(&row), stored))
+    Ok((row, stored))
 }
 
 /// The report of an attestation whose quote was given ahead: one that was not stored (the
@@ -209,8 +220,8 @@ async fn save_for(
 fn kept(
     host: &HostRow,
     given_ahead: bool,
-    (report, stored): (ReportView, bool),
-) -> Result<ReportView, AttestError> {
+    (report, stored): (ReportRow, bool),
+) -> Result<ReportRow, AttestError> {
     if given_ahead && !stored {
         return Err(AttestError::StaleChallenge(format!(
             "host {} was registered again, or deleted, since its challenge was given: ask for \
@@ -230,7 +241,7 @@ fn kept(
 /// going backwards, an unreadable event log), appraisal's [`Failure`](nodetrust_appraise::Failure)
 /// (`replay_mismatch`, `flavor_mismatch`, `no_flavor`), or, with result `unreachable`,
 /// `agent_unreachable` / `agent_timeout`.
-pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, AttestError> {
+pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportRow, AttestError> {
     let host = state
         .store
         .host(name)
@@ -241,7 +252,7 @@ pub async fn attest_host(state: &AppState, name: &str) -> Result<ReportView, Att
 
 /// [`attest_host`] with the host's row already read (the scheduler's claim returns the rows
 /// it claimed, so a scheduled attestation reads no host row of its own).
-pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportView, AttestError> {
+pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportRow, AttestError> {
     attest(state, host, None).await.map(|a| a.report)
 }
 
@@ -609,5 +620,44 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 8, "{text}");
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    fn row(signed_report: &str) -> ReportRow {
+        ReportRow {
+            id: "id".into(),
+            host_name: "node-1".into(),
+            verdict: Trust::Untrusted,
+            reasons: r#"["PCR 4 changed"]"#.into(),
+            created: 1_700_000_000_123,
+            expires: 1_700_000_600_123,
+            hardware_uuid: "uuid-1".into(),
+            signed_report: signed_report.into(),
+        }
+    }
+
+    #[test]
+    fn a_report_is_signed_when_read_and_one_signed_when_made_keeps_its_signature() {
+        let signer = Signer::from_pkcs8_b64(&crate::jws::generate_key().unwrap()).unwrap();
+        // Stored unsigned: the plain view has no signature, the signed one verifies and says
+        // what the row says.
+        let unsigned = row("");
+        assert_eq!(report_view(&unsigned).signed_report, None);
+        let view = signed_view(&signer, &unsigned).unwrap();
+        let jws = view.signed_report.clone().unwrap();
+        let p = crate::jws::verify(&jws, &signer.jwk()).expect("verifies");
+        assert_eq!(p["host_name"], "node-1");
+        assert_eq!(p["hardware_uuid"], "uuid-1");
+        assert_eq!(p["verdict"], "untrusted");
+        assert_eq!(p["reasons"], serde_json::json!(["PCR 4 changed"]));
+        assert_eq!(p["created"], view.created.as_str());
+        assert_eq!(p["expires"], view.expires.as_str());
+        assert_eq!(p["iat"], 1_700_000_000);
+        assert_eq!(p["exp"], 1_700_000_600);
+        // Signed when made (before version 9): served as it was, not signed again.
+        let old = row("header.payload.signature");
+        assert_eq!(
+            signed_view(&signer, &old).unwrap().signed_report.as_deref(),
+            Some("header.payload.signature")
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! The key (ECDSA P-256) is made once and kept in the database, so every replica signs with the
 //! same key and a restart keeps it; the public half is served at `/mtwilson/v2/signing-key` as
 //! a JWK and as PEM. A consumer (a scheduler extender, an auditor) checks a report offline.
+//! Reports are signed when the report endpoints give them (`engine::signed_view`), not when
+//! they are made.
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};

@@ -6,10 +6,9 @@
 
 use nodetrust_appraise::ImportError;
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
-use nodetrust_proto::views::ReportView;
 
 use crate::agent_client::AgentError;
-use crate::store::{HostRow, StoreError};
+use crate::store::{HostRow, ReportRow, StoreError};
 
 /// Why an attestation or a flavor import produced no report. The engine's own error: the
 /// scheduler matches on it, and the API maps it to an HTTP answer only at its edge
@@ -88,15 +87,15 @@ pub(crate) fn agent_reason(e: &AgentError) -> &'static str {
 /// What one attestation produced ([`crate::engine::attest`]).
 #[derive(Debug)]
 pub struct Attested {
-    /// The new report.
-    pub report: ReportView,
+    /// The new report, as stored (unsigned: [`crate::engine::signed_view`] signs it).
+    pub report: ReportRow,
     /// Set when the host pushes, its quote verified and its next quote can be asked ahead (no
     /// RUNTIME flavor applies to it): what to ask, and the quote's clock ([`crate::push`]).
     pub ahead: Option<Ahead>,
 }
 
 impl Attested {
-    pub(crate) fn alone(report: ReportView) -> Self {
+    pub(crate) fn alone(report: ReportRow) -> Self {
         Self {
             report,
             ahead: None,

@@ -274,6 +274,7 @@ async fn gold_flavor_trusts_then_a_changed_boot_loader_is_untrusted_with_pcr_4_n
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["reports"].as_array().unwrap().len(), 3);
+    let history = v["reports"].as_array().unwrap().clone();
     let (_, v) = h
         .call(
             "GET",
@@ -295,6 +296,34 @@ async fn gold_flavor_trusts_then_a_changed_boot_loader_is_untrusted_with_pcr_4_n
             .expect("signature verifies");
     assert_eq!(payload["verdict"], "untrusted");
     assert_eq!(payload["host_name"], "node-1");
+    // The signature covers what the report says, and the hardware UUID the host had.
+    assert_eq!(payload["hardware_uuid"], "uuid-1");
+    assert_eq!(payload["reasons"], latest["reasons"]);
+    assert_eq!(payload["created"], latest["created"]);
+    assert_eq!(payload["expires"], latest["expires"]);
+    let stored = h.state.store.reports(Some("node-1"), 10).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(
+        payload["iat"].as_i64(),
+        Some(stored[0].created / 1000),
+        "{payload}"
+    );
+    assert_eq!(payload["exp"].as_i64(), Some(stored[0].expires / 1000));
+    // Reports are stored unsigned and signed when read: every one of the history verifies.
+    assert!(
+        stored.iter().all(|r| r.signed_report.is_empty()),
+        "{stored:?}"
+    );
+    assert!(
+        stored.iter().all(|r| r.hardware_uuid == "uuid-1"),
+        "{stored:?}"
+    );
+    for (r, row) in history.iter().zip(&stored) {
+        let p = nodetrust_server::jws::verify(r["signed_report"].as_str().unwrap(), &key["jwk"])
+            .expect("every report of the history verifies");
+        assert_eq!(p["verdict"], row.verdict.as_str());
+        assert_eq!(p["iat"].as_i64(), Some(row.created / 1000));
+    }
     // Metrics count what happened.
     let (s, m) = h.call("GET", "/metrics", Auth::None, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -489,7 +518,11 @@ async fn restart_on_the_same_database_loses_nothing() {
     assert_eq!(hosts_before, hosts_after);
     assert_eq!(flavors_before, flavors_after);
     assert_eq!(flavors_after["flavors"].as_array().unwrap().len(), 3);
-    assert_eq!(reports_before, reports_after);
+    // The same reports; each read signs them anew (ES256 signatures are randomized), and every
+    // signature verifies with the key kept.
+    let unsigned = |v: &Value| common::unsigned_reports(v, &key_after["jwk"]);
+    assert_eq!(unsigned(&reports_before), unsigned(&reports_after));
+    assert!(!unsigned(&reports_after).is_empty());
     let (_, r) = h.attest("gold").await;
     assert_eq!(r["verdict"], "trusted", "{r}");
 }
@@ -548,4 +581,51 @@ async fn flavors_can_be_created_listed_and_deleted_and_bad_ones_are_refused() {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_long_report_list_is_signed_report_by_report() {
+    let h = Harness::new().await;
+    let _node = h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
+    let now = nodetrust_server::store::millis(std::time::SystemTime::now());
+    // More than the API signs on an async worker: this list is signed on the blocking pool.
+    for i in 0..150 {
+        let report = nodetrust_server::store::ReportRow {
+            id: nodetrust_server::store::new_id(),
+            host_name: "node-1".into(),
+            verdict: nodetrust_proto::trust::Trust::Untrusted,
+            reasons: json!([format!("reason {i}")]).to_string(),
+            created: now - 1000 * i,
+            expires: now + 600_000,
+            hardware_uuid: "uuid-1".into(),
+            signed_report: String::new(),
+        };
+        h.state
+            .store
+            .save_report(&report, true, None)
+            .await
+            .unwrap();
+    }
+    let (s, v) = h
+        .call(
+            "GET",
+            "/mtwilson/v2/reports?host_name=node-1&limit=1000",
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, key) = h
+        .call("GET", "/mtwilson/v2/signing-key", Auth::None, None)
+        .await;
+    let reports = v["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 150);
+    for (i, r) in reports.iter().enumerate() {
+        let p = nodetrust_server::jws::verify(r["signed_report"].as_str().unwrap(), &key["jwk"])
+            .expect("each report verifies");
+        // Newest first, each signature over its own report.
+        assert_eq!(p["reasons"], json!([format!("reason {i}")]), "{p}");
+        assert_eq!(p["reasons"], r["reasons"]);
+        assert_eq!(p["hardware_uuid"], "uuid-1");
+    }
 }

@@ -35,6 +35,7 @@ fn report(host: &str, created: i64, size: usize) -> ReportRow {
         reasons: "[]".into(),
         created,
         expires: created + 600_000,
+        hardware_uuid: String::new(),
         signed_report: "r".repeat(size),
     }
 }

@@ -155,6 +155,25 @@ async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["report"]["verdict"], "trusted", "{r}");
     assert_eq!(r["report"]["host_name"], "push-1");
+    // The agent is told its verdict unsigned; the report endpoints give it signed.
+    assert!(r["report"].get("signed_report").is_none(), "{r}");
+    let (s, v) = h
+        .call(
+            "GET",
+            "/mtwilson/v2/reports?host_name=push-1&latest=true",
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["reports"][0]["created"], r["report"]["created"], "{v}");
+    assert_eq!(
+        v["reports"][0]["signed_report"]
+            .as_str()
+            .map(|j| j.split('.').count()),
+        Some(3),
+        "{v}"
+    );
     let interval = h.state.settings.attest_interval.as_millis() as u64;
     let next = r["next_push_in_ms"].as_u64().unwrap();
     assert!(

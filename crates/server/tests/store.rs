@@ -65,6 +65,7 @@ fn report(host: &str, verdict: &str, created: i64) -> ReportRow {
         reasons: "[\"r\"]".into(),
         created,
         expires: created + 600_000,
+        hardware_uuid: String::new(),
         signed_report: "jws".into(),
     }
 }
@@ -1220,7 +1221,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8], "{url}");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -1599,4 +1600,51 @@ async fn a_follower_tailing_the_feed_never_skips_a_change_committed_late_on_post
         all.len(),
         missed.iter().take(5).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_version_8_database_keeps_the_signatures_of_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        drop(store);
+        // Back to version 8: reports without the hardware UUID column, signed when made.
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for stmt in [
+            "ALTER TABLE reports DROP COLUMN hardware_uuid",
+            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
+             VALUES ('old', 'h1', 'trusted', '[]', 10, 20, 'header.payload.signature')",
+            "DELETE FROM schema_migrations WHERE version = 9",
+        ] {
+            sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+
+        let store = Store::connect(&url).await.unwrap();
+        let mut new = report("h1", "untrusted", 30);
+        new.hardware_uuid = "uuid-1".into();
+        new.signed_report = String::new();
+        store.save_report(&new, true, None).await.unwrap();
+        let reports = store.reports(Some("h1"), 10).await.unwrap();
+        let got: Vec<(&str, &str, &str)> = reports
+            .iter()
+            .map(|r| {
+                (
+                    r.verdict.as_str(),
+                    r.hardware_uuid.as_str(),
+                    r.signed_report.as_str(),
+                )
+            })
+            .collect();
+        // Newest first: the new report unsigned with its UUID (signed when read), the old one
+        // with the signature it was made with.
+        assert_eq!(
+            got,
+            [
+                ("untrusted", "uuid-1", ""),
+                ("trusted", "", "header.payload.signature")
+            ],
+            "{url}"
+        );
+    }
 }

@@ -364,6 +364,7 @@ async fn hostile_names_reasons_and_labels_are_shown_as_text() {
                 reasons: serde_json::to_string(&[HOSTILE_SCRIPT, HOSTILE_IMG]).unwrap(),
                 created: now - 1000,
                 expires: now + 3_600_000,
+                hardware_uuid: String::new(),
                 signed_report: String::new(),
             },
             true,
@@ -476,6 +477,7 @@ async fn ten_thousand() -> Harness {
                 reasons: r.reasons.clone().unwrap(),
                 created: now - 1000,
                 expires: now + 3_600_000,
+                hardware_uuid: String::new(),
                 signed_report: String::new(),
             };
             let store = h.state.store.clone();
@@ -582,6 +584,7 @@ async fn renew(h: &Harness, from: usize, n: usize) {
             reasons: "[\"ok\"]".into(),
             created: now,
             expires: now + 3_600_000,
+            hardware_uuid: String::new(),
             signed_report: String::new(),
         };
         let store = h.state.store.clone();

@@ -193,10 +193,10 @@ impl Store {
             // Written for `batch_shape` rows; the rows beyond the chunk have no id and are
             // not inserted.
             let shape = batch_shape(chunk.len());
-            let values = value_rows(self.backend, shape, &["{}"; 7]);
+            let values = value_rows(self.backend, shape, &["{}"; 8]);
             let q = format!(
-                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 \
+                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
                  FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
@@ -208,7 +208,8 @@ impl Store {
                     .bind(&r.reasons)
                     .bind(r.created)
                     .bind(r.expires)
-                    .bind(&r.signed_report);
+                    .bind(&r.signed_report)
+                    .bind(&r.hardware_uuid);
             }
             for _ in chunk.len()..shape {
                 query = query
@@ -218,6 +219,7 @@ impl Store {
                     .bind(None::<String>)
                     .bind(None::<i64>)
                     .bind(None::<i64>)
+                    .bind(None::<String>)
                     .bind(None::<String>);
             }
             query.execute(&mut *tx).await?;
@@ -237,8 +239,8 @@ impl Store {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
         sqlx::query(
-            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&report.id)
         .bind(&report.host_name)
@@ -247,6 +249,7 @@ impl Store {
         .bind(report.created)
         .bind(report.expires)
         .bind(&report.signed_report)
+        .bind(&report.hardware_uuid)
         .execute(&mut *tx)
         .await?;
         let previous: Option<Option<String>> =

@@ -660,3 +660,18 @@ pub fn activation(agent: &Arc<Mutex<SoftAgent>>, challenge: &Value) -> (String, 
         json!({"secret": b64::encode(&recovered)}),
     )
 }
+
+/// The reports of a `GET /mtwilson/v2/reports` answer without their signatures, each of which
+/// must verify with `jwk` (the signing key's): the report endpoints sign a report as they give
+/// it, and ES256 signatures are randomized, so two reads of one report differ only there.
+pub fn unsigned_reports(list: &Value, jwk: &Value) -> Vec<Value> {
+    let mut reports = list["reports"].as_array().unwrap().clone();
+    for r in &mut reports {
+        let jws = r.as_object_mut().unwrap().remove("signed_report").unwrap();
+        let payload = nodetrust_server::jws::verify(jws.as_str().unwrap(), jwk)
+            .expect("every report given verifies with the signing key");
+        assert_eq!(payload["verdict"], r["verdict"], "{payload}");
+        assert_eq!(payload["created"], r["created"], "{payload}");
+    }
+    reports
+}
