@@ -2,6 +2,8 @@
 # Runs a command with a throwaway PostgreSQL cluster (initdb + pg_ctl as user postgres, on a
 # private port and socket directory), exported as NODETRUST_TEST_PG_URL; stops it afterwards.
 # Without PostgreSQL installed, runs the command without it (the PostgreSQL tests then say so).
+# NODETRUST_TEST_PG_OPTIONS: more server options, e.g. "-c shared_preload_libraries=pg_stat_statements"
+# to see which statements the database spends its time on (docs/PERFORMANCE.md).
 set -euo pipefail
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
@@ -24,7 +26,7 @@ as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
 port=""
 for p in $ports; do
   if as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $p -k $dir -c fsync=off -c max_connections=200" start >/dev/null; then
+    -o "-c listen_addresses=127.0.0.1 -p $p -k $dir -c fsync=off -c max_connections=200 ${NODETRUST_TEST_PG_OPTIONS:-}" start >/dev/null; then
     port=$p
     break
   fi

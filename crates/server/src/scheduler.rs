@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::attest_row;
 use crate::state::AppState;
@@ -126,11 +126,22 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
     let lease_ms = ms(lease_length(interval));
     let tick = tick(interval);
     tokio::pin!(shutdown);
+    let batch = claim_batch(state.settings.attest_concurrency);
     loop {
+        // The permits first: a batch of them at least (waiting while attestations are in
+        // flight), and every other one free now. A claim takes as many hosts as permits are
+        // held, so none of its hosts waits; with every permit in use, claiming a host each time
+        // one frees made each claim a statement (on SQLite a transaction) for a host or two.
+        let mut held = tokio::select! {
+            biased;
+            () = &mut shutdown => return stop(&state, &mut heartbeat).await,
+            p = permits_for_claim(&permits, batch) => match p {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let now = state.now_ms();
-        // Claim no more hosts than can start now (at least one: then wait for a permit).
-        let free = permits.available_permits().max(1);
-        let limit = i64::try_from(free).unwrap_or(1);
+        let limit = i64::try_from(held.num_permits()).unwrap_or(1);
         let period = ms(interval + jitter(interval));
         let dead_ms = ms(dead_after(interval));
         let mut more = false;
@@ -153,9 +164,13 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
                     started += 1;
                     // A claimed host is always attested (its next due time has moved on), even
                     // when a stop comes meanwhile: at most as many are claimed as permits are
-                    // free, so this does not wait.
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
+                    // held, so this does not wait.
+                    let permit = match held.split(1) {
+                        Some(p) => p,
+                        None => match permits.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
                     };
                     let st = state.clone();
                     let live = live.clone();
@@ -183,6 +198,8 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
             }
             Err(e) => tracing::warn!(error = %e, "claiming due hosts failed"),
         }
+        // The permits no claimed host took go back before waiting.
+        drop(held);
         if more && started > 0 {
             tokio::select! {
                 biased;
@@ -196,6 +213,26 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
             () = &mut shutdown => return stop(&state, &mut heartbeat).await,
         }
     }
+}
+
+/// The fewest permits the scheduler holds before it claims: a quarter of the attestations
+/// allowed in flight (at least one), so claims take hosts in batches when every permit is in
+/// use.
+fn claim_batch(concurrency: usize) -> u32 {
+    u32::try_from((concurrency / 4).max(1)).unwrap_or(u32::MAX)
+}
+
+/// Waits until at least `batch` permits are free, then takes every free one (`None`: the
+/// semaphore was closed).
+async fn permits_for_claim(permits: &Arc<Semaphore>, batch: u32) -> Option<OwnedSemaphorePermit> {
+    let mut held = permits.clone().acquire_many_owned(batch).await.ok()?;
+    let rest = u32::try_from(permits.available_permits()).unwrap_or(0);
+    if rest > 0 {
+        if let Ok(more) = permits.clone().try_acquire_many_owned(rest) {
+            held.merge(more);
+        }
+    }
+    Some(held)
 }
 
 /// After attesting `name`: when another live replica is its rendezvous owner, hands it over
@@ -262,5 +299,34 @@ mod tests {
                 assert!(jitter(i) + tick(i) <= i / 10, "{i:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_claim_waits_for_a_batch_of_permits_then_takes_every_free_one() {
+        assert_eq!(claim_batch(64), 16);
+        assert_eq!(claim_batch(3), 1);
+        assert_eq!(claim_batch(1), 1);
+        let permits = Arc::new(Semaphore::new(8));
+        // Seven attestations in flight: one permit free, a batch is two.
+        let mut in_flight = permits.clone().acquire_many_owned(7).await.unwrap();
+        let claim = tokio::spawn({
+            let permits = permits.clone();
+            async move { permits_for_claim(&permits, claim_batch(8)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!claim.is_finished(), "one free permit is no batch");
+        // Three attestations end: the claim takes all four free permits.
+        drop(in_flight.split(3).unwrap());
+        let held = tokio::time::timeout(Duration::from_secs(5), claim)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.num_permits(), 4);
+        assert_eq!(permits.available_permits(), 0);
+        drop(held);
+        assert_eq!(permits.available_permits(), 4);
+        permits.close();
+        assert!(permits_for_claim(&permits, 1).await.is_none());
     }
 }

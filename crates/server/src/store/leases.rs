@@ -103,18 +103,28 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         };
+        // The claimed rows are found by name: on PostgreSQL as an array (`= ANY(ARRAY(...))`,
+        // an index scan of the primary key for those names), since with `IN (subquery)` the
+        // planner joined the candidates to a scan of every due row, dead versions included
+        // (each claim moves `next_attest` and leaves its old index entry behind until vacuum):
+        // 4.4 ms against 2.0 ms for 25 hosts of 10,000. The checks again on each row use
+        // `next_attest + 0`, which no index serves, for the same reason.
+        let (names_in, names_end) = match self.backend {
+            Backend::Sqlite => ("IN (", ")"),
+            Backend::Postgres => ("= ANY(ARRAY(", "))"),
+        };
         let claim = format!(
             "UPDATE schedule SET lease_owner = $1, lease_until = $2, \
                next_attest = CASE WHEN next_attest <= $4 AND next_attest + $3 > $4 THEN next_attest + $3 ELSE $4 + $3 END \
-             WHERE name IN (SELECT name FROM ( \
+             WHERE name {names_in}SELECT name FROM ( \
                  SELECT name, next_attest FROM (SELECT name, next_attest FROM schedule \
                    WHERE next_attest <= $4 AND {lease} ORDER BY next_attest, name LIMIT {lim}{lock}) AS due \
                  UNION ALL \
                  SELECT name, next_attest FROM (SELECT name, next_attest FROM schedule \
                    WHERE next_attest > $4 + 2 * $3 AND next_attest < {never} AND {lease} \
                    ORDER BY next_attest, name LIMIT {lim}{lock}) AS ahead \
-               ) AS candidates ORDER BY next_attest, name LIMIT {lim}) \
-             AND (next_attest <= $4 OR (next_attest > $4 + 2 * $3 AND next_attest < {never})) \
+               ) AS candidates ORDER BY next_attest, name LIMIT {lim}{names_end} \
+             AND (next_attest + 0 <= $4 OR (next_attest + 0 > $4 + 2 * $3 AND next_attest + 0 < {never})) \
              AND {lease} RETURNING name"
         );
         // The claimed hosts' rows: on PostgreSQL in the same statement; SQLite has no
