@@ -11,8 +11,8 @@
 //!    IMA offset) goes to the waiting agent instead of over the network ([`PushSlots::quote`]).
 //! 2. `POST /mtwilson/v2/push/evidence`: the agent's answer is handed to that attestation,
 //!    which verifies and appraises it with the host's pinned AK and nonce like any other; the
-//!    handler answers with the report (unsigned: the report endpoints sign it) and when to push next (the attestation interval,
-//!    plus up to 10 % jitter, as pull hosts are scheduled).
+//!    handler answers with the report (unsigned: the report endpoints sign it) and when to push
+//!    next (the attestation interval, plus up to 10 % jitter, as pull hosts are scheduled).
 //!
 //! So verdicts, reasons, expiry, metrics and stored reports are the pull ones. Evidence that
 //! does not come within [`EVIDENCE_TIMEOUT`] ends the attestation as an unreachable agent

@@ -661,17 +661,25 @@ pub fn activation(agent: &Arc<Mutex<SoftAgent>>, challenge: &Value) -> (String, 
     )
 }
 
+/// The payload of a report as an endpoint gives it (`signed_report`), which must verify with
+/// `jwk` (the signing key's).
+pub fn signed_payload(report: &Value, jwk: &Value) -> Value {
+    let jws = report["signed_report"]
+        .as_str()
+        .expect("the report is signed");
+    nodetrust_server::jws::verify(jws, jwk).expect("the report verifies with the signing key")
+}
+
 /// The reports of a `GET /mtwilson/v2/reports` answer without their signatures, each of which
-/// must verify with `jwk` (the signing key's): the report endpoints sign a report as they give
+/// must verify with `jwk` ([`signed_payload`]): the report endpoints sign a report as they give
 /// it, and ES256 signatures are randomized, so two reads of one report differ only there.
 pub fn unsigned_reports(list: &Value, jwk: &Value) -> Vec<Value> {
     let mut reports = list["reports"].as_array().unwrap().clone();
     for r in &mut reports {
-        let jws = r.as_object_mut().unwrap().remove("signed_report").unwrap();
-        let payload = nodetrust_server::jws::verify(jws.as_str().unwrap(), jwk)
-            .expect("every report given verifies with the signing key");
+        let payload = signed_payload(r, jwk);
         assert_eq!(payload["verdict"], r["verdict"], "{payload}");
         assert_eq!(payload["created"], r["created"], "{payload}");
+        r.as_object_mut().unwrap().remove("signed_report");
     }
     reports
 }
