@@ -503,10 +503,16 @@ struct PendingRegistration {
 /// What one registration's statements did ([`Store::register_host_activated`]).
 struct RegisterStep {
     outcome: Registered,
-    /// The changes to append at the commit.
+    /// The changes to append at the commit, and to publish after it: the hosts replaced under
+    /// another name (`deleted`), then the host stored (`registered`).
     changes: Vec<(Change, i64)>,
-    /// The change to publish after the commit (the host stored).
-    stored: Option<Change>,
+}
+
+impl RegisterStep {
+    /// The changes to publish once the transaction committed.
+    fn published(&self) -> Vec<Change> {
+        self.changes.iter().map(|(c, _)| c.clone()).collect()
+    }
 }
 
 /// What [`Store::delete_user`] did.

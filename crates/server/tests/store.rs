@@ -14,7 +14,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nodetrust_proto::trust::ChangeKind;
 
 use nodetrust_server::store::{
     new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
@@ -733,6 +732,7 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             store.put_challenge(&challenge(&id), 50).await.unwrap();
         }
         let mut live = store.subscribe();
+        let head = store.changes_head().await.unwrap();
         let shared_before = store.registration_commits();
         // Started at once: n distinct hosts; two activations of one challenge; one the check
         // refuses; two machines of one hardware UUID (the second replaces the first).
@@ -836,18 +836,36 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
                 "{url} {id}"
             );
         }
-        // Published: one `registered` change a host stored.
-        let mut registered = BTreeSet::new();
+        // Published: one `registered` change a host stored, and the twin replaced under
+        // another name `deleted`: what the durable feed recorded, no more, no less.
+        let mut published = Vec::new();
         while let Ok(c) = live.try_recv() {
-            if c.kind == ChangeKind::Registered {
-                registered.insert(c.host_name);
-            }
+            published.push((c.kind.as_str().to_string(), c.host_name));
         }
+        published.sort();
+        let registered: BTreeSet<&str> = published
+            .iter()
+            .filter(|(kind, _)| kind == "registered")
+            .map(|(_, name)| name.as_str())
+            .collect();
         assert_eq!(
             registered.len(),
             usize::try_from(n).unwrap() + 3,
             "{url}: {registered:?}"
         );
+        assert!(
+            published.contains(&("deleted".to_string(), other.to_string())),
+            "{url}: {published:?}"
+        );
+        let mut durable: Vec<(String, String)> = store
+            .changes_since(head, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| (c.kind.as_str().to_string(), c.host_name))
+            .collect();
+        durable.sort();
+        assert_eq!(published, durable, "{url}");
         let (commits, committed) = store.registration_commits();
         match store.backend() {
             // SQLite: the activations queued while one transaction ran share the next.

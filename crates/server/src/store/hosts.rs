@@ -94,9 +94,11 @@ impl Store {
             }
         }
         let change = self.insert_registered(&mut tx, h, None, now).await?;
-        changes.push((change.clone(), now));
+        changes.push((change, now));
         w.end.commit_with_changes(tx, &changes).await?;
-        self.publish(change);
+        for (change, _) in changes {
+            self.publish(change);
+        }
         Ok(old.is_some())
     }
 
@@ -239,8 +241,8 @@ impl Store {
         match self.register_shared_tx(&items).await {
             Ok(outcomes) => {
                 self.registrations.counted(items.len());
-                for (p, (outcome, stored)) in items.into_iter().zip(outcomes) {
-                    if let Some(change) = stored {
+                for (p, (outcome, changes)) in items.into_iter().zip(outcomes) {
+                    for change in changes {
                         self.publish(change);
                     }
                     let _ = p.done.send(Ok(outcome));
@@ -256,12 +258,12 @@ impl Store {
         }
     }
 
-    /// Activations (in order) in one transaction; each one's outcome, and the change to
-    /// publish for each host stored.
+    /// Activations (in order) in one transaction; each one's outcome, and the changes to
+    /// publish for it (the host stored, and the hosts it replaced under other names).
     async fn register_shared_tx(
         &self,
         items: &[PendingRegistration],
-    ) -> Result<Vec<(Registered, Option<Change>)>> {
+    ) -> Result<Vec<(Registered, Vec<Change>)>> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
         let mut changes = Vec::new();
@@ -277,7 +279,8 @@ impl Store {
                     &*p.check,
                 )
                 .await?;
-            outcomes.push((step.outcome, step.stored));
+            let published = step.published();
+            outcomes.push((step.outcome, published));
             changes.extend(step.changes);
         }
         // A challenge gone wrote nothing, and a refusal only took its challenge: the
@@ -330,7 +333,7 @@ impl Store {
             Registered::Refused(..) => w.end.commit(tx).await?,
             Registered::Stored(_) => w.end.commit_with_changes(tx, &step.changes).await?,
         }
-        if let Some(change) = step.stored {
+        for change in step.published() {
             self.publish(change);
         }
         Ok(step.outcome)
@@ -351,7 +354,6 @@ impl Store {
         let refused = |outcome| RegisterStep {
             outcome,
             changes: Vec::new(),
-            stored: None,
         };
         let taken = sqlx::query("DELETE FROM challenges WHERE id = $1 AND expires >= $2")
             .bind(challenge_id)
@@ -388,11 +390,10 @@ impl Store {
             }
         }
         let change = self.insert_registered(tx, h, ek_issuer, now).await?;
-        changes.push((change.clone(), now));
+        changes.push((change, now));
         Ok(RegisterStep {
             outcome: Registered::Stored(!holders.is_empty()),
             changes,
-            stored: Some(change),
         })
     }
 
