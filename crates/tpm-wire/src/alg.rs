@@ -135,16 +135,19 @@ impl HashAlg {
 
     /// Parses a bank name, case-insensitive, with or without a dash (`SHA256`, `sha-256`).
     pub fn from_name(s: &str) -> Option<Self> {
-        let lower: String = s
-            .chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match lower.as_str() {
-            "sha1" => Some(Self::Sha1),
-            "sha256" => Some(Self::Sha256),
-            "sha384" => Some(Self::Sha384),
-            "sha512" => Some(Self::Sha512),
+        // The name without '-' and '_', lowercased, on the stack: the longest known is 6
+        // bytes, so a longer one is none of them.
+        let mut buf = [0u8; 6];
+        let mut len = 0;
+        for b in s.bytes().filter(|b| *b != b'-' && *b != b'_') {
+            *buf.get_mut(len)? = b.to_ascii_lowercase();
+            len += 1;
+        }
+        match buf.get(..len)? {
+            b"sha1" => Some(Self::Sha1),
+            b"sha256" => Some(Self::Sha256),
+            b"sha384" => Some(Self::Sha384),
+            b"sha512" => Some(Self::Sha512),
             _ => None,
         }
     }

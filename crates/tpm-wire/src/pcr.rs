@@ -214,7 +214,7 @@ impl PcrValues {
         for (bank, values) in &self.banks {
             let mut m = serde_json::Map::new();
             for (i, v) in values {
-                m.insert(i.to_string(), serde_json::Value::String(hex::encode(v)));
+                m.insert(i.to_string(), serde_json::Value::String(encode_hex(v)));
             }
             out.insert(bank.name().to_string(), serde_json::Value::Object(m));
         }
@@ -231,11 +231,16 @@ impl PcrValues {
             let values = values
                 .as_object()
                 .ok_or_else(|| syntax("expected an object of PCR values"))?;
+            if values.is_empty() {
+                // A bank with no values adds nothing, whatever its name.
+                continue;
+            }
+            let alg = bank_alg(bank_name)?;
             for (index, value) in values {
                 let hex_str = value
                     .as_str()
                     .ok_or_else(|| syntax("expected a hex string"))?;
-                out.insert_text(bank_name, index, hex_str)?;
+                out.insert_hex(alg, index, hex_str)?;
             }
         }
         Ok(out)
@@ -243,8 +248,10 @@ impl PcrValues {
 
     /// Adds one value given as text, as an agent sends it: bank name, decimal index, hex.
     fn insert_text(&mut self, bank: &str, index: &str, hex: &str) -> Result<(), PcrValuesError> {
-        let alg = HashAlg::from_name(bank)
-            .ok_or_else(|| PcrValuesError::UnknownBank(bank.to_string()))?;
+        self.insert_hex(bank_alg(bank)?, index, hex)
+    }
+
+    fn insert_hex(&mut self, alg: HashAlg, index: &str, hex: &str) -> Result<(), PcrValuesError> {
         let i = parse_index(index)?;
         let bytes = decode_hex(hex).ok_or_else(|| syntax(&format!("PCR {index}: not hex")))?;
         self.insert(alg, i, bytes)
@@ -315,11 +322,32 @@ fn parse_index(s: &str) -> Result<u8, PcrValuesError> {
         .ok_or_else(|| PcrValuesError::BadIndex(s.to_string()))
 }
 
+fn bank_alg(bank: &str) -> Result<HashAlg, PcrValuesError> {
+    HashAlg::from_name(bank).ok_or_else(|| PcrValuesError::UnknownBank(bank.to_string()))
+}
+
+/// A value of at most 64 bytes from hex (either case); `None` when longer, of odd length or
+/// not hex. Decoded into a buffer of the right size at once (`hex::decode` collects byte by
+/// byte; this runs for every PCR of every quote).
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() > 2 * 64 {
+    if s.len() > 2 * 64 || !s.len().is_multiple_of(2) {
         return None;
     }
-    hex::decode(s).ok()
+    let mut out = vec![0u8; s.len() / 2];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// Lowercase hex, written into a buffer of the right size at once (`hex::encode` builds its
+/// string a character at a time).
+fn encode_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    out
 }
 
 fn syntax(message: &str) -> PcrValuesError {

@@ -98,3 +98,64 @@ proptest! {
         }
     }
 }
+
+/// The hash names as `HashAlg::from_name` read them before it stopped allocating: '-' and
+/// '_' ignored, any case.
+fn hash_name_reference(s: &str) -> Option<HashAlg> {
+    let lower = s
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match lower.as_str() {
+        "sha1" => Some(HashAlg::Sha1),
+        "sha256" => Some(HashAlg::Sha256),
+        "sha384" => Some(HashAlg::Sha384),
+        "sha512" => Some(HashAlg::Sha512),
+        _ => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Bank names read as they always have, long and non-ASCII ones included.
+    #[test]
+    fn hash_names_read_as_before(
+        s in prop_oneof![
+            Just("SHA-256".to_string()),
+            Just("sha_1".to_string()),
+            Just("Sha-3-8-4".to_string()),
+            "[-_sShHaA0-9]{0,12}",
+            "\\PC{0,8}",
+        ]
+    ) {
+        prop_assert_eq!(HashAlg::from_name(&s), hash_name_reference(&s));
+    }
+
+    /// PCR values are written as the `hex` crate writes them (lowercase), and read back in
+    /// either case; odd lengths and non-hex are refused.
+    #[test]
+    fn pcr_values_write_and_read_hex_as_the_hex_crate_does(
+        values in proptest::collection::btree_map(0u8..24, any::<[u8; 32]>(), 0..24),
+        upper in any::<bool>(),
+    ) {
+        let mut p = PcrValues::new();
+        for (i, v) in &values {
+            p.insert(HashAlg::Sha256, *i, v.to_vec()).unwrap();
+        }
+        let json = p.to_json();
+        for (i, v) in &values {
+            let expected = hex::encode(v);
+            prop_assert_eq!(json["sha256"][i.to_string()].as_str(), Some(expected.as_str()));
+        }
+        let text = if upper { json.to_string().to_uppercase().replace("SHA256", "sha256") } else { json.to_string() };
+        prop_assert_eq!(PcrValues::parse(&text).unwrap(), p);
+        if let Some(i) = values.keys().next() {
+            let odd = format!(r#"{{"sha256": {{"{i}": "{}"}}}}"#, "a".repeat(63));
+            prop_assert!(PcrValues::parse(&odd).is_err());
+            let not_hex = format!(r#"{{"sha256": {{"{i}": "{}"}}}}"#, "g".repeat(64));
+            prop_assert!(PcrValues::parse(&not_hex).is_err());
+        }
+    }
+}
