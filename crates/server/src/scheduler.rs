@@ -111,45 +111,6 @@ async fn heartbeat_loop(state: AppState, live: Arc<Mutex<Vec<String>>>) {
     }
 }
 
-/// The least time between two vacuums of the schedule ([`vacuum_loop`]).
-const VACUUM_EVERY: Duration = Duration::from_secs(2);
-/// A vacuum of the schedule is followed by a pause this many times as long as it took, so
-/// vacuuming takes at most about 1 % of the time of one database connection.
-const VACUUM_PAUSE_FACTOR: u32 = 100;
-/// The pause after a vacuum of the schedule that failed.
-const VACUUM_RETRY: Duration = Duration::from_secs(60);
-
-/// The pause before the next vacuum of the schedule, after one that took `took`.
-fn vacuum_pause(took: Duration) -> Duration {
-    took.saturating_mul(VACUUM_PAUSE_FACTOR).max(VACUUM_EVERY)
-}
-
-/// Vacuums the schedule table, forever, on PostgreSQL ([`Store::vacuum_schedule`]: the
-/// claims' scan for due hosts otherwise walks every index entry left since autovacuum's last
-/// visit, up to a minute's worth): every [`VACUUM_EVERY`], or less often when a vacuum takes
-/// long ([`vacuum_pause`]). Returns at once on SQLite.
-///
-/// [`Store::vacuum_schedule`]: crate::store::Store::vacuum_schedule
-async fn vacuum_loop(state: AppState) {
-    let mut pause = VACUUM_EVERY;
-    loop {
-        tokio::time::sleep(pause).await;
-        let started = std::time::Instant::now();
-        pause = match state.store.vacuum_schedule().await {
-            Ok(false) => return,
-            Ok(true) => {
-                let took = started.elapsed();
-                tracing::trace!(took_ms = took.as_millis(), "schedule vacuumed");
-                vacuum_pause(took)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_s = VACUUM_RETRY.as_secs(), "vacuuming the schedule table failed");
-                VACUUM_RETRY
-            }
-        };
-    }
-}
-
 /// Attests due hosts until `shutdown` resolves; then releases this replica's leases and
 /// heartbeat row, so the other replicas take its hosts at their next due time.
 pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> + Send) {
@@ -162,7 +123,6 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
         tracing::warn!(error = %e, "recording this replica's heartbeat failed");
     }
     let mut heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(state.clone(), live.clone())));
-    let _vacuum = AbortOnDrop(tokio::spawn(vacuum_loop(state.clone())));
     let lease_ms = ms(lease_length(interval));
     let tick = tick(interval);
     tokio::pin!(shutdown);
@@ -329,17 +289,6 @@ mod tests {
             assert!((800..1200).contains(&n), "{r} owns {n} of 3000");
         }
         assert_eq!(rendezvous_owner("x", &[]), None);
-    }
-
-    #[test]
-    fn the_schedule_is_vacuumed_every_two_seconds_or_a_hundred_times_its_duration_apart() {
-        assert_eq!(vacuum_pause(Duration::from_millis(4)), VACUUM_EVERY);
-        assert_eq!(vacuum_pause(Duration::from_millis(20)), VACUUM_EVERY);
-        assert_eq!(
-            vacuum_pause(Duration::from_millis(50)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(vacuum_pause(Duration::MAX), Duration::MAX);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+
 use nodetrust_server::store::{
     new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
     Registered, ReportRow, Store,
@@ -105,46 +106,6 @@ async fn migrations_are_idempotent_and_data_survives_reconnect() {
         assert!(h.software_tpm, "booleans read back on {url}");
         assert_eq!(h.status.as_str(), "pending");
         again.ping().await.unwrap();
-    }
-}
-
-#[tokio::test]
-async fn the_schedule_is_vacuumed_on_postgresql_and_needs_no_vacuum_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    for (url, store) in stores(&dir).await {
-        for i in 0..20 {
-            store
-                .register_host(&host(&format!("h{i}"), &format!("uuid-{i}")), 0)
-                .await
-                .unwrap();
-        }
-        // Claims that move every host's `next_attest`, twice: dead versions to vacuum.
-        for round in 1..=2 {
-            let now = round * 100_000;
-            let claimed = store
-                .claim_due("a", now, now + 30_000, 10_000, 30_000, 100)
-                .await
-                .unwrap();
-            assert_eq!(claimed.len(), 20, "{url}");
-        }
-        match store.backend() {
-            Backend::Sqlite => assert!(!store.vacuum_schedule().await.unwrap(), "{url}"),
-            Backend::Postgres => {
-                let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-                let q = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'schedule'";
-                let before: i64 = sqlx::query_scalar(q).fetch_one(&mut conn).await.unwrap();
-                assert!(store.vacuum_schedule().await.unwrap(), "{url}");
-                let after: i64 = sqlx::query_scalar(q).fetch_one(&mut conn).await.unwrap();
-                assert_eq!(after, before + 1, "{url}");
-                // The schedule still claims as before.
-                let now = 300_000;
-                let claimed = store
-                    .claim_due("a", now, now + 30_000, 10_000, 30_000, 100)
-                    .await
-                    .unwrap();
-                assert_eq!(claimed.len(), 20, "{url}");
-            }
-        }
     }
 }
 

@@ -169,27 +169,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Vacuums the `schedule` table now (PostgreSQL; false on SQLite, which needs none).
-    ///
-    /// Each claim moves a host's `next_attest`, leaving its old entry in the `next_attest`
-    /// index until a vacuum removes it; every claim's scan for due hosts starts at the oldest
-    /// entry, so it walks every entry left since. Autovacuum visits a database once a minute
-    /// at most (`autovacuum_naptime`), in which time a server attesting 1,000 hosts a second
-    /// leaves 60,000. The table is small (about 100 bytes a host), so vacuuming it often is
-    /// cheap ([`crate::scheduler`] paces it). A table another session is vacuuming is
-    /// skipped (`SKIP_LOCKED`), not waited for.
-    pub async fn vacuum_schedule(&self) -> Result<bool> {
-        match self.backend {
-            Backend::Sqlite => Ok(false),
-            Backend::Postgres => {
-                sqlx::raw_sql("VACUUM (SKIP_LOCKED) schedule")
-                    .execute(&self.pool)
-                    .await?;
-                Ok(true)
-            }
-        }
-    }
-
     /// The database's clock in Unix milliseconds, as SQL: heartbeats are written and read by
     /// the one clock every replica shares, so replicas' own clocks (skewed, or stepped) never
     /// make a live replica look dead.
