@@ -641,7 +641,7 @@ const V7_POSTGRES: &[&str] = &[
 
 /// Version 8: the schedule in a table of its own (`schedule`: due time and lease per host).
 /// A claim rewrote the whole host row (about 2.4 kB with its keys and PCR values, one row a
-/// page) and, on PostgreSQL, added an entry to each of the row's seven indexes; now it rewrites
+/// page) and, on PostgreSQL, added an entry to each of the row's six indexes; now it rewrites
 /// a row of about 100 bytes with two indexes. The `hosts` columns it held stay, unused.
 const V8: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS schedule (name TEXT PRIMARY KEY, next_attest BIGINT NOT NULL, \
