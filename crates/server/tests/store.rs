@@ -14,7 +14,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-
 use nodetrust_server::store::{
     new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
     Registered, ReportRow, Store,
