@@ -8,18 +8,22 @@
 #   cargo build --release -p nodetrust-server -p nodetrust-sim
 #   scripts/scale-bench.sh [--hosts N] [--ak ecc|rsa] [--mode pull|push] [--interval 10s]
 #                          [--warmup S] [--window S] [--db URL] [--perf S] [--restart]
+#                          [--concurrency N] [--boot-log FILE]
 #
 # --db: a PostgreSQL URL (scripts/with-postgres.sh gives one in $NODETRUST_TEST_PG_URL; the
 #       database's own processes are not counted in the server's CPU, and are printed on a line
 #       of their own when they run on this machine); SQLite by default.
 # --perf S: also record S seconds of the server with `perf record -e cpu-clock -g` during the
 #       window (perf.data in the work directory).
+# --boot-log FILE: every host measures and sends this binary TCG event log (a real machine's,
+#       e.g. tests/fixtures/eventlogs/event-gce-ubuntu-2104-log.bin) instead of the simulator's
+#       built-in 14-event boot.
 # --restart: after the window, restart the server on the same database and time /readyz, then
 #       measure the window again.
 set -euo pipefail
 
 hosts=10000 ak=ecc mode=pull interval=10s warmup=45 window=30 db="" perf_secs=0 restart=0
-concurrency=64
+concurrency=64 boot_log=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) hosts=$2; shift 2 ;;
@@ -31,8 +35,9 @@ while [ $# -gt 0 ]; do
     --db) db=$2; shift 2 ;;
     --perf) perf_secs=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
+    --boot-log) boot_log=$(realpath "$2"); shift 2 ;;
     --restart) restart=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "scale-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -158,6 +163,7 @@ echo "ready after start: $(wait_ready) s"
 sim_args=(run --server "https://127.0.0.1:$port" --ca-dir "$work/ca" --server-ca "$work/state/server.crt"
   --hosts "$hosts" --concurrency "$concurrency" --ak "$ak" --agent-username agent --agent-password agent-pw)
 [ "$mode" = push ] && sim_args+=(--mode push)
+[ -n "$boot_log" ] && sim_args+=(--boot-log "$boot_log")
 t0=$(date +%s.%N)
 "$bin/nodetrust-sim" "${sim_args[@]}" >"$work/sim.log" 2>&1 &
 sim_pid=$!

@@ -14,7 +14,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nodetrust_eventlog::build::{image_load_event, LogBuilder};
-use nodetrust_eventlog::types;
+use nodetrust_eventlog::{types, EventLog};
 use nodetrust_proto::agent::{HostInfo, QuoteRequest, QuoteResponse, MAX_REQUEST_BODY};
 use nodetrust_proto::push::AgentMode;
 use nodetrust_proto::registration::RegisterRequest;
@@ -124,23 +124,77 @@ pub struct FleetSpec {
     /// How many RSA keys the agents share with `--ak rsa`.
     pub rsa_keys: usize,
     /// The boot every agent measures.
-    pub boot: Vec<BootEvent>,
+    pub boot: Boot,
+}
+
+/// The boot every agent of a fleet measures.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// Events written into a new crypto-agile log (SHA-1 and SHA-256), e.g. [`gold_boot`].
+    Events(Vec<BootEvent>),
+    /// A binary TCG log captured from a machine (`--boot-log`), extended as it is into the
+    /// software TPM's SHA-1 and SHA-256 banks (it has no others).
+    Log(Vec<u8>),
+}
+
+/// A log's extends into the software TPM, in log order: each event's SHA-1 and SHA-256
+/// digests (other banks are skipped: the software TPM has none). A log whose replay starts
+/// PCR 0 at a locality other than 0 (a StartupLocality or H-CRTM event) is refused: the
+/// software TPM starts every PCR from its reset value.
+pub fn log_extends(bytes: &[u8]) -> Result<Vec<(HashAlg, u8, Vec<u8>)>> {
+    let log = EventLog::parse(bytes).map_err(|e| anyhow!("the boot log is unreadable: {e}"))?;
+    let mut extends = Vec::new();
+    for ev in log.measurements() {
+        let locality = match ev.event_type {
+            types::EV_EFI_HCRTM_EVENT => Some(4),
+            types::EV_NO_ACTION => ev.startup_locality(),
+            _ => None,
+        };
+        if ev.pcr == 0 && locality.is_some_and(|l| l != 0) {
+            return Err(anyhow!(
+                "the boot log starts PCR 0 at locality {} (a StartupLocality or H-CRTM event); the software TPM cannot",
+                locality.unwrap_or_default()
+            ));
+        }
+        if !ev.extends() {
+            continue;
+        }
+        let pcr = u8::try_from(ev.pcr)
+            .ok()
+            .filter(|p| *p < 24)
+            .ok_or_else(|| anyhow!("the boot log extends PCR {}", ev.pcr))?;
+        for d in ev.digests.iter() {
+            if let Some(bank @ (HashAlg::Sha1 | HashAlg::Sha256)) = d.hash() {
+                extends.push((bank, pcr, d.bytes.to_vec()));
+            }
+        }
+    }
+    if extends.is_empty() {
+        return Err(anyhow!("the boot log has no SHA-1 or SHA-256 measurement"));
+    }
+    Ok(extends)
 }
 
 /// Makes the agents of `spec` on every core, each EK certified by `ca`. Returns the agents and
 /// the boot log.
 pub fn make_agents(spec: &FleetSpec, ca: &SimCa) -> Result<(Vec<VirtualAgent>, Vec<u8>)> {
-    let mut log = LogBuilder::crypto_agile(&[HashAlg::Sha1, HashAlg::Sha256]);
-    for e in &spec.boot {
-        log.measured(e.pcr, e.event_type, &e.measured, &e.data);
-    }
-    let mut extends: Vec<(HashAlg, u8, Vec<u8>)> = Vec::new();
-    for e in log.events() {
-        let pcr = u8::try_from(e.pcr).map_err(|_| anyhow!("PCR {} out of range", e.pcr))?;
-        for (bank, d) in &e.digests {
-            extends.push((*bank, pcr, d.clone()));
+    let (log_bytes, extends) = match &spec.boot {
+        Boot::Events(events) => {
+            let mut log = LogBuilder::crypto_agile(&[HashAlg::Sha1, HashAlg::Sha256]);
+            for e in events {
+                log.measured(e.pcr, e.event_type, &e.measured, &e.data);
+            }
+            let mut extends: Vec<(HashAlg, u8, Vec<u8>)> = Vec::new();
+            for e in log.events() {
+                let pcr = u8::try_from(e.pcr).map_err(|_| anyhow!("PCR {} out of range", e.pcr))?;
+                for (bank, d) in &e.digests {
+                    extends.push((*bank, pcr, d.clone()));
+                }
+            }
+            (log.bytes(), extends)
         }
-    }
+        Boot::Log(bytes) => (bytes.clone(), log_extends(bytes)?),
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, 16);
@@ -215,7 +269,7 @@ pub fn make_agents(spec: &FleetSpec, ca: &SimCa) -> Result<(Vec<VirtualAgent>, V
     for c in chunks {
         agents.extend(c?);
     }
-    Ok((agents, log.bytes()))
+    Ok((agents, log_bytes))
 }
 
 impl Fleet {
@@ -388,5 +442,39 @@ async fn answer(
                 .to_string()
                 .into_bytes(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_captured_log_extends_its_sha1_and_sha256_digests_in_order() {
+        let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha1, HashAlg::Sha256]);
+        b.measured(0, types::EV_POST_CODE, b"firmware", b"POST CODE");
+        b.measured(4, types::EV_SEPARATOR, &[0; 4], &[0; 4]);
+        let got = log_extends(&b.bytes()).unwrap_or_default();
+        let want: Vec<(HashAlg, u8, Vec<u8>)> = b
+            .events()
+            .iter()
+            .flat_map(|e| {
+                let pcr = u8::try_from(e.pcr).unwrap_or(u8::MAX);
+                e.digests.iter().map(move |(h, d)| (*h, pcr, d.clone()))
+            })
+            .collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_log_starting_at_locality_3_or_unreadable_is_refused() {
+        let mut b = LogBuilder::crypto_agile(&[HashAlg::Sha256]);
+        b.startup_locality(3);
+        b.measured(0, types::EV_POST_CODE, b"firmware", b"POST CODE");
+        let e = log_extends(&b.bytes()).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("locality 3"), "{e}");
+        let e = log_extends(&[1, 2, 3]).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("unreadable"), "{e}");
     }
 }

@@ -88,6 +88,12 @@ struct RunArgs {
     /// Push rounds in flight at once with --mode push (each on its own connection).
     #[arg(long, default_value_t = 32)]
     push_workers: usize,
+    /// A binary TCG event log (as `/sys/kernel/security/tpm0/binary_bios_measurements` holds)
+    /// that every host measures and sends, instead of the built-in 14-event boot: the cost of
+    /// a real machine's log. Its SHA-1 and SHA-256 digests are extended into the software TPMs
+    /// (they have no other banks); a log that starts PCR 0 at locality 3 or 4 is refused.
+    #[arg(long, value_name = "FILE")]
+    boot_log: Option<PathBuf>,
     /// Do not import a flavor (the hosts are then untrusted until one is defined).
     #[arg(long)]
     no_flavor: bool,
@@ -223,7 +229,12 @@ fn run(args: RunArgs) -> Result<()> {
         hosts: args.hosts,
         ak: args.ak,
         rsa_keys: args.rsa_keys,
-        boot: fleet::gold_boot("grub 2.06"),
+        boot: match &args.boot_log {
+            Some(f) => fleet::Boot::Log(
+                std::fs::read(f).with_context(|| format!("reading --boot-log {}", f.display()))?,
+            ),
+            None => fleet::Boot::Events(fleet::gold_boot("grub 2.06")),
+        },
     };
     let (agents, event_log) = fleet::make_agents(&spec, &ca)?;
     let fleet = Arc::new(Fleet {

@@ -3,7 +3,8 @@
 //! credentials activated), a flavor imported from the first, every host trusted through the
 //! API, and attestations counted in `/metrics`. Without the CA the registration is refused.
 //! With `--mode push` the hosts (but the gold one) push their evidence, are stored without an
-//! address, and are trusted.
+//! address, and are trusted. With `--boot-log` and a real machine's log the flavor holds that
+//! log's events and every host is trusted.
 //!
 //! The server binary is the one built beside `nodetrust-sim` (`cargo test --workspace` builds
 //! both; alone: `cargo build -p nodetrust-server && cargo test -p nodetrust-sim`).
@@ -147,6 +148,29 @@ async fn wait_ready(server: &Server) {
     }
 }
 
+/// Starts the server (with the simulator's CA as its `--ek-ca-dir` when `with_ca`), waits for
+/// its self-signed certificate and `/readyz`, and returns it with a client trusting exactly
+/// that certificate.
+async fn start_ready(dir: &Path, port: u16, with_ca: bool) -> (Running, Server) {
+    let ca = dir.join("ca");
+    let running = start_server(dir, port, with_ca.then_some(ca.as_path()));
+    let start = Instant::now();
+    while !dir.join("state/server.crt").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no server certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = Server::new(
+        &format!("https://127.0.0.1:{port}"),
+        &ServerTrust::CaFile(dir.join("state/server.crt")),
+    )
+    .unwrap();
+    wait_ready(&server).await;
+    (running, server)
+}
+
 /// Starts `nodetrust-sim run` and reads its output until `registered: N`.
 fn run_until_registered(
     dir: &Path,
@@ -199,22 +223,7 @@ async fn simulated_hosts_register_with_the_server_binary_and_are_trusted() {
     let dir = tempfile::tempdir().unwrap();
     write_ca(dir.path());
     let port = free_port();
-    let server_proc = start_server(dir.path(), port, Some(&dir.path().join("ca")));
-    // The server writes its self-signed certificate at start; trust exactly that file.
-    let start = Instant::now();
-    while !dir.path().join("state/server.crt").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no server certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let server = Server::new(
-        &format!("https://127.0.0.1:{port}"),
-        &ServerTrust::CaFile(dir.path().join("state/server.crt")),
-    )
-    .unwrap();
-    wait_ready(&server).await;
+    let (server_proc, server) = start_ready(dir.path(), port, true).await;
 
     let (sim, lines) = run_until_registered(dir.path(), port, HOSTS, &[]);
     assert!(
@@ -278,21 +287,7 @@ async fn without_the_simulator_ca_the_server_refuses_its_hosts() {
     let dir = tempfile::tempdir().unwrap();
     write_ca(dir.path());
     let port = free_port();
-    let _server_proc = start_server(dir.path(), port, None);
-    let start = Instant::now();
-    while !dir.path().join("state/server.crt").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no server certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let server = Server::new(
-        &format!("https://127.0.0.1:{port}"),
-        &ServerTrust::CaFile(dir.path().join("state/server.crt")),
-    )
-    .unwrap();
-    wait_ready(&server).await;
+    let (_server_proc, _) = start_ready(dir.path(), port, false).await;
     let out = tokio::task::spawn_blocking({
         let mut c = sim_command(dir.path(), port, 3);
         move || c.output().unwrap()
@@ -315,21 +310,7 @@ async fn simulated_push_hosts_are_trusted_without_the_server_connecting_to_them(
     let dir = tempfile::tempdir().unwrap();
     write_ca(dir.path());
     let port = free_port();
-    let server_proc = start_server(dir.path(), port, Some(&dir.path().join("ca")));
-    let start = Instant::now();
-    while !dir.path().join("state/server.crt").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no server certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let server = Server::new(
-        &format!("https://127.0.0.1:{port}"),
-        &ServerTrust::CaFile(dir.path().join("state/server.crt")),
-    )
-    .unwrap();
-    wait_ready(&server).await;
+    let (server_proc, server) = start_ready(dir.path(), port, true).await;
     let (sim, _) = run_until_registered(dir.path(), port, HOSTS, &["--mode", "push"]);
     let admin = Credentials::basic(ADMIN.0, ADMIN.1);
     let start = Instant::now();
@@ -366,6 +347,55 @@ async fn simulated_push_hosts_are_trusted_without_the_server_connecting_to_them(
             start.elapsed() < Duration::from_secs(60),
             "pushed attestations did not rise from {first}"
         );
+    }
+    assert!(sim.terminate().success());
+    assert!(server_proc.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_measuring_a_real_machines_log_are_trusted() {
+    const HOSTS: usize = 20;
+    let log = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/eventlogs/event-gce-ubuntu-2104-log.bin");
+    let dir = tempfile::tempdir().unwrap();
+    write_ca(dir.path());
+    let port = free_port();
+    let (server_proc, server) = start_ready(dir.path(), port, true).await;
+    let (sim, _) = run_until_registered(
+        dir.path(),
+        port,
+        HOSTS,
+        &["--boot-log", log.to_str().unwrap()],
+    );
+    let admin = Credentials::basic(ADMIN.0, ADMIN.1);
+    // The flavors learned from sim-0 hold the log's events: 97 of its 112 in SHA-256 (the
+    // kernel command line and the initrd are left to a host's own flavor).
+    let (status, body) = get(&server, "/mtwilson/v2/flavors", &admin).await;
+    assert_eq!(status, 200, "{body}");
+    let flavors: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let events: usize = flavors["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["pcrs"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["bank"] == "sha256")
+        .map(|r| r["events"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(events >= 90, "{events} events in the flavors: {body}");
+    let start = Instant::now();
+    loop {
+        let (status, body) = get(&server, "/mtwilson/v2/hosts", &admin).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let hosts = v["hosts"].as_array().unwrap().clone();
+        if hosts.len() == HOSTS && hosts.iter().all(|h| h["trust"]["verdict"] == "trusted") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not every host trusted: {hosts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(sim.terminate().success());
     assert!(server_proc.terminate().success());
