@@ -19,8 +19,9 @@ fn short(d: &[u8]) -> String {
 pub struct MeasuredEvent {
     /// PCR index the event was extended into.
     pub pcr: u8,
-    /// Digest per bank.
-    pub digests: BTreeMap<HashAlg, Vec<u8>>,
+    /// Digest per bank, in log order; no bank twice (the event-log crate refuses an event
+    /// that names a bank twice). A list, not a map: an event has one to three.
+    pub digests: Vec<(HashAlg, Vec<u8>)>,
     /// What an operator calls it, e.g. `boot application \EFI\BOOT\grubx64.efi` or
     /// `kernel_cmdline: ...`. Event types and data are not covered by the digest: labels explain,
     /// digests decide.
@@ -30,7 +31,10 @@ pub struct MeasuredEvent {
 impl MeasuredEvent {
     /// The event's digest in `bank`, if the log has one.
     pub fn digest(&self, bank: HashAlg) -> Option<&[u8]> {
-        self.digests.get(&bank).map(Vec::as_slice)
+        self.digests
+            .iter()
+            .find(|(b, _)| *b == bank)
+            .map(|(_, d)| d.as_slice())
     }
 }
 

@@ -107,12 +107,16 @@ fn check_rule(
         .iter()
         .map(|e| (e.label.as_str(), e.digest.as_slice()))
         .collect();
-    let host_events: Option<Vec<(&str, &[u8])>> = log.map(|l| {
-        l.events_for(bank, index)
-            .filter(|(e, _)| rule.scope.includes(&e.label))
-            .map(|(e, d)| (e.label.as_str(), d))
-            .collect()
-    });
+    // The host's events in the rule's scope: read only to explain a mismatch or to compare
+    // events, not when the PCR value alone holds.
+    let host_events = || -> Option<Vec<(&str, &[u8])>> {
+        log.map(|l| {
+            l.events_for(bank, index)
+                .filter(|(e, _)| rule.scope.includes(&e.label))
+                .map(|(e, d)| (e.label.as_str(), d))
+                .collect()
+        })
+    };
     match &rule.value {
         Some(expected) => {
             let Some(found) = quoted else {
@@ -121,7 +125,7 @@ fn check_rule(
             if found == expected.as_slice() {
                 return Vec::new();
             }
-            let explained = match &host_events {
+            let explained = match &host_events() {
                 Some(actual) if !rule.events.is_empty() => {
                     diff::explain(index, bank, &expected_events, actual)
                 }
@@ -143,7 +147,7 @@ fn check_rule(
             }
         }
         None => {
-            let Some(actual) = host_events else {
+            let Some(actual) = host_events() else {
                 return vec![format!(
                     "PCR {index} ({bank}): the flavor checks its events, but the host sent no event log"
                 )];

@@ -32,7 +32,7 @@ fn boot(tpm: &mut SoftTpm, events: &[(u8, &str, &str)]) -> EventLogEvidence {
         tpm.extend(HashAlg::Sha256, *pcr, &d);
         log.push(MeasuredEvent {
             pcr: *pcr,
-            digests: BTreeMap::from([(HashAlg::Sha256, d)]),
+            digests: vec![(HashAlg::Sha256, d)],
             label: label.to_string(),
         });
     }

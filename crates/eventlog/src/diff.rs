@@ -303,6 +303,10 @@ fn diff_pcr<G, H>(
     G: Fn(usize) -> Option<Component>,
     H: Fn(usize) -> Option<Component>,
 {
+    if g == h {
+        // Every event in the common subsequence: no difference.
+        return;
+    }
     let (g_same, h_same) = lcs(g, h);
     let g_left: Vec<(usize, Component)> = (0..g.len())
         .filter(|i| !g_same.get(*i).copied().unwrap_or(false))

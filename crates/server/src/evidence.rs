@@ -4,8 +4,6 @@
 //! [`MeasuredEvent`] labelled with the boot component it measured (`boot application
 //! \EFI\BOOT\grubx64.efi`, `kernel command line: ...`), so a mismatch reads as what changed.
 
-use std::collections::BTreeMap;
-
 use nodetrust_appraise::{EventLogEvidence, MeasuredEvent};
 use nodetrust_eventlog::component::{self, ComponentKind};
 use nodetrust_eventlog::{EventLog, Replay};
@@ -39,11 +37,13 @@ pub fn from_log(bytes: &[u8], banks: &[HashAlg]) -> Result<EventLogEvidence, Str
         let Ok(pcr) = u8::try_from(ev.pcr) else {
             continue;
         };
-        let digests: BTreeMap<_, _> = ev
-            .digests
-            .iter()
-            .filter_map(|d| d.hash().map(|h| (h, d.bytes.to_vec())))
-            .collect();
+        let mut digests = Vec::with_capacity(ev.digests.len());
+        for d in ev.digests.iter() {
+            // The parser refuses an event naming a bank twice; kept first-wins regardless.
+            if let Some(h) = d.hash().filter(|h| !digests.iter().any(|(b, _)| b == h)) {
+                digests.push((h, d.bytes.to_vec()));
+            }
+        }
         let c = component::describe(ev);
         let label = match c.kind {
             ComponentKind::KernelCommandLine | ComponentKind::GrubCommand => c.to_string(),
