@@ -112,24 +112,16 @@ impl EventScope {
 /// measures as `kernel_cmdline: ...` or `grub_cmd: linux ...`, and the event-log crate names
 /// `kernel command line` / `grub command: linux ...`) or the initrd.
 pub fn is_host_unique(label: &str) -> bool {
-    // An ASCII case-insensitive search in one pass, without lowercasing a copy of every
-    // label: the keys are compared only where their first letter is.
-    const C: &[&[u8]] = &[b"cmdline", b"command line"];
-    const I: &[&[u8]] = &[b"initrd"];
-    const G: &[&[u8]] = &[b"grub_cmd: linux", b"grub command: linux"];
-    let l = label.as_bytes();
-    l.iter().enumerate().any(|(i, b)| {
-        let keys = match b.to_ascii_lowercase() {
-            b'c' => C,
-            b'i' => I,
-            b'g' => G,
-            _ => return false,
-        };
-        keys.iter().any(|k| {
-            l.get(i..i + k.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(k))
-        })
-    })
+    let l = label.to_ascii_lowercase();
+    [
+        "cmdline",
+        "command line",
+        "initrd",
+        "grub_cmd: linux",
+        "grub command: linux",
+    ]
+    .iter()
+    .any(|k| l.contains(k))
 }
 
 /// A named event digest the gold host's log held.

@@ -1,5 +1,5 @@
-//! Properties of the flavor comparison's shortcuts: naming a host-unique event and finding no
-//! difference between identical event lists give what the plain definitions give.
+//! Properties of the flavor comparison's shortcut: finding no difference between identical
+//! event lists gives what the full comparison gives.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,43 +9,10 @@
 )]
 
 use nodetrust_appraise::diff::differences;
-use nodetrust_appraise::flavor::is_host_unique;
 use nodetrust_eventlog::diff_measurements;
 use nodetrust_eventlog::{Component, ComponentKind};
 use nodetrust_tpm_wire::HashAlg;
 use proptest::prelude::*;
-
-/// The definition: the lowercased label contains one of the keys.
-fn host_unique_by_lowercasing(label: &str) -> bool {
-    let l = label.to_ascii_lowercase();
-    [
-        "cmdline",
-        "command line",
-        "initrd",
-        "grub_cmd: linux",
-        "grub command: linux",
-    ]
-    .iter()
-    .any(|k| l.contains(k))
-}
-
-/// Labels made of pieces of the keys, in any case, with other text and non-ASCII between.
-fn label() -> impl Strategy<Value = String> {
-    let piece = prop_oneof![
-        Just("cmdline".to_string()),
-        Just("CmdLine".to_string()),
-        Just("command".to_string()),
-        Just(" line".to_string()),
-        Just("INITRD".to_string()),
-        Just("initr".to_string()),
-        Just("grub_cmd: ".to_string()),
-        Just("GRUB Command: Linux".to_string()),
-        Just("linux".to_string()),
-        Just("İ".to_string()),
-        "[a-zA-Z :_é]{0,6}",
-    ];
-    prop::collection::vec(piece, 0..6).prop_map(|v| v.concat())
-}
 
 fn labelled(l: &str) -> Component {
     Component {
@@ -57,11 +24,6 @@ fn labelled(l: &str) -> Component {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
-
-    #[test]
-    fn host_unique_is_a_case_insensitive_search(l in label()) {
-        prop_assert_eq!(is_host_unique(&l), host_unique_by_lowercasing(&l));
-    }
 
     /// `differences` skips the comparison when both sides hold the same digests in the same
     /// order; the comparison itself must then find nothing either, and otherwise both agree.
