@@ -21,7 +21,8 @@ use std::collections::BTreeSet;
 use nodetrust_tpm_wire::{HashAlg, VerifiedQuote};
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::EventLogEvidence;
+pub use crate::evidence::is_host_unique;
+use crate::evidence::{EventLogEvidence, MeasuredEvent};
 use crate::runtime::{RuntimePolicy, BOOT_AGGREGATE_PCRS, IMA_PCR};
 use nodetrust_eventlog::ima::ImaEntry;
 
@@ -98,30 +99,14 @@ pub enum EventScope {
 }
 
 impl EventScope {
-    /// Whether an event with `label` counts for this scope.
-    pub fn includes(self, label: &str) -> bool {
+    /// Whether `event` counts for this scope ([`is_host_unique`] of its label).
+    pub fn includes(self, event: &MeasuredEvent) -> bool {
         match self {
             Self::All => true,
-            Self::Shared => !is_host_unique(label),
-            Self::HostUnique => is_host_unique(label),
+            Self::Shared => !event.is_host_unique(),
+            Self::HostUnique => event.is_host_unique(),
         }
     }
-}
-
-/// Whether an event label names a per-host measurement: the kernel command line (which grub
-/// measures as `kernel_cmdline: ...` or `grub_cmd: linux ...`, and the event-log crate names
-/// `kernel command line` / `grub command: linux ...`) or the initrd.
-pub fn is_host_unique(label: &str) -> bool {
-    let l = label.to_ascii_lowercase();
-    [
-        "cmdline",
-        "command line",
-        "initrd",
-        "grub_cmd: linux",
-        "grub command: linux",
-    ]
-    .iter()
-    .any(|k| l.contains(k))
 }
 
 /// A named event digest the gold host's log held.
@@ -398,9 +383,9 @@ pub fn flavors_from_evidence(
                 let events_in = |scope: EventScope| -> Vec<EventRule> {
                     log.map(|l| {
                         l.events_for(bank, index)
-                            .filter(|(e, _)| scope.includes(&e.label))
+                            .filter(|(e, _)| scope.includes(e))
                             .map(|(e, d)| EventRule {
-                                label: e.label.clone(),
+                                label: e.label().to_string(),
                                 digest: d.to_vec(),
                             })
                             .collect()

@@ -112,8 +112,8 @@ fn check_rule(
     let host_events = || -> Option<Vec<(&str, &[u8])>> {
         log.map(|l| {
             l.events_for(bank, index)
-                .filter(|(e, _)| rule.scope.includes(&e.label))
-                .map(|(e, d)| (e.label.as_str(), d))
+                .filter(|(e, _)| rule.scope.includes(e))
+                .map(|(e, d)| (e.label(), d))
                 .collect()
         })
     };

@@ -30,11 +30,7 @@ fn boot(tpm: &mut SoftTpm, events: &[(u8, &str, &str)]) -> EventLogEvidence {
     for (pcr, label, content) in events {
         let d = sha256(content);
         tpm.extend(HashAlg::Sha256, *pcr, &d);
-        log.push(MeasuredEvent {
-            pcr: *pcr,
-            digests: vec![(HashAlg::Sha256, d)],
-            label: label.to_string(),
-        });
+        log.push(MeasuredEvent::new(*pcr, label.to_string()).with_digest(HashAlg::Sha256, &d));
     }
     EventLogEvidence::replay_from(log)
 }

@@ -163,38 +163,59 @@ impl Component {
 
     /// The subject of a statement: `boot application \EFI\ubuntu\grubx64.efi`, `db variable`.
     pub fn subject(&self) -> String {
+        let label = self.kind.label();
         match self.kind {
             ComponentKind::SecureBootVariable
             | ComponentKind::BootVariable
             | ComponentKind::ShimState
                 if !self.name.is_empty() =>
             {
-                format!("{} variable", self.name)
+                concat(&[&self.name, " variable"])
             }
             ComponentKind::Authority if !self.name.is_empty() => {
-                format!("Secure Boot authority from {}", self.name)
+                concat(&["Secure Boot authority from ", &self.name])
             }
             ComponentKind::KernelCommandLine
             | ComponentKind::GrubCommand
-            | ComponentKind::Separator => self.kind.label().to_string(),
-            _ if self.name.is_empty() => self.kind.label().to_string(),
-            _ => format!("{} {}", self.kind.label(), self.name),
+            | ComponentKind::Separator => label.to_string(),
+            _ if self.name.is_empty() => label.to_string(),
+            _ => concat(&[label, " ", &self.name]),
+        }
+    }
+
+    /// The whole statement, as `Display` writes it (`grub command: linux /vmlinuz ...`,
+    /// `boot application \EFI\BOOT\BOOTX64.EFI (shim)`), built in one allocation: it is
+    /// made for many events of every attestation.
+    pub fn statement(&self) -> String {
+        let detail = self.detail.as_deref();
+        let (open, close) = if detail.is_some() {
+            (" (", ")")
+        } else {
+            ("", "")
+        };
+        let detail = detail.unwrap_or_default();
+        match self.kind {
+            ComponentKind::KernelCommandLine | ComponentKind::GrubCommand => {
+                concat(&[self.kind.label(), ": ", &self.name, open, detail, close])
+            }
+            _ if open.is_empty() => self.subject(),
+            _ => concat(&[&self.subject(), open, detail, close]),
         }
     }
 }
 
+/// `parts` joined, in a string allocated once.
+fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 impl std::fmt::Display for Component {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.kind {
-            ComponentKind::KernelCommandLine | ComponentKind::GrubCommand => {
-                write!(f, "{}: {}", self.kind.label(), self.name)?
-            }
-            _ => f.write_str(&self.subject())?,
-        }
-        if let Some(d) = &self.detail {
-            write!(f, " ({d})")?;
-        }
-        Ok(())
+        f.write_str(&self.statement())
     }
 }
 
@@ -366,12 +387,17 @@ fn ipl(pcr: u32, data: &[u8]) -> Component {
     let s = uefi::text(data);
     match pcr {
         8 => {
-            if let Some(cmd) = s.strip_prefix("kernel_cmdline: ") {
-                Component::new(K::KernelCommandLine, cmd).with_detail("grub")
-            } else if let Some(cmd) = s.strip_prefix("grub_kernel_cmdline ") {
-                Component::new(K::KernelCommandLine, cmd).with_detail("grub")
-            } else if let Some(cmd) = s.strip_prefix("grub_cmd: ") {
-                Component::new(K::GrubCommand, cmd)
+            // The prefixes are cut from the text in place: grub measures most of PCR 8's
+            // events, and this runs for each of every attestation.
+            const KERNEL: &str = "kernel_cmdline: ";
+            const KERNEL_OLD: &str = "grub_kernel_cmdline ";
+            const GRUB: &str = "grub_cmd: ";
+            if s.starts_with(KERNEL) {
+                Component::new(K::KernelCommandLine, cut(s, KERNEL.len())).with_detail("grub")
+            } else if s.starts_with(KERNEL_OLD) {
+                Component::new(K::KernelCommandLine, cut(s, KERNEL_OLD.len())).with_detail("grub")
+            } else if s.starts_with(GRUB) {
+                Component::new(K::GrubCommand, cut(s, GRUB.len()))
             } else if !uefi::is_ascii_text(data) && !s.is_empty() {
                 // systemd-boot before v251 measured the command line, UTF-16, into PCR 8.
                 Component::new(K::KernelCommandLine, s.trim()).with_detail("systemd-boot")
@@ -405,6 +431,14 @@ fn ipl(pcr: u32, data: &[u8]) -> Component {
         14 => Component::new(K::ShimState, s),
         _ => Component::new(K::BootLoaderData, s),
     }
+}
+
+/// `s` without its first `n` bytes (a prefix it starts with), in its own allocation.
+fn cut(mut s: String, n: usize) -> String {
+    if s.is_char_boundary(n) {
+        s.drain(..n);
+    }
+    s
 }
 
 fn tagged(data: &[u8]) -> Component {

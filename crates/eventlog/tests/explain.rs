@@ -253,3 +253,65 @@ fn diff_explains_changes_in_words() {
         .iter()
         .all(|f| f.pcr == 7 && describe(&host.events[f.event]).name == "db"));
 }
+
+/// What a statement says, written with `format!` from the component's parts: the definition
+/// `Component::subject` and `Component::statement` (built without formatting) must keep.
+fn statement_by_format(c: &nodetrust_eventlog::Component) -> (String, String) {
+    use ComponentKind as K;
+    let subject = match c.kind {
+        K::SecureBootVariable | K::BootVariable | K::ShimState if !c.name.is_empty() => {
+            format!("{} variable", c.name)
+        }
+        K::Authority if !c.name.is_empty() => format!("Secure Boot authority from {}", c.name),
+        K::KernelCommandLine | K::GrubCommand | K::Separator => c.kind.label().to_string(),
+        _ if c.name.is_empty() => c.kind.label().to_string(),
+        _ => format!("{} {}", c.kind.label(), c.name),
+    };
+    let head = match c.kind {
+        K::KernelCommandLine | K::GrubCommand => format!("{}: {}", c.kind.label(), c.name),
+        _ => subject.clone(),
+    };
+    let statement = match &c.detail {
+        Some(d) => format!("{head} ({d})"),
+        None => head,
+    };
+    (subject, statement)
+}
+
+#[test]
+fn every_real_events_statement_is_its_parts_formatted() {
+    let dir = nodetrust_testkit::fixtures_dir().join("eventlogs");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut events = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("bin") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let Ok(log) = EventLog::parse(&bytes) else {
+            continue;
+        };
+        for e in &log.events {
+            let c = describe(e);
+            let (subject, statement) = statement_by_format(&c);
+            assert_eq!(c.subject(), subject, "{}: {c:?}", path.display());
+            assert_eq!(c.statement(), statement, "{}: {c:?}", path.display());
+            assert_eq!(c.to_string(), statement);
+            seen.insert(c.kind);
+            events += 1;
+        }
+    }
+    // The fixtures hold grub's commands and command lines, files, variables with details.
+    assert!(events > 400, "only {events} events read");
+    for kind in [
+        ComponentKind::GrubCommand,
+        ComponentKind::KernelCommandLine,
+        ComponentKind::BootApplication,
+        ComponentKind::SecureBootVariable,
+        ComponentKind::BootVariable,
+        ComponentKind::Separator,
+    ] {
+        assert!(seen.contains(&kind), "no {kind:?} in the fixtures");
+    }
+}

@@ -29,7 +29,7 @@ fn data_text(data: &[u8]) -> Option<String> {
 pub fn from_log(bytes: &[u8], banks: &[HashAlg]) -> Result<EventLogEvidence, String> {
     let log = EventLog::parse(bytes).map_err(|e| format!("the event log is unreadable: {e}"))?;
     let replayed = Replay::run_banks(&log, banks).values();
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(log.events.len());
     for ev in log.measurements() {
         if !ev.extends() {
             continue;
@@ -37,27 +37,24 @@ pub fn from_log(bytes: &[u8], banks: &[HashAlg]) -> Result<EventLogEvidence, Str
         let Ok(pcr) = u8::try_from(ev.pcr) else {
             continue;
         };
-        let mut digests = Vec::with_capacity(ev.digests.len());
-        for d in ev.digests.iter() {
-            // The parser refuses an event naming a bank twice; kept first-wins regardless.
-            if let Some(h) = d.hash().filter(|h| !digests.iter().any(|(b, _)| b == h)) {
-                digests.push((h, d.bytes.to_vec()));
-            }
-        }
         let c = component::describe(ev);
         let label = match c.kind {
-            ComponentKind::KernelCommandLine | ComponentKind::GrubCommand => c.to_string(),
+            ComponentKind::KernelCommandLine | ComponentKind::GrubCommand => c.statement(),
             ComponentKind::Unknown => match data_text(ev.data) {
                 Some(text) => format!("{} {text}", ev.type_label()),
                 None => ev.type_label(),
             },
             _ => c.subject(),
         };
-        events.push(MeasuredEvent {
-            pcr,
-            digests,
-            label,
-        });
+        let bytes = ev.digests.iter().map(|d| d.bytes.len()).sum();
+        let mut event = MeasuredEvent::with_capacity(pcr, label, ev.digests.len(), bytes);
+        for d in ev.digests.iter() {
+            // The parser refuses an event naming a bank twice; kept first-wins regardless.
+            if let Some(h) = d.hash() {
+                event.push_digest(h, d.bytes);
+            }
+        }
+        events.push(event);
     }
     Ok(EventLogEvidence { events, replayed })
 }
