@@ -580,6 +580,84 @@ async fn flavors_can_be_created_listed_and_deleted_and_bad_ones_are_refused() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// A trusted report of `host-{i:04}` made at `created`, whose reason names both.
+fn report_of(i: usize, created: i64) -> nodetrust_server::store::ReportRow {
+    let name = format!("host-{i:04}");
+    nodetrust_server::store::ReportRow {
+        id: nodetrust_server::store::new_id(),
+        reasons: json!([format!("{name} at {created}")]).to_string(),
+        host_name: name,
+        verdict: nodetrust_proto::trust::Trust::Trusted,
+        created,
+        expires: created + 600_000,
+        hardware_uuid: format!("uuid-{i}"),
+        signed_report: String::new(),
+    }
+}
+
+/// `host-{i:04}`, registered straight into the store, with one report.
+async fn host_with_a_report(h: &Harness, i: usize, created: i64) {
+    let row = common::host_row(&format!("host-{i:04}"), &format!("uuid-{i}"), created);
+    let replaced = h.state.store.register_host(&row, created).await.unwrap();
+    assert!(!replaced, "{} is new", row.name);
+    let report = report_of(i, created);
+    h.state
+        .store
+        .save_report(&report, true, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_latest_report_of_every_host_is_streamed_a_page_at_a_time() {
+    let h = Harness::new().await;
+    let now = nodetrust_server::store::millis(std::time::SystemTime::now());
+    let (_, key) = h
+        .call("GET", "/mtwilson/v2/signing-key", Auth::None, None)
+        .await;
+    // The server pages by 1,000 hosts: exactly one full page (then an empty one), then a
+    // second page of one host.
+    for i in 0..1000 {
+        host_with_a_report(&h, i, now).await;
+    }
+    let check = |v: Value, hosts: usize, newer: Option<usize>| {
+        let reports = v["reports"].as_array().unwrap();
+        assert_eq!(reports.len(), hosts);
+        for (i, r) in reports.iter().enumerate() {
+            let name = format!("host-{i:04}");
+            assert_eq!(r["host_name"], name.as_str(), "by host name");
+            let at = if newer == Some(i) { now + 1 } else { now };
+            let p = common::signed_payload(r, &key["jwk"]);
+            assert_eq!(p["reasons"], json!([format!("{name} at {at}")]), "{p}");
+            assert_eq!(p["reasons"], r["reasons"]);
+        }
+    };
+    let latest = || h.call("GET", "/mtwilson/v2/reports?latest=true", Auth::Admin, None);
+    let (s, v) = latest().await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    check(v, 1000, None);
+    host_with_a_report(&h, 1000, now).await;
+    // A newer report of a host in the first page replaces its older one.
+    let newer = report_of(500, now + 1);
+    h.state.store.save_report(&newer, true, None).await.unwrap();
+    let (s, v) = latest().await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    check(v, 1001, Some(500));
+    // A host's own latest report is the same one.
+    let (_, one) = h
+        .call(
+            "GET",
+            "/mtwilson/v2/reports?host_name=host-0500&latest=true",
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        one["reports"][0]["reasons"],
+        json!([format!("host-0500 at {}", now + 1)])
+    );
+}
+
 #[tokio::test]
 async fn a_long_report_list_is_signed_report_by_report() {
     let h = Harness::new().await;

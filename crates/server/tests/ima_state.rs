@@ -11,7 +11,7 @@
 
 mod common;
 
-use nodetrust_server::store::{new_id, HostRow, ImaStateRow, Store};
+use nodetrust_server::store::{new_id, ImaStateRow, Store};
 
 async fn stores(dir: &tempfile::TempDir) -> Vec<(String, Store)> {
     let sqlite = format!("sqlite://{}/t-{}.db", dir.path().display(), new_id());
@@ -92,25 +92,7 @@ async fn written_only_over_the_state_read_and_deleted_with_the_host() {
 
         // Deleting a host forgets its state: a host registered again under the name starts
         // over.
-        let h = HostRow {
-            name: "h1".into(),
-            hardware_uuid: "00000000-0000-0000-0000-000000000001".into(),
-            connection_url: "https://h1:1443".into(),
-            tls_cert_sha256: "ab".repeat(32),
-            ek_public: "ZWs=".into(),
-            ak_public: "YWs=".into(),
-            host_info: "{}".into(),
-            software_tpm: true,
-            status: nodetrust_proto::trust::HostStatus::Pending,
-            status_detail: None,
-            reset_count: None,
-            restart_count: None,
-            verdict: None,
-            reasons: None,
-            attested_at: None,
-            expires_at: None,
-            created: 1000,
-        };
+        let h = common::host_row("h1", "00000000-0000-0000-0000-000000000001", 1000);
         store.register_host(&h, 1000).await.unwrap();
         assert!(store.delete_host("h1", 2000).await.unwrap(), "{url}");
         assert_eq!(store.ima_state("h1").await.unwrap(), None, "{url}");

@@ -747,23 +747,8 @@ async fn takeover_of_a_large_fleet() {
 
 fn host_row(name: &str) -> nodetrust_server::store::HostRow {
     nodetrust_server::store::HostRow {
-        name: name.into(),
-        hardware_uuid: format!("uuid-{name}"),
-        connection_url: format!("https://{name}:1443"),
-        tls_cert_sha256: "ab".repeat(32),
         ek_public: format!("ek-{name}"),
-        ak_public: "YWs=".into(),
-        host_info: "{}".into(),
-        software_tpm: true,
-        status: nodetrust_proto::trust::HostStatus::Pending,
-        status_detail: None,
-        reset_count: None,
-        restart_count: None,
-        verdict: None,
-        reasons: None,
-        attested_at: None,
-        expires_at: None,
-        created: 0,
+        ..common::host_row(name, &format!("uuid-{name}"), 0)
     }
 }
 

@@ -34,25 +34,7 @@ async fn stores(dir: &tempfile::TempDir) -> Vec<(String, Store)> {
 }
 
 fn host(name: &str, uuid: &str) -> HostRow {
-    HostRow {
-        name: name.into(),
-        hardware_uuid: uuid.into(),
-        connection_url: format!("https://{name}:1443"),
-        tls_cert_sha256: "ab".repeat(32),
-        ek_public: "ZWs=".into(),
-        ak_public: "YWs=".into(),
-        host_info: "{}".into(),
-        software_tpm: true,
-        status: nodetrust_proto::trust::HostStatus::Pending,
-        status_detail: None,
-        reset_count: None,
-        restart_count: None,
-        verdict: None,
-        reasons: None,
-        attested_at: None,
-        expires_at: None,
-        created: 1000,
-    }
+    common::host_row(name, uuid, 1000)
 }
 
 fn report(host: &str, verdict: &str, created: i64) -> ReportRow {
@@ -217,11 +199,25 @@ async fn verdict_counts_agree_with_each_hosts_effective_verdict() {
     }
 }
 
+/// Every host's latest report, read in pages of `page` hosts as the API does.
+async fn latest_reports(store: &Store, page: i64) -> Vec<ReportRow> {
+    let mut out: Vec<ReportRow> = Vec::new();
+    loop {
+        let after = out.last().map(|r| r.host_name.clone()).unwrap_or_default();
+        let rows = store.latest_reports_after(&after, page).await.unwrap();
+        let n = rows.len();
+        out.extend(rows);
+        if i64::try_from(n).unwrap() < page {
+            return out;
+        }
+    }
+}
+
 #[tokio::test]
-async fn latest_reports_gives_each_hosts_newest_in_one_query() {
+async fn latest_reports_give_each_hosts_newest_a_page_of_hosts_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     for (url, store) in stores(&dir).await {
-        for (i, name) in ["c", "a", "b", "none"].iter().enumerate() {
+        for (i, name) in ["c", "a", "b", "none", "d"].iter().enumerate() {
             store
                 .register_host(&host(name, &format!("uuid-{i}")), 1)
                 .await
@@ -235,17 +231,18 @@ async fn latest_reports_gives_each_hosts_newest_in_one_query() {
             ("c", "untrusted", 7),
             ("c", "trusted", 9),
             ("a", "unknown", 30),
+            ("d", "trusted", 1),
         ] {
             store
                 .save_report(&report(name, verdict, created), true, None)
                 .await
                 .unwrap();
         }
-        let latest = store.latest_reports().await.unwrap();
+        let latest = latest_reports(&store, 1000).await;
         let names: Vec<&str> = latest.iter().map(|r| r.host_name.as_str()).collect();
         assert_eq!(
             names,
-            ["a", "b", "c"],
+            ["a", "b", "c", "d"],
             "{url}: by name, hosts without a report absent"
         );
         for r in &latest {
@@ -253,16 +250,23 @@ async fn latest_reports_gives_each_hosts_newest_in_one_query() {
             assert_eq!(one.as_slice(), std::slice::from_ref(r), "{url}");
         }
         assert_eq!(latest[2].created, 9, "{url}");
+        // Pages of one, two (the last page full, then an empty one) and three hosts: the same.
+        for page in [1, 2, 3] {
+            assert_eq!(latest_reports(&store, page).await, latest, "{url}: {page}");
+        }
+        // A page after a host without a report counts only hosts with one.
+        let after_c = store.latest_reports_after("c", 1).await.unwrap();
+        assert_eq!(after_c.len(), 1, "{url}");
+        assert_eq!(after_c[0].host_name, "d", "{url}: \"none\" has no report");
+        assert!(store.latest_reports_after("d", 5).await.unwrap().is_empty());
         // A deleted host's reports are not listed.
         assert!(store.delete_host("b", 100).await.unwrap());
-        let names: Vec<String> = store
-            .latest_reports()
+        let names: Vec<String> = latest_reports(&store, 2)
             .await
-            .unwrap()
             .into_iter()
             .map(|r| r.host_name)
             .collect();
-        assert_eq!(names, ["a", "c"], "{url}");
+        assert_eq!(names, ["a", "c", "d"], "{url}");
     }
 }
 

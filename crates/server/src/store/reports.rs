@@ -303,15 +303,19 @@ impl Store {
         rows.iter().map(report_from_row).collect()
     }
 
-    /// Every registered host's latest report (by `created`, then id), by host name, in one
-    /// query (one index probe per host on `reports(host_name, created)`); hosts without a
-    /// report are absent. `GET /mtwilson/v2/reports?latest=true` at 100,000 hosts.
-    pub async fn latest_reports(&self) -> Result<Vec<ReportRow>> {
+    /// The latest report (by `created`, then id) of up to `limit` registered hosts whose names
+    /// sort after `after` (`""`: from the first), by host name, in one query (one index probe
+    /// per host on `reports(host_name, created)`); hosts without a report are absent, so fewer
+    /// than `limit` rows means no host after them has one. `GET /mtwilson/v2/reports?latest=true`
+    /// pages through 100,000 hosts with it.
+    pub async fn latest_reports_after(&self, after: &str, limit: i64) -> Result<Vec<ReportRow>> {
         let rows = sqlx::query(
             "SELECT r.* FROM hosts h JOIN reports r ON r.id = (SELECT l.id FROM reports l \
              WHERE l.host_name = h.name ORDER BY l.created DESC, l.id DESC LIMIT 1) \
-             ORDER BY h.name",
+             WHERE h.name > $1 ORDER BY h.name LIMIT $2",
         )
+        .bind(after)
+        .bind(limit)
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(report_from_row).collect()

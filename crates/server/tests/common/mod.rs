@@ -683,3 +683,27 @@ pub fn unsigned_reports(list: &Value, jwk: &Value) -> Vec<Value> {
     }
     reports
 }
+
+/// A pending host as registration stores it (made-up keys), for tests that fill the store
+/// directly.
+pub fn host_row(name: &str, uuid: &str, created: i64) -> nodetrust_server::store::HostRow {
+    nodetrust_server::store::HostRow {
+        name: name.into(),
+        hardware_uuid: uuid.into(),
+        connection_url: format!("https://{name}:1443"),
+        tls_cert_sha256: "ab".repeat(32),
+        ek_public: "ZWs=".into(),
+        ak_public: "YWs=".into(),
+        host_info: "{}".into(),
+        software_tpm: true,
+        status: nodetrust_proto::trust::HostStatus::Pending,
+        status_detail: None,
+        reset_count: None,
+        restart_count: None,
+        verdict: None,
+        reasons: None,
+        attested_at: None,
+        expires_at: None,
+        created,
+    }
+}
