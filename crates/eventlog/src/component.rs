@@ -184,22 +184,18 @@ impl Component {
     }
 
     /// The whole statement, as `Display` writes it (`grub command: linux /vmlinuz ...`,
-    /// `boot application \EFI\BOOT\BOOTX64.EFI (shim)`), built in one allocation: it is
-    /// made for many events of every attestation.
+    /// `boot application \EFI\BOOT\BOOTX64.EFI (shim)`), concatenated rather than formatted:
+    /// it is made for many events of every attestation.
     pub fn statement(&self) -> String {
-        let detail = self.detail.as_deref();
-        let (open, close) = if detail.is_some() {
-            (" (", ")")
-        } else {
-            ("", "")
-        };
-        let detail = detail.unwrap_or_default();
-        match self.kind {
-            ComponentKind::KernelCommandLine | ComponentKind::GrubCommand => {
-                concat(&[self.kind.label(), ": ", &self.name, open, detail, close])
-            }
-            _ if open.is_empty() => self.subject(),
-            _ => concat(&[&self.subject(), open, detail, close]),
+        let command = matches!(
+            self.kind,
+            ComponentKind::KernelCommandLine | ComponentKind::GrubCommand
+        );
+        match (command, self.detail.as_deref()) {
+            (true, None) => concat(&[self.kind.label(), ": ", &self.name]),
+            (true, Some(d)) => concat(&[self.kind.label(), ": ", &self.name, " (", d, ")"]),
+            (false, None) => self.subject(),
+            (false, Some(d)) => concat(&[&self.subject(), " (", d, ")"]),
         }
     }
 }

@@ -538,12 +538,11 @@ const LATEST_PAGE: i64 = 1000;
 /// parses), and is logged. Each host's report is its latest when its page was read.
 async fn latest_of_every_host(state: AppState) -> Result<Response, ApiError> {
     use futures_util::StreamExt as _;
-    let first = latest_page(&state, String::new(), false).await?;
-    let rest = futures_util::stream::unfold(first.1, move |cursor| {
+    let first = latest_page(&state, String::new()).await?;
+    let rest = futures_util::stream::unfold(first.1, move |after| {
         let state = state.clone();
         async move {
-            let (after, written) = cursor?;
-            match latest_page(&state, after, written).await {
+            match latest_page(&state, after?).await {
                 Ok((chunk, next)) => Some((Ok(chunk), next)),
                 Err(e) => {
                     tracing::warn!(error = %e, "the latest reports of every host: a page failed; the response is cut short");
@@ -561,40 +560,35 @@ async fn latest_of_every_host(state: AppState) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// One page of [`latest_of_every_host`]: the hosts after `after`, signed and written as JSON
-/// (the list's opening with the first page, its close with the last; `written`: whether a
-/// report came before), and where the next page starts (`None` after the last).
+/// One page of [`latest_of_every_host`]: the hosts after `after` (`""`: the first page, which
+/// opens the list), signed and written as JSON, and the host the next page starts after
+/// (`None`: this page closes the list). A page follows only a full one, so every page but the
+/// first continues a list that already holds a report.
 async fn latest_page(
     state: &AppState,
     after: String,
-    written: bool,
-) -> Result<(axum::body::Bytes, Option<(String, bool)>), ApiError> {
+) -> Result<(axum::body::Bytes, Option<String>), ApiError> {
     let rows = state
         .store
         .latest_reports_after(&after, LATEST_PAGE)
         .await?;
     let full = i64::try_from(rows.len()).is_ok_and(|n| n >= LATEST_PAGE);
-    let last = rows.last().map(|r| r.host_name.clone());
+    let next = rows.last().filter(|_| full).map(|r| r.host_name.clone());
     let views = signed_views(state, rows).await?;
+    let first = after.is_empty();
     let mut out = Vec::with_capacity(views.len().saturating_mul(1024).saturating_add(16));
-    if after.is_empty() {
+    if first {
         out.extend_from_slice(b"{\"reports\":[");
     }
-    let mut written = written;
-    for v in &views {
-        if written {
+    for (i, v) in views.iter().enumerate() {
+        if i > 0 || !first {
             out.push(b',');
         }
         serde_json::to_writer(&mut out, v).map_err(|e| ApiError::Internal(e.to_string()))?;
-        written = true;
     }
-    let next = match last {
-        Some(last) if full => Some((last, written)),
-        _ => {
-            out.extend_from_slice(b"]}");
-            None
-        }
-    };
+    if next.is_none() {
+        out.extend_from_slice(b"]}");
+    }
     Ok((out.into(), next))
 }
 
