@@ -10,7 +10,9 @@
 //!    writes new times and reasons): one statement reads, in one snapshot, the number of hosts,
 //!    the sum of their row versions (every write of a host row increments its version) and the
 //!    rows written since the last catch-up (less [`OVERLAP_MS`], for writes that commit a little
-//!    after the moment they stamp, and for clocks of replicas a little apart).
+//!    after the moment they stamp, and for clocks of replicas a little apart): the rows whose
+//!    `updated` is that recent, and the hosts with a report made since, for an attestation
+//!    leaves `updated` as it was.
 //! 3. **The check**: the list's own count and version sum must then equal the table's. When
 //!    they do not (a write stamped further back than the overlap, a change the feed skipped),
 //!    the list catches up once more, and failing that is read whole again. So a missed write
@@ -153,7 +155,7 @@ impl HostList {
         self.reloads.fetch_add(1, Ordering::Relaxed);
         // The position first, then the rows: a change in between is applied twice, never missed.
         let head = store.changes_head().await?;
-        let all = store.listed_hosts_since(i64::MIN).await?;
+        let all = store.listed_hosts_all().await?;
         let mut fresh = Cache {
             loaded: true,
             cursor: head,

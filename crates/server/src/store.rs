@@ -658,6 +658,24 @@ const V8: &[&str] = &[
 /// newer ones store it empty.
 const V9: &[&str] = &["ALTER TABLE reports ADD COLUMN hardware_uuid TEXT"];
 
+/// Version 10: an attestation writes no indexed column of its host's row. `updated` now moves
+/// only with the writes of a host row other than its verdict's (registration, status), and is
+/// indexed alone: `version` moved at every attestation, so each one rewrote an entry of
+/// `hosts (updated, version)` (on SQLite a delete and an insert in that index; on PostgreSQL a
+/// new entry in all five indexes of `hosts`, since an update that changes an indexed column
+/// cannot be a heap-only one). The host list finds renewals by their reports instead
+/// ([`Store::listed_hosts_since`]). On PostgreSQL the table's pages are left a third free, so
+/// the next version of a row fits beside it (a heap-only update).
+const V10_SQLITE: &[&str] = &[
+    "DROP INDEX IF EXISTS hosts_updated",
+    "CREATE INDEX IF NOT EXISTS hosts_written ON hosts (updated)",
+];
+const V10_POSTGRES: &[&str] = &[
+    "DROP INDEX IF EXISTS hosts_updated",
+    "CREATE INDEX IF NOT EXISTS hosts_written ON hosts (updated)",
+    "ALTER TABLE hosts SET (fillfactor = 60)",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -704,6 +722,11 @@ fn migrations() -> Vec<Migration> {
             version: 9,
             sqlite: V9,
             postgres: V9,
+        },
+        Migration {
+            version: 10,
+            sqlite: V10_SQLITE,
+            postgres: V10_POSTGRES,
         },
     ]
 }
@@ -868,7 +891,7 @@ async fn update_host_verdicts(
     let values = value_rows(backend, shape, &COLUMNS);
     let q = format!(
         "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
-         expires_at = v.column5, updated = v.column4, \
+         expires_at = v.column5, \
          status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
          status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
@@ -924,7 +947,7 @@ async fn update_host_verdict(
     let has_counters = counters.is_some();
     let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
     let updated = sqlx::query(
-        "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, updated = $3, \
+        "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, \
          status = CASE WHEN $5 = 1 THEN 'connected' ELSE status END, \
          status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \

@@ -19,6 +19,7 @@ use nodetrust_server::store::{
     Registered, ReportRow, Store,
 };
 use sqlx::Connection as _;
+use sqlx::Row as _;
 
 /// Fresh stores to run a check on: SQLite, and PostgreSQL when configured. The temp dir (kept
 /// alive by the caller) holds the SQLite file.
@@ -1183,20 +1184,23 @@ async fn replicas_pruning_at_once_delete_each_row_once() {
 
 /// Names of the retention indexes present.
 async fn retention_indexes(url: &str, backend: Backend) -> Vec<String> {
+    indexes_among(url, backend, &["changes_created", "reports_created"]).await
+}
+
+/// Which of these indexes exist, by name.
+async fn indexes_among(url: &str, backend: Backend, names: &[&str]) -> Vec<String> {
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
     let q = match backend {
-        Backend::Sqlite => {
-            "SELECT name FROM sqlite_master WHERE type = 'index' \
-             AND name IN ('reports_created', 'changes_created') ORDER BY name"
-        }
+        Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name",
         Backend::Postgres => {
-            "SELECT CAST(indexname AS TEXT) AS name FROM pg_indexes \
-             WHERE indexname IN ('reports_created', 'changes_created') ORDER BY indexname"
+            "SELECT CAST(indexname AS TEXT) AS name FROM pg_indexes ORDER BY indexname"
         }
     };
-    let names: Vec<String> = sqlx::query_scalar(q).fetch_all(&mut conn).await.unwrap();
+    let all: Vec<String> = sqlx::query_scalar(q).fetch_all(&mut conn).await.unwrap();
     conn.close().await.unwrap();
-    names
+    all.into_iter()
+        .filter(|n| names.contains(&n.as_str()))
+        .collect()
 }
 
 #[tokio::test]
@@ -1242,7 +1246,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9], "{url}");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -1667,5 +1671,100 @@ async fn a_version_8_database_keeps_the_signatures_of_its_reports() {
             ],
             "{url}"
         );
+    }
+}
+
+/// The names of `hosts`' indexes on `updated`.
+async fn updated_indexes(url: &str, backend: Backend) -> Vec<String> {
+    indexes_among(url, backend, &["hosts_updated", "hosts_written"]).await
+}
+
+/// `updated` and `version` of a host row.
+async fn written(url: &str, name: &str) -> (i64, i64) {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let row = sqlx::query("SELECT updated, version FROM hosts WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    (row.try_get(0).unwrap(), row.try_get(1).unwrap())
+}
+
+#[tokio::test]
+async fn an_attestation_writes_no_indexed_column_and_the_host_list_finds_it_by_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let backend = store.backend();
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        store.register_host(&host("h2", "uuid-2"), 0).await.unwrap();
+        let (updated, version) = written(&url, "h1").await;
+        assert_eq!(updated, 0, "{url}");
+
+        // A verdict written at 5,000: the version moves, `updated` does not.
+        store
+            .save_report(&report("h1", "trusted", 5_000), true, None)
+            .await
+            .unwrap();
+        assert_eq!(written(&url, "h1").await, (0, version + 1), "{url}");
+        // The host list's renewal read finds h1 by its report, not h2; nothing after it.
+        let since = store.listed_hosts_since(4_000).await.unwrap();
+        assert_eq!(since.count, 2, "{url}");
+        let names: Vec<&str> = since.rows.iter().map(|r| r.row.name.as_str()).collect();
+        assert_eq!(names, ["h1"], "{url}");
+        assert_eq!(since.rows[0].row.attested_at, Some(5_000), "{url}");
+        assert_eq!(since.rows[0].version, version + 1, "{url}");
+        assert!(store
+            .listed_hosts_since(6_000)
+            .await
+            .unwrap()
+            .rows
+            .is_empty());
+        // Any other write of the row moves `updated`, and is found by it.
+        store
+            .mark_unreachable("h2", "refused", 7_000)
+            .await
+            .unwrap();
+        let since = store.listed_hosts_since(6_000).await.unwrap();
+        let names: Vec<&str> = since.rows.iter().map(|r| r.row.name.as_str()).collect();
+        assert_eq!(names, ["h2"], "{url}");
+        let all = store.listed_hosts_all().await.unwrap();
+        assert_eq!(all.rows.len(), 2, "{url}");
+        assert_eq!(all.version_sum, since.version_sum, "{url}");
+        drop(store);
+
+        // A version-9 database: `hosts (updated, version)` is replaced by `hosts (updated)`.
+        assert_eq!(updated_indexes(&url, backend).await, ["hosts_written"]);
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for stmt in [
+            "DROP INDEX hosts_written",
+            "CREATE INDEX hosts_updated ON hosts (updated, version)",
+            "DELETE FROM schema_migrations WHERE version = 10",
+        ] {
+            sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        }
+        if backend == Backend::Postgres {
+            sqlx::query("ALTER TABLE hosts RESET (fillfactor)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+        assert_eq!(updated_indexes(&url, backend).await, ["hosts_updated"]);
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(updated_indexes(&url, backend).await, ["hosts_written"]);
+        if backend == Backend::Postgres {
+            let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+            let options: String = sqlx::query_scalar(
+                "SELECT CAST(array_to_string(reloptions, ',') AS TEXT) FROM pg_class \
+                 WHERE relname = 'hosts'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+            assert_eq!(options, "fillfactor=60");
+        }
+        assert_eq!(store.listed_hosts_all().await.unwrap().rows.len(), 2);
     }
 }

@@ -12,12 +12,17 @@ const LISTED_COLUMNS: &str = "h.name, h.hardware_uuid, h.connection_url, '' AS t
      h.reset_count, h.restart_count, h.verdict, h.reasons, h.attested_at, h.expires_at, h.created, \
      h.updated, h.version";
 
+/// The number of hosts and the sum of their versions, as columns `n` and `s`.
+const COUNT_AND_SUM: &str =
+    "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(version), 0) AS BIGINT) AS s FROM hosts";
+
 /// One host as the in-memory list keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedRow {
     /// The host, without its keys, facts and certificate pin (those are empty).
     pub row: HostRow,
-    /// When the row was last written (Unix ms, the writer's clock).
+    /// When the row was last written other than by an attestation (Unix ms, the writer's
+    /// clock): an attestation's write of the verdict leaves it (migration 10).
     pub updated: i64,
     /// Incremented by every write of the row.
     pub version: i64,
@@ -65,17 +70,34 @@ fn listed_from_row(r: &sqlx::any::AnyRow) -> Result<ListedRow> {
 
 impl Store {
     /// The number of hosts and the sum of their versions, and every host written at or after
-    /// `since` (Unix ms), in one statement.
+    /// `since` (Unix ms), in one statement: the rows whose `updated` is that recent, and those
+    /// of the hosts with a report made since (an attestation writes its host's verdict without
+    /// moving `updated`, an indexed column: migration 10).
     pub async fn listed_hosts_since(&self, since: i64) -> Result<ListedSnapshot> {
         let q = format!(
-            "SELECT c.n, c.s, {LISTED_COLUMNS} FROM (SELECT COUNT(*) AS n, \
-             CAST(COALESCE(SUM(version), 0) AS BIGINT) AS s FROM hosts) c \
-             LEFT JOIN hosts h ON h.updated >= $1"
+            "WITH written AS (SELECT name FROM hosts WHERE updated >= $1 \
+             UNION SELECT host_name FROM reports WHERE created >= $2) \
+             SELECT c.n, c.s, {LISTED_COLUMNS} FROM ({COUNT_AND_SUM}) c \
+             LEFT JOIN (SELECT hw.* FROM written w JOIN hosts hw ON hw.name = w.name) h ON 1 = 1"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(since)
-            .fetch_all(&self.reader)
-            .await?;
+        let query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(since).bind(since);
+        self.listed_snapshot(query).await
+    }
+
+    /// The number of hosts and the sum of their versions, and every host, in one statement.
+    pub async fn listed_hosts_all(&self) -> Result<ListedSnapshot> {
+        let q = format!(
+            "SELECT c.n, c.s, {LISTED_COLUMNS} FROM ({COUNT_AND_SUM}) c LEFT JOIN hosts h ON 1 = 1"
+        );
+        self.listed_snapshot(sqlx::query(sqlx::AssertSqlSafe(q)))
+            .await
+    }
+
+    async fn listed_snapshot(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<ListedSnapshot> {
+        let rows = query.fetch_all(&self.reader).await?;
         let mut snapshot = ListedSnapshot {
             count: 0,
             version_sum: 0,
