@@ -664,8 +664,8 @@ const V9: &[&str] = &["ALTER TABLE reports ADD COLUMN hardware_uuid TEXT"];
 /// `hosts (updated, version)` (on SQLite a delete and an insert in that index; on PostgreSQL a
 /// new entry in all five indexes of `hosts`, since an update that changes an indexed column
 /// cannot be a heap-only one). The host list finds renewals by their reports instead
-/// ([`Store::listed_hosts_since`]). On PostgreSQL the table's pages are left a third free, so
-/// the next version of a row fits beside it (a heap-only update).
+/// ([`Store::listed_hosts_since`]). On PostgreSQL the table's pages are left 40 % free
+/// (`fillfactor = 60`), so the next version of a row fits beside it (a heap-only update).
 const V10_SQLITE: &[&str] = &[
     "DROP INDEX IF EXISTS hosts_updated",
     "CREATE INDEX IF NOT EXISTS hosts_written ON hosts (updated)",

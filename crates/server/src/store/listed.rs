@@ -76,11 +76,11 @@ impl Store {
     pub async fn listed_hosts_since(&self, since: i64) -> Result<ListedSnapshot> {
         let q = format!(
             "WITH written AS (SELECT name FROM hosts WHERE updated >= $1 \
-             UNION SELECT host_name FROM reports WHERE created >= $2) \
+             UNION SELECT host_name FROM reports WHERE created >= $1) \
              SELECT c.n, c.s, {LISTED_COLUMNS} FROM ({COUNT_AND_SUM}) c \
              LEFT JOIN (SELECT hw.* FROM written w JOIN hosts hw ON hw.name = w.name) h ON 1 = 1"
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(since).bind(since);
+        let query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(since);
         self.listed_snapshot(query).await
     }
 
