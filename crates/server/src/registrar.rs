@@ -166,21 +166,23 @@ fn check_request(req: &RegisterRequest) -> Result<(Public, Public), ApiError> {
     Ok((ek, ak))
 }
 
-/// Why the EK is accepted, or the refusal.
+/// Why the EK is accepted, and the issuer of its certificate when a CA of `--ek-ca-dir`
+/// vouched for it (`None` when an endorsement accepted it: no chain was checked); or the
+/// refusal.
 fn check_endorsement(
     state: &AppState,
     req: &RegisterRequest,
     ek: &Public,
     id: &str,
     listed: &[Endorsement],
-) -> Result<String, ApiError> {
+) -> Result<(String, Option<String>), ApiError> {
     let hw = &req.host.hardware_uuid;
     if let Some(e) = listed.iter().find(|e| {
         e.hardware_uuid
             .as_deref()
             .is_none_or(|u| u.eq_ignore_ascii_case(hw))
     }) {
-        return Ok(format!("listed in tpm-endorsements ({})", e.id));
+        return Ok((format!("listed in tpm-endorsements ({})", e.id), None));
     }
     let mut why = vec![format!(
         "the EK (sha256 {id}) is not listed in tpm-endorsements"
@@ -192,7 +194,10 @@ fn check_endorsement(
     }
     match &req.ek_certificate {
         Some(cert) => match state.ek_cas.check(cert, ek) {
-            Ok(ca) => return Ok(format!("EK certificate issued under {ca}")),
+            Ok(ca) => {
+                let why = format!("EK certificate issued under {ca}");
+                return Ok((why, certificate_issuer(cert)));
+            }
             Err(e) => why.push(e),
         },
         None => why.push("the agent sent no EK certificate".into()),
@@ -334,7 +339,7 @@ async fn register_inner(
     let id = ek_id(&ek);
     // The EK's active endorsements, read once for both checks.
     let listed = state.store.active_endorsements_for(&id).await?;
-    let why = check_endorsement(state, req, &ek, &id, &listed)?;
+    let (why, ek_issuer) = check_endorsement(state, req, &ek, &id, &listed)?;
     let host = &req.host;
     let holders = state
         .store
@@ -376,6 +381,7 @@ async fn register_inner(
                 secret_sha256: sha256_hex(&secret),
                 request,
                 expires: now + ttl,
+                ek_issuer,
             },
             &host.hardware_uuid.to_ascii_lowercase(),
             now,
@@ -475,7 +481,7 @@ pub async fn activate(
     // since the challenge was issued: checked again in the transaction that stores the host.
     let listed = state.store.active_endorsements_for(&id).await?;
     let endorsed = endorsed_for_uuid(&listed, &row.hardware_uuid);
-    let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &listed);
+    let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &listed, challenge.ek_issuer);
     let (name, uuid, ek) = (row.name.clone(), row.hardware_uuid.clone(), id.clone());
     let outcome = state
         .store
@@ -522,14 +528,16 @@ fn certificate_issuer(der: &[u8]) -> Option<String> {
 
 /// The issuer of the EK certificate a registration is accepted with: the certificate of an
 /// active endorsement of this EK (for this hardware UUID or any), else the agent's certificate
-/// when it chains to the manufacturer CA bundle. `None`: the EK is endorsed by its public key
-/// alone (a certificate the agent sent that chains nowhere says nothing and is not kept).
-/// `listed`: the EK's active endorsements.
+/// when it chains to the manufacturer CA bundle: as found when the challenge was issued
+/// (`vouched`), or checked now when it was not (the EK was accepted by an endorsement then).
+/// `None`: the EK is endorsed by its public key alone (a certificate the agent sent that
+/// chains nowhere says nothing and is not kept). `listed`: the EK's active endorsements.
 fn ek_certificate_issuer(
     state: &AppState,
     reg: &RegisterRequest,
     ek: &Public,
     listed: &[Endorsement],
+    vouched: Option<String>,
 ) -> Option<String> {
     let hw = &reg.host.hardware_uuid;
     for e in listed {
@@ -548,10 +556,12 @@ fn ek_certificate_issuer(
             return issuer;
         }
     }
-    reg.ek_certificate
-        .as_deref()
-        .filter(|cert| state.ek_cas.check(cert, ek).is_ok())
-        .and_then(certificate_issuer)
+    vouched.or_else(|| {
+        reg.ek_certificate
+            .as_deref()
+            .filter(|cert| state.ek_cas.check(cert, ek).is_ok())
+            .and_then(certificate_issuer)
+    })
 }
 
 /// Input of `POST /mtwilson/v2/tpm-endorsements`.

@@ -234,6 +234,9 @@ pub struct ChallengeRow {
     pub request: String,
     /// Unix ms.
     pub expires: i64,
+    /// The issuer of the EK certificate the registration was accepted under, when a CA of
+    /// `--ek-ca-dir` vouched for the certificate the agent sent.
+    pub ek_issuer: Option<String>,
 }
 
 /// One entry of the change feed.
@@ -509,6 +512,14 @@ struct RegisterStep {
 }
 
 impl RegisterStep {
+    /// An activation that stored nothing.
+    fn refused(outcome: Registered) -> Self {
+        Self {
+            outcome,
+            changes: Vec::new(),
+        }
+    }
+
     /// The changes to publish once the transaction committed.
     fn published(&self) -> Vec<Change> {
         self.changes.iter().map(|(c, _)| c.clone()).collect()
@@ -676,6 +687,11 @@ const V10_POSTGRES: &[&str] = &[
     "ALTER TABLE hosts SET (fillfactor = 60)",
 ];
 
+/// Version 11: a registration challenge keeps the issuer of the EK certificate that a CA of
+/// `--ek-ca-dir` vouched for when it was issued, so the activation does not verify the
+/// certificate's chain a second time to name its issuer (a signature verification a host).
+const V11: &[&str] = &["ALTER TABLE challenges ADD COLUMN ek_issuer TEXT"];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -727,6 +743,11 @@ fn migrations() -> Vec<Migration> {
             version: 10,
             sqlite: V10_SQLITE,
             postgres: V10_POSTGRES,
+        },
+        Migration {
+            version: 11,
+            sqlite: V11,
+            postgres: V11,
         },
     ]
 }
@@ -917,20 +938,7 @@ async fn update_host_verdicts(
             .bind(pcrs)
             .bind(*registered);
     }
-    for _ in rows.len()..shape {
-        query = query
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .bind(None::<String>)
-            .bind(None::<i64>);
-    }
+    query = bind_padding(query, shape - rows.len(), "tttiiiiiiti");
     let names = query.fetch_all(&mut **tx).await?;
     names.iter().map(|r| Ok(r.try_get("name")?)).collect()
 }
@@ -1017,6 +1025,25 @@ fn value_rows(backend: Backend, rows: usize, columns: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The query type of every statement here.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds the padding rows of a batch statement written for [`batch_shape`] rows: `rows` rows
+/// of NULLs, one a column of `kinds` (`i` an integer, anything else text; PostgreSQL types a
+/// NULL parameter by what it is bound as). A statement skips its rows whose first column is
+/// NULL.
+fn bind_padding<'q>(mut query: AnyQuery<'q>, rows: usize, kinds: &str) -> AnyQuery<'q> {
+    for _ in 0..rows {
+        for kind in kinds.bytes() {
+            query = match kind {
+                b'i' => query.bind(None::<i64>),
+                _ => query.bind(None::<String>),
+            };
+        }
+    }
+    query
 }
 
 /// `select` (a statement ending in a column to match) followed by `IN (...)` of `names`, with
@@ -1491,23 +1518,41 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        for (change, now) in changes {
-            sqlx::query(
-                "INSERT INTO changes (host_name, kind, verdict, created) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&change.host_name)
-            .bind(change.kind.as_str())
-            .bind(change.verdict.map(Trust::as_str))
-            .bind(*now)
-            .execute(&mut **tx)
-            .await?;
+        // In order, as many to a statement as a batch carries (each statement is a round
+        // trip): a row's sequence number follows the row before it.
+        for chunk in changes.chunks(BATCH_MAX / 4) {
+            let shape = batch_shape(chunk.len()).min(BATCH_MAX / 4);
+            let values = value_rows(self.backend, shape, &["{}"; 4]);
+            let q = format!(
+                "INSERT INTO changes (host_name, kind, verdict, created) \
+                 SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES {values}) AS v \
+                 WHERE v.column1 IS NOT NULL"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            for (change, now) in chunk {
+                query = query
+                    .bind(&change.host_name)
+                    .bind(change.kind.as_str())
+                    .bind(change.verdict.map(Trust::as_str))
+                    .bind(*now);
+            }
+            query = bind_padding(query, shape - chunk.len(), "ttti");
+            query.execute(&mut **tx).await?;
             if self.backend == Backend::Postgres {
-                let payload = serde_json::to_string(change).unwrap_or_default();
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANGES_CHANNEL)
-                    .bind(payload)
-                    .execute(&mut **tx)
-                    .await?;
+                let payloads = (2..shape + 2)
+                    .map(|i| format!("(${i})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let q = format!(
+                    "SELECT pg_notify($1, v.column1) FROM (VALUES {payloads}) AS v \
+                     WHERE v.column1 IS NOT NULL"
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(CHANGES_CHANNEL);
+                for (change, _) in chunk {
+                    query = query.bind(serde_json::to_string(change).unwrap_or_default());
+                }
+                query = bind_padding(query, shape - chunk.len(), "t");
+                query.execute(&mut **tx).await?;
             }
         }
         Ok(())

@@ -453,12 +453,14 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
         assert_eq!(store.flavors().await.unwrap().len(), 1);
         assert!(store.delete_flavor("f1").await.unwrap());
         assert!(!store.delete_flavor("f1").await.unwrap());
-        // Challenges: one take each, none after expiry.
+        // Challenges: one take each, none after expiry; the EK certificate's issuer found
+        // when the challenge was issued comes back with it.
         let c = ChallengeRow {
             id: "c1".into(),
             secret_sha256: "00".into(),
             request: "{}".into(),
             expires: 100,
+            ek_issuer: Some("O=Vendor, CN=EK CA".into()),
         };
         store.put_challenge(&c, 50).await.unwrap();
         assert_eq!(
@@ -470,13 +472,29 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
             .put_challenge(
                 &ChallengeRow {
                     id: "c2".into(),
-                    ..c
+                    ..c.clone()
                 },
                 50,
             )
             .await
             .unwrap();
         assert_eq!(store.take_challenge("c2", 101).await.unwrap(), None);
+        for (id, ek_issuer) in [("c3", c.ek_issuer.clone()), ("c4", None)] {
+            let bounded = ChallengeRow {
+                id: id.into(),
+                ek_issuer,
+                ..c.clone()
+            };
+            assert!(store
+                .put_challenge_bounded(&bounded, "uuid-c", 50)
+                .await
+                .unwrap());
+            assert_eq!(
+                store.challenge(id, 60).await.unwrap(),
+                Some(bounded),
+                "{url}"
+            );
+        }
         // Keys: the first value written stays.
         let k1 = store.key_or_insert("k", || "one".into()).await.unwrap();
         let k2 = store.key_or_insert("k", || "two".into()).await.unwrap();
@@ -727,11 +745,12 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             secret_sha256: "00".into(),
             request: "{}".into(),
             expires: 10_000,
+            ek_issuer: None,
         };
         let n = 40;
-        let ids = (0..n)
-            .map(|i| format!("c{i}"))
-            .chain(["dup", "refused", "twin-a", "twin-b"].map(String::from));
+        let ids = (0..n).map(|i| format!("c{i}")).chain(
+            ["dup", "refused", "twin-a", "twin-b", "ektwin-a", "ektwin-b"].map(String::from),
+        );
         for id in ids {
             store.put_challenge(&challenge(&id), 50).await.unwrap();
         }
@@ -739,7 +758,8 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
         let head = store.changes_head().await.unwrap();
         let shared_before = store.registration_commits();
         // Started at once: n distinct hosts; two activations of one challenge; one the check
-        // refuses; two machines of one hardware UUID (the second replaces the first).
+        // refuses; two machines of one hardware UUID, and two of one EK (in each pair the
+        // second replaces the first).
         let mut jobs: Vec<(String, HostRow, bool)> = (0..n)
             .map(|i| {
                 let mut h = host(&format!("a{i}"), &format!("uuid-a{i}"));
@@ -754,9 +774,16 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
         let mut no = host("no", "uuid-no");
         no.ek_public = "ek-no".into();
         jobs.push(("refused".into(), no, false));
-        for twin in ["twin-a", "twin-b"] {
-            let mut h = host(twin, "uuid-twin");
+        // (The hardware UUID in two cases: one machine all the same, and no unique index of
+        // the table stops the second insert.)
+        for (twin, uuid) in [("twin-a", "uuid-twin"), ("twin-b", "UUID-TWIN")] {
+            let mut h = host(twin, uuid);
             h.ek_public = format!("ek-{twin}");
+            jobs.push((twin.into(), h, true));
+        }
+        for twin in ["ektwin-a", "ektwin-b"] {
+            let mut h = host(twin, &format!("uuid-{twin}"));
+            h.ek_public = "ek-twin".into();
             jobs.push((twin.into(), h, true));
         }
         let tasks: Vec<_> = jobs
@@ -806,29 +833,28 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             "{url}"
         );
         assert!(store.host("no").await.unwrap().is_none(), "{url}");
-        let twins = [&outcomes["twin-a"][..], &outcomes["twin-b"][..]];
-        let survivor = if twins[0] == [Registered::Stored(true)] {
-            "twin-a"
-        } else {
-            "twin-b"
-        };
-        let other = if survivor == "twin-a" {
-            "twin-b"
-        } else {
-            "twin-a"
-        };
-        assert_eq!(
-            outcomes[other],
-            [Registered::Stored(false)],
-            "{url}: {twins:?}"
-        );
-        assert_eq!(
-            outcomes[survivor],
-            [Registered::Stored(true)],
-            "{url}: {twins:?}"
-        );
-        assert!(store.host(survivor).await.unwrap().is_some(), "{url}");
-        assert!(store.host(other).await.unwrap().is_none(), "{url}");
+        let mut replaced = Vec::new();
+        for (a, b) in [("twin-a", "twin-b"), ("ektwin-a", "ektwin-b")] {
+            let twins = [&outcomes[a][..], &outcomes[b][..]];
+            let (survivor, other) = if twins[0] == [Registered::Stored(true)] {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            assert_eq!(
+                outcomes[other],
+                [Registered::Stored(false)],
+                "{url}: {twins:?}"
+            );
+            assert_eq!(
+                outcomes[survivor],
+                [Registered::Stored(true)],
+                "{url}: {twins:?}"
+            );
+            assert!(store.host(survivor).await.unwrap().is_some(), "{url}");
+            assert!(store.host(other).await.unwrap().is_none(), "{url}");
+            replaced.push(other);
+        }
         // Every challenge used up, the refused one too.
         for id in (0..n)
             .map(|i| format!("c{i}"))
@@ -840,7 +866,7 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
                 "{url} {id}"
             );
         }
-        // Published: one `registered` change a host stored, and the twin replaced under
+        // Published: one `registered` change a host stored, and each twin replaced under
         // another name `deleted`: what the durable feed recorded, no more, no less.
         let mut published = Vec::new();
         while let Ok(c) = live.try_recv() {
@@ -854,20 +880,16 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             .collect();
         assert_eq!(
             registered.len(),
-            usize::try_from(n).unwrap() + 3,
+            usize::try_from(n).unwrap() + 5,
             "{url}: {registered:?}"
         );
-        assert!(
-            published.contains(&("deleted".to_string(), other.to_string())),
-            "{url}: {published:?}"
-        );
-        let mut durable: Vec<(String, String)> = store
-            .changes_since(head, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(_, c)| (c.kind.as_str().to_string(), c.host_name))
-            .collect();
+        for other in replaced {
+            assert!(
+                published.contains(&("deleted".to_string(), other.to_string())),
+                "{url}: {published:?}"
+            );
+        }
+        let mut durable = feed_after(&store, head).await;
         durable.sort();
         assert_eq!(published, durable, "{url}");
         let (commits, committed) = store.registration_commits();
@@ -876,7 +898,7 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             Backend::Sqlite => {
                 assert_eq!(
                     committed - shared_before.1,
-                    u64::try_from(n).unwrap() + 5,
+                    u64::try_from(n).unwrap() + 7,
                     "{url}"
                 );
                 assert!(
@@ -887,6 +909,144 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             Backend::Postgres => assert_eq!((commits, committed), shared_before, "{url}"),
         }
     }
+}
+
+/// Activations at once that replace hosts already stored: each replacement's `deleted`
+/// change comes before its `registered` one in the feed. Two activations hold the same row,
+/// one by its name and the other by its hardware UUID (in another case); the first is
+/// refused, so the row is still there for the second, which replaces it, as one after the
+/// other would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_at_once_that_replace_hosts_get_the_outcomes_of_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let n = 24;
+        let mut old = Vec::new();
+        for i in 0..n {
+            let mut h = host(&format!("old{i}"), &format!("uuid-r{i}"));
+            h.ek_public = format!("ek-old{i}");
+            old.push(h);
+        }
+        // Held by both "s-a" (its name) and "s-b" (its hardware UUID).
+        let mut shared = host("s-a", "UUID-S-B");
+        shared.ek_public = "ek-shared".into();
+        old.push(shared);
+        for h in &old {
+            store.register_host(h, 10).await.unwrap();
+        }
+        let mut jobs = Vec::new();
+        for i in 0..n {
+            // A reimaged machine: same hardware UUID (in another case), a new name and EK.
+            let mut h = host(&format!("new{i}"), &format!("UUID-R{i}"));
+            h.ek_public = format!("ek-new{i}");
+            jobs.push((format!("r{i}"), h));
+        }
+        for (name, uuid) in [("s-a", "uuid-s-a"), ("s-b", "uuid-s-b")] {
+            let mut h = host(name, uuid);
+            h.ek_public = format!("ek-{name}");
+            jobs.push((format!("c-{name}"), h));
+        }
+        for (id, _) in &jobs {
+            let c = ChallengeRow {
+                id: id.clone(),
+                secret_sha256: "00".into(),
+                request: "{}".into(),
+                expires: 10_000,
+                ek_issuer: None,
+            };
+            store.put_challenge(&c, 50).await.unwrap();
+        }
+        let head = store.changes_head().await.unwrap();
+        let before = store.registration_commits();
+        let tasks: Vec<_> = jobs
+            .into_iter()
+            .map(|(id, h)| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    let refuse = h.name == "s-a";
+                    let outcome = s
+                        .register_host_activated(&h, None, &id, 100, move |_| {
+                            if refuse {
+                                Err(("refused", "no".into()))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .await
+                        .unwrap();
+                    (h.name, outcome)
+                })
+            })
+            .collect();
+        let mut outcomes = BTreeMap::new();
+        for t in tasks {
+            let (name, outcome) = t.await.unwrap();
+            outcomes.insert(name, outcome);
+        }
+        for i in 0..n {
+            assert_eq!(
+                outcomes[&format!("new{i}")],
+                Registered::Stored(true),
+                "{url}"
+            );
+            assert!(
+                store.host(&format!("old{i}")).await.unwrap().is_none(),
+                "{url}"
+            );
+            let new = store.host(&format!("new{i}")).await.unwrap().unwrap();
+            assert_eq!(new.ek_public, format!("ek-new{i}"), "{url}");
+        }
+        assert!(
+            matches!(outcomes["s-a"], Registered::Refused("refused", _)),
+            "{url}: {:?}",
+            outcomes["s-a"]
+        );
+        assert_eq!(outcomes["s-b"], Registered::Stored(true), "{url}");
+        assert!(store.host("s-a").await.unwrap().is_none(), "{url}");
+        let s_b = store.host("s-b").await.unwrap().unwrap();
+        assert_eq!(s_b.hardware_uuid, "uuid-s-b", "{url}");
+        assert_eq!(store.hosts().await.unwrap().len(), n + 1, "{url}");
+        // The feed: each old host's `deleted` before its successor's `registered`.
+        let feed = feed_after(&store, head).await;
+        for i in 0..n {
+            assert!(
+                at_kind(&feed, "deleted", &format!("old{i}"))
+                    < at_kind(&feed, "registered", &format!("new{i}")),
+                "{url}: {feed:?}"
+            );
+        }
+        assert!(
+            at_kind(&feed, "deleted", "s-a") < at_kind(&feed, "registered", "s-b"),
+            "{url}: {feed:?}"
+        );
+        assert_eq!(feed.len(), 2 * n + 2, "{url}: {feed:?}");
+        let (commits, committed) = store.registration_commits();
+        if store.backend() == Backend::Sqlite {
+            assert_eq!(committed - before.1, u64::try_from(n).unwrap() + 2, "{url}");
+            assert!(
+                commits - before.0 < u64::try_from(n).unwrap(),
+                "{url}: {commits} commits"
+            );
+        }
+    }
+}
+
+/// The change feed after `head`, as (kind, host) in order.
+async fn feed_after(store: &Store, head: i64) -> Vec<(String, String)> {
+    store
+        .changes_since(head, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, c)| (c.kind.as_str().to_string(), c.host_name))
+        .collect()
+}
+
+/// Where a change of `kind` for `host` is in `feed`.
+fn at_kind(feed: &[(String, String)], kind: &str, host: &str) -> usize {
+    feed.iter()
+        .position(|(k, h)| k == kind && h == host)
+        .unwrap_or_else(|| panic!("no {kind} {host} in {feed:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1246,7 +1406,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "{url}");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");

@@ -10,12 +10,13 @@ impl Store {
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO challenges (id, secret_sha256, request, expires) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO challenges (id, secret_sha256, request, expires, ek_issuer) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&c.id)
         .bind(&c.secret_sha256)
         .bind(&c.request)
         .bind(c.expires)
+        .bind(&c.ek_issuer)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -41,8 +42,8 @@ impl Store {
         if self.backend == Backend::Sqlite && !sweep_due && !self.faults.writes_failing() {
             let mut w = self.writer().await?;
             let inserted = sqlx::query(
-                "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
-                 SELECT $1, $2, $3, $4, $5 \
+                "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer) \
+                 SELECT $1, $2, $3, $4, $5, $9 \
                  WHERE (SELECT COUNT(*) FROM challenges WHERE expires >= $6) < $7 \
                  AND (SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $5 AND expires >= $6) < $8",
             )
@@ -54,6 +55,7 @@ impl Store {
             .bind(now)
             .bind(MAX_CHALLENGES)
             .bind(MAX_CHALLENGES_PER_UUID)
+            .bind(&c.ek_issuer)
             .execute(&mut *w.conn)
             .await?;
             w.end.ok = true;
@@ -104,14 +106,15 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&c.id)
         .bind(&c.secret_sha256)
         .bind(&c.request)
         .bind(c.expires)
         .bind(hardware_uuid)
+        .bind(&c.ek_issuer)
         .execute(&mut *tx)
         .await?;
         w.end.commit(tx).await?;
@@ -139,7 +142,7 @@ impl Store {
     /// ([`Store::register_host_activated`]), one write turn instead of two.
     pub async fn challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
         let row = sqlx::query(
-            "SELECT id, secret_sha256, request, expires FROM challenges WHERE id = $1 AND expires >= $2",
+            "SELECT id, secret_sha256, request, expires, ek_issuer FROM challenges WHERE id = $1 AND expires >= $2",
         )
         .bind(id)
         .bind(now)
@@ -153,7 +156,7 @@ impl Store {
         // One statement: read and delete at once (no other writer can take it in between).
         let mut w = self.writer().await?;
         let row = sqlx::query(
-            "DELETE FROM challenges WHERE id = $1 RETURNING id, secret_sha256, request, expires",
+            "DELETE FROM challenges WHERE id = $1 RETURNING id, secret_sha256, request, expires, ek_issuer",
         )
         .bind(id)
         .fetch_optional(&mut *w.conn)
@@ -172,5 +175,6 @@ fn challenge_from_row(r: &AnyRow) -> Result<ChallengeRow> {
         secret_sha256: r.try_get("secret_sha256")?,
         request: r.try_get("request")?,
         expires: r.try_get("expires")?,
+        ek_issuer: r.try_get("ek_issuer")?,
     })
 }

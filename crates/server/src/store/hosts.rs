@@ -112,37 +112,7 @@ impl Store {
         ek_issuer: Option<&str>,
         now: i64,
     ) -> Result<Change> {
-        sqlx::query(
-            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
-             software_tpm, status, created, updated, ek_issuer) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10)",
-        )
-        .bind(&h.name)
-        .bind(&h.hardware_uuid)
-        .bind(&h.connection_url)
-        .bind(&h.tls_cert_sha256)
-        .bind(&h.ek_public)
-        .bind(&h.ak_public)
-        .bind(&h.host_info)
-        .bind(i64::from(h.software_tpm))
-        .bind(now)
-        .bind(ek_issuer)
-        .execute(&mut **tx)
-        .await?;
-        // No lease: whichever replica is free takes it when due.
-        sqlx::query(
-            "INSERT INTO schedule (name, next_attest, lease_owner, lease_until) VALUES ($1, $2, NULL, 0) \
-             ON CONFLICT (name) DO UPDATE SET next_attest = $2, lease_owner = NULL, lease_until = 0",
-        )
-        .bind(&h.name)
-        .bind(if h.connection_url == PUSH_URL {
-            // A push host is attested when its agent pushes: never due for the scheduler.
-            PUSH_NEVER_DUE
-        } else {
-            now.saturating_add(REGISTERED_DUE_AFTER_MS)
-        })
-        .execute(&mut **tx)
-        .await?;
+        insert_registered_rows(tx, self.backend, &[(h, ek_issuer, now)]).await?;
         Ok(Change {
             host_name: h.name.clone(),
             kind: ChangeKind::Registered,
@@ -260,29 +230,51 @@ impl Store {
 
     /// Activations (in order) in one transaction; each one's outcome, and the changes to
     /// publish for it (the host stored, and the hosts it replaced under other names).
+    ///
+    /// The statements are shared too: every challenge is taken by one statement and every
+    /// identity's holders are read by one, each activation is checked against its own, and the
+    /// hosts accepted are inserted together. (Each statement is a round trip to the writer's
+    /// thread, and the write turn that bounds registrations per second is held across them.)
+    /// That equals one activation after another when no two of them share a name, a hardware
+    /// UUID, an EK or a holder: none then reads a row another writes. When two do (the same
+    /// host activating twice at once, or two hosts that replace the same row), the
+    /// activations after the challenges' take run one by one, as [`Store::register_in`].
     async fn register_shared_tx(
         &self,
         items: &[PendingRegistration],
     ) -> Result<Vec<(Registered, Vec<Change>)>> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
+        let taken = take_challenges(&mut tx, self.backend, items).await?;
+        let active: Vec<&PendingRegistration> = items
+            .iter()
+            .zip(&taken)
+            .filter_map(|(p, t)| t.then_some(p))
+            .collect();
+        let holders = holders_of(&mut tx, self.backend, &active).await?;
         let mut changes = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
-        for p in items {
-            let step = self
-                .register_in(
-                    &mut tx,
-                    &p.host,
-                    p.ek_issuer.as_deref(),
-                    &p.challenge_id,
-                    p.now,
-                    &*p.check,
-                )
-                .await?;
+        let mut stored = Vec::new();
+        let mut own = holders.iter();
+        for (p, taken) in items.iter().zip(taken) {
+            let step = if !taken {
+                RegisterStep::refused(Registered::ChallengeGone)
+            } else if let Some(Some(held)) = own.next() {
+                decide_in(&mut tx, &p.host, held, p.now, &*p.check, &mut stored).await?
+            } else {
+                self.register_taken_in(&mut tx, &p.host, p.ek_issuer.as_deref(), p.now, &*p.check)
+                    .await?
+            };
             let published = step.published();
             outcomes.push((step.outcome, published));
             changes.extend(step.changes);
         }
+        let rows: Vec<(&HostRow, Option<&str>, i64)> = stored
+            .iter()
+            .filter_map(|i: &usize| active.get(*i))
+            .map(|p| (&p.host, p.ek_issuer.as_deref(), p.now))
+            .collect();
+        insert_registered_rows(&mut tx, self.backend, &rows).await?;
         // A challenge gone wrote nothing, and a refusal only took its challenge: the
         // transaction commits whatever its registrations' outcomes.
         w.end.commit_with_changes(tx, &changes).await?;
@@ -351,17 +343,42 @@ impl Store {
         now: i64,
         check: &IdentityCheck,
     ) -> Result<RegisterStep> {
-        let refused = |outcome| RegisterStep {
-            outcome,
-            changes: Vec::new(),
-        };
         let taken = sqlx::query("DELETE FROM challenges WHERE id = $1 AND expires >= $2")
             .bind(challenge_id)
             .bind(now)
             .execute(&mut **tx)
             .await?;
         if taken.rows_affected() == 0 {
-            return Ok(refused(Registered::ChallengeGone));
+            return Ok(RegisterStep::refused(Registered::ChallengeGone));
+        }
+        self.register_taken_in(tx, h, ek_issuer, now, check).await
+    }
+
+    /// [`Store::register_in`] once the challenge is taken.
+    async fn register_taken_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        h: &HostRow,
+        ek_issuer: Option<&str>,
+        now: i64,
+        check: &IdentityCheck,
+    ) -> Result<RegisterStep> {
+        if self.backend == Backend::Postgres {
+            // Two registrations at once of an identity nobody holds yet find no row to lock
+            // below. The table's unique indexes stop the second only for the same name or the
+            // same hardware UUID in the same case; the identity rule also holds the UUID in any
+            // case and the EK. So the registration first takes a lock (until its commit) on
+            // each of the three, in the same order every time (no two can wait for each
+            // other): the second then reads the first's host and is checked against it.
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(1, hashtext($1)), \
+                 pg_advisory_xact_lock(2, hashtext(LOWER($2))), pg_advisory_xact_lock(3, hashtext($3))",
+            )
+            .bind(&h.name)
+            .bind(&h.hardware_uuid)
+            .bind(&h.ek_public)
+            .execute(&mut **tx)
+            .await?;
         }
         let q = identity_holders_query(match self.backend {
             Backend::Sqlite => "",
@@ -375,20 +392,9 @@ impl Store {
             .await?;
         let holders = rows.iter().map(host_from_row).collect::<Result<Vec<_>>>()?;
         if let Err((reason, message)) = check(&holders) {
-            return Ok(refused(Registered::Refused(reason, message)));
+            return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
         }
-        let mut changes = Vec::new();
-        for old in &holders {
-            delete_host_row(tx, &old.name).await?;
-            if old.name != h.name {
-                let change = Change {
-                    host_name: old.name.clone(),
-                    kind: ChangeKind::Deleted,
-                    verdict: None,
-                };
-                changes.push((change, now));
-            }
-        }
+        let mut changes = replaced(tx, h, &holders, now).await?;
         let change = self.insert_registered(tx, h, ek_issuer, now).await?;
         changes.push((change, now));
         Ok(RegisterStep {
@@ -438,4 +444,258 @@ async fn delete_host_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) 
         .execute(&mut **tx)
         .await?;
     Ok(r.rows_affected() > 0)
+}
+
+/// Deletes the hosts a registration replaces; the `deleted` changes of those under another
+/// name.
+async fn replaced(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    h: &HostRow,
+    holders: &[HostRow],
+    now: i64,
+) -> Result<Vec<(Change, i64)>> {
+    let mut changes = Vec::new();
+    for old in holders {
+        delete_host_row(tx, &old.name).await?;
+        if old.name != h.name {
+            let change = Change {
+                host_name: old.name.clone(),
+                kind: ChangeKind::Deleted,
+                verdict: None,
+            };
+            changes.push((change, now));
+        }
+    }
+    Ok(changes)
+}
+
+/// Takes the challenges of a shared transaction's activations in one statement: whether each
+/// activation (in order) took its own. A challenge is taken when it has not expired at its
+/// activation's moment, and by the first of two activations that name the same one (the
+/// second finds it gone, as it would after the first). One that expired between the earliest
+/// activation's moment and its own is deleted and refused: it was of no use.
+async fn take_challenges(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    items: &[PendingRegistration],
+) -> Result<Vec<bool>> {
+    let earliest = items.iter().map(|p| p.now).min().unwrap_or(0);
+    let mut open: HashMap<String, i64> = HashMap::new();
+    for chunk in items.chunks(BATCH_MAX) {
+        let ids: Vec<&str> = chunk.iter().map(|p| p.challenge_id.as_str()).collect();
+        let shape = batch_shape(ids.len());
+        let q = format!(
+            "DELETE FROM challenges WHERE expires >= {} AND id IN ({}) RETURNING id, expires",
+            mark(backend, 1),
+            (2..=shape + 1)
+                .map(|i| mark(backend, i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(earliest);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        for _ in ids.len()..shape {
+            query = query.bind(ids.first().copied().unwrap_or_default());
+        }
+        for r in query.fetch_all(&mut **tx).await? {
+            open.insert(r.try_get("id")?, r.try_get("expires")?);
+        }
+    }
+    Ok(items
+        .iter()
+        .map(|p| {
+            open.remove(&p.challenge_id)
+                .is_some_and(|expires| expires >= p.now)
+        })
+        .collect())
+}
+
+/// One activation's holders, read with the others' ([`holders_of`]); `index` is its place
+/// among the activations read.
+struct Held {
+    index: usize,
+    rows: Vec<HostRow>,
+}
+
+/// The hosts each activation would replace or conflict with, read for all of them at once:
+/// for each (in order), `Some` with its holders (by name, as [`identity_holders_query`] lists
+/// them), or `None` for all when two activations share a name, a hardware UUID, an EK or a
+/// holder (then each must read after the one before it wrote: [`Store::register_taken_in`]).
+async fn holders_of(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    active: &[&PendingRegistration],
+) -> Result<Vec<Option<Held>>> {
+    let alone = || active.iter().map(|_| None).collect();
+    let keys: Vec<(&str, String, &str)> = active
+        .iter()
+        .map(|p| {
+            let h = &p.host;
+            (
+                h.name.as_str(),
+                h.hardware_uuid.to_ascii_lowercase(),
+                h.ek_public.as_str(),
+            )
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (name, uuid, ek) in &keys {
+        let fresh = [
+            seen.insert((0, *name)),
+            seen.insert((1, uuid.as_str())),
+            seen.insert((2, *ek)),
+        ];
+        if fresh.contains(&false) {
+            return Ok(alone());
+        }
+    }
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(BATCH_MAX / 2) {
+        let shape = batch_shape(chunk.len());
+        let list = |from: usize| {
+            (from..from + shape)
+                .map(|i| mark(backend, i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let q = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE name IN ({}) OR LOWER(hardware_uuid) IN ({}) \
+             OR ek_public IN ({}) ORDER BY name",
+            list(1),
+            list(shape + 1),
+            list(2 * shape + 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+        let padded = |i: usize| chunk.get(i).or_else(|| chunk.first());
+        for i in 0..shape {
+            query = query.bind(padded(i).map(|k| k.0).unwrap_or_default());
+        }
+        for i in 0..shape {
+            query = query.bind(padded(i).map(|k| k.1.as_str()).unwrap_or_default());
+        }
+        for i in 0..shape {
+            query = query.bind(padded(i).map(|k| k.2).unwrap_or_default());
+        }
+        for r in query.fetch_all(&mut **tx).await? {
+            rows.push(host_from_row(&r)?);
+        }
+    }
+    if keys.len() > BATCH_MAX / 2 {
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows.dedup_by(|a, b| a.name == b.name);
+    }
+    let mut held: Vec<Held> = (0..keys.len())
+        .map(|index| Held {
+            index,
+            rows: Vec::new(),
+        })
+        .collect();
+    for row in rows {
+        let uuid = row.hardware_uuid.to_ascii_lowercase();
+        let mut of = keys
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, u, ek))| *name == row.name || *u == uuid || *ek == row.ek_public);
+        let (Some((i, _)), None) = (of.next(), of.next()) else {
+            // A holder of two activations (or of none, which cannot be): one by one.
+            return Ok(alone());
+        };
+        if let Some(h) = held.get_mut(i) {
+            h.rows.push(row);
+        }
+    }
+    Ok(held.into_iter().map(Some).collect())
+}
+
+/// Inserts hosts just registered (each due [`REGISTERED_DUE_AFTER_MS`] after its
+/// registration, or never for the scheduler when its agent pushes), with their schedule rows:
+/// two statements for up to [`BATCH_MAX`] / 16 hosts (the activations of a shared
+/// transaction, or one host: [`Store::insert_registered`]).
+async fn insert_registered_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    rows: &[(&HostRow, Option<&str>, i64)],
+) -> Result<()> {
+    for chunk in rows.chunks(BATCH_MAX / 16) {
+        let shape = batch_shape(chunk.len()).min(BATCH_MAX / 16);
+        let values = value_rows(backend, shape, &["{}"; 11]);
+        let q = format!(
+            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, \
+             host_info, software_tpm, status, created, updated, ek_issuer) \
+             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
+             'pending', v.column9, v.column10, v.column11 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+        for (h, ek_issuer, now) in chunk {
+            query = query
+                .bind(&h.name)
+                .bind(&h.hardware_uuid)
+                .bind(&h.connection_url)
+                .bind(&h.tls_cert_sha256)
+                .bind(&h.ek_public)
+                .bind(&h.ak_public)
+                .bind(&h.host_info)
+                .bind(i64::from(h.software_tpm))
+                .bind(*now)
+                .bind(*now)
+                .bind(*ek_issuer);
+        }
+        query = bind_padding(query, shape - chunk.len(), "tttttttiiit");
+        query.execute(&mut **tx).await?;
+        let values = value_rows(backend, shape, &["{}"; 2]);
+        let q = format!(
+            "INSERT INTO schedule (name, next_attest, lease_owner, lease_until) \
+             SELECT v.column1, v.column2, NULL, 0 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL \
+             ON CONFLICT (name) DO UPDATE SET next_attest = excluded.next_attest, lease_owner = NULL, lease_until = 0"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+        for (h, _, now) in chunk {
+            query = query.bind(&h.name).bind(first_due(h, *now));
+        }
+        query = bind_padding(query, shape - chunk.len(), "ti");
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// When a host just registered is first due: [`REGISTERED_DUE_AFTER_MS`] after `now`, or
+/// never for the scheduler when its agent pushes.
+fn first_due(h: &HostRow, now: i64) -> i64 {
+    if h.connection_url == PUSH_URL {
+        PUSH_NEVER_DUE
+    } else {
+        now.saturating_add(REGISTERED_DUE_AFTER_MS)
+    }
+}
+
+/// One activation of a shared transaction whose holders were read with the others'
+/// ([`holders_of`]): checked, its holders deleted, and its host left for the shared
+/// insert (its index among the active ones pushed to `stored`).
+async fn decide_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    h: &HostRow,
+    held: &Held,
+    now: i64,
+    check: &IdentityCheck,
+    stored: &mut Vec<usize>,
+) -> Result<RegisterStep> {
+    if let Err((reason, message)) = check(&held.rows) {
+        return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
+    }
+    let mut changes = replaced(tx, h, &held.rows, now).await?;
+    stored.push(held.index);
+    changes.push((
+        Change {
+            host_name: h.name.clone(),
+            kind: ChangeKind::Registered,
+            verdict: None,
+        },
+        now,
+    ));
+    Ok(RegisterStep {
+        outcome: Registered::Stored(!held.rows.is_empty()),
+        changes,
+    })
 }

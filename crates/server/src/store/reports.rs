@@ -211,17 +211,7 @@ impl Store {
                     .bind(&r.signed_report)
                     .bind(&r.hardware_uuid);
             }
-            for _ in chunk.len()..shape {
-                query = query
-                    .bind(None::<String>)
-                    .bind(None::<String>)
-                    .bind(None::<String>)
-                    .bind(None::<String>)
-                    .bind(None::<i64>)
-                    .bind(None::<i64>)
-                    .bind(None::<String>)
-                    .bind(None::<String>);
-            }
+            query = bind_padding(query, shape - chunk.len(), "ttttiitt");
             query.execute(&mut *tx).await?;
         }
         w.end.commit_with_changes(tx, &changes).await?;
