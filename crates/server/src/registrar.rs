@@ -382,6 +382,7 @@ async fn register_inner(
                 request,
                 expires: now + ttl,
                 ek_issuer,
+                ek_sha256: Some(id.clone()),
             },
             &host.hardware_uuid.to_ascii_lowercase(),
             now,
@@ -420,9 +421,11 @@ pub async fn activate(
     }
     // Read, not taken: the registration's transaction takes it below (one write turn), and a
     // wrong secret takes it here.
-    let challenge = state
+    // The challenge and the EK's active endorsements in one read: an endorsement may have been
+    // revoked since the challenge was issued, and the identity check below needs them.
+    let (challenge, listed) = state
         .store
-        .challenge(challenge_id, now)
+        .challenge_endorsed(challenge_id, now)
         .await?
         .ok_or_else(gone)?;
     let expected =
@@ -479,7 +482,12 @@ pub async fn activate(
     };
     // The endorsement may have been revoked, and the name or UUID taken by another machine,
     // since the challenge was issued: checked again in the transaction that stores the host.
-    let listed = state.store.active_endorsements_for(&id).await?;
+    // (A challenge that names no EK, or another than its request's, had its endorsements read
+    // apart.)
+    let listed = match listed {
+        Some(listed) if challenge.ek_sha256.as_deref() == Some(id.as_str()) => listed,
+        _ => state.store.active_endorsements_for(&id).await?,
+    };
     let endorsed = endorsed_for_uuid(&listed, &row.hardware_uuid);
     let ek_issuer = ek_certificate_issuer(state, &reg, &ek, &listed, challenge.ek_issuer);
     let (name, uuid, ek) = (row.name.clone(), row.hardware_uuid.clone(), id.clone());

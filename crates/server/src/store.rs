@@ -237,6 +237,8 @@ pub struct ChallengeRow {
     /// The issuer of the EK certificate the registration was accepted under, when a CA of
     /// `--ek-ca-dir` vouched for the certificate the agent sent.
     pub ek_issuer: Option<String>,
+    /// The EK's identifier (`ek_sha256` of its endorsements).
+    pub ek_sha256: Option<String>,
 }
 
 /// One entry of the change feed.
@@ -689,8 +691,13 @@ const V10_POSTGRES: &[&str] = &[
 
 /// Version 11: a registration challenge keeps the issuer of the EK certificate that a CA of
 /// `--ek-ca-dir` vouched for when it was issued, so the activation does not verify the
-/// certificate's chain a second time to name its issuer (a signature verification a host).
-const V11: &[&str] = &["ALTER TABLE challenges ADD COLUMN ek_issuer TEXT"];
+/// certificate's chain a second time to name its issuer (a signature verification a host),
+/// and the EK's identifier, so the activation reads the challenge and the EK's endorsements in
+/// one statement ([`Store::challenge_endorsed`]).
+const V11: &[&str] = &[
+    "ALTER TABLE challenges ADD COLUMN ek_issuer TEXT",
+    "ALTER TABLE challenges ADD COLUMN ek_sha256 TEXT",
+];
 
 fn migrations() -> Vec<Migration> {
     vec![
@@ -818,15 +825,22 @@ fn report_from_row(r: &AnyRow) -> Result<ReportRow> {
 }
 
 fn endorsement_from_row(r: &AnyRow) -> Result<Endorsement> {
+    endorsement_named(r, "")
+}
+
+/// An endorsement from columns named with `prefix` (a joined read names them apart from the
+/// other table's).
+fn endorsement_named(r: &AnyRow, prefix: &str) -> Result<Endorsement> {
+    let column = |name: &str| format!("{prefix}{name}");
     Ok(Endorsement {
-        id: r.try_get("id")?,
-        hardware_uuid: r.try_get("hardware_uuid")?,
-        ek_sha256: r.try_get("ek_sha256")?,
-        ek_public: r.try_get("ek_public")?,
-        certificate: r.try_get("certificate")?,
-        comment: r.try_get("comment")?,
-        revoked: r.try_get::<i64, _>("revoked")? != 0,
-        created: r.try_get("created")?,
+        id: r.try_get(column("id").as_str())?,
+        hardware_uuid: r.try_get(column("hardware_uuid").as_str())?,
+        ek_sha256: r.try_get(column("ek_sha256").as_str())?,
+        ek_public: r.try_get(column("ek_public").as_str())?,
+        certificate: r.try_get(column("certificate").as_str())?,
+        comment: r.try_get(column("comment").as_str())?,
+        revoked: r.try_get::<i64, _>(column("revoked").as_str())? != 0,
+        created: r.try_get(column("created").as_str())?,
     })
 }
 

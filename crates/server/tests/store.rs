@@ -461,6 +461,7 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
             request: "{}".into(),
             expires: 100,
             ek_issuer: Some("O=Vendor, CN=EK CA".into()),
+            ek_sha256: None,
         };
         store.put_challenge(&c, 50).await.unwrap();
         assert_eq!(
@@ -495,6 +496,35 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
                 "{url}"
             );
         }
+        // A challenge read with its EK's active endorsements (the one revoked above is not);
+        // one that names no EK leaves them to a read of their own.
+        let e2 = Endorsement {
+            id: new_id(),
+            hardware_uuid: None,
+            certificate: Some("Y2VydA==".into()),
+            created: 6,
+            ..e.clone()
+        };
+        store.add_endorsement(&e2).await.unwrap();
+        for (id, ek, listed) in [
+            ("c5", Some(e.ek_sha256.clone()), Some(vec![e2.clone()])),
+            ("c6", Some("ee".repeat(32)), Some(vec![])),
+            ("c7", None, None),
+        ] {
+            let named = ChallengeRow {
+                id: id.into(),
+                ek_sha256: ek,
+                ..c.clone()
+            };
+            store.put_challenge(&named, 50).await.unwrap();
+            assert_eq!(
+                store.challenge_endorsed(id, 60).await.unwrap(),
+                Some((named, listed)),
+                "{url}"
+            );
+        }
+        assert_eq!(store.challenge_endorsed("c5", 101).await.unwrap(), None);
+        assert_eq!(store.challenge_endorsed("c0", 60).await.unwrap(), None);
         // Keys: the first value written stays.
         let k1 = store.key_or_insert("k", || "one".into()).await.unwrap();
         let k2 = store.key_or_insert("k", || "two".into()).await.unwrap();
@@ -746,6 +776,7 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             request: "{}".into(),
             expires: 10_000,
             ek_issuer: None,
+            ek_sha256: None,
         };
         let n = 40;
         let ids = (0..n).map(|i| format!("c{i}")).chain(
@@ -953,6 +984,7 @@ async fn activations_at_once_that_replace_hosts_get_the_outcomes_of_one_by_one()
                 request: "{}".into(),
                 expires: 10_000,
                 ek_issuer: None,
+                ek_sha256: None,
             };
             store.put_challenge(&c, 50).await.unwrap();
         }

@@ -10,13 +10,15 @@ impl Store {
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO challenges (id, secret_sha256, request, expires, ek_issuer) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO challenges (id, secret_sha256, request, expires, ek_issuer, ek_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&c.id)
         .bind(&c.secret_sha256)
         .bind(&c.request)
         .bind(c.expires)
         .bind(&c.ek_issuer)
+        .bind(&c.ek_sha256)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -42,8 +44,8 @@ impl Store {
         if self.backend == Backend::Sqlite && !sweep_due && !self.faults.writes_failing() {
             let mut w = self.writer().await?;
             let inserted = sqlx::query(
-                "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer) \
-                 SELECT $1, $2, $3, $4, $5, $9 \
+                "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer, ek_sha256) \
+                 SELECT $1, $2, $3, $4, $5, $9, $10 \
                  WHERE (SELECT COUNT(*) FROM challenges WHERE expires >= $6) < $7 \
                  AND (SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $5 AND expires >= $6) < $8",
             )
@@ -56,6 +58,7 @@ impl Store {
             .bind(MAX_CHALLENGES)
             .bind(MAX_CHALLENGES_PER_UUID)
             .bind(&c.ek_issuer)
+            .bind(&c.ek_sha256)
             .execute(&mut *w.conn)
             .await?;
             w.end.ok = true;
@@ -106,8 +109,8 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer, ek_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&c.id)
         .bind(&c.secret_sha256)
@@ -115,6 +118,7 @@ impl Store {
         .bind(c.expires)
         .bind(hardware_uuid)
         .bind(&c.ek_issuer)
+        .bind(&c.ek_sha256)
         .execute(&mut *tx)
         .await?;
         w.end.commit(tx).await?;
@@ -142,7 +146,7 @@ impl Store {
     /// ([`Store::register_host_activated`]), one write turn instead of two.
     pub async fn challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
         let row = sqlx::query(
-            "SELECT id, secret_sha256, request, expires, ek_issuer FROM challenges WHERE id = $1 AND expires >= $2",
+            "SELECT id, secret_sha256, request, expires, ek_issuer, ek_sha256 FROM challenges WHERE id = $1 AND expires >= $2",
         )
         .bind(id)
         .bind(now)
@@ -151,12 +155,49 @@ impl Store {
         row.as_ref().map(challenge_from_row).transpose()
     }
 
+    /// An open challenge, as [`Store::challenge`], with the active endorsements of its EK in the
+    /// same statement (the activation needs both; each statement is a round trip to a database
+    /// thread). The endorsements are `None` for a challenge that does not name its EK (one
+    /// issued before migration 11): read them by [`Store::active_endorsements_for`].
+    pub async fn challenge_endorsed(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<(ChallengeRow, Option<Vec<Endorsement>>)>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.secret_sha256, c.request, c.expires, c.ek_issuer, c.ek_sha256, \
+             e.id AS e_id, e.hardware_uuid AS e_hardware_uuid, e.ek_sha256 AS e_ek_sha256, \
+             e.ek_public AS e_ek_public, e.certificate AS e_certificate, e.comment AS e_comment, \
+             e.revoked AS e_revoked, e.created AS e_created \
+             FROM challenges c LEFT JOIN endorsements e ON e.ek_sha256 = c.ek_sha256 AND e.revoked = 0 \
+             WHERE c.id = $1 AND c.expires >= $2",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let challenge = challenge_from_row(first)?;
+        if challenge.ek_sha256.is_none() {
+            return Ok(Some((challenge, None)));
+        }
+        let mut listed = Vec::new();
+        for r in &rows {
+            if r.try_get::<Option<String>, _>("e_id")?.is_some() {
+                listed.push(endorsement_named(r, "e_")?);
+            }
+        }
+        Ok(Some((challenge, Some(listed))))
+    }
+
     /// Takes (reads and deletes) a pending registration that has not expired: one try each.
     pub async fn take_challenge(&self, id: &str, now: i64) -> Result<Option<ChallengeRow>> {
         // One statement: read and delete at once (no other writer can take it in between).
         let mut w = self.writer().await?;
         let row = sqlx::query(
-            "DELETE FROM challenges WHERE id = $1 RETURNING id, secret_sha256, request, expires, ek_issuer",
+            "DELETE FROM challenges WHERE id = $1 RETURNING id, secret_sha256, request, expires, ek_issuer, ek_sha256",
         )
         .bind(id)
         .fetch_optional(&mut *w.conn)
@@ -176,5 +217,6 @@ fn challenge_from_row(r: &AnyRow) -> Result<ChallengeRow> {
         request: r.try_get("request")?,
         expires: r.try_get("expires")?,
         ek_issuer: r.try_get("ek_issuer")?,
+        ek_sha256: r.try_get("ek_sha256")?,
     })
 }
