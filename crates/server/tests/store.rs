@@ -805,6 +805,15 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
         let mut no = host("no", "uuid-no");
         no.ek_public = "ek-no".into();
         jobs.push(("refused".into(), no, false));
+        // A challenge that expired before its activation (at 100) is gone.
+        let expired = ChallengeRow {
+            expires: 99,
+            ..challenge("expired")
+        };
+        store.put_challenge(&expired, 50).await.unwrap();
+        let mut late = host("late", "uuid-late");
+        late.ek_public = "ek-late".into();
+        jobs.push(("expired".into(), late, true));
         // (The hardware UUID in two cases: one machine all the same, and no unique index of
         // the table stops the second insert.)
         for (twin, uuid) in [("twin-a", "uuid-twin"), ("twin-b", "UUID-TWIN")] {
@@ -864,6 +873,8 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             "{url}"
         );
         assert!(store.host("no").await.unwrap().is_none(), "{url}");
+        assert_eq!(outcomes["late"], [Registered::ChallengeGone], "{url}");
+        assert!(store.host("late").await.unwrap().is_none(), "{url}");
         let mut replaced = Vec::new();
         for (a, b) in [("twin-a", "twin-b"), ("ektwin-a", "ektwin-b")] {
             let twins = [&outcomes[a][..], &outcomes[b][..]];
@@ -929,7 +940,7 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             Backend::Sqlite => {
                 assert_eq!(
                     committed - shared_before.1,
-                    u64::try_from(n).unwrap() + 7,
+                    u64::try_from(n).unwrap() + 8,
                     "{url}"
                 );
                 assert!(
