@@ -698,6 +698,51 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
                 .count(),
             usize::try_from(n).unwrap() + 2
         );
+
+        // Again at the same time: every host the verdict it has (no change), but h1 untrusted,
+        // and h2 untrusted twice: one change (its second report, in a later round of the same
+        // commit, is compared with its first).
+        let mut tasks = Vec::new();
+        for i in (0..n).filter(|i| *i != 2) {
+            let verdict = if i == 1 { "untrusted" } else { "trusted" };
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.save_report(&report(&format!("h{i}"), verdict, 20), true, None)
+                    .await
+            }));
+        }
+        let (first, second) = (report("h2", "untrusted", 20), report("h2", "untrusted", 21));
+        let (a, b) = tokio::join!(store.save_report(&first, true, None), async {
+            tokio::task::yield_now().await;
+            store.save_report(&second, true, None).await
+        });
+        a.unwrap();
+        b.unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let mut changed = Vec::new();
+        while let Ok(c) = live.try_recv() {
+            changed.push((c.host_name, c.verdict.unwrap().as_str()));
+        }
+        changed.sort();
+        assert_eq!(
+            changed,
+            [("h1".into(), "untrusted"), ("h2".into(), "untrusted")],
+            "{url}"
+        );
+        let durable = store.changes_since(0, 100_000).await.unwrap();
+        assert_eq!(
+            durable
+                .iter()
+                .filter(|(_, c)| c.kind.as_str() == "verdict")
+                .count(),
+            usize::try_from(n).unwrap() + 4,
+            "{url}"
+        );
+        let h2 = store.host("h2").await.unwrap().unwrap();
+        assert_eq!(h2.verdict.map(|v| v.as_str()), Some("untrusted"), "{url}");
+        assert_eq!(store.reports(Some("h2"), 10).await.unwrap().len(), 3);
     }
 }
 
