@@ -252,6 +252,26 @@ pub struct Change {
     pub verdict: Option<Trust>,
 }
 
+impl Change {
+    /// A change that carries no verdict: a host registered, deleted, or whose status moved.
+    pub fn of(host_name: &str, kind: ChangeKind) -> Self {
+        Self {
+            host_name: host_name.to_owned(),
+            kind,
+            verdict: None,
+        }
+    }
+
+    /// A host's new verdict.
+    pub fn verdict(host_name: &str, verdict: Trust) -> Self {
+        Self {
+            host_name: host_name.to_owned(),
+            kind: ChangeKind::Verdict,
+            verdict: Some(verdict),
+        }
+    }
+}
+
 /// The store.
 #[derive(Clone)]
 pub struct Store {
@@ -1063,17 +1083,27 @@ fn bind_padding<'q>(mut query: AnyQuery<'q>, rows: usize, kinds: &str) -> AnyQue
 /// `select` (a statement ending in a column to match) followed by `IN (...)` of `names`, with
 /// the names bound: written for [`batch_shape`] names, its first name listed again for the
 /// rest (a name listed twice matches as once). At most [`BATCH_MAX`] names.
-fn names_query<'q, N>(
+fn names_query<'q, N>(backend: Backend, select: &str, names: &'q [N]) -> AnyQuery<'q>
+where
+    N: AsRef<str>,
+{
+    names_query_then(backend, select, names, "")
+}
+
+/// [`names_query`] with `tail` written after the list. The list takes placeholders 1 to
+/// [`batch_shape`]`(names.len())`; the tail's are numbered after them and bound by the caller.
+fn names_query_then<'q, N>(
     backend: Backend,
     select: &str,
     names: &'q [N],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>
+    tail: &str,
+) -> AnyQuery<'q>
 where
     N: AsRef<str>,
 {
     let shape = batch_shape(names.len());
     let marks = placeholders(backend, shape);
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{select} IN ({marks})")));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{select} IN ({marks}){tail}")));
     for n in names {
         query = query.bind(n.as_ref());
     }

@@ -85,11 +85,7 @@ impl Store {
         if let Some(old_name) = &old {
             delete_host_row(&mut tx, old_name).await?;
             if old_name != &h.name {
-                let change = Change {
-                    host_name: old_name.clone(),
-                    kind: ChangeKind::Deleted,
-                    verdict: None,
-                };
+                let change = Change::of(old_name, ChangeKind::Deleted);
                 changes.push((change, now));
             }
         }
@@ -113,11 +109,7 @@ impl Store {
         now: i64,
     ) -> Result<Change> {
         insert_registered_rows(tx, self.backend, &[(h, ek_issuer, now)]).await?;
-        Ok(Change {
-            host_name: h.name.clone(),
-            kind: ChangeKind::Registered,
-            verdict: None,
-        })
+        Ok(Change::of(&h.name, ChangeKind::Registered))
     }
 
     /// Hosts that share a name, a hardware UUID (any case) or an EK (`ek_public`, as stored)
@@ -252,15 +244,21 @@ impl Store {
             .filter_map(|(p, t)| t.then_some(p))
             .collect();
         let holders = holders_of(&mut tx, self.backend, &active).await?;
+        // Each active one's holders, in order; none when they must run one by one.
+        let mut own = holders.iter().flatten();
         let mut changes = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut stored = Vec::new();
-        let mut own = holders.iter();
+        // The hosts left for the shared insert.
+        let mut rows: Vec<(&HostRow, Option<&str>, i64)> = Vec::new();
         for (p, taken) in items.iter().zip(taken) {
             let step = if !taken {
                 RegisterStep::refused(Registered::ChallengeGone)
-            } else if let Some(Some(held)) = own.next() {
-                decide_in(&mut tx, &p.host, held, p.now, &*p.check, &mut stored).await?
+            } else if let Some(held) = own.next() {
+                let step = decide_in(&mut tx, &p.host, held, p.now, &*p.check).await?;
+                if matches!(step.outcome, Registered::Stored(_)) {
+                    rows.push((&p.host, p.ek_issuer.as_deref(), p.now));
+                }
+                step
             } else {
                 self.register_taken_in(&mut tx, &p.host, p.ek_issuer.as_deref(), p.now, &*p.check)
                     .await?
@@ -269,11 +267,6 @@ impl Store {
             outcomes.push((step.outcome, published));
             changes.extend(step.changes);
         }
-        let rows: Vec<(&HostRow, Option<&str>, i64)> = stored
-            .iter()
-            .filter_map(|i: &usize| active.get(*i))
-            .map(|p| (&p.host, p.ek_issuer.as_deref(), p.now))
-            .collect();
         insert_registered_rows(&mut tx, self.backend, &rows).await?;
         // A challenge gone wrote nothing, and a refusal only took its challenge: the
         // transaction commits whatever its registrations' outcomes.
@@ -419,11 +412,7 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let change = Change {
-            host_name: name.to_string(),
-            kind: ChangeKind::Deleted,
-            verdict: None,
-        };
+        let change = Change::of(name, ChangeKind::Deleted);
         w.end
             .commit_with_changes(tx, &[(change.clone(), now)])
             .await?;
@@ -458,11 +447,7 @@ async fn replaced(
     for old in holders {
         delete_host_row(tx, &old.name).await?;
         if old.name != h.name {
-            let change = Change {
-                host_name: old.name.clone(),
-                kind: ChangeKind::Deleted,
-                verdict: None,
-            };
+            let change = Change::of(&old.name, ChangeKind::Deleted);
             changes.push((change, now));
         }
     }
@@ -483,22 +468,10 @@ async fn take_challenges(
     let mut open: HashMap<String, i64> = HashMap::new();
     for chunk in items.chunks(BATCH_MAX) {
         let ids: Vec<&str> = chunk.iter().map(|p| p.challenge_id.as_str()).collect();
-        let shape = batch_shape(ids.len());
-        let q = format!(
-            "DELETE FROM challenges WHERE expires >= {} AND id IN ({}) RETURNING id, expires",
-            mark(backend, 1),
-            (2..=shape + 1)
-                .map(|i| mark(backend, i))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q)).bind(earliest);
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        for _ in ids.len()..shape {
-            query = query.bind(ids.first().copied().unwrap_or_default());
-        }
+        let expiry = mark(backend, batch_shape(ids.len()) + 1);
+        let tail = format!(" AND expires >= {expiry} RETURNING id, expires");
+        let select = "DELETE FROM challenges WHERE id";
+        let query = names_query_then(backend, select, &ids, &tail).bind(earliest);
         for r in query.fetch_all(&mut **tx).await? {
             open.insert(r.try_get("id")?, r.try_get("expires")?);
         }
@@ -512,23 +485,15 @@ async fn take_challenges(
         .collect())
 }
 
-/// One activation's holders, read with the others' ([`holders_of`]); `index` is its place
-/// among the activations read.
-struct Held {
-    index: usize,
-    rows: Vec<HostRow>,
-}
-
 /// The hosts each activation would replace or conflict with, read for all of them at once:
-/// for each (in order), `Some` with its holders (by name, as [`identity_holders_query`] lists
-/// them), or `None` for all when two activations share a name, a hardware UUID, an EK or a
-/// holder (then each must read after the one before it wrote: [`Store::register_taken_in`]).
+/// each one's holders (in order; by name, as [`identity_holders_query`] lists them), or
+/// `None` when two activations share a name, a hardware UUID, an EK or a holder (then each
+/// must read after the one before it wrote: [`Store::register_taken_in`]).
 async fn holders_of(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     active: &[&PendingRegistration],
-) -> Result<Vec<Option<Held>>> {
-    let alone = || active.iter().map(|_| None).collect();
+) -> Result<Option<Vec<Vec<HostRow>>>> {
     let keys: Vec<(&str, String, &str)> = active
         .iter()
         .map(|p| {
@@ -548,7 +513,7 @@ async fn holders_of(
             seen.insert((2, *ek)),
         ];
         if fresh.contains(&false) {
-            return Ok(alone());
+            return Ok(None);
         }
     }
     let mut rows = Vec::new();
@@ -586,12 +551,7 @@ async fn holders_of(
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         rows.dedup_by(|a, b| a.name == b.name);
     }
-    let mut held: Vec<Held> = (0..keys.len())
-        .map(|index| Held {
-            index,
-            rows: Vec::new(),
-        })
-        .collect();
+    let mut held: Vec<Vec<HostRow>> = keys.iter().map(|_| Vec::new()).collect();
     for row in rows {
         let uuid = row.hardware_uuid.to_ascii_lowercase();
         let mut of = keys
@@ -600,13 +560,13 @@ async fn holders_of(
             .filter(|(_, (name, u, ek))| *name == row.name || *u == uuid || *ek == row.ek_public);
         let (Some((i, _)), None) = (of.next(), of.next()) else {
             // A holder of two activations (or of none, which cannot be): one by one.
-            return Ok(alone());
+            return Ok(None);
         };
         if let Some(h) = held.get_mut(i) {
-            h.rows.push(row);
+            h.push(row);
         }
     }
-    Ok(held.into_iter().map(Some).collect())
+    Ok(Some(held))
 }
 
 /// Inserts hosts just registered (each due [`REGISTERED_DUE_AFTER_MS`] after its
@@ -671,31 +631,22 @@ fn first_due(h: &HostRow, now: i64) -> i64 {
 }
 
 /// One activation of a shared transaction whose holders were read with the others'
-/// ([`holders_of`]): checked, its holders deleted, and its host left for the shared
-/// insert (its index among the active ones pushed to `stored`).
+/// ([`holders_of`]): checked, and when accepted its holders deleted and its host left for
+/// the shared insert (the caller's, when the outcome is [`Registered::Stored`]).
 async fn decide_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     h: &HostRow,
-    held: &Held,
+    held: &[HostRow],
     now: i64,
     check: &IdentityCheck,
-    stored: &mut Vec<usize>,
 ) -> Result<RegisterStep> {
-    if let Err((reason, message)) = check(&held.rows) {
+    if let Err((reason, message)) = check(held) {
         return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
     }
-    let mut changes = replaced(tx, h, &held.rows, now).await?;
-    stored.push(held.index);
-    changes.push((
-        Change {
-            host_name: h.name.clone(),
-            kind: ChangeKind::Registered,
-            verdict: None,
-        },
-        now,
-    ));
+    let mut changes = replaced(tx, h, held, now).await?;
+    changes.push((Change::of(&h.name, ChangeKind::Registered), now));
     Ok(RegisterStep {
-        outcome: Registered::Stored(!held.rows.is_empty()),
+        outcome: Registered::Stored(!held.is_empty()),
         changes,
     })
 }

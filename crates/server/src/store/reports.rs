@@ -20,11 +20,7 @@ impl Store {
         if r.rows_affected() > 0 {
             let mut w = self.writer().await?;
             let tx = begin(&mut w.conn, self.backend).await?;
-            let change = Change {
-                host_name: name.to_string(),
-                kind: ChangeKind::Status,
-                verdict: None,
-            };
+            let change = Change::of(name, ChangeKind::Status);
             w.end
                 .commit_with_changes(tx, &[(change.clone(), now)])
                 .await?;
@@ -179,11 +175,7 @@ impl Store {
                         Some(report.verdict.as_str().into()),
                     );
                     if before.flatten().as_deref() != Some(report.verdict.as_str()) {
-                        let change = Change {
-                            host_name: report.host_name.clone(),
-                            kind: ChangeKind::Verdict,
-                            verdict: Some(report.verdict),
-                        };
+                        let change = Change::verdict(&report.host_name, report.verdict);
                         changes.push((change, report.created));
                     }
                 }
@@ -256,11 +248,7 @@ impl Store {
             return Ok(false);
         }
         let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
-        let change = Change {
-            host_name: report.host_name.clone(),
-            kind: ChangeKind::Verdict,
-            verdict: Some(report.verdict),
-        };
+        let change = Change::verdict(&report.host_name, report.verdict);
         let appended = if changed {
             vec![(change.clone(), report.created)]
         } else {
