@@ -8,7 +8,7 @@
 #   cargo build --release -p nodetrust-server -p nodetrust-sim
 #   scripts/scale-bench.sh [--hosts N] [--ak ecc|rsa] [--mode pull|push] [--interval 10s]
 #                          [--warmup S] [--window S] [--db URL] [--perf S] [--restart]
-#                          [--concurrency N] [--boot-log FILE]
+#                          [--concurrency N] [--boot-log FILE] [--callgrind]
 #
 # --db: a PostgreSQL URL (scripts/with-postgres.sh gives one in $NODETRUST_TEST_PG_URL; the
 #       database's own processes are not counted in the server's CPU, and are printed on a line
@@ -20,10 +20,18 @@
 #       built-in 14-event boot.
 # --restart: after the window, restart the server on the same database and time /readyz, then
 #       measure the window again.
+# --callgrind: run the server under `valgrind --tool=callgrind`, counting its instructions
+#       during the window only, and print the instructions per attestation (callgrind.out.* in
+#       the work directory, for callgrind_annotate). A count, not a time: the same build and
+#       load give the same count to a fraction of a percent whatever else the machine does, so
+#       two builds compare on a noisy machine. Valgrind runs the server about 30 times slower
+#       and one thread at a time: use a small fleet (--hosts 300), and compare builds, not
+#       microseconds (code that picks its instructions by the CPU's features, such as SHA-256
+#       in the sha2 crate, may take its portable path under valgrind).
 set -euo pipefail
 
 hosts=10000 ak=ecc mode=pull interval=10s warmup=45 window=30 db="" perf_secs=0 restart=0
-concurrency=64 boot_log=""
+concurrency=64 boot_log="" callgrind=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) hosts=$2; shift 2 ;;
@@ -37,7 +45,8 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift 2 ;;
     --boot-log) boot_log=$(realpath "$2"); shift 2 ;;
     --restart) restart=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --callgrind) callgrind=1; shift ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "scale-bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -81,8 +90,16 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 "$bin/nodetrust-sim" ca --out "$work/ca" >/dev/null
 
+# Under --callgrind, valgrind runs in the server's own process (same pid), counting nothing
+# until measure() turns its instrumentation on.
+wrap=()
+if [ "$callgrind" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "scale-bench: --callgrind needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+  wrap=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out.%p")
+fi
+
 start_server() {
-  "$bin/nodetrust-server" --listen "127.0.0.1:$port" --db "$db" --state-dir "$work/state" \
+  "${wrap[@]}" "$bin/nodetrust-server" --listen "127.0.0.1:$port" --db "$db" --state-dir "$work/state" \
     --ek-ca-dir "$work/ca" --attest-interval "$interval" --report-validity 10m \
     >>"$work/server.log" 2>&1 &
   server_pid=$!
@@ -131,11 +148,17 @@ measure() {
   tck=$(getconf CLK_TCK)
   sleep "$warmup"
   a0=$(attestations); c0=$(cpu_ticks); s0=$(switches); d0=$(db_ticks)
+  if [ "$callgrind" = 1 ]; then callgrind_control -i on "$server_pid" >/dev/null 2>&1; fi
   if [ "$perf_secs" -gt 0 ]; then
     perf record -q -e cpu-clock -g -o "$work/perf.data" -p "$server_pid" -- sleep "$perf_secs" >/dev/null 2>&1 || true
     sleep $((window - perf_secs > 0 ? window - perf_secs : 0))
   else
     sleep "$window"
+  fi
+  if [ "$callgrind" = 1 ]; then
+    rm -f "$work/callgrind.out.$server_pid".*
+    callgrind_control -d "$server_pid" >/dev/null 2>&1
+    callgrind_control -i off "$server_pid" >/dev/null 2>&1
   fi
   a1=$(attestations); c1=$(cpu_ticks); s1=$(switches); d1=$(db_ticks)
   python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" <<'EOF'
@@ -155,6 +178,12 @@ if d1 > d0 and n:
     print(f"  PostgreSQL's processes: {(d1 - d0) / tck / window:.2f} cores, "
           f"{(d1 - d0) / tck / n * 1e6:.0f} us per attestation")
 EOF
+  if [ "$callgrind" = 1 ]; then
+    local ir n
+    ir=$(awk '/^totals:/ {print $2}' "$work/callgrind.out.$server_pid".*)
+    n=$(( ${a1%% *} - ${a0%% *} ))
+    echo "  callgrind: $ir instructions over $n attestations, $(( ir / (n > 0 ? n : 1) )) per attestation ($work/callgrind.out.$server_pid.*)"
+  fi
 }
 
 start_server
