@@ -465,9 +465,20 @@ pub async fn attest(
 /// The verified quote's PCR values as the store keeps them with the report (the host page
 /// shows them by bank).
 fn quoted_pcrs(verified: &VerifiedQuote, verdict: &Verdict) -> Option<String> {
-    serde_json::to_string(&crate::store::QuotedPcrs {
-        quoted_at: millis(verdict.attested_at()),
-        pcrs: verified.pcrs().to_json(),
+    quoted_pcrs_json(millis(verdict.attested_at()), verified.pcrs())
+}
+
+/// The stored form of [`crate::store::QuotedPcrs`], written without building its `pcrs` as a
+/// `serde_json::Value`.
+fn quoted_pcrs_json(quoted_at: i64, pcrs: &nodetrust_tpm_wire::PcrValues) -> Option<String> {
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        quoted_at: i64,
+        pcrs: nodetrust_tpm_wire::PcrJson<'a>,
+    }
+    serde_json::to_string(&Stored {
+        quoted_at,
+        pcrs: pcrs.json(),
     })
     .ok()
 }
@@ -593,6 +604,33 @@ pub async fn import_flavors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_pcrs_are_stored_as_their_json_value_is() {
+        use nodetrust_tpm_wire::{HashAlg, PcrValues};
+        let mut pcrs = PcrValues::new();
+        for i in 0..24u8 {
+            pcrs.insert(HashAlg::Sha256, i, vec![i; 32]).unwrap();
+            pcrs.insert(HashAlg::Sha1, i, vec![0xf0 | (i % 16); 20])
+                .unwrap();
+        }
+        pcrs.insert(HashAlg::Sha384, 7, vec![0xab; 48]).unwrap();
+        for values in [PcrValues::new(), pcrs] {
+            let stored = quoted_pcrs_json(1_796_309_513_126, &values).unwrap();
+            let before = serde_json::to_string(&crate::store::QuotedPcrs {
+                quoted_at: 1_796_309_513_126,
+                pcrs: values.to_json(),
+            })
+            .unwrap();
+            // The same JSON (a bank's values come by index, where a `serde_json::Map` may sort
+            // their keys as text).
+            let parsed = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+            assert_eq!(parsed(&stored), parsed(&before));
+            let read: crate::store::QuotedPcrs = serde_json::from_str(&stored).unwrap();
+            assert_eq!(read.quoted_at, 1_796_309_513_126);
+            assert_eq!(PcrValues::from_json_value(&read.pcrs).unwrap(), values);
+        }
+    }
 
     #[test]
     fn the_signed_payload_keeps_its_fields_in_name_order() {

@@ -32,7 +32,7 @@ pub mod verify;
 pub use alg::HashAlg;
 pub use attest::{Attest, ClockInfo};
 pub use error::WireError;
-pub use pcr::{PcrSelection, PcrValues};
+pub use pcr::{PcrJson, PcrSelection, PcrValues};
 pub use public::Public;
 pub use public::PublicKey;
 pub use signature::Signature;

@@ -221,6 +221,12 @@ impl PcrValues {
         serde_json::Value::Object(out)
     }
 
+    /// The JSON object form of [`Self::to_json`], serialized as it is read, without building a
+    /// `serde_json::Value` of it first (the server writes it at every attestation).
+    pub fn json(&self) -> PcrJson<'_> {
+        PcrJson(self)
+    }
+
     /// Reads the JSON object form.
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, PcrValuesError> {
         let obj = v
@@ -336,6 +342,47 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let mut out = vec![0u8; s.len() / 2];
     hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
+}
+
+/// [`PcrValues`] in its JSON object form, `{"sha256": {"0": "hex", ...}}`, the same object as
+/// [`PcrValues::to_json`]: banks by algorithm, a bank's values by index (a number, where a
+/// `serde_json::Map` may order its keys as text).
+#[derive(Debug, Clone, Copy)]
+pub struct PcrJson<'a>(&'a PcrValues);
+
+impl serde::Serialize for PcrJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut banks = serializer.serialize_map(Some(self.0.banks.len()))?;
+        for (bank, values) in &self.0.banks {
+            banks.serialize_entry(bank.name(), &BankJson(values))?;
+        }
+        banks.end()
+    }
+}
+
+/// One bank's values, index (as a string key) → lowercase hex.
+struct BankJson<'a>(&'a BTreeMap<u8, Vec<u8>>);
+
+impl serde::Serialize for BankJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut values = serializer.serialize_map(Some(self.0.len()))?;
+        for (index, value) in self.0 {
+            // Digests are at most 64 bytes (SHA-512); a longer value is written as a string of
+            // its own.
+            let mut buf = [0u8; 128];
+            let text = buf.get_mut(..value.len() * 2).and_then(|out| {
+                hex::encode_to_slice(value, out).ok()?;
+                std::str::from_utf8(out).ok()
+            });
+            match text {
+                Some(text) => values.serialize_entry(index, text)?,
+                None => values.serialize_entry(index, &encode_hex(value))?,
+            }
+        }
+        values.end()
+    }
 }
 
 /// Lowercase hex, written into a buffer of the right size at once (`hex::encode` builds its

@@ -145,6 +145,7 @@ proptest! {
             p.insert(HashAlg::Sha256, *i, v.to_vec()).unwrap();
         }
         let json = p.to_json();
+        prop_assert_eq!(serde_json::to_value(p.json()).unwrap(), json.clone());
         for (i, v) in &values {
             let expected = hex::encode(v);
             prop_assert_eq!(json["sha256"][i.to_string()].as_str(), Some(expected.as_str()));
