@@ -471,12 +471,7 @@ fn quoted_pcrs(verified: &VerifiedQuote, verdict: &Verdict) -> Option<String> {
 /// The stored form of [`crate::store::QuotedPcrs`], written without building its `pcrs` as a
 /// `serde_json::Value`.
 fn quoted_pcrs_json(quoted_at: i64, pcrs: &nodetrust_tpm_wire::PcrValues) -> Option<String> {
-    #[derive(serde::Serialize)]
-    struct Stored<'a> {
-        quoted_at: i64,
-        pcrs: nodetrust_tpm_wire::PcrJson<'a>,
-    }
-    serde_json::to_string(&Stored {
+    serde_json::to_string(&crate::store::QuotedPcrs {
         quoted_at,
         pcrs: pcrs.json(),
     })

@@ -40,13 +40,14 @@ pub struct ListedSnapshot {
     pub rows: Vec<ListedRow>,
 }
 
-/// The PCR values of a host's last verified quote, as stored with its report.
+/// The PCR values of a host's last verified quote, as stored with its report: read with
+/// `pcrs` as a `serde_json::Value`, written from the values (`PcrValues::json`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QuotedPcrs {
+pub struct QuotedPcrs<P = serde_json::Value> {
     /// When the quote was verified (Unix ms): the time of its report.
     pub quoted_at: i64,
     /// The quoted values, `{"sha256": {"0": "hex", ...}}` (`PcrValues::to_json`).
-    pub pcrs: serde_json::Value,
+    pub pcrs: P,
 }
 
 /// What the host page shows of a host beyond its row.
