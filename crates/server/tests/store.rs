@@ -605,6 +605,37 @@ async fn the_api_works_on_postgresql_too() {
     assert_eq!(h.host("gold").await["trust"]["verdict"], "unknown");
 }
 
+/// `r` saved on a task of its own, so that many reports are queued at once; the task panics
+/// if the save fails.
+fn save_on_task(
+    store: &Store,
+    r: ReportRow,
+    counters: Option<AttestationUpdate>,
+) -> tokio::task::JoinHandle<()> {
+    let s = store.clone();
+    tokio::spawn(async move { s.save_report(&r, true, counters).await.unwrap() })
+}
+
+/// Two reports of one host, the second queued just after the first, so that both can fall in
+/// one group commit (the second in a later round); `first.1` is whether its agent was reached.
+async fn save_both(store: &Store, first: (&ReportRow, bool), second: &ReportRow) {
+    let (a, b) = tokio::join!(store.save_report(first.0, first.1, None), async {
+        tokio::task::yield_now().await;
+        store.save_report(second, true, None).await
+    });
+    a.unwrap();
+    b.unwrap();
+}
+
+/// How many verdict changes the store's durable feed holds.
+async fn durable_verdict_changes(store: &Store) -> usize {
+    let durable = store.changes_since(0, 100_000).await.unwrap();
+    durable
+        .iter()
+        .filter(|(_, c)| c.kind.as_str() == "verdict")
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,38 +650,27 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
         let mut live = store.subscribe();
         // Saved at the same time: every host once (trusted, with counters), host h0 twice more
         // (untrusted then trusted: both changes, in order), and a host that does not exist.
-        let mut tasks = Vec::new();
-        for i in 0..n {
-            let s = store.clone();
-            tasks.push(tokio::spawn(async move {
-                s.save_report(
-                    &report(&format!("h{i}"), "trusted", 10),
-                    true,
-                    Some(AttestationUpdate {
-                        reset_count: Some(i),
-                        restart_count: Some(2),
-                        quoted_pcrs: None,
-                    }),
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let counters = AttestationUpdate {
+                    reset_count: Some(i),
+                    restart_count: Some(2),
+                    quoted_pcrs: None,
+                };
+                save_on_task(
+                    &store,
+                    report(&format!("h{i}"), "trusted", 10),
+                    Some(counters),
                 )
-                .await
-            }));
-        }
+            })
+            .collect();
         for t in tasks {
-            t.await.unwrap().unwrap();
+            t.await.unwrap();
         }
-        let s = store.clone();
-        let ghost = tokio::spawn(async move {
-            s.save_report(&report("ghost", "trusted", 11), true, None)
-                .await
-        });
+        let ghost = save_on_task(&store, report("ghost", "trusted", 11), None);
         let (first, second) = (report("h0", "untrusted", 12), report("h0", "trusted", 13));
-        let (a, b) = tokio::join!(store.save_report(&first, false, None), async {
-            tokio::task::yield_now().await;
-            store.save_report(&second, true, None).await
-        });
-        a.unwrap();
-        b.unwrap();
-        ghost.await.unwrap().unwrap();
+        save_both(&store, (&first, false), &second).await;
+        ghost.await.unwrap();
         // Every report went through a group commit (none through the one-by-one fallback a
         // failing batch statement takes): batches of every size, written for a power of two
         // of rows, insert and update exactly their own.
@@ -690,36 +710,25 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
         }
         assert_eq!(verdict_changes, n + 2, "{url}");
         assert_eq!(h0_changes, ["trusted", "untrusted", "trusted"], "{url}");
-        let durable = store.changes_since(0, 100_000).await.unwrap();
         assert_eq!(
-            durable
-                .iter()
-                .filter(|(_, c)| c.kind.as_str() == "verdict")
-                .count(),
+            durable_verdict_changes(&store).await,
             usize::try_from(n).unwrap() + 2
         );
 
         // Again at the same time: every host the verdict it has (no change), but h1 untrusted,
         // and h2 untrusted twice: one change (its second report, in a later round of the same
         // commit, is compared with its first).
-        let mut tasks = Vec::new();
-        for i in (0..n).filter(|i| *i != 2) {
-            let verdict = if i == 1 { "untrusted" } else { "trusted" };
-            let s = store.clone();
-            tasks.push(tokio::spawn(async move {
-                s.save_report(&report(&format!("h{i}"), verdict, 20), true, None)
-                    .await
-            }));
-        }
+        let tasks: Vec<_> = (0..n)
+            .filter(|i| *i != 2)
+            .map(|i| {
+                let verdict = if i == 1 { "untrusted" } else { "trusted" };
+                save_on_task(&store, report(&format!("h{i}"), verdict, 20), None)
+            })
+            .collect();
         let (first, second) = (report("h2", "untrusted", 20), report("h2", "untrusted", 21));
-        let (a, b) = tokio::join!(store.save_report(&first, true, None), async {
-            tokio::task::yield_now().await;
-            store.save_report(&second, true, None).await
-        });
-        a.unwrap();
-        b.unwrap();
+        save_both(&store, (&first, true), &second).await;
         for t in tasks {
-            t.await.unwrap().unwrap();
+            t.await.unwrap();
         }
         let mut changed = Vec::new();
         while let Ok(c) = live.try_recv() {
@@ -731,12 +740,8 @@ async fn concurrent_reports_commit_together_with_every_effect_of_one_by_one() {
             [("h1".into(), "untrusted"), ("h2".into(), "untrusted")],
             "{url}"
         );
-        let durable = store.changes_since(0, 100_000).await.unwrap();
         assert_eq!(
-            durable
-                .iter()
-                .filter(|(_, c)| c.kind.as_str() == "verdict")
-                .count(),
+            durable_verdict_changes(&store).await,
             usize::try_from(n).unwrap() + 4,
             "{url}"
         );
