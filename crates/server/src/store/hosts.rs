@@ -466,12 +466,16 @@ async fn take_challenges(
 ) -> Result<Vec<bool>> {
     let earliest = items.iter().map(|p| p.now).min().unwrap_or(0);
     let mut open: HashMap<String, i64> = HashMap::new();
+    static TAKE: ShapedSql = ShapedSql::new(|backend, shape| {
+        let tail = format!(
+            " AND expires >= {} RETURNING id, expires",
+            mark(backend, shape + 1)
+        );
+        in_list(backend, "DELETE FROM challenges WHERE id", shape, &tail)
+    });
     for chunk in items.chunks(BATCH_MAX) {
         let ids: Vec<&str> = chunk.iter().map(|p| p.challenge_id.as_str()).collect();
-        let expiry = mark(backend, batch_shape(ids.len()) + 1);
-        let tail = format!(" AND expires >= {expiry} RETURNING id, expires");
-        let select = "DELETE FROM challenges WHERE id";
-        let query = names_query_then(backend, select, &ids, &tail).bind(earliest);
+        let query = names_query(backend, &TAKE, &ids).bind(earliest);
         for r in query.fetch_all(&mut **tx).await? {
             open.insert(r.try_get("id")?, r.try_get("expires")?);
         }
@@ -578,16 +582,26 @@ async fn insert_registered_rows(
     backend: Backend,
     rows: &[(&HostRow, Option<&str>, i64)],
 ) -> Result<()> {
-    for chunk in rows.chunks(BATCH_MAX / 16) {
-        let shape = batch_shape(chunk.len()).min(BATCH_MAX / 16);
+    static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
         let values = value_rows(backend, shape, &["{}"; 11]);
-        let q = format!(
+        format!(
             "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, \
              host_info, software_tpm, status, created, updated, ek_issuer) \
              SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
              'pending', v.column9, v.column10, v.column11 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+        )
+    });
+    static SCHEDULE: ShapedSql = ShapedSql::new(|backend, shape| {
+        let values = value_rows(backend, shape, &["{}"; 2]);
+        format!(
+            "INSERT INTO schedule (name, next_attest, lease_owner, lease_until) \
+             SELECT v.column1, v.column2, NULL, 0 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL \
+             ON CONFLICT (name) DO UPDATE SET next_attest = excluded.next_attest, lease_owner = NULL, lease_until = 0"
+        )
+    });
+    for chunk in rows.chunks(BATCH_MAX / 16) {
+        let shape = batch_shape(chunk.len()).min(BATCH_MAX / 16);
+        let mut query = HOSTS.query(backend, shape);
         for (h, ek_issuer, now) in chunk {
             query = query
                 .bind(&h.name)
@@ -604,13 +618,7 @@ async fn insert_registered_rows(
         }
         query = bind_padding(query, shape - chunk.len(), "tttttttiiit");
         query.execute(&mut **tx).await?;
-        let values = value_rows(backend, shape, &["{}"; 2]);
-        let q = format!(
-            "INSERT INTO schedule (name, next_attest, lease_owner, lease_until) \
-             SELECT v.column1, v.column2, NULL, 0 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL \
-             ON CONFLICT (name) DO UPDATE SET next_attest = excluded.next_attest, lease_owner = NULL, lease_until = 0"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+        let mut query = SCHEDULE.query(backend, shape);
         for (h, _, now) in chunk {
             query = query.bind(&h.name).bind(first_due(h, *now));
         }

@@ -159,9 +159,12 @@ impl Store {
     /// [`BATCH_MAX`] names.
     async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut out = Vec::with_capacity(names.len());
-        for chunk in names.chunks(BATCH_MAX) {
+        static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
             let select = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name");
-            let query = names_query(self.backend, &select, chunk);
+            in_list(backend, &select, shape, "")
+        });
+        for chunk in names.chunks(BATCH_MAX) {
+            let query = names_query(self.backend, &HOSTS, chunk);
             for r in query.fetch_all(&self.reader).await? {
                 out.push(host_from_row(&r)?);
             }

@@ -3,7 +3,9 @@
 
 use sqlx::Row;
 
-use super::{host_from_row, names_query, HostRow, Result, Store, StoreError, BATCH_MAX};
+use super::{
+    host_from_row, in_list, names_query, HostRow, Result, ShapedSql, Store, StoreError, BATCH_MAX,
+};
 
 /// The columns of a listed host: [`Store::host_summaries`]' (no keys, facts or certificate pin)
 /// plus the agent address, the time of the row's last write and its version.
@@ -117,9 +119,12 @@ impl Store {
     /// The hosts of these names that exist.
     pub async fn listed_hosts_named(&self, names: &[&str]) -> Result<Vec<ListedRow>> {
         let mut out = Vec::with_capacity(names.len());
-        for chunk in names.chunks(BATCH_MAX) {
+        static LISTED: ShapedSql = ShapedSql::new(|backend, shape| {
             let select = format!("SELECT {LISTED_COLUMNS} FROM hosts h WHERE h.name");
-            let query = names_query(self.backend, &select, chunk);
+            in_list(backend, &select, shape, "")
+        });
+        for chunk in names.chunks(BATCH_MAX) {
+            let query = names_query(self.backend, &LISTED, chunk);
             for r in query.fetch_all(&self.reader).await? {
                 out.push(listed_from_row(&r)?);
             }

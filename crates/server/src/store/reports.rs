@@ -138,9 +138,16 @@ impl Store {
             .iter()
             .map(|(r, _, _, _)| r.host_name.as_str())
             .collect();
+        static PREVIOUS: ShapedSql = ShapedSql::new(|backend, shape| {
+            in_list(
+                backend,
+                "SELECT name, verdict FROM hosts WHERE name",
+                shape,
+                "",
+            )
+        });
         for chunk in names.iter().copied().collect::<Vec<_>>().chunks(BATCH_MAX) {
-            let select = "SELECT name, verdict FROM hosts WHERE name";
-            let query = names_query(self.backend, select, chunk);
+            let query = names_query(self.backend, &PREVIOUS, chunk);
             for r in query.fetch_all(&mut *tx).await? {
                 previous.insert(r.try_get("name")?, r.try_get("verdict")?);
             }
@@ -181,17 +188,19 @@ impl Store {
                 }
             }
         }
+        static INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
+            let values = value_rows(backend, shape, &["{}"; 8]);
+            format!(
+                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
+                 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
+            )
+        });
         for chunk in kept.chunks(BATCH_MAX) {
             // Written for `batch_shape` rows; the rows beyond the chunk have no id and are
             // not inserted.
             let shape = batch_shape(chunk.len());
-            let values = value_rows(self.backend, shape, &["{}"; 8]);
-            let q = format!(
-                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
-                 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
+            let mut query = INSERT.query(self.backend, shape);
             for r in chunk {
                 query = query
                     .bind(&r.id)
