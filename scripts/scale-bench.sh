@@ -121,13 +121,14 @@ wait_ready() {
   exit 1
 }
 
-# attestations, group commits, reports committed
+# attestations, group commits, reports committed, trusted appraisals reused
 attestations() {
   curl -fsS --cacert "$work/state/server.crt" "https://127.0.0.1:$port/metrics" |
     awk '/^nodetrust_attestations_total[{ ]/ {s += $NF}
          /^nodetrust_report_commits_total / {c = $NF}
          /^nodetrust_reports_committed_total / {r = $NF}
-         END {printf "%d %d %d\n", s, c, r}'
+         /^nodetrust_appraisals_reused_total / {u = $NF}
+         END {printf "%d %d %d %d\n", s, c, r, u}'
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 # CPU of the PostgreSQL processes on this machine (user + system, in ticks; 0 on SQLite).
@@ -164,7 +165,7 @@ measure() {
   python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" <<'EOF'
 import sys
 label = sys.argv[1]
-(a0, m0, r0), (a1, m1, r1) = (map(float, x.split()) for x in sys.argv[2:4])
+(a0, m0, r0, u0), (a1, m1, r1, u1) = (map(float, x.split()) for x in sys.argv[2:4])
 c0, c1, tck, window, rss, s0, s1, d0, d1 = map(float, sys.argv[4:])
 n = a1 - a0
 cpu = (c1 - c0) / tck
@@ -173,6 +174,7 @@ print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} 
       f"{per} per attestation, RSS {rss:.0f} MiB, "
       f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
       f"{(s1 - s0) / max(n, 1):.1f} context switches per attestation, "
+      f"{(u1 - u0) / max(n, 1) * 100:.0f} % appraisals reused, "
       f"load {open('/proc/loadavg').read().split()[0]}")
 if d1 > d0 and n:
     print(f"  PostgreSQL's processes: {(d1 - d0) / tck / window:.2f} cores, "

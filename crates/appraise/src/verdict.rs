@@ -110,6 +110,17 @@ impl Verdict {
         }
     }
 
+    /// The same verdict (outcome, failure, reasons) made again at `now`, valid for `validity`:
+    /// for evidence appraised exactly as this verdict's was (the server reuses a trusted
+    /// appraisal while its inputs are unchanged).
+    pub fn renewed(&self, now: SystemTime, validity: Duration) -> Self {
+        Self {
+            attested_at: now,
+            expires_at: now + validity,
+            ..self.clone()
+        }
+    }
+
     /// The outcome.
     pub fn verdict(&self) -> Trust {
         self.verdict

@@ -717,7 +717,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
              nodetrust_registration_commits_total {}\n\
              # HELP nodetrust_registrations_committed_total Activations decided in shared transactions.\n\
              # TYPE nodetrust_registrations_committed_total counter\n\
-             nodetrust_registrations_committed_total {}\n",
+             nodetrust_registrations_committed_total {}\n\
+             # HELP nodetrust_appraisals_reused_total Trusted appraisals reused: the same PCR values, event log, flavors and registration as the host's last trusted one.\n\
+             # TYPE nodetrust_appraisals_reused_total counter\n\
+             nodetrust_appraisals_reused_total {}\n",
             {
                 let mut text = state.metrics.render(&per_verdict);
                 if let Some(m) = state.labeller_metrics.get() {
@@ -730,7 +733,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
             commits,
             committed,
             shared,
-            activations
+            activations,
+            state.appraisals.reused()
         ),
     )
         .into_response()

@@ -102,13 +102,27 @@ struct Checked {
     log: Option<EventLogEvidence>,
 }
 
-/// Verifies an agent's answer with the pinned AK and the nonce; the reasons on failure.
+/// Verifies an agent's answer with the pinned AK and the nonce, and parses its event log; the
+/// reasons on failure.
 fn check_quote(
     aks: &AkCache,
     host: &HostRow,
     nonce: &[u8],
     resp: &QuoteResponse,
 ) -> Result<Checked, (Vec<String>, &'static str)> {
+    let verified = verify_answer(aks, host, nonce, resp)?;
+    let log = event_log(resp, &verified)?;
+    Ok(Checked { verified, log })
+}
+
+/// Verifies an agent's quote with the pinned AK and the nonce, and the TPM's counters against
+/// the host's; the reasons on failure.
+fn verify_answer(
+    aks: &AkCache,
+    host: &HostRow,
+    nonce: &[u8],
+    resp: &QuoteResponse,
+) -> Result<VerifiedQuote, (Vec<String>, &'static str)> {
     let prepared = aks.get(&host.ak_public).ok_or_else(|| {
         (
             vec!["the host's pinned AK is unreadable; re-register the host".to_string()],
@@ -149,14 +163,22 @@ fn check_quote(
             ));
         }
     }
-    let log = match &resp.event_log {
-        Some(bytes) => Some(
+    Ok(verified)
+}
+
+/// The agent's event log, parsed and replayed for the banks of the verified quote.
+fn event_log(
+    resp: &QuoteResponse,
+    verified: &VerifiedQuote,
+) -> Result<Option<EventLogEvidence>, (Vec<String>, &'static str)> {
+    match &resp.event_log {
+        Some(bytes) => {
             crate::evidence::from_log(bytes, &verified.pcrs().banks().collect::<Vec<_>>())
-                .map_err(|e| (vec![e], "event_log_unreadable"))?,
-        ),
-        None => None,
-    };
-    Ok(Checked { verified, log })
+                .map(Some)
+                .map_err(|e| (vec![e], "event_log_unreadable"))
+        }
+        None => Ok(None),
+    }
 }
 
 /// What a signed report says (its JWS payload). The fields are in the order of their names,
@@ -344,7 +366,27 @@ pub async fn attest(
                 .map(Attested::alone);
         }
     };
-    let checked = match check_quote(&state.ak_cache, &host, &nonce, &resp) {
+    // A trusted appraisal of the same inputs is reused ([`crate::reuse`]); otherwise the event
+    // log is parsed now, so that an unreadable one is a verdict of its own.
+    let checked = verify_answer(&state.ak_cache, &host, &nonce, &resp).and_then(|verified| {
+        let inputs = runtime_plan.is_none().then(|| {
+            state.appraisals.inputs(
+                host.created,
+                flavors.generation(),
+                verified.attest(),
+                resp.event_log.as_deref(),
+            )
+        });
+        let reused = inputs
+            .as_ref()
+            .and_then(|i| state.appraisals.trusted(&host.name, i, now, validity));
+        let log = match reused {
+            Some(_) => None,
+            None => event_log(&resp, &verified)?,
+        };
+        Ok((Checked { verified, log }, inputs, reused))
+    });
+    let (checked, inputs, reused) = match checked {
         Ok(c) => c,
         Err((reasons, label)) => {
             let v = Verdict::untrusted(reasons, now, validity);
@@ -412,20 +454,29 @@ pub async fn attest(
             }
         }
     };
-    let ctx = HostContext {
-        host_name: &host.name,
-        software_tpm: host.software_tpm,
+    let verdict = match reused {
+        Some(verdict) => verdict,
+        None => {
+            let ctx = HostContext {
+                host_name: &host.name,
+                software_tpm: host.software_tpm,
+            };
+            let verdict = appraise_with_runtime(
+                &checked.verified,
+                checked.log.as_ref(),
+                runtime.as_ref(),
+                &flavors,
+                &MatchPolicy::default(),
+                &ctx,
+                now,
+                validity,
+            );
+            if let Some(inputs) = inputs {
+                state.appraisals.remember(&host.name, inputs, &verdict);
+            }
+            verdict
+        }
     };
-    let verdict = appraise_with_runtime(
-        &checked.verified,
-        checked.log.as_ref(),
-        runtime.as_ref(),
-        &flavors,
-        &MatchPolicy::default(),
-        &ctx,
-        now,
-        validity,
-    );
     let counters = AttestationUpdate {
         reset_count: Some(i64::from(clock.reset_count)),
         restart_count: Some(i64::from(clock.restart_count)),

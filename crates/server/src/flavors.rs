@@ -5,6 +5,7 @@
 //! drop the cache themselves: no caller has to remember to. A write made through another
 //! replica is seen within [`FLAVOR_CACHE_TTL`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,15 +17,48 @@ use crate::store::{new_id, FlavorRow, Store, StoreError};
 /// How long appraisal reuses the flavors it read.
 pub const FLAVOR_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Flavors read recently, and when.
-type Cached = Option<(Instant, Arc<Vec<Flavor>>)>;
+/// The flavors appraisal reads, and which set they are. The generation changes when the
+/// stored flavors do, and only then: rows read again and found as they were keep the set
+/// (and its generation), so an appraisal made under a generation holds for as long as it is
+/// current ([`crate::reuse`]).
+#[derive(Debug, Default)]
+pub struct FlavorSet {
+    generation: u64,
+    flavors: Vec<Flavor>,
+}
+
+impl FlavorSet {
+    /// Which set this is: equal generations (of one server) are the same flavors.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl std::ops::Deref for FlavorSet {
+    type Target = [Flavor];
+
+    fn deref(&self) -> &[Flavor] {
+        &self.flavors
+    }
+}
+
+/// The flavors last read: the rows, the set made of them, and when they were read (`None`
+/// once a write made them stale).
+#[derive(Debug)]
+struct Cached {
+    read_at: Option<Instant>,
+    rows: Vec<FlavorRow>,
+    set: Arc<FlavorSet>,
+}
 
 /// The stored flavors with a short cache for appraisal.
 #[derive(Debug)]
 pub struct Flavors {
     store: Store,
     clock: Arc<dyn Clock>,
-    cache: Mutex<Cached>,
+    cache: Mutex<Option<Cached>>,
+    /// The generation of the next set made (each set made gets one of its own).
+    next_generation: AtomicU64,
 }
 
 impl Flavors {
@@ -34,41 +68,51 @@ impl Flavors {
             store,
             clock,
             cache: Mutex::new(None),
+            next_generation: AtomicU64::new(1),
         }
     }
 
-    /// Every flavor, from a cache at most [`FLAVOR_CACHE_TTL`] old (for appraisal).
-    pub async fn current(&self) -> Result<Arc<Vec<Flavor>>, StoreError> {
+    /// Every flavor, from a cache at most [`FLAVOR_CACHE_TTL`] old (for appraisal). Rows read
+    /// again and found unchanged give the same set, not parsed again.
+    pub async fn current(&self) -> Result<Arc<FlavorSet>, StoreError> {
         if let Ok(cache) = self.cache.lock() {
-            if let Some((at, flavors)) = cache.as_ref() {
+            if let Some(Cached {
+                read_at: Some(at),
+                set,
+                ..
+            }) = cache.as_ref()
+            {
                 if self.clock.instant().saturating_duration_since(*at) < FLAVOR_CACHE_TTL {
-                    return Ok(Arc::clone(flavors));
+                    return Ok(Arc::clone(set));
                 }
             }
         }
-        let flavors = Arc::new(self.all().await?);
-        if let Ok(mut cache) = self.cache.lock() {
-            *cache = Some((self.clock.instant(), Arc::clone(&flavors)));
-        }
-        Ok(flavors)
+        let rows = self.store.flavors().await?;
+        let read_at = Some(self.clock.instant());
+        let made = |rows: &[FlavorRow]| {
+            Arc::new(FlavorSet {
+                generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+                flavors: parse(rows),
+            })
+        };
+        let Ok(mut cache) = self.cache.lock() else {
+            return Ok(made(&rows));
+        };
+        let set = match cache.take() {
+            Some(old) if old.rows == rows => old.set,
+            _ => made(&rows),
+        };
+        *cache = Some(Cached {
+            read_at,
+            rows,
+            set: Arc::clone(&set),
+        });
+        Ok(set)
     }
 
     /// Every stored flavor, read now (for lists); a corrupt row is logged and skipped.
     pub async fn all(&self) -> Result<Vec<Flavor>, StoreError> {
-        let rows = self.store.flavors().await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| match serde_json::from_str::<Flavor>(&r.body) {
-                Ok(mut f) => {
-                    f.id = r.id.clone();
-                    Some(f)
-                }
-                Err(e) => {
-                    tracing::error!(id = %r.id, error = %e, "unreadable flavor skipped");
-                    None
-                }
-            })
-            .collect())
+        Ok(parse(&self.store.flavors().await?))
     }
 
     /// Stores `flavors`, each under a new id (written into it), created at `now_ms`.
@@ -104,9 +148,89 @@ impl Flavors {
         deleted
     }
 
+    /// The cached set is stale: the next appraisal reads the rows again (and keeps the set if
+    /// they are as they were).
     fn changed(&self) {
         if let Ok(mut cache) = self.cache.lock() {
-            *cache = None;
+            if let Some(c) = cache.as_mut() {
+                c.read_at = None;
+            }
         }
+    }
+}
+
+/// The flavors of stored rows; a corrupt row is logged and skipped.
+fn parse(rows: &[FlavorRow]) -> Vec<Flavor> {
+    rows.iter()
+        .filter_map(|r| match serde_json::from_str::<Flavor>(&r.body) {
+            Ok(mut f) => {
+                f.id = r.id.clone();
+                Some(f)
+            }
+            Err(e) => {
+                tracing::error!(id = %r.id, error = %e, "unreadable flavor skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use nodetrust_appraise::FlavorPart;
+
+    fn flavor(label: &str) -> Flavor {
+        serde_json::from_value(serde_json::json!({
+            "label": label,
+            "part": "PLATFORM",
+            "pcrs": [{"bank": "sha256", "index": 0, "value": "00".repeat(32)}],
+        }))
+        .expect("flavor")
+    }
+
+    #[tokio::test]
+    async fn the_set_and_its_generation_change_only_with_the_stored_flavors() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("f.db").display()))
+            .await
+            .expect("store");
+        let clock = Arc::new(ManualClock::default());
+        let flavors = Flavors::new(store.clone(), clock.clone());
+        let empty = flavors.current().await.expect("read");
+        assert!(empty.is_empty());
+        let mut one = [flavor("gold")];
+        flavors.add(&mut one, 1).await.expect("add");
+        let first = flavors.current().await.expect("read");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].part, FlavorPart::Platform);
+        assert_ne!(first.generation(), empty.generation());
+        // Within the cache's life, and read again after it: the same set.
+        assert!(Arc::ptr_eq(&first, &flavors.current().await.expect("read")));
+        clock.advance(FLAVOR_CACHE_TTL * 2);
+        let again = flavors.current().await.expect("read");
+        assert!(Arc::ptr_eq(&first, &again), "unchanged rows keep the set");
+        // A write through another server (another `Flavors` on the store): seen once the
+        // cache is stale, as a new generation.
+        let other = Flavors::new(store.clone(), clock.clone());
+        let mut two = [flavor("gold-2")];
+        other.add(&mut two, 2).await.expect("add");
+        assert!(Arc::ptr_eq(
+            &first,
+            &flavors.current().await.expect("cached")
+        ));
+        clock.advance(FLAVOR_CACHE_TTL * 2);
+        let second = flavors.current().await.expect("read");
+        assert_eq!(second.len(), 2);
+        assert_ne!(second.generation(), first.generation());
+        // A write through this one is seen at once; deleting what was added gives back the
+        // rows of before: a set equal to the first, under a generation of its own.
+        assert!(flavors.delete(&two[0].id).await.expect("delete"));
+        let third = flavors.current().await.expect("read");
+        assert_eq!(third.len(), 1);
+        assert_eq!(&third[..], &first[..]);
+        assert_ne!(third.generation(), second.generation());
+        assert_ne!(third.generation(), first.generation());
     }
 }

@@ -28,6 +28,7 @@
 //!   [`timing`]: its periods as functions of the interval.
 //! - [`retention`]: deletes old reports and change-feed rows.
 //! - [`evidence`]: the agent's event log, parsed and replayed for appraisal.
+//! - [`reuse`]: a host's last trusted appraisal, reused while its inputs are unchanged.
 //! - [`agent_client`]: HTTPS to agents with the certificate pinned.
 //! - [`store`]: SQLite / PostgreSQL, leases, the change feed.
 //! - [`labeller`]: feeds the embedded Kubernetes labeller from the store and the change feed.
@@ -67,6 +68,7 @@ pub mod push_slots;
 pub mod queue;
 pub mod registrar;
 pub mod retention;
+pub mod reuse;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;

@@ -75,6 +75,9 @@ pub struct Inner {
     pub push: crate::push_slots::PushSlots,
     /// The pinned AKs of hosts attested lately, parsed once ([`crate::ak_cache`]).
     pub ak_cache: crate::ak_cache::AkCache,
+    /// Each host's last trusted appraisal, reused while its inputs are unchanged
+    /// ([`crate::reuse`]).
+    pub appraisals: crate::reuse::Appraisals,
 }
 
 /// The shared state (cheap to clone).
@@ -187,6 +190,7 @@ impl AppState {
             host_list: crate::hostlist::HostList::new(),
             push: crate::push_slots::PushSlots::default(),
             ak_cache: crate::ak_cache::AkCache::default(),
+            appraisals: crate::reuse::Appraisals::default(),
         })))
     }
 

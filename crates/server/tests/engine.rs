@@ -45,15 +45,7 @@ async fn agent_restart_is_attested_at_once() {
     let gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
     // Registered hosts are due at once.
     wait_for_verdict(&h, "gold", "untrusted", Duration::from_secs(2)).await;
-    let (s, v) = h
-        .call(
-            "POST",
-            "/mtwilson/v2/flavors",
-            Auth::Admin,
-            Some(json!({"from_host": "gold"})),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 201, "{v}");
+    h.import_flavors("gold").await;
     let node = h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
     wait_for_verdict(&h, "node-1", "trusted", Duration::from_secs(2)).await;
     // The node reboots into another boot loader; its agent says it (re)started.
@@ -201,15 +193,7 @@ async fn each_failed_attestation_is_counted_with_its_real_reason() {
     let (s, v) = h.attest("gold").await;
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(v["verdict"], "untrusted", "{v}");
-    let (s, v) = h
-        .call(
-            "POST",
-            "/mtwilson/v2/flavors",
-            Auth::Admin,
-            Some(json!({"from_host": "gold"})),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 201, "{v}");
+    h.import_flavors("gold").await;
     let gold_log = gold.lock().unwrap().event_log.clone();
 
     let _ok = h.enrol("ok", "uuid-ok", &gold_boot("grub 2.06")).await;
@@ -327,4 +311,119 @@ async fn each_quote_is_verified_with_the_pinned_ak_parsed_once() {
         "every later quote used the kept key"
     );
     assert_eq!(h.state.ak_cache.len(), 1);
+}
+
+/// The `nodetrust_appraisals_reused_total` counter of `/metrics`.
+async fn reused_count(h: &Harness) -> u64 {
+    let (s, m) = h.call("GET", "/metrics", Auth::None, None).await;
+    assert_eq!(s.as_u16(), 200);
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("nodetrust_appraisals_reused_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn flavor_ids_from(h: &Harness, source: &str) -> Vec<String> {
+    let (s, v) = h
+        .call("GET", "/mtwilson/v2/flavors", Auth::Admin, None)
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    v["flavors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["source_host"] == source)
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_trusted_appraisal_is_reused_only_while_its_inputs_are_unchanged() {
+    let h = Harness::new().await;
+    h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    let (s, v) = h.attest("gold").await;
+    assert_eq!(
+        (s.as_u16(), v["verdict"].as_str()),
+        (200, Some("untrusted"))
+    );
+    h.import_flavors("gold").await;
+    let node = h.enrol("node", "uuid-node", &gold_boot("grub 2.06")).await;
+    let attest = |want: &'static str| {
+        let h = &h;
+        async move {
+            let (s, v) = h.attest("node").await;
+            assert_eq!(s.as_u16(), 200, "{v}");
+            assert_eq!(v["verdict"], want, "{v}");
+            v
+        }
+    };
+    // An untrusted verdict is never kept: appraised in full each time.
+    let first = attest("trusted").await;
+    assert_eq!(
+        reused_count(&h).await,
+        0,
+        "the first appraisal is a full one"
+    );
+    let second = attest("trusted").await;
+    assert_eq!(reused_count(&h).await, 1, "the same inputs: reused");
+    assert_eq!(second["reasons"], first["reasons"], "the same reasons");
+    assert!(second["created"].as_str() >= first["created"].as_str());
+    assert_ne!(second["expires"], serde_json::Value::Null);
+
+    // The same PCR values with other log bytes: appraised in full each time. Padding after
+    // the last event changes nothing the log says: trusted, and kept as the new inputs.
+    let honest = node.lock().unwrap().event_log.clone().unwrap();
+    let mut padded = honest.clone();
+    padded.extend_from_slice(&[0u8; 4]);
+    node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        r.event_log = Some(padded.clone());
+        r
+    }));
+    attest("trusted").await;
+    assert_eq!(
+        reused_count(&h).await,
+        1,
+        "other log bytes: a full appraisal"
+    );
+    // Another boot's log with this boot's PCR values: found altered.
+    let other = h
+        .enrol("other", "uuid-other", &gold_boot("grub evil"))
+        .await;
+    let other_log = other.lock().unwrap().event_log.clone().unwrap();
+    assert_ne!(other_log, honest);
+    node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        r.event_log = Some(other_log.clone());
+        r
+    }));
+    let v = attest("untrusted").await;
+    assert!(v["reasons"].to_string().contains("event log"), "{v}");
+    assert_eq!(reused_count(&h).await, 1);
+    // The honest log again: the untrusted verdict dropped what was kept, so a full appraisal
+    // first, then reuse.
+    node.lock().unwrap().tamper = None;
+    attest("trusted").await;
+    assert_eq!(reused_count(&h).await, 1);
+    attest("trusted").await;
+    assert_eq!(reused_count(&h).await, 2);
+
+    // Flavors added: another generation, appraised in full (still trusted by gold's).
+    h.enrol("gold-2", "uuid-gold-2", &gold_boot("grub 2.07"))
+        .await;
+    h.import_flavors("gold-2").await;
+    attest("trusted").await;
+    assert_eq!(reused_count(&h).await, 2);
+    attest("trusted").await;
+    assert_eq!(reused_count(&h).await, 3);
+    // The flavors that trusted the node deleted: the next verdict says so at once.
+    let ids = flavor_ids_from(&h, "gold").await;
+    assert!(!ids.is_empty());
+    for id in ids {
+        assert_eq!(h.delete_flavor(&id).await.as_u16(), 204);
+    }
+    let v = attest("untrusted").await;
+    assert!(v["reasons"].to_string().contains("grub"), "{v}");
+    assert_eq!(reused_count(&h).await, 3);
 }

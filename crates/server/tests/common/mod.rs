@@ -473,6 +473,32 @@ impl Harness {
         .await
     }
 
+    /// Imports flavors from the registered host `from_host` (every part it has); asserts the
+    /// import was made.
+    pub async fn import_flavors(&self, from_host: &str) {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/mtwilson/v2/flavors",
+                Auth::Admin,
+                Some(json!({"from_host": from_host})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Deletes flavor `id`; the answer's status.
+    pub async fn delete_flavor(&self, id: &str) -> StatusCode {
+        self.call(
+            "DELETE",
+            &format!("/mtwilson/v2/flavors/{id}"),
+            Auth::Admin,
+            None,
+        )
+        .await
+        .0
+    }
+
     pub async fn host(&self, name: &str) -> Value {
         let (s, v) = self
             .call(
