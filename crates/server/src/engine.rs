@@ -455,7 +455,10 @@ pub async fn attest(
         }
     };
     let verdict = match reused {
-        Some(verdict) => verdict,
+        Some(verdict) => {
+            state.appraisals.count_reused();
+            verdict
+        }
         None => {
             let ctx = HostContext {
                 host_name: &host.name,

@@ -101,7 +101,8 @@ impl Appraisals {
     }
 
     /// `host`'s last trusted verdict made again at `now` ([`Verdict::renewed`]) when its
-    /// appraisal was made of `inputs`; it is then counted as reused.
+    /// appraisal was made of `inputs`. The caller counts it ([`Self::count_reused`]) once the
+    /// verdict is made of it.
     pub fn trusted(
         &self,
         host: &str,
@@ -111,8 +112,12 @@ impl Appraisals {
     ) -> Option<Verdict> {
         let kept = self.kept.lock().ok()?;
         let k = kept.get(host).filter(|k| k.inputs == *inputs)?;
-        self.reused.fetch_add(1, Ordering::Relaxed);
         Some(k.verdict.renewed(now, validity))
+    }
+
+    /// Counts a verdict made of a reused appraisal.
+    pub fn count_reused(&self) {
+        self.reused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps the full appraisal of `host` made of `inputs` when its verdict is trusted;
@@ -248,6 +253,8 @@ mod tests {
         assert_eq!(again.reasons(), verdict.reasons());
         assert_eq!(again.attested_at(), later);
         assert_eq!(again.expires_at(), later + VALIDITY);
+        assert_eq!(memo.reused(), 0, "counted by the caller");
+        memo.count_reused();
         assert_eq!(memo.reused(), 1);
         // Other inputs, or another host: not reused.
         let other = memo.inputs(2, 1, verified.attest(), None);
