@@ -198,22 +198,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !plain_json(req.headers()) {
-            return match Json::<T>::from_request(req, state).await {
-                Ok(Json(v)) => Ok(Self(v)),
-                Err(rejection) => Err(json_rejection(rejection)),
-            };
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| json_rejection(e.into()))?;
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => Ok(Self(v)),
-            Err(_) => match Json::<T>::from_bytes(&bytes) {
-                Ok(Json(v)) => Ok(Self(v)),
-                Err(rejection) => Err(json_rejection(rejection)),
-            },
-        }
+        let read = if plain_json(req.headers()) {
+            let bytes = axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|e| json_rejection(e.into()))?;
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => return Ok(Self(v)),
+                Err(_) => Json::<T>::from_bytes(&bytes),
+            }
+        } else {
+            Json::<T>::from_request(req, state).await
+        };
+        read.map(|Json(v)| Self(v)).map_err(json_rejection)
     }
 }
 

@@ -21,7 +21,7 @@ pub const FLAVOR_CACHE_TTL: Duration = Duration::from_secs(1);
 /// stored flavors do, and only then: rows read again and found as they were keep the set
 /// (and its generation), so an appraisal made under a generation holds for as long as it is
 /// current ([`crate::reuse`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlavorSet {
     generation: u64,
     flavors: Vec<Flavor>,

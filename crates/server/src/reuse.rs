@@ -39,7 +39,7 @@ use nodetrust_tpm_wire::{Attest, PcrSelection};
 /// Most hosts whose last trusted appraisal is kept.
 pub const REUSE_MAX: usize = 1 << 20;
 
-/// What a trusted appraisal was made of ([`Appraisals::key`]).
+/// What a trusted appraisal was made of ([`Appraisals::inputs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
     registered: i64,
