@@ -121,14 +121,16 @@ wait_ready() {
   exit 1
 }
 
-# attestations, group commits, reports committed, trusted appraisals reused
+# attestations, group commits, reports committed, trusted appraisals reused, of which with the
+# event log left out
 attestations() {
   curl -fsS --cacert "$work/state/server.crt" "https://127.0.0.1:$port/metrics" |
     awk '/^nodetrust_attestations_total[{ ]/ {s += $NF}
          /^nodetrust_report_commits_total / {c = $NF}
          /^nodetrust_reports_committed_total / {r = $NF}
          /^nodetrust_appraisals_reused_total / {u = $NF}
-         END {printf "%d %d %d %d\n", s, c, r, u}'
+         /^nodetrust_event_logs_left_out_total / {l = $NF}
+         END {printf "%d %d %d %d %d\n", s, c, r, u, l}'
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 # CPU of the PostgreSQL processes on this machine (user + system, in ticks; 0 on SQLite).
@@ -165,7 +167,7 @@ measure() {
   python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" <<'EOF'
 import sys
 label = sys.argv[1]
-(a0, m0, r0, u0), (a1, m1, r1, u1) = (map(float, x.split()) for x in sys.argv[2:4])
+(a0, m0, r0, u0, l0), (a1, m1, r1, u1, l1) = (map(float, x.split()) for x in sys.argv[2:4])
 c0, c1, tck, window, rss, s0, s1, d0, d1 = map(float, sys.argv[4:])
 n = a1 - a0
 cpu = (c1 - c0) / tck
@@ -175,6 +177,7 @@ print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} 
       f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
       f"{(s1 - s0) / max(n, 1):.1f} context switches per attestation, "
       f"{(u1 - u0) / max(n, 1) * 100:.0f} % appraisals reused, "
+      f"{(l1 - l0) / max(n, 1) * 100:.0f} % event logs left out, "
       f"load {open('/proc/loadavg').read().split()[0]}")
 if d1 > d0 and n:
     print(f"  PostgreSQL's processes: {(d1 - d0) / tck / window:.2f} cores, "
@@ -185,6 +188,16 @@ EOF
     ir=$(awk '/^totals:/ {print $2}' "$work/callgrind.out.$server_pid".*)
     n=$(( ${a1%% *} - ${a0%% *} ))
     echo "  callgrind: $ir instructions over $n attestations, $(( ir / (n > 0 ? n : 1) )) per attestation ($work/callgrind.out.$server_pid.*)"
+    # Password checks (argon2) run when a cached success expires (every 30 s per account), not
+    # per attestation: one more or fewer in a window moves a small fleet's figure by tens of
+    # thousands of instructions, so the figure without them is printed too.
+    local pw=0 f p
+    for f in "$work/callgrind.out.$server_pid".*; do
+      p=$( (callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null || true) |
+        awk '/argon2::Argon2::hash_password_into \[/ {gsub(",", "", $1); print $1; exit}')
+      pw=$((pw + ${p:-0}))
+    done
+    echo "  callgrind: without password checks ($pw instructions): $(( (ir - pw) / (n > 0 ? n : 1) )) per attestation"
   fi
 }
 

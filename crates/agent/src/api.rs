@@ -351,20 +351,21 @@ async fn ima(State(state): State<AppState>, body: Body) -> Result<Json<ImaEntrie
 
 async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteResponse>, ApiError> {
     let bytes = body_bytes(body).await?;
-    let req: QuoteRequest = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut req: QuoteRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad(
             "bad_request",
             format!("the body is not a quote request: {e}"),
         )
     })?;
     let sel = selection(&req, &state.0.banks)?;
-    let nonce = req.nonce;
+    let nonce = std::mem::take(&mut req.nonce);
     let (out, aik) = blocking(&state.0.attester, move |a| {
         Ok((a.quote(&nonce, &sel)?, a.ak_public()?))
     })
     .await?;
     // The logs are read after the quote, so they cover at least what it measured.
     let event_log = read_log(&state.0.eventlog).await;
+    let (event_log, event_log_sha256) = leave_out_if_known(&req, event_log);
     let ima_log = match req.ima_offset {
         Some(offset) => ima_entries(&state, offset, None).await?,
         None => None,
@@ -381,8 +382,29 @@ async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteRe
         aik,
         pcrs,
         event_log,
+        event_log_sha256,
         ima_log,
     }))
+}
+
+/// The event log to send and its SHA-256: the log is left out when the verifier holds it
+/// ([`QuoteRequest::holds_event_log`]). Its digest is always sent, which tells the verifier
+/// that this agent can leave out a log it holds.
+fn leave_out_if_known(
+    req: &QuoteRequest,
+    event_log: Option<Vec<u8>>,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let Some(log) = event_log else {
+        return (None, None);
+    };
+    let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &log)
+        .as_ref()
+        .to_vec();
+    if req.holds_event_log(&sha256) {
+        (None, Some(sha256))
+    } else {
+        (Some(log), Some(sha256))
+    }
 }
 
 fn pem_and_name(tpm2b: &[u8], what: &str) -> Result<(String, String), ApiError> {

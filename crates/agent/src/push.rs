@@ -8,7 +8,10 @@
 //! verdict, when to push next and, most of the time, the next challenge: the next round then
 //! quotes that one and posts the evidence without asking (one request), and asks for a
 //! challenge only when the server refuses it (409: its flavors changed, the TPM restarted, the
-//! round came late, or another replica answers). A failed round is logged and retried with
+//! round came late, or another replica answers). The server names the event log it holds in
+//! each challenge, and the agent leaves out a log that has not changed; when the server needs
+//! it after all (409 `event_log_needed`), the agent answers a new challenge, which names none.
+//! A failed round is logged and retried with
 //! capped exponential backoff; the server's verdict expires on its own if the agent stops
 //! pushing.
 
@@ -28,6 +31,8 @@ use crate::register::Backoff;
 pub const CHALLENGE_PATH: &str = "/mtwilson/v2/push/challenge";
 /// Evidence endpoint.
 pub const EVIDENCE_PATH: &str = "/mtwilson/v2/push/evidence";
+/// The 409 reason of evidence that left out an event log the server needs.
+const EVENT_LOG_NEEDED: &str = "event_log_needed";
 /// Shortest and longest wait between two pushes, whatever the server says.
 const MIN_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -144,7 +149,18 @@ pub async fn push_round(
             other => return other,
         }
     }
-    push_once(client, router, admin, host_name).await
+    match push_once(client, router, admin, host_name).await {
+        // The log was left out when the server needed it: the next challenge names none.
+        Err(PushError::Client(ClientError::Status {
+            status: 409,
+            reason,
+            ..
+        })) if reason == EVENT_LOG_NEEDED => {
+            tracing::info!("the server needs the event log this agent left out; answering a new challenge with it");
+            push_once(client, router, admin, host_name).await
+        }
+        other => other,
+    }
 }
 
 /// Pushes forever: each round when the server said, a failed one again after a backoff.

@@ -417,3 +417,62 @@ async fn ima_entries_from_an_offset_as_the_log_grows() {
     );
     assert_eq!(got.log, entries[25..].concat());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_log_the_verifier_holds_is_left_out_while_it_is_unchanged() {
+    let tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let eventlog = dir.path().join("binary_bios_measurements");
+    std::fs::write(&eventlog, b"\x00\x00\x00\x00 pretend TCG event log").unwrap();
+    let attester = open(&tpm, &dir.path().join("state"), AkAlgorithm::Rsa2048);
+    let state = state(attester, &eventlog, &dir.path().join("no-ima"));
+    // The log's SHA-256, as sha256sum computes it.
+    let sha256sum = || {
+        let out = std::process::Command::new("sha256sum")
+            .arg(&eventlog)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        hex::decode(&String::from_utf8(out.stdout).unwrap()[..64]).unwrap()
+    };
+    let quote = |known: Option<Vec<u8>>| {
+        let state = &state;
+        async move {
+            let mut req =
+                json!({"nonce": b64::encode(&[7u8; 32]), "pcrs": [0, 7], "pcrbanks": ["SHA256"]});
+            if let Some(k) = known {
+                req["known_event_log_sha256"] = json!(b64::encode(&k));
+            }
+            let (status, body) = post(state, "/v2/tpm/quote", req).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            serde_json::from_value::<QuoteResponse>(body).unwrap()
+        }
+    };
+    // Named by nobody: the log and its digest.
+    let digest = sha256sum();
+    let r = quote(None).await;
+    assert_eq!(
+        r.event_log.as_deref(),
+        Some(&std::fs::read(&eventlog).unwrap()[..])
+    );
+    assert_eq!(r.event_log_sha256.as_ref(), Some(&digest));
+    // Named: left out, the digest stands for it.
+    let r = quote(Some(digest.clone())).await;
+    assert_eq!(
+        (r.event_log, r.event_log_sha256.as_ref()),
+        (None, Some(&digest))
+    );
+    // Another digest named: sent.
+    let r = quote(Some(vec![0; 32])).await;
+    assert!(r.event_log.is_some());
+    // The log changed (a new boot): sent although the old digest is named.
+    std::fs::write(&eventlog, b"\x00\x00\x00\x00 another boot's log").unwrap();
+    let r = quote(Some(digest.clone())).await;
+    assert!(r.event_log.is_some());
+    assert_eq!(r.event_log_sha256, Some(sha256sum()));
+    assert_ne!(sha256sum(), digest);
+    // No log: neither.
+    std::fs::remove_file(&eventlog).unwrap();
+    let r = quote(Some(digest)).await;
+    assert_eq!((r.event_log, r.event_log_sha256), (None, None));
+}

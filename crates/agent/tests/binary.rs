@@ -227,6 +227,7 @@ async fn serves_https_and_survives_a_crash() {
                 pcrs: vec![0, 1, 2, 3],
                 pcrbanks: vec!["SHA256".into()],
                 ima_offset: None,
+                known_event_log_sha256: None,
             },
         )
         .await
@@ -376,6 +377,7 @@ async fn swtpm_restarting_under_the_agent() {
                     pcrs: vec![0, 1, 2, 3],
                     pcrbanks: vec!["SHA256".into()],
                     ima_offset: None,
+                    known_event_log_sha256: None,
                 },
             )
             .await

@@ -95,6 +95,7 @@ impl SoftAgent {
             aik: self.tpm.ak_public().tpm2b_bytes(),
             pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
             event_log: Some(self.event_log.clone()),
+            event_log_sha256: None,
             ima_log: None,
         })
     }

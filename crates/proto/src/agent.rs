@@ -73,6 +73,24 @@ pub struct QuoteRequest {
     /// ([`QuoteResponse::ima_log`]); absent, no IMA log is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ima_offset: Option<u64>,
+    /// The SHA-256 of the measured-boot event log the verifier holds a trusted appraisal of.
+    /// When the host's event log still has this digest, the agent may leave it out of its
+    /// answer ([`QuoteResponse::event_log_sha256`]). Sent only to agents that said they can
+    /// ([`QuoteResponse::event_log_sha256`] in an earlier answer).
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub known_event_log_sha256: Option<Vec<u8>>,
+}
+
+impl QuoteRequest {
+    /// Whether the verifier holds the event log whose SHA-256 is `sha256`
+    /// ([`Self::known_event_log_sha256`]): the answer may then leave it out.
+    pub fn holds_event_log(&self, sha256: &[u8]) -> bool {
+        self.known_event_log_sha256.as_deref() == Some(sha256)
+    }
 }
 
 /// Most IMA entries the agent sends in one answer; the verifier asks again for the rest.
@@ -138,6 +156,16 @@ pub struct QuoteResponse {
         skip_serializing_if = "Option::is_none"
     )]
     pub event_log: Option<Vec<u8>>,
+    /// The SHA-256 of the host's event log, whether or not `event_log` carries it. An agent
+    /// that sends it can leave out a log the verifier holds
+    /// ([`QuoteRequest::known_event_log_sha256`]): `event_log` is then absent and this names
+    /// the log. Absent when the host has no event log (or from an older agent).
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub event_log_sha256: Option<Vec<u8>>,
     /// IMA runtime log entries from the request's `ima_offset` (at most [`MAX_IMA_ENTRIES`]);
     /// absent when none was asked for or the host has no IMA log.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -720,7 +720,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
              nodetrust_registrations_committed_total {}\n\
              # HELP nodetrust_appraisals_reused_total Trusted appraisals reused: the same PCR values, event log, flavors and registration as the host's last trusted one.\n\
              # TYPE nodetrust_appraisals_reused_total counter\n\
-             nodetrust_appraisals_reused_total {}\n",
+             nodetrust_appraisals_reused_total {}\n\
+             # HELP nodetrust_event_logs_left_out_total Reused appraisals whose agent left out its unchanged event log (the server holds it; the log's SHA-256 stood for it).\n\
+             # TYPE nodetrust_event_logs_left_out_total counter\n\
+             nodetrust_event_logs_left_out_total {}\n\
+             # HELP nodetrust_event_logs_needed_total Answers that left out an event log the server then needed (the quote is not the one last appraised): asked again with the log.\n\
+             # TYPE nodetrust_event_logs_needed_total counter\n\
+             nodetrust_event_logs_needed_total {}\n",
             {
                 let mut text = state.metrics.render(&per_verdict);
                 if let Some(m) = state.labeller_metrics.get() {
@@ -734,7 +740,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             committed,
             shared,
             activations,
-            state.appraisals.reused()
+            state.appraisals.reused(),
+            state.appraisals.left_out(),
+            state.appraisals.needed()
         ),
     )
         .into_response()

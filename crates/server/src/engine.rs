@@ -26,13 +26,15 @@ use nodetrust_appraise::{
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::trust::HostStatus;
-use nodetrust_tpm_wire::verify::verify_quote_prepared;
-use nodetrust_tpm_wire::{HashAlg, PcrValues, Public, VerifiedQuote};
+use nodetrust_tpm_wire::verify::{verify_signed_prepared, SignedQuote};
+use nodetrust_tpm_wire::{Attest, ClockInfo, HashAlg, PcrValues, Public, VerifiedQuote};
 
 use crate::agent_client::{AgentError, AgentTarget};
 use crate::ak_cache::AkCache;
+use crate::flavors::FlavorSet;
 use crate::jws::{SignError, Signer};
 use crate::outcome::agent_reason;
+use crate::reuse::{Basis, Found, SentLog};
 use crate::state::AppState;
 use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
 
@@ -95,6 +97,19 @@ fn target(host: &HostRow) -> AgentTarget {
     }
 }
 
+/// A quote checked as far as its attestation needs: with its PCR values and event log, for a
+/// full appraisal; or only its signature, nonce and counters, when a kept trusted appraisal of
+/// the same signed PCR digest is reused ([`crate::reuse`]).
+#[derive(Debug)]
+enum Evidence {
+    Full(Checked),
+    Reused {
+        clock: ClockInfo,
+        verdict: Verdict,
+        pcrs_json: std::sync::Arc<str>,
+    },
+}
+
 /// Evidence that passed every check of the quote itself.
 #[derive(Debug)]
 struct Checked {
@@ -110,19 +125,19 @@ fn check_quote(
     nonce: &[u8],
     resp: &QuoteResponse,
 ) -> Result<Checked, (Vec<String>, &'static str)> {
-    let verified = verify_answer(aks, host, nonce, resp)?;
+    let verified = with_pcrs(verify_signed(aks, host, nonce, resp)?, resp)?;
     let log = event_log(resp, &verified)?;
     Ok(Checked { verified, log })
 }
 
 /// Verifies an agent's quote with the pinned AK and the nonce, and the TPM's counters against
-/// the host's; the reasons on failure.
-fn verify_answer(
+/// the host's, before its PCR values are checked ([`with_pcrs`]); the reasons on failure.
+fn verify_signed(
     aks: &AkCache,
     host: &HostRow,
     nonce: &[u8],
     resp: &QuoteResponse,
-) -> Result<VerifiedQuote, (Vec<String>, &'static str)> {
+) -> Result<SignedQuote, (Vec<String>, &'static str)> {
     let prepared = aks.get(&host.ak_public).ok_or_else(|| {
         (
             vec!["the host's pinned AK is unreadable; re-register the host".to_string()],
@@ -130,13 +145,7 @@ fn verify_answer(
         )
     })?;
     let pinned = prepared.public();
-    let pcrs = PcrValues::try_from(&resp.pcrs).map_err(|e| {
-        (
-            vec![format!("the agent's PCR values are malformed: {e}")],
-            "malformed_pcrs",
-        )
-    })?;
-    let verified = verify_quote_prepared(&prepared, &resp.quote, &resp.signature, &pcrs, nonce).map_err(|e| {
+    let signed = verify_signed_prepared(&prepared, &resp.quote, &resp.signature, nonce).map_err(|e| {
         let mut reasons = vec![format!("quote rejected: {e}")];
         let presented = Public::from_either(&resp.aik).ok();
         if presented.as_ref().is_some_and(|p| p.tpmt_bytes() != pinned.tpmt_bytes()) {
@@ -147,7 +156,7 @@ fn verify_answer(
         }
         (reasons, e.reason())
     })?;
-    let clock = verified.attest().clock_info;
+    let clock = signed.attest().clock_info;
     if let (Some(r0), Some(s0)) = (host.reset_count, host.restart_count) {
         let (r, s) = (i64::from(clock.reset_count), i64::from(clock.restart_count));
         if r < r0 {
@@ -163,7 +172,24 @@ fn verify_answer(
             ));
         }
     }
-    Ok(verified)
+    Ok(signed)
+}
+
+/// Checks the PCR values the agent sent against its signed quote: the verified quote; the
+/// reasons on failure.
+fn with_pcrs(
+    signed: SignedQuote,
+    resp: &QuoteResponse,
+) -> Result<VerifiedQuote, (Vec<String>, &'static str)> {
+    let pcrs = PcrValues::try_from(&resp.pcrs).map_err(|e| {
+        (
+            vec![format!("the agent's PCR values are malformed: {e}")],
+            "malformed_pcrs",
+        )
+    })?;
+    signed
+        .with_pcrs(&pcrs)
+        .map_err(|e| (vec![format!("quote rejected: {e}")], e.reason()))
 }
 
 /// The agent's event log, parsed and replayed for the banks of the verified quote.
@@ -179,6 +205,44 @@ fn event_log(
         }
         None => Ok(None),
     }
+}
+
+/// What an appraisal of the quote `attest` and `answer`'s event log, for `host` under `flavors`, is
+/// made of ([`crate::reuse`]).
+fn basis<'a>(
+    host: &HostRow,
+    flavors: &FlavorSet,
+    attest: &'a Attest,
+    answer: &'a QuoteResponse,
+) -> Basis<'a> {
+    Basis {
+        registered: host.created,
+        flavors: flavors.generation(),
+        attest,
+        log: SentLog::of(answer),
+    }
+}
+
+/// Whether the agent left its event log out, naming it by its digest.
+fn left_out(answer: &QuoteResponse) -> bool {
+    matches!(SentLog::of(answer), SentLog::LeftOut(_))
+}
+
+/// The event log to name in `host`'s quote request: the one of its kept appraisal
+/// ([`crate::reuse::Appraisals::known_log`]), unless its log is appraised otherwise
+/// (`reusable` false: RUNTIME flavors).
+fn known_log(
+    state: &AppState,
+    host: &HostRow,
+    flavors: &FlavorSet,
+    reusable: bool,
+) -> Option<Vec<u8>> {
+    if !reusable {
+        return None;
+    }
+    state
+        .appraisals
+        .known_log(&host.name, host.created, flavors.generation())
 }
 
 /// What a signed report says (its JWS payload). The fields are in the order of their names,
@@ -318,87 +382,119 @@ pub async fn attest(
     let can_ask_ahead = runtime_plan.is_none() && host.connection_url == crate::store::PUSH_URL;
     let started = Instant::now();
     let validity = state.settings.report_validity;
-    let (nonce, answer, given_at) = match given {
-        None => {
-            let nonce = fresh_nonce(state.random.as_ref())?;
-            let req = QuoteRequest {
-                nonce: nonce.clone(),
-                pcrs: pcrs.clone(),
-                pcrbanks: pcrbanks.clone(),
-                ima_offset: runtime_plan.as_ref().map(|p| p.offset),
+    // The event log of the host's kept appraisal is named in the request, so that its agent
+    // may leave it out ([`crate::reuse`]); a pull host whose agent left out a log that turns
+    // out to be needed is asked once more, naming none.
+    let mut name_log = runtime_plan.is_none();
+    let mut given = given;
+    let (given_at, now, mut resp, evidence) = loop {
+        let (nonce, answer, given_at) = match given.take() {
+            None => {
+                let nonce = fresh_nonce(state.random.as_ref())?;
+                let req = QuoteRequest {
+                    nonce: nonce.clone(),
+                    pcrs: pcrs.clone(),
+                    pcrbanks: pcrbanks.clone(),
+                    ima_offset: runtime_plan.as_ref().map(|p| p.offset),
+                    known_event_log_sha256: known_log(state, &host, &flavors, name_log),
+                };
+                let asked_at = millis(state.clock.now());
+                // A push host's quote comes from its agent's open challenge ([`crate::push`]).
+                let answer = state
+                    .push
+                    .quote(state.agents.as_ref(), &target(&host), &req)
+                    .await;
+                (nonce, answer, Err(asked_at))
+            }
+            Some(a) => {
+                if !can_ask_ahead || a.request.pcrs != pcrs || a.request.pcrbanks != pcrbanks {
+                    return Err(AttestError::StaleChallenge(format!(
+                        "the flavors of host {} changed since its challenge was given: ask for \
+                         a new one",
+                        host.name
+                    )));
+                }
+                (a.request.nonce, Ok(a.answer), Ok((a.issued_at, a.since)))
+            }
+        };
+        let now = state.clock.now();
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) if e.is_unreachable() => {
+                state
+                    .metrics
+                    .attestation("unreachable", agent_reason(&e), started.elapsed());
+                return Err(unreachable(state, &host, e, now).await);
+            }
+            Err(e) => {
+                state.metrics.agent_error(e.reason());
+                let v = Verdict::untrusted(vec![e.to_string()], now, validity);
+                state
+                    .metrics
+                    .attestation("untrusted", e.reason(), started.elapsed());
+                return save(state, &host, &v, true, None)
+                    .await
+                    .map(Attested::alone);
+            }
+        };
+        // A trusted appraisal of the same inputs is reused ([`crate::reuse`]): the quote's
+        // signature, nonce and counters are checked, and its signed PCR digest stands for the
+        // values kept. Otherwise its PCR values are checked and its event log parsed now, so
+        // that an unreadable one is a verdict of its own.
+        let checked = verify_signed(&state.ak_cache, &host, &nonce, &resp).and_then(|signed| {
+            let found = if runtime_plan.is_none() {
+                let basis = basis(&host, &flavors, signed.attest(), &resp);
+                state.appraisals.find(&host.name, &basis, now, validity)
+            } else {
+                Found::Appraise
             };
-            let asked_at = millis(state.clock.now());
-            // A push host's quote comes from its agent's open challenge ([`crate::push`]).
-            let answer = state
-                .push
-                .quote(state.agents.as_ref(), &target(&host), &req)
-                .await;
-            (nonce, answer, Err(asked_at))
-        }
-        Some(a) => {
-            if !can_ask_ahead || a.request.pcrs != pcrs || a.request.pcrbanks != pcrbanks {
-                return Err(AttestError::StaleChallenge(format!(
-                    "the flavors of host {} changed since its challenge was given: ask for a \
-                     new one",
+            match found {
+                Found::Reused { verdict, pcrs_json } => Ok(Some(Evidence::Reused {
+                    clock: signed.attest().clock_info,
+                    verdict,
+                    pcrs_json,
+                })),
+                Found::LogNeeded => Ok(None),
+                Found::Appraise if left_out(&resp) => Ok(None),
+                Found::Appraise => {
+                    let verified = with_pcrs(signed, &resp)?;
+                    let log = event_log(&resp, &verified)?;
+                    Ok(Some(Evidence::Full(Checked { verified, log })))
+                }
+            }
+        });
+        match checked {
+            Ok(Some(evidence)) => break (given_at, now, resp, evidence),
+            Ok(None)
+                if name_log
+                    && given_at.is_err()
+                    && host.connection_url != crate::store::PUSH_URL =>
+            {
+                tracing::info!(host = %host.name, "the agent left out an event log that is needed: asking again for it");
+                name_log = false;
+            }
+            Ok(None) => {
+                return Err(AttestError::EventLogNeeded(format!(
+                    "host {} left out its event log, but its quote is not the one last \
+                     appraised: the log is needed; ask for a new challenge",
                     host.name
                 )));
             }
-            (a.request.nonce, Ok(a.answer), Ok((a.issued_at, a.since)))
+            Err((reasons, label)) => {
+                let v = Verdict::untrusted(reasons, now, validity);
+                state
+                    .metrics
+                    .attestation("untrusted", label, started.elapsed());
+                tracing::warn!(host = %host.name, reason = label, "quote rejected");
+                let saved = save_for(state, &host, &v, true, None).await?;
+                return kept(&host, given_at.is_ok(), saved).map(Attested::alone);
+            }
         }
     };
-    let now = state.clock.now();
-    let mut resp = match answer {
-        Ok(r) => r,
-        Err(e) if e.is_unreachable() => {
-            state
-                .metrics
-                .attestation("unreachable", agent_reason(&e), started.elapsed());
-            return Err(unreachable(state, &host, e, now).await);
-        }
-        Err(e) => {
-            state.metrics.agent_error(e.reason());
-            let v = Verdict::untrusted(vec![e.to_string()], now, validity);
-            state
-                .metrics
-                .attestation("untrusted", e.reason(), started.elapsed());
-            return save(state, &host, &v, true, None)
-                .await
-                .map(Attested::alone);
-        }
+    let clock = match &evidence {
+        Evidence::Full(checked) => checked.verified.attest().clock_info,
+        Evidence::Reused { clock, .. } => *clock,
     };
-    // A trusted appraisal of the same inputs is reused ([`crate::reuse`]); otherwise the event
-    // log is parsed now, so that an unreadable one is a verdict of its own.
-    let checked = verify_answer(&state.ak_cache, &host, &nonce, &resp).and_then(|verified| {
-        let inputs = runtime_plan.is_none().then(|| {
-            state.appraisals.inputs(
-                host.created,
-                flavors.generation(),
-                verified.attest(),
-                resp.event_log.as_deref(),
-            )
-        });
-        let reused = inputs
-            .as_ref()
-            .and_then(|i| state.appraisals.trusted(&host.name, i, now, validity));
-        let log = match reused {
-            Some(_) => None,
-            None => event_log(&resp, &verified)?,
-        };
-        Ok((Checked { verified, log }, inputs, reused))
-    });
-    let (checked, inputs, reused) = match checked {
-        Ok(c) => c,
-        Err((reasons, label)) => {
-            let v = Verdict::untrusted(reasons, now, validity);
-            state
-                .metrics
-                .attestation("untrusted", label, started.elapsed());
-            tracing::warn!(host = %host.name, reason = label, "quote rejected");
-            let saved = save_for(state, &host, &v, true, None).await?;
-            return kept(&host, given_at.is_ok(), saved).map(Attested::alone);
-        }
-    };
-    let clock = checked.verified.attest().clock_info;
     let anchor = match given_at {
         Err(asked_at) => ClockAnchor::of(&clock, asked_at),
         Ok((issued_at, since)) => {
@@ -418,9 +514,14 @@ pub async fn attest(
             ClockAnchor::of(&clock, earliest.min(millis(now)))
         }
     };
-    let runtime = match runtime_plan {
-        None => None,
-        Some(plan) => {
+    let runtime = match (runtime_plan, &evidence) {
+        (None, _) => None,
+        (Some(_), Evidence::Reused { .. }) => {
+            return Err(AttestError::Internal(
+                "an appraisal with RUNTIME flavors is never reused".into(),
+            ))
+        }
+        (Some(plan), Evidence::Full(checked)) => {
             let first = resp.ima_log.take();
             let target = target(&host);
             match crate::runtime::appraise(state, &host, &target, plan, first, &checked.verified)
@@ -454,12 +555,15 @@ pub async fn attest(
             }
         }
     };
-    let verdict = match reused {
-        Some(verdict) => {
-            state.appraisals.count_reused();
-            verdict
+    let (verdict, quoted_pcrs) = match evidence {
+        Evidence::Reused {
+            verdict, pcrs_json, ..
+        } => {
+            state.appraisals.count_reused(SentLog::of(&resp));
+            let quoted = quoted_pcrs_of(millis(verdict.attested_at()), &pcrs_json);
+            (verdict, Some(quoted))
         }
-        None => {
+        Evidence::Full(checked) => {
             let ctx = HostContext {
                 host_name: &host.name,
                 software_tpm: host.software_tpm,
@@ -474,16 +578,24 @@ pub async fn attest(
                 now,
                 validity,
             );
-            if let Some(inputs) = inputs {
-                state.appraisals.remember(&host.name, inputs, &verdict);
+            let pcrs_json = serde_json::to_string(&checked.verified.pcrs().json()).ok();
+            match (&runtime, &pcrs_json) {
+                (None, Some(json)) => {
+                    let basis = basis(&host, &flavors, checked.verified.attest(), &resp);
+                    state
+                        .appraisals
+                        .remember(&host.name, &basis, json, &verdict);
+                }
+                _ => state.appraisals.forget(&host.name),
             }
-            verdict
+            let quoted = pcrs_json.map(|json| quoted_pcrs_of(millis(verdict.attested_at()), &json));
+            (verdict, quoted)
         }
     };
     let counters = AttestationUpdate {
         reset_count: Some(i64::from(clock.reset_count)),
         restart_count: Some(i64::from(clock.restart_count)),
-        quoted_pcrs: quoted_pcrs(&checked.verified, &verdict),
+        quoted_pcrs,
     };
     let label = match (verdict.verdict(), verdict.failure()) {
         (_, Some(failure)) => failure.reason(),
@@ -501,6 +613,7 @@ pub async fn attest(
         ahead: can_ask_ahead.then(|| Ahead {
             pcrs,
             pcrbanks,
+            known_event_log_sha256: known_log(state, &host, &flavors, true),
             anchor,
             host: HostRow {
                 // What the next attestation of this registration uses of it, as it is now.
@@ -516,20 +629,18 @@ pub async fn attest(
     })
 }
 
-/// The verified quote's PCR values as the store keeps them with the report (the host page
-/// shows them by bank).
-fn quoted_pcrs(verified: &VerifiedQuote, verdict: &Verdict) -> Option<String> {
-    quoted_pcrs_json(millis(verdict.attested_at()), verified.pcrs())
+/// The stored form of [`crate::store::QuotedPcrs`], from the values' JSON
+/// (`PcrValues::json`, kept with a reused appraisal), written without parsing it again.
+fn quoted_pcrs_of(quoted_at: i64, pcrs_json: &str) -> String {
+    format!("{{\"quoted_at\":{quoted_at},\"pcrs\":{pcrs_json}}}")
 }
 
-/// The stored form of [`crate::store::QuotedPcrs`], written without building its `pcrs` as a
-/// `serde_json::Value`.
+/// [`quoted_pcrs_of`] from the values.
+#[cfg(test)]
 fn quoted_pcrs_json(quoted_at: i64, pcrs: &nodetrust_tpm_wire::PcrValues) -> Option<String> {
-    serde_json::to_string(&crate::store::QuotedPcrs {
-        quoted_at,
-        pcrs: pcrs.json(),
-    })
-    .ok()
+    serde_json::to_string(&pcrs.json())
+        .ok()
+        .map(|json| quoted_pcrs_of(quoted_at, &json))
 }
 
 async fn unreachable(
@@ -589,6 +700,7 @@ pub async fn import_flavors(
         pcrs,
         pcrbanks,
         ima_offset: runtime.then_some(0),
+        known_event_log_sha256: None,
     };
     let mut resp = state
         .agents

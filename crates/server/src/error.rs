@@ -147,6 +147,10 @@ impl From<AttestError> for ApiError {
                 reason: "challenge_stale",
                 message,
             },
+            AttestError::EventLogNeeded(message) => ApiError::ConflictWith {
+                reason: "event_log_needed",
+                message,
+            },
             AttestError::Store(e) => e.into(),
             AttestError::Internal(detail) => ApiError::Internal(detail),
         }

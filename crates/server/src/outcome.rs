@@ -43,6 +43,12 @@ pub enum AttestError {
     /// asks for a new challenge ([`crate::push`]).
     #[error("{0}")]
     StaleChallenge(String),
+    /// The agent left out its event log (the server named it as one it holds), but the quote
+    /// is not the one last appraised with it, so the log is needed. No verdict: a pull host is
+    /// asked again at once ([`crate::engine::attest_row`]), a push agent asks for a new
+    /// challenge ([`crate::reuse`]).
+    #[error("{0}")]
+    EventLogNeeded(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -62,6 +68,7 @@ impl AttestError {
             Self::EvidenceRejected { reason, .. } => reason,
             Self::Import(_) => "import_failed",
             Self::StaleChallenge(_) => "challenge_stale",
+            Self::EventLogNeeded(_) => "event_log_needed",
             Self::Store(_) => "store",
             Self::Internal(_) => "internal",
         }
@@ -110,6 +117,9 @@ pub struct Ahead {
     pub pcrs: Vec<u8>,
     /// The banks its flavors need.
     pub pcrbanks: Vec<String>,
+    /// The event log the server holds of it, to name in the challenge
+    /// ([`QuoteRequest::known_event_log_sha256`]).
+    pub known_event_log_sha256: Option<Vec<u8>>,
     /// The TPM clock of the quote just verified, and the earliest time it was read.
     pub anchor: ClockAnchor,
     /// The host's row as the next attestation needs it (its pinned AK, the TPM counters just

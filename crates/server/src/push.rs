@@ -263,6 +263,7 @@ fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
             pcrs: ahead.pcrs,
             pcrbanks: ahead.pcrbanks,
             ima_offset: None,
+            known_event_log_sha256: ahead.known_event_log_sha256,
         };
         let within = wait.saturating_add(u64::try_from(EVIDENCE_TIMEOUT.as_millis()).ok()?);
         let given = GivenAhead {
@@ -349,7 +350,11 @@ pub async fn evidence(
         let attested = crate::engine::attest(&state, host, Some(answered))
             .await
             .inspect_err(|e| {
-                if matches!(e, crate::engine::AttestError::StaleChallenge(_)) {
+                if matches!(
+                    e,
+                    crate::engine::AttestError::StaleChallenge(_)
+                        | crate::engine::AttestError::EventLogNeeded(_)
+                ) {
                     tracing::info!(host = %host_name, error = %e, "evidence for a challenge given ahead refused; the agent asks for a new one");
                     state.metrics.push_evidence("stale");
                 }

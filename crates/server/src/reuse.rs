@@ -9,9 +9,12 @@
 //! again (about 15 % of an attestation's instructions).
 //!
 //! What is compared, and why it is enough:
-//! - the quote's PCR selection and `pcrDigest`, from the verified `TPMS_ATTEST`: the digest of
-//!   the selected values, which the verifier has just checked against the values sent; equal
-//!   digests are equal values;
+//! - the quote's PCR selection and `pcrDigest`, from the signed `TPMS_ATTEST` (signature,
+//!   nonce and counters checked, [`nodetrust_tpm_wire::verify::SignedQuote`]): the digest of
+//!   the selected values, which the full appraisal checked against the values then sent. Equal
+//!   digests are equal values, so a reused appraisal does not even read the values sent: the
+//!   values kept ([`Found::Reused`], their stored JSON, one copy for all the hosts that have
+//!   them) are the TPM's, and are stored with the report as the quote's;
 //! - the flavors' generation ([`crate::flavors::FlavorSet`]): any change of the stored flavors
 //!   is another generation;
 //! - the registration (`hosts.created`, with the AK it pinned): a host registered again is
@@ -22,46 +25,158 @@
 //!   two logs with one fingerprint would only let a host be trusted for the PCR values a full
 //!   appraisal already trusted, which sending the old log again would do too.
 //!
+//! **An unchanged event log is not sent again.** An agent that can leave out a log the server
+//! holds says so by sending the log's SHA-256 with it (`event_log_sha256`); the server keeps
+//! that digest (computed by itself, once per full appraisal) with the appraisal, and names it
+//! in the host's next quote request (`known_event_log_sha256`, [`Appraisals::known_log`]).
+//! When the host's log still has that digest, the agent sends only the digest, which stands
+//! for the log's bytes in the comparison above.
+//! An agent that lies about it gains nothing it could not get by sending the old log again. When
+//! such an answer cannot be reused (the PCR values changed while the log did not, which a full
+//! appraisal would call a replay mismatch), the log is needed: what was kept of the host is
+//! dropped and the quote is asked again without naming a log ([`Found::LogNeeded`]; a push
+//! agent is answered 409 and asks for a new challenge). Older agents, which send no digest,
+//! are never sent one (their quote request would refuse the unknown field) and always send
+//! their log.
+//!
 //! Only trusted verdicts are kept: an untrusted or unknown one is always appraised in full, so
 //! its reasons are always those of its own evidence. A host with RUNTIME (IMA) flavors is never
 //! reused (its log is appraised incrementally, [`crate::runtime`]). At most [`REUSE_MAX`] hosts
 //! are kept; when full, one is dropped for each new one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use nodetrust_appraise::{Trust, Verdict};
+use nodetrust_proto::agent::QuoteResponse;
 use nodetrust_tpm_wire::{Attest, PcrSelection};
 
 /// Most hosts whose last trusted appraisal is kept.
 pub const REUSE_MAX: usize = 1 << 20;
 
-/// What a trusted appraisal was made of ([`Appraisals::inputs`]).
+/// The event log of an agent's answer, as reuse sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentLog<'a> {
+    /// The host has no event log.
+    Absent,
+    /// The log's bytes. `named`: the agent also sent the log's SHA-256, so it can leave out a
+    /// log the server holds.
+    Sent {
+        /// The log.
+        bytes: &'a [u8],
+        /// Whether the answer carried `event_log_sha256`.
+        named: bool,
+    },
+    /// Left out: the SHA-256 the agent gave for it.
+    LeftOut(&'a [u8]),
+}
+
+impl<'a> SentLog<'a> {
+    /// The event log of `answer`.
+    pub fn of(answer: &'a QuoteResponse) -> Self {
+        match (&answer.event_log, &answer.event_log_sha256) {
+            (Some(bytes), named) => Self::Sent {
+                bytes,
+                named: named.is_some(),
+            },
+            (None, Some(sha256)) => Self::LeftOut(sha256),
+            (None, None) => Self::Absent,
+        }
+    }
+}
+
+/// What an appraisal is made of: the verified quote and the event log sent with it, under
+/// flavor generation `flavors`, for the registration made at `registered` (ms).
+#[derive(Debug, Clone, Copy)]
+pub struct Basis<'a> {
+    /// `hosts.created` of the registration attested.
+    pub registered: i64,
+    /// The flavors' generation ([`crate::flavors::FlavorSet::generation`]).
+    pub flavors: u64,
+    /// The verified quote.
+    pub attest: &'a Attest,
+    /// The answer's event log.
+    pub log: SentLog<'a>,
+}
+
+/// How a kept appraisal knows its event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inputs {
-    registered: i64,
-    flavors: u64,
-    selection: PcrSelection,
-    pcr_digest: Vec<u8>,
-    event_log: Option<u64>,
+enum KeptLog {
+    Absent,
+    /// The log's fingerprint, and its SHA-256 when the agent can leave it out.
+    Bytes {
+        fingerprint: u64,
+        sha256: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug)]
 struct Kept {
-    inputs: Inputs,
+    registered: i64,
+    flavors: u64,
+    selection: PcrSelection,
+    pcr_digest: Vec<u8>,
+    log: KeptLog,
     verdict: Verdict,
+    /// The quoted PCR values as stored with a report (`PcrValues::json`), shared by every
+    /// host kept with the same values.
+    pcrs_json: Arc<str>,
+}
+
+/// The kept appraisals by host, and the PCR values they share.
+#[derive(Debug, Default)]
+struct Memory {
+    hosts: HashMap<String, Kept>,
+    values: HashSet<Arc<str>>,
+}
+
+impl Memory {
+    /// `json`, shared with every kept appraisal of the same values.
+    fn intern(&mut self, json: &str) -> Arc<str> {
+        if let Some(v) = self.values.get(json) {
+            return v.clone();
+        }
+        // Values no kept appraisal holds any more are dropped now and then.
+        if self.values.len() > 2 * self.hosts.len() + 64 {
+            self.values.retain(|v| Arc::strong_count(v) > 1);
+        }
+        let v: Arc<str> = Arc::from(json);
+        self.values.insert(v.clone());
+        v
+    }
+}
+
+/// The outcome of [`Appraisals::find`].
+#[derive(Debug)]
+pub enum Found {
+    /// The host's last trusted verdict, made again now ([`Verdict::renewed`]), and the PCR
+    /// values it was made of (their stored JSON): the quote's signed digest is theirs.
+    Reused {
+        /// The verdict.
+        verdict: Verdict,
+        /// `PcrValues::json` of the values.
+        pcrs_json: Arc<str>,
+    },
+    /// Appraise in full.
+    Appraise,
+    /// The agent left its event log out, but the quote is not what the kept appraisal was
+    /// made of: the log is needed. What was kept of the host is dropped, so that its next
+    /// quote request names no log and gets it.
+    LogNeeded,
 }
 
 /// The last trusted appraisal of each host, and how often one was reused.
 #[derive(Debug)]
 pub struct Appraisals {
     seed: foldhash::quality::RandomState,
-    kept: Mutex<HashMap<String, Kept>>,
+    kept: Mutex<Memory>,
     capacity: usize,
     reused: AtomicU64,
+    left_out: AtomicU64,
+    needed: AtomicU64,
 }
 
 impl Default for Appraisals {
@@ -75,73 +190,136 @@ impl Appraisals {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             seed: foldhash::quality::RandomState::default(),
-            kept: Mutex::new(HashMap::new()),
+            kept: Mutex::new(Memory::default()),
             capacity: capacity.max(1),
             reused: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+            needed: AtomicU64::new(0),
         }
     }
 
-    /// The inputs of an appraisal of the quote `attest` (verified), with `event_log` (the raw
-    /// bytes sent), under flavor generation `flavors`, for the registration made at
-    /// `registered`.
-    pub fn inputs(
-        &self,
-        registered: i64,
-        flavors: u64,
-        attest: &Attest,
-        event_log: Option<&[u8]>,
-    ) -> Inputs {
-        Inputs {
-            registered,
-            flavors,
-            selection: attest.pcr_select.clone(),
-            pcr_digest: attest.pcr_digest.clone(),
-            event_log: event_log.map(|bytes| self.seed.hash_one(bytes)),
-        }
-    }
-
-    /// `host`'s last trusted verdict made again at `now` ([`Verdict::renewed`]) when its
-    /// appraisal was made of `inputs`. The caller counts it ([`Self::count_reused`]) once the
-    /// verdict is made of it.
-    pub fn trusted(
+    /// `host`'s last trusted verdict made again at `now` when its appraisal was made of
+    /// `basis` ([`Found::Reused`]; the caller counts it, [`Self::count_reused`], once the
+    /// verdict is made of it).
+    pub fn find(
         &self,
         host: &str,
-        inputs: &Inputs,
+        basis: &Basis<'_>,
         now: SystemTime,
         validity: Duration,
-    ) -> Option<Verdict> {
+    ) -> Found {
+        let fingerprint = match basis.log {
+            SentLog::Sent { bytes, .. } => Some(self.seed.hash_one(bytes)),
+            _ => None,
+        };
+        let Ok(mut kept) = self.kept.lock() else {
+            return Found::Appraise;
+        };
+        let same = kept.hosts.get(host).filter(|k| {
+            k.registered == basis.registered
+                && k.flavors == basis.flavors
+                && k.selection == basis.attest.pcr_select
+                && k.pcr_digest == basis.attest.pcr_digest
+                && match (&k.log, basis.log) {
+                    (KeptLog::Absent, SentLog::Absent) => true,
+                    (KeptLog::Bytes { fingerprint: f, .. }, SentLog::Sent { .. }) => {
+                        fingerprint == Some(*f)
+                    }
+                    (KeptLog::Bytes { sha256, .. }, SentLog::LeftOut(claimed)) => {
+                        sha256.as_deref() == Some(claimed)
+                    }
+                    _ => false,
+                }
+        });
+        if let Some(k) = same {
+            return Found::Reused {
+                verdict: k.verdict.renewed(now, validity),
+                pcrs_json: k.pcrs_json.clone(),
+            };
+        }
+        if let SentLog::LeftOut(_) = basis.log {
+            kept.hosts.remove(host);
+            self.needed.fetch_add(1, Ordering::Relaxed);
+            return Found::LogNeeded;
+        }
+        Found::Appraise
+    }
+
+    /// The SHA-256 of the event log of `host`'s kept appraisal, for its next quote request
+    /// ([`nodetrust_proto::agent::QuoteRequest::known_event_log_sha256`]): only while that
+    /// appraisal is of the registration made at `registered`, under flavor generation
+    /// `flavors`, and its agent can leave the log out.
+    pub fn known_log(&self, host: &str, registered: i64, flavors: u64) -> Option<Vec<u8>> {
         let kept = self.kept.lock().ok()?;
-        let k = kept.get(host).filter(|k| k.inputs == *inputs)?;
-        Some(k.verdict.renewed(now, validity))
+        let k = kept
+            .hosts
+            .get(host)
+            .filter(|k| k.registered == registered && k.flavors == flavors)?;
+        match &k.log {
+            KeptLog::Bytes { sha256, .. } => sha256.clone(),
+            KeptLog::Absent => None,
+        }
     }
 
-    /// Counts a verdict made of a reused appraisal.
-    pub fn count_reused(&self) {
+    /// Counts a verdict made of a reused appraisal, and whether its answer left the event log
+    /// out.
+    pub fn count_reused(&self, log: SentLog<'_>) {
         self.reused.fetch_add(1, Ordering::Relaxed);
+        if matches!(log, SentLog::LeftOut(_)) {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Keeps the full appraisal of `host` made of `inputs` when its verdict is trusted;
-    /// otherwise drops what was kept of the host.
-    pub fn remember(&self, host: &str, inputs: Inputs, verdict: &Verdict) {
+    /// Keeps the full appraisal of `host` made of `basis`, whose quoted PCR values are stored
+    /// as `pcrs_json`, when its verdict is trusted; otherwise drops what was kept of the host.
+    /// The SHA-256 of the log is taken here, once per full appraisal, when the agent can leave
+    /// the log out.
+    pub fn remember(&self, host: &str, basis: &Basis<'_>, pcrs_json: &str, verdict: &Verdict) {
+        let log = match basis.log {
+            SentLog::Absent => Some(KeptLog::Absent),
+            SentLog::Sent { bytes, named } => Some(KeptLog::Bytes {
+                fingerprint: self.seed.hash_one(bytes),
+                sha256: named.then(|| {
+                    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+                        .as_ref()
+                        .to_vec()
+                }),
+            }),
+            // Not appraised in full without its log.
+            SentLog::LeftOut(_) => None,
+        };
         let Ok(mut kept) = self.kept.lock() else {
             return;
         };
-        if verdict.verdict() != Trust::Trusted {
-            kept.remove(host);
+        let Some(log) = log.filter(|_| verdict.verdict() == Trust::Trusted) else {
+            kept.hosts.remove(host);
             return;
-        }
-        if kept.len() >= self.capacity && !kept.contains_key(host) {
-            if let Some(old) = kept.keys().next().cloned() {
-                kept.remove(&old);
+        };
+        if kept.hosts.len() >= self.capacity && !kept.hosts.contains_key(host) {
+            if let Some(old) = kept.hosts.keys().next().cloned() {
+                kept.hosts.remove(&old);
             }
         }
-        kept.insert(
+        let pcrs_json = kept.intern(pcrs_json);
+        kept.hosts.insert(
             host.to_string(),
             Kept {
-                inputs,
+                registered: basis.registered,
+                flavors: basis.flavors,
+                selection: basis.attest.pcr_select.clone(),
+                pcr_digest: basis.attest.pcr_digest.clone(),
+                log,
                 verdict: verdict.clone(),
+                pcrs_json,
             },
         );
+    }
+
+    /// Drops what was kept of `host`.
+    pub fn forget(&self, host: &str) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.hosts.remove(host);
+        }
     }
 
     /// Appraisals reused so far.
@@ -149,14 +327,29 @@ impl Appraisals {
         self.reused.load(Ordering::Relaxed)
     }
 
+    /// Reused appraisals whose answer left the event log out.
+    pub fn left_out(&self) -> u64 {
+        self.left_out.load(Ordering::Relaxed)
+    }
+
+    /// Answers that left the event log out when it was needed (asked for again).
+    pub fn needed(&self) -> u64 {
+        self.needed.load(Ordering::Relaxed)
+    }
+
     /// Hosts kept.
     pub fn len(&self) -> usize {
-        self.kept.lock().map(|k| k.len()).unwrap_or(0)
+        self.kept.lock().map(|k| k.hosts.len()).unwrap_or(0)
     }
 
     /// Whether no host is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Distinct PCR values held for the hosts kept (and not yet dropped).
+    pub fn distinct_values(&self) -> usize {
+        self.kept.lock().map(|k| k.values.len()).unwrap_or(0)
     }
 }
 
@@ -172,6 +365,8 @@ mod tests {
     use super::*;
 
     const VALIDITY: Duration = Duration::from_secs(600);
+    /// The stored JSON of some PCR values.
+    const VALUES: &str = r#"{"sha256":{"0":"00"}}"#;
 
     /// A verified quote of PCRs 0-7 of `tpm`.
     fn quote(tpm: &mut SoftTpm) -> VerifiedQuote {
@@ -204,36 +399,170 @@ mod tests {
         v
     }
 
+    fn basis<'a>(
+        registered: i64,
+        flavors: u64,
+        q: &'a VerifiedQuote,
+        log: SentLog<'a>,
+    ) -> Basis<'a> {
+        Basis {
+            registered,
+            flavors,
+            attest: q.attest(),
+            log,
+        }
+    }
+
+    fn sent(bytes: &[u8]) -> SentLog<'_> {
+        SentLog::Sent { bytes, named: true }
+    }
+
+    fn is_reused(found: Found) -> bool {
+        matches!(found, Found::Reused { .. })
+    }
+
     #[test]
-    fn inputs_differ_with_each_thing_an_appraisal_depends_on() {
-        let memo = Appraisals::default();
+    fn an_appraisal_is_reused_only_for_each_thing_it_depends_on_unchanged() {
+        let now = SystemTime::now();
         let mut tpm = SoftTpm::new().expect("tpm");
         let a = quote(&mut tpm);
         let log = b"a measured-boot log".as_slice();
-        let base = memo.inputs(1, 1, a.attest(), Some(log));
-        // The same quote made again (another nonce, clock): the same inputs.
-        assert_eq!(memo.inputs(1, 1, quote(&mut tpm).attest(), Some(log)), base);
-        assert_ne!(
-            memo.inputs(2, 1, a.attest(), Some(log)),
-            base,
+        let fresh = || {
+            let memo = Appraisals::default();
+            memo.remember("h", &basis(1, 1, &a, sent(log)), VALUES, &trusted(&a));
+            memo
+        };
+        let memo = fresh();
+        // The same quote made again (another nonce, clock): reused.
+        let again = quote(&mut tpm);
+        assert!(is_reused(memo.find(
+            "h",
+            &basis(1, 1, &again, sent(log)),
+            now,
+            VALIDITY
+        )));
+        // The log sent without its digest (an older agent) is still the same log.
+        let older = SentLog::Sent {
+            bytes: log,
+            named: false,
+        };
+        assert!(is_reused(memo.find(
+            "h",
+            &basis(1, 1, &a, older),
+            now,
+            VALIDITY
+        )));
+        assert!(
+            !is_reused(memo.find("h", &basis(2, 1, &a, sent(log)), now, VALIDITY)),
             "registration"
         );
-        assert_ne!(memo.inputs(1, 2, a.attest(), Some(log)), base, "flavors");
-        assert_ne!(memo.inputs(1, 1, a.attest(), None), base, "no log");
-        assert_ne!(
-            memo.inputs(1, 1, a.attest(), Some(b"a measured-boot log!")),
-            base,
+        assert!(
+            !is_reused(memo.find("h", &basis(1, 2, &a, sent(log)), now, VALIDITY)),
+            "flavors"
+        );
+        assert!(
+            !is_reused(memo.find("h", &basis(1, 1, &a, SentLog::Absent), now, VALIDITY)),
+            "no log"
+        );
+        assert!(
+            !is_reused(memo.find(
+                "h",
+                &basis(1, 1, &a, sent(b"a measured-boot log!")),
+                now,
+                VALIDITY
+            )),
             "log bytes"
         );
+        assert!(
+            !is_reused(memo.find("g", &basis(1, 1, &a, sent(log)), now, VALIDITY)),
+            "host"
+        );
         tpm.extend(HashAlg::Sha256, 7, &[9; 32]);
-        assert_ne!(
-            memo.inputs(1, 1, quote(&mut tpm).attest(), Some(log)),
-            base,
+        let changed = quote(&mut tpm);
+        assert!(
+            !is_reused(memo.find("h", &basis(1, 1, &changed, sent(log)), now, VALIDITY)),
             "PCR values"
         );
-        // Another seed, another fingerprint: a server's fingerprints are its own.
-        let other = Appraisals::default();
-        assert_ne!(other.inputs(1, 1, a.attest(), Some(log)), base);
+        // None of these dropped what was kept.
+        assert!(is_reused(memo.find(
+            "h",
+            &basis(1, 1, &a, sent(log)),
+            now,
+            VALIDITY
+        )));
+        // Another seed, another fingerprint, the same outcome: a server's fingerprints are its own.
+        let other = fresh();
+        assert!(is_reused(other.find(
+            "h",
+            &basis(1, 1, &a, sent(log)),
+            now,
+            VALIDITY
+        )));
+    }
+
+    #[test]
+    fn a_left_out_log_stands_for_the_kept_one_by_its_digest_and_otherwise_is_needed() {
+        let now = SystemTime::now();
+        let mut tpm = SoftTpm::new().expect("tpm");
+        let a = quote(&mut tpm);
+        let log = b"a measured-boot log".as_slice();
+        let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, log)
+            .as_ref()
+            .to_vec();
+        let memo = Appraisals::default();
+        // Kept from a log sent without its digest: an older agent is never named a log.
+        let older = SentLog::Sent {
+            bytes: log,
+            named: false,
+        };
+        memo.remember("h", &basis(1, 1, &a, older), VALUES, &trusted(&a));
+        assert_eq!(memo.known_log("h", 1, 1), None);
+        // Kept from a named log: its SHA-256, for this registration and these flavors only.
+        memo.remember("h", &basis(1, 1, &a, sent(log)), VALUES, &trusted(&a));
+        assert_eq!(memo.known_log("h", 1, 1), Some(sha256.clone()));
+        assert_eq!(memo.known_log("h", 2, 1), None);
+        assert_eq!(memo.known_log("h", 1, 2), None);
+        assert_eq!(memo.known_log("g", 1, 1), None);
+        // Left out with that digest: reused, and counted as left out.
+        let left_out = SentLog::LeftOut(&sha256);
+        match memo.find("h", &basis(1, 1, &a, left_out), now, VALIDITY) {
+            Found::Reused { verdict, pcrs_json } => {
+                assert_eq!(verdict.verdict(), Trust::Trusted);
+                assert_eq!(&*pcrs_json, VALUES);
+            }
+            other => panic!("not reused: {other:?}"),
+        }
+        memo.count_reused(left_out);
+        memo.count_reused(sent(log));
+        assert_eq!((memo.reused(), memo.left_out(), memo.needed()), (2, 1, 0));
+        // Left out with another digest: needed, and the host's kept appraisal is dropped, so
+        // its next request names no log.
+        let wrong = [0u8; 32];
+        assert!(matches!(
+            memo.find(
+                "h",
+                &basis(1, 1, &a, SentLog::LeftOut(&wrong)),
+                now,
+                VALIDITY
+            ),
+            Found::LogNeeded
+        ));
+        assert_eq!(memo.known_log("h", 1, 1), None);
+        assert_eq!(memo.needed(), 1);
+        // Left out with the right digest but other PCR values: needed too.
+        memo.remember("h", &basis(1, 1, &a, sent(log)), VALUES, &trusted(&a));
+        tpm.extend(HashAlg::Sha256, 7, &[9; 32]);
+        let changed = quote(&mut tpm);
+        assert!(matches!(
+            memo.find("h", &basis(1, 1, &changed, left_out), now, VALIDITY),
+            Found::LogNeeded
+        ));
+        assert!(memo.is_empty());
+        // A host never kept: needed.
+        assert!(matches!(
+            memo.find("h", &basis(1, 1, &a, left_out), now, VALIDITY),
+            Found::LogNeeded
+        ));
     }
 
     #[test]
@@ -242,35 +571,68 @@ mod tests {
         let mut tpm = SoftTpm::new().expect("tpm");
         let verified = quote(&mut tpm);
         let verdict = trusted(&verified);
-        let inputs = memo.inputs(1, 1, verified.attest(), None);
-        assert!(memo
-            .trusted("a", &inputs, SystemTime::now(), VALIDITY)
-            .is_none());
-        memo.remember("a", inputs.clone(), &verdict);
+        let b = basis(1, 1, &verified, SentLog::Absent);
+        assert!(!is_reused(memo.find("a", &b, SystemTime::now(), VALIDITY)));
+        memo.remember("a", &b, VALUES, &verdict);
         let later = SystemTime::now() + Duration::from_secs(60);
-        let again = memo.trusted("a", &inputs, later, VALIDITY).expect("reused");
+        let Found::Reused { verdict: again, .. } = memo.find("a", &b, later, VALIDITY) else {
+            panic!("not reused");
+        };
         assert_eq!(again.verdict(), Trust::Trusted);
         assert_eq!(again.reasons(), verdict.reasons());
         assert_eq!(again.attested_at(), later);
         assert_eq!(again.expires_at(), later + VALIDITY);
         assert_eq!(memo.reused(), 0, "counted by the caller");
-        memo.count_reused();
-        assert_eq!(memo.reused(), 1);
-        // Other inputs, or another host: not reused.
-        let other = memo.inputs(2, 1, verified.attest(), None);
-        assert!(memo.trusted("a", &other, later, VALIDITY).is_none());
-        assert!(memo.trusted("b", &inputs, later, VALIDITY).is_none());
-        assert_eq!(memo.reused(), 1);
         // An untrusted verdict drops what was kept of the host.
         let untrusted = Verdict::untrusted(vec!["no".into()], later, VALIDITY);
-        memo.remember("a", inputs.clone(), &untrusted);
-        assert!(memo.trusted("a", &inputs, later, VALIDITY).is_none());
+        memo.remember("a", &b, VALUES, &untrusted);
+        assert!(!is_reused(memo.find("a", &b, later, VALIDITY)));
         assert!(memo.is_empty());
         // Bounded: a third host pushes one out.
         for host in ["a", "b", "c"] {
-            memo.remember(host, inputs.clone(), &verdict);
+            memo.remember(host, &b, VALUES, &verdict);
             assert!(memo.len() <= 2);
         }
-        assert!(memo.trusted("c", &inputs, later, VALIDITY).is_some());
+        assert!(is_reused(memo.find("c", &b, later, VALIDITY)));
+    }
+
+    #[test]
+    fn hosts_kept_with_the_same_pcr_values_share_them_and_values_no_host_holds_are_dropped() {
+        let memo = Appraisals::default();
+        let mut tpm = SoftTpm::new().expect("tpm");
+        let verified = quote(&mut tpm);
+        let verdict = trusted(&verified);
+        let b = basis(1, 1, &verified, SentLog::Absent);
+        let values = |n: usize| format!(r#"{{"sha256":{{"0":"{n:02x}"}}}}"#);
+        for host in 0..100 {
+            memo.remember(&format!("h{host}"), &b, &values(0), &verdict);
+        }
+        assert_eq!(memo.distinct_values(), 1);
+        let reused = |host: &str| match memo.find(host, &b, SystemTime::now(), VALIDITY) {
+            Found::Reused { pcrs_json, .. } => pcrs_json,
+            other => panic!("not reused: {other:?}"),
+        };
+        let (a, z) = (reused("h0"), reused("h99"));
+        assert!(Arc::ptr_eq(&a, &z), "one copy");
+        assert_eq!(&*a, values(0));
+        drop((a, z));
+        // Each host kept again with values of its own, many times over: what no host holds any
+        // more is dropped, so the values held stay near the hosts kept.
+        for round in 1..10 {
+            for host in 0..100 {
+                memo.remember(
+                    &format!("h{host}"),
+                    &b,
+                    &values(round * 100 + host),
+                    &verdict,
+                );
+            }
+            assert!(
+                memo.distinct_values() <= 2 * 100 + 64 + 1,
+                "{}",
+                memo.distinct_values()
+            );
+        }
+        assert_eq!(&*reused("h7"), values(907));
     }
 }

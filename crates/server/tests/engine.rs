@@ -314,14 +314,27 @@ async fn each_quote_is_verified_with_the_pinned_ak_parsed_once() {
 }
 
 /// The `nodetrust_appraisals_reused_total` counter of `/metrics`.
+/// Attests `host` and checks its verdict; the report.
+async fn attested(h: &Harness, host: &str, want: &str) -> serde_json::Value {
+    let (s, v) = h.attest(host).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["verdict"], want, "{v}");
+    v
+}
+
 async fn reused_count(h: &Harness) -> u64 {
+    counter(h, "nodetrust_appraisals_reused_total").await
+}
+
+/// The value of the unlabelled counter `name` in `/metrics`.
+async fn counter(h: &Harness, name: &str) -> u64 {
     let (s, m) = h.call("GET", "/metrics", Auth::None, None).await;
     assert_eq!(s.as_u16(), 200);
     m.as_str()
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("nodetrust_appraisals_reused_total "))
-        .unwrap()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name}"))
         .parse()
         .unwrap()
 }
@@ -351,15 +364,7 @@ async fn a_trusted_appraisal_is_reused_only_while_its_inputs_are_unchanged() {
     );
     h.import_flavors("gold").await;
     let node = h.enrol("node", "uuid-node", &gold_boot("grub 2.06")).await;
-    let attest = |want: &'static str| {
-        let h = &h;
-        async move {
-            let (s, v) = h.attest("node").await;
-            assert_eq!(s.as_u16(), 200, "{v}");
-            assert_eq!(v["verdict"], want, "{v}");
-            v
-        }
-    };
+    let attest = |want: &'static str| attested(&h, "node", want);
     // An untrusted verdict is never kept: appraised in full each time.
     let first = attest("trusted").await;
     assert_eq!(
@@ -426,4 +431,168 @@ async fn a_trusted_appraisal_is_reused_only_while_its_inputs_are_unchanged() {
     let v = attest("untrusted").await;
     assert!(v["reasons"].to_string().contains("grub"), "{v}");
     assert_eq!(reused_count(&h).await, 3);
+}
+
+#[tokio::test]
+async fn an_unchanged_event_log_is_left_out_and_asked_for_again_when_it_is_needed() {
+    let h = Harness::new().await;
+    h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    h.import_flavors("gold").await;
+    let node = h.enrol("node", "uuid-node", &gold_boot("grub 2.06")).await;
+    let attest = |want: &'static str| attested(&h, "node", want);
+    let last_sent_log = |agent: &std::sync::Arc<std::sync::Mutex<common::SoftAgent>>| {
+        let a = agent.lock().unwrap();
+        a.last.as_ref().unwrap().event_log.is_some()
+    };
+    // The first appraisal is a full one, of the log sent; the server keeps the log's digest.
+    attest("trusted").await;
+    assert_eq!(node.lock().unwrap().hinted, 0);
+    assert!(last_sent_log(&node));
+    // The next request names it, and the agent leaves its unchanged log out.
+    attest("trusted").await;
+    assert_eq!(node.lock().unwrap().hinted, 1);
+    assert!(!last_sent_log(&node), "the log is left out");
+    assert_eq!(reused_count(&h).await, 1);
+    assert_eq!(counter(&h, "nodetrust_event_logs_left_out_total").await, 1);
+    attest("trusted").await;
+    assert_eq!(counter(&h, "nodetrust_event_logs_left_out_total").await, 2);
+
+    // A PCR extended outside the log (what the log says no longer replays to the quote): the
+    // agent leaves out its unchanged log, the server needs it and asks again naming none,
+    // within the same attestation, and the full appraisal says why the host is untrusted.
+    node.lock()
+        .unwrap()
+        .tpm
+        .extend(nodetrust_tpm_wire::HashAlg::Sha256, 9, &[7; 32]);
+    let (quotes, hinted) = {
+        let a = node.lock().unwrap();
+        (a.quotes, a.hinted)
+    };
+    let v = attest("untrusted").await;
+    assert!(v["reasons"].to_string().contains("event log"), "{v}");
+    {
+        let a = node.lock().unwrap();
+        assert_eq!(a.quotes, quotes + 2, "asked twice");
+        assert_eq!(a.hinted, hinted + 1, "the second request names no log");
+    }
+    assert!(last_sent_log(&node));
+    assert_eq!(counter(&h, "nodetrust_event_logs_needed_total").await, 1);
+    assert_eq!(counter(&h, "nodetrust_event_logs_left_out_total").await, 2);
+    // Untrusted: nothing kept, so no log named, and the log is sent.
+    attest("untrusted").await;
+    assert_eq!(node.lock().unwrap().hinted, hinted + 1);
+    assert!(last_sent_log(&node));
+
+    // An agent that predates this sends no digest: it is never named a log (its quote request
+    // would refuse the field), and its appraisals are reused all the same.
+    let older = h
+        .enrol("older", "uuid-older", &gold_boot("grub 2.06"))
+        .await;
+    older.lock().unwrap().older_agent = true;
+    let reused = reused_count(&h).await;
+    for _ in 0..3 {
+        let (s, v) = h.attest("older").await;
+        assert_eq!(
+            (s.as_u16(), v["verdict"].as_str()),
+            (200, Some("trusted")),
+            "{v}"
+        );
+        assert!(last_sent_log(&older));
+    }
+    assert_eq!(older.lock().unwrap().hinted, 0);
+    assert_eq!(reused_count(&h).await, reused + 2);
+}
+
+#[tokio::test]
+async fn a_reused_appraisal_takes_the_signed_pcr_digest_for_the_values_kept() {
+    let h = Harness::new().await;
+    h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    h.import_flavors("gold").await;
+    let node = h.enrol("node", "uuid-node", &gold_boot("grub 2.06")).await;
+    let quoted = |h: &Harness| {
+        let store = h.state.store.clone();
+        async move {
+            store
+                .host_facts("node")
+                .await
+                .unwrap()
+                .unwrap()
+                .quoted_pcrs
+                .unwrap()
+        }
+    };
+    let (s, v) = h.attest("node").await;
+    assert_eq!(
+        (s.as_u16(), v["verdict"].as_str()),
+        (200, Some("trusted")),
+        "{v}"
+    );
+    let first = quoted(&h).await;
+    let honest = serde_json::to_value(&node.lock().unwrap().last.as_ref().unwrap().pcrs).unwrap();
+    assert_eq!(first.pcrs, honest);
+
+    // The agent sends other values with a quote whose signed digest is the kept one: the
+    // digest says the TPM holds the values kept, so the appraisal is reused, and the values
+    // stored with the report are those, quoted now.
+    node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        for values in r.pcrs.values_mut() {
+            for v in values.values_mut() {
+                *v = "ab".repeat(v.len() / 2);
+            }
+        }
+        r
+    }));
+    h.clock.advance(Duration::from_secs(5));
+    let (s, v) = h.attest("node").await;
+    assert_eq!(
+        (s.as_u16(), v["verdict"].as_str()),
+        (200, Some("trusted")),
+        "{v}"
+    );
+    assert_eq!(reused_count(&h).await, 1);
+    let second = quoted(&h).await;
+    assert_eq!(second.pcrs, honest, "the values kept, not those sent");
+    assert!(
+        second.quoted_at >= first.quoted_at + 5_000,
+        "quoted now: {first:?} {second:?}"
+    );
+    let created = humantime::parse_rfc3339(v["created"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        u128::try_from(second.quoted_at).unwrap(),
+        created
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+        "the time of its report"
+    );
+
+    // The TPM's values change (the digest with them): appraised in full, and the values sent
+    // must then match the signed digest.
+    node.lock()
+        .unwrap()
+        .tpm
+        .extend(nodetrust_tpm_wire::HashAlg::Sha256, 9, &[7; 32]);
+    let (s, v) = h.attest("node").await;
+    assert_eq!(
+        (s.as_u16(), v["verdict"].as_str()),
+        (200, Some("untrusted")),
+        "{v}"
+    );
+    assert!(v["reasons"].to_string().contains("PCR digest"), "{v}");
+    assert_eq!(reused_count(&h).await, 1);
+    assert_eq!(
+        quoted(&h).await.pcrs,
+        honest,
+        "a rejected quote stores no values"
+    );
+    node.lock().unwrap().tamper = None;
+    let (s, v) = h.attest("node").await;
+    assert_eq!(
+        (s.as_u16(), v["verdict"].as_str()),
+        (200, Some("untrusted")),
+        "{v}"
+    );
+    let changed = serde_json::to_value(&node.lock().unwrap().last.as_ref().unwrap().pcrs).unwrap();
+    assert_ne!(changed, honest);
+    assert_eq!(quoted(&h).await.pcrs, changed);
 }

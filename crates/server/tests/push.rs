@@ -437,3 +437,98 @@ async fn a_verdict_carries_the_next_challenge_taken_while_its_quote_is_provably_
     let (s, v) = answer_ahead(&h, &agent, &r10).await;
     refused(s, &v, "no_open_challenge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_agent_leaves_out_an_unchanged_log_and_sends_it_when_it_is_needed() {
+    let h = Harness::new().await;
+    let _gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
+    import(&h, json!([])).await;
+    let agent = enrol_push(&h, "push-1").await;
+    let sha256 = {
+        let a = agent.lock().unwrap();
+        let log = a.event_log.as_ref().unwrap();
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, log)
+            .as_ref()
+            .to_vec()
+    };
+    let sent_log = |agent: &std::sync::Arc<std::sync::Mutex<SoftAgent>>| {
+        agent
+            .lock()
+            .unwrap()
+            .last
+            .as_ref()
+            .unwrap()
+            .event_log
+            .is_some()
+    };
+
+    // Asked challenges: the first names no log; once appraised, the next names it, and the
+    // agent leaves its unchanged log out.
+    let (quote, r) = asked_round(&h, &agent).await;
+    assert_eq!(r["report"]["verdict"], "trusted", "{r}");
+    assert_eq!(quote.known_event_log_sha256, None);
+    assert!(sent_log(&agent));
+    let (quote, r) = asked_round(&h, &agent).await;
+    assert_eq!(r["report"]["verdict"], "trusted", "{r}");
+    assert_eq!(quote.known_event_log_sha256.as_ref(), Some(&sha256));
+    assert!(!sent_log(&agent), "left out");
+
+    // The challenge given ahead names it too.
+    let next: QuoteRequest = serde_json::from_value(r["next"]["quote"].clone()).unwrap();
+    assert_eq!(next.known_event_log_sha256.as_ref(), Some(&sha256));
+    let (s, r) = answer_ahead(&h, &agent, &r).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["report"]["verdict"], "trusted", "{r}");
+    assert!(!sent_log(&agent), "left out");
+
+    // A PCR extended outside the log: the log left out is needed. The challenge given ahead
+    // is refused (409), and no verdict is made of it.
+    let reports = report_count(&h, "push-1").await;
+    let stale = pushed(&h, "stale").await;
+    agent
+        .lock()
+        .unwrap()
+        .tpm
+        .extend(nodetrust_tpm_wire::HashAlg::Sha256, 9, &[7; 32]);
+    let (s, v) = answer_ahead(&h, &agent, &r).await;
+    refused(s, &v, "event_log_needed");
+    assert!(!sent_log(&agent));
+    assert_eq!(pushed(&h, "stale").await, stale + 1);
+    assert_eq!(report_count(&h, "push-1").await, reports);
+    // The challenge the agent then asks for names no log: the log is sent, and the verdict
+    // says what is wrong with it.
+    let (quote, r) = asked_round(&h, &agent).await;
+    assert_eq!(quote.known_event_log_sha256, None);
+    assert!(sent_log(&agent));
+    assert_eq!(r["report"]["verdict"], "untrusted", "{r}");
+    assert!(
+        r["report"]["reasons"].to_string().contains("event log"),
+        "{r}"
+    );
+
+    // The same on an asked challenge: refused with 409, and the next one names no log.
+    let other = enrol_push(&h, "push-2").await;
+    asked_round(&h, &other).await;
+    other
+        .lock()
+        .unwrap()
+        .tpm
+        .extend(nodetrust_tpm_wire::HashAlg::Sha256, 9, &[7; 32]);
+    let (s, c) = challenge(&h, "push-2").await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let quote: QuoteRequest = serde_json::from_value(c["quote"].clone()).unwrap();
+    assert!(quote.known_event_log_sha256.is_some());
+    let answer = quote_of(&h, &other, &quote).await;
+    assert!(answer.event_log.is_none());
+    let (s, v) = evidence(
+        &h,
+        "push-2",
+        &quote.nonce,
+        serde_json::to_value(&answer).unwrap(),
+    )
+    .await;
+    refused(s, &v, "event_log_needed");
+    let (quote, r) = asked_round(&h, &other).await;
+    assert_eq!(quote.known_event_log_sha256, None);
+    assert_eq!(r["report"]["verdict"], "untrusted", "{r}");
+}

@@ -94,6 +94,7 @@ fn agent_app(tpm: Arc<Mutex<SoftTpm>>, delay: Duration) -> Router {
                     aik: tpm.ak_public().tpm2b_bytes(),
                     pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
                     event_log: None,
+                    event_log_sha256: None,
                     ima_log: None,
                 })
             }
@@ -112,6 +113,7 @@ async fn agent_client_pins_the_agent_certificate_and_times_out() {
         pcrs: vec![0, 4, 7],
         pcrbanks: vec!["SHA256".into()],
         ima_offset: None,
+        known_event_log_sha256: None,
     };
     let target = AgentTarget {
         host_name: "n".into(),

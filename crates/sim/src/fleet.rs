@@ -101,6 +101,9 @@ pub struct Fleet {
     pub agents: Vec<VirtualAgent>,
     /// The boot event log every agent measured (crypto-agile, SHA-1 and SHA-256).
     pub event_log: Vec<u8>,
+    /// Its SHA-256: the log is left out of a quote's answer when the server holds it
+    /// ([`QuoteRequest::holds_event_log`]), as the agent does.
+    pub event_log_sha256: Vec<u8>,
     /// Base URL the server reaches the listener at (`https://127.0.0.1:PORT`).
     pub base_url: String,
     /// SHA-256 (hex) of the listener's certificate.
@@ -319,7 +322,9 @@ impl Fleet {
             signature: q.signature,
             aik: a.attester.ak_public()?,
             pcrs: serde_json::from_value(q.pcrs.to_json())?,
-            event_log: Some(self.event_log.clone()),
+            event_log: (!req.holds_event_log(&self.event_log_sha256))
+                .then(|| self.event_log.clone()),
+            event_log_sha256: Some(self.event_log_sha256.clone()),
             ima_log: None,
         })
     }

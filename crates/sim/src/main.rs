@@ -239,6 +239,9 @@ fn run(args: RunArgs) -> Result<()> {
     let (agents, event_log) = fleet::make_agents(&spec, &ca)?;
     let fleet = Arc::new(Fleet {
         agents,
+        event_log_sha256: aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &event_log)
+            .as_ref()
+            .to_vec(),
         event_log,
         base_url: format!("https://{advertise}:{port}"),
         cert_sha256: pin,

@@ -217,6 +217,34 @@ fn attestations_ok(metrics: &str) -> f64 {
         .sum()
 }
 
+/// The unlabelled counter `name` in `metrics`.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// Waits until the simulator's agents have left out an unchanged event log (the server named
+/// it in their quote requests) at least `n` times.
+async fn wait_logs_left_out(server: &Server, n: f64) {
+    let admin = Credentials::basic(ADMIN.0, ADMIN.1);
+    let start = Instant::now();
+    loop {
+        let (_, m) = get(server, "/metrics", &admin).await;
+        let left_out = counter(&m, "nodetrust_event_logs_left_out_total");
+        if left_out >= n {
+            assert_eq!(counter(&m, "nodetrust_event_logs_needed_total"), 0.0, "{m}");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{left_out} event logs left out, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_hosts_register_with_the_server_binary_and_are_trusted() {
     const HOSTS: usize = 300;
@@ -278,6 +306,8 @@ async fn simulated_hosts_register_with_the_server_binary_and_are_trusted() {
             "nodetrust_attestations_total did not rise from {first}"
         );
     }
+    // Once appraised, a host's unchanged log is left out of its answers.
+    wait_logs_left_out(&server, HOSTS as f64).await;
     assert!(sim.terminate().success());
     assert!(server_proc.terminate().success());
 }
@@ -348,6 +378,7 @@ async fn simulated_push_hosts_are_trusted_without_the_server_connecting_to_them(
             "pushed attestations did not rise from {first}"
         );
     }
+    wait_logs_left_out(&server, HOSTS as f64).await;
     assert!(sim.terminate().success());
     assert!(server_proc.terminate().success());
 }
@@ -397,6 +428,7 @@ async fn hosts_measuring_a_real_machines_log_are_trusted() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    wait_logs_left_out(&server, HOSTS as f64).await;
     assert!(sim.terminate().success());
     assert!(server_proc.terminate().success());
 }

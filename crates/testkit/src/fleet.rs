@@ -89,12 +89,17 @@ impl VirtualAgent {
             .attester
             .quote(&req.nonce, &PcrSelection { banks })
             .map_err(|e| e.to_string())?;
+        // As the agent does: the log is left out when the server holds it.
+        let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.event_log)
+            .as_ref()
+            .to_vec();
         Ok(QuoteResponse {
             quote: q.attest,
             signature: q.signature,
             aik: self.attester.ak_public().map_err(|e| e.to_string())?,
             pcrs: serde_json::from_value(q.pcrs.to_json()).map_err(|e| e.to_string())?,
-            event_log: Some(self.event_log.clone()),
+            event_log: (!req.holds_event_log(&sha256)).then(|| self.event_log.clone()),
+            event_log_sha256: Some(sha256),
             ima_log: None,
         })
     }

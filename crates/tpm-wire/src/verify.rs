@@ -348,6 +348,17 @@ fn check_signed(
     pcrs: &PcrValues,
     nonce: Option<&[u8]>,
 ) -> Result<QuoteFacts, QuoteError> {
+    check_signed_message(signed, key, sig, attest, nonce)?.facts(pcrs)
+}
+
+/// The checks after the signature's but the PCR values': the quote's structure and nonce.
+fn check_signed_message(
+    signed: Result<(), SigFailure>,
+    key: &PublicKey,
+    sig: &Signature,
+    attest: &[u8],
+    nonce: Option<&[u8]>,
+) -> Result<SignedQuote, QuoteError> {
     match signed {
         Ok(()) => {}
         Err(SigFailure::Invalid) => return Err(QuoteError::BadSignature),
@@ -372,19 +383,52 @@ fn check_signed(
             });
         }
     }
-    let hash = sig.hash();
-    let (digest, quoted) = pcr_digest(&parsed.pcr_select, pcrs, hash)?;
-    if digest != parsed.pcr_digest {
-        return Err(QuoteError::PcrDigestMismatch {
-            selection: parsed.pcr_select.describe(),
-        });
-    }
-    Ok(QuoteFacts {
+    Ok(SignedQuote {
         attest: parsed,
-        signature_hash: hash,
+        signature_hash: sig.hash(),
         scheme: sig.scheme_name(),
-        pcrs: quoted,
     })
+}
+
+/// A quote whose signature by a prepared AK, structure and nonce were checked, before the PCR
+/// values sent with it are ([`verify_signed_prepared`]). It is not a [`VerifiedQuote`]: it says
+/// which PCRs were quoted and their signed digest, not their values, and code that decides
+/// trust cannot take it. [`SignedQuote::with_pcrs`] checks the values and makes the
+/// [`VerifiedQuote`]. A verifier that already holds the values of a quote with the same
+/// selection and digest knows them without the values sent (equal digests are equal values).
+#[derive(Debug, Clone)]
+pub struct SignedQuote {
+    attest: Attest,
+    signature_hash: HashAlg,
+    scheme: &'static str,
+}
+
+impl SignedQuote {
+    /// The signed quote structure (selection, `pcrDigest`, clock, nonce).
+    pub fn attest(&self) -> &Attest {
+        &self.attest
+    }
+
+    /// Checks `pcrs` against the signed digest: the [`VerifiedQuote`], with exactly the
+    /// answers of [`verify_quote_prepared`].
+    pub fn with_pcrs(self, pcrs: &PcrValues) -> Result<VerifiedQuote, QuoteError> {
+        self.facts(pcrs).map(VerifiedQuote)
+    }
+
+    fn facts(self, pcrs: &PcrValues) -> Result<QuoteFacts, QuoteError> {
+        let (digest, quoted) = pcr_digest(&self.attest.pcr_select, pcrs, self.signature_hash)?;
+        if digest != self.attest.pcr_digest {
+            return Err(QuoteError::PcrDigestMismatch {
+                selection: self.attest.pcr_select.describe(),
+            });
+        }
+        Ok(QuoteFacts {
+            attest: self.attest,
+            signature_hash: self.signature_hash,
+            scheme: self.scheme,
+            pcrs: quoted,
+        })
+    }
 }
 
 /// An AK made ready for many quotes: its public area, the outcome of its attribute check, and
@@ -556,9 +600,20 @@ pub fn verify_quote_prepared(
     pcrs: &PcrValues,
     nonce: &[u8],
 ) -> Result<VerifiedQuote, QuoteError> {
+    verify_signed_prepared(ak, attest, signature, nonce)?.with_pcrs(pcrs)
+}
+
+/// The checks of [`verify_quote_prepared`] but the PCR values' ([`SignedQuote`]), in the same
+/// order with the same answers.
+pub fn verify_signed_prepared(
+    ak: &PreparedAk,
+    attest: &[u8],
+    signature: &[u8],
+    nonce: &[u8],
+) -> Result<SignedQuote, QuoteError> {
     ak.attributes.clone()?;
     let sig = Signature::parse(signature).map_err(QuoteError::MalformedSignature)?;
     check_scheme(&ak.public, &sig)?;
     let signed = ak.check_signature(attest, &sig);
-    check_signed(signed, &ak.public.key, &sig, attest, pcrs, Some(nonce)).map(VerifiedQuote)
+    check_signed_message(signed, &ak.public.key, &sig, attest, Some(nonce))
 }

@@ -1,4 +1,5 @@
-//! A prepared AK (its key parsed once) gives exactly the answers of `verify_quote`.
+//! A prepared AK (its key parsed once) gives exactly the answers of `verify_quote`, in one step
+//! or in two (the signed message, then the PCR values).
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,7 @@ mod common;
 
 use common::*;
 use nodetrust_tpm_wire::public::attr;
-use nodetrust_tpm_wire::verify::{verify_quote_prepared, PreparedAk};
+use nodetrust_tpm_wire::verify::{verify_quote_prepared, verify_signed_prepared, PreparedAk};
 use nodetrust_tpm_wire::{verify_quote, HashAlg, PcrValues, Public};
 
 /// Quote bytes, signature bytes, PCR values and nonce of one verification.
@@ -43,6 +44,16 @@ fn same_answers(public: &Public, attest: &[u8], sig: &[u8], pcrs: &PcrValues) {
         let plain = verify_quote(public, a, s, p, n).map(|q| q.pcrs().clone());
         let fast = verify_quote_prepared(&prepared, a, s, p, n).map(|q| q.pcrs().clone());
         assert_eq!(plain, fast, "case {i}");
+        // In two steps: the signed message, then the PCR values against its digest.
+        let signed = verify_signed_prepared(&prepared, a, s, n);
+        if let Ok(signed) = &signed {
+            let parsed = nodetrust_tpm_wire::Attest::parse_quote(a).unwrap();
+            assert_eq!(signed.attest(), &parsed, "case {i}");
+        }
+        let two = signed
+            .and_then(|q| q.with_pcrs(p))
+            .map(|q| q.pcrs().clone());
+        assert_eq!(plain, two, "case {i}");
     }
 }
 

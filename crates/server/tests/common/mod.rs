@@ -110,6 +110,11 @@ pub struct SoftAgent {
     pub quotes: usize,
     /// When set, rewrites each answer before it is sent (a compromised agent).
     pub tamper: Option<Tamper>,
+    /// Whether it answers as an agent that predates leaving out a log the server holds (no
+    /// `event_log_sha256`, the log always sent); by default it leaves it out as the agent does.
+    pub older_agent: bool,
+    /// Quote requests that named a known event log.
+    pub hinted: usize,
 }
 
 /// A rewrite of a quote answer by a compromised agent: its TPM (to quote again), the request,
@@ -146,6 +151,8 @@ impl SoftAgent {
             last: None,
             quotes: 0,
             tamper: None,
+            older_agent: false,
+            hinted: 0,
         }
     }
 
@@ -219,7 +226,25 @@ impl SoftAgent {
             aik: self.tpm.ak_public().tpm2b_bytes(),
             pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
             event_log: self.event_log.clone(),
+            event_log_sha256: None,
             ima_log: None,
+        };
+        if req.known_event_log_sha256.is_some() {
+            self.hinted += 1;
+        }
+        // As the agent does: the log's digest, and no log when the server holds it.
+        let resp = match (&self.event_log, self.older_agent) {
+            (Some(log), false) => {
+                let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, log)
+                    .as_ref()
+                    .to_vec();
+                QuoteResponse {
+                    event_log: (!req.holds_event_log(&sha256)).then(|| log.clone()),
+                    event_log_sha256: Some(sha256),
+                    ..resp
+                }
+            }
+            _ => resp,
         };
         let resp = match self.tamper.as_mut() {
             Some(t) => (t.0)(&mut self.tpm, req, resp),
