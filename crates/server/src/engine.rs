@@ -106,6 +106,7 @@ enum Evidence {
     Reused {
         clock: ClockInfo,
         verdict: Verdict,
+        /// The stored form of the values kept ([`stored_pcrs_of`]).
         pcrs_json: std::sync::Arc<str>,
     },
 }
@@ -560,8 +561,7 @@ pub async fn attest(
             verdict, pcrs_json, ..
         } => {
             state.appraisals.count_reused(SentLog::of(&resp));
-            let quoted = quoted_pcrs_of(millis(verdict.attested_at()), &pcrs_json);
-            (verdict, Some(quoted))
+            (verdict, Some(pcrs_json))
         }
         Evidence::Full(checked) => {
             let ctx = HostContext {
@@ -578,18 +578,19 @@ pub async fn attest(
                 now,
                 validity,
             );
-            let pcrs_json = serde_json::to_string(&checked.verified.pcrs().json()).ok();
-            match (&runtime, &pcrs_json) {
-                (None, Some(json)) => {
+            let stored = serde_json::to_string(&checked.verified.pcrs().json())
+                .ok()
+                .map(|json| stored_pcrs_of(&json));
+            match (&runtime, &stored) {
+                (None, Some(stored)) => {
                     let basis = basis(&host, &flavors, checked.verified.attest(), &resp);
                     state
                         .appraisals
-                        .remember(&host.name, &basis, json, &verdict);
+                        .remember(&host.name, &basis, stored, &verdict);
                 }
                 _ => state.appraisals.forget(&host.name),
             }
-            let quoted = pcrs_json.map(|json| quoted_pcrs_of(millis(verdict.attested_at()), &json));
-            (verdict, quoted)
+            (verdict, stored.map(std::sync::Arc::from))
         }
     };
     let counters = AttestationUpdate {
@@ -629,18 +630,20 @@ pub async fn attest(
     })
 }
 
-/// The stored form of [`crate::store::QuotedPcrs`], from the values' JSON
-/// (`PcrValues::json`, kept with a reused appraisal), written without parsing it again.
-fn quoted_pcrs_of(quoted_at: i64, pcrs_json: &str) -> String {
-    format!("{{\"quoted_at\":{quoted_at},\"pcrs\":{pcrs_json}}}")
+/// The stored form of quoted PCR values (`hosts.quoted_pcrs`, read as
+/// [`crate::store::QuotedPcrs`] with the time in `pcrs_quoted_at`), from the values' JSON
+/// (`PcrValues::json`), written without parsing it again. The same values give the same text,
+/// so that the store keeps the stored text when a quote shows the values it holds.
+fn stored_pcrs_of(pcrs_json: &str) -> String {
+    format!("{{\"pcrs\":{pcrs_json}}}")
 }
 
-/// [`quoted_pcrs_of`] from the values.
+/// [`stored_pcrs_of`] from the values.
 #[cfg(test)]
-fn quoted_pcrs_json(quoted_at: i64, pcrs: &nodetrust_tpm_wire::PcrValues) -> Option<String> {
+fn stored_pcrs(pcrs: &nodetrust_tpm_wire::PcrValues) -> Option<String> {
     serde_json::to_string(&pcrs.json())
         .ok()
-        .map(|json| quoted_pcrs_of(quoted_at, &json))
+        .map(|json| stored_pcrs_of(&json))
 }
 
 async fn unreachable(
@@ -777,17 +780,18 @@ mod tests {
         }
         pcrs.insert(HashAlg::Sha384, 7, vec![0xab; 48]).unwrap();
         for values in [PcrValues::new(), pcrs] {
-            let stored = quoted_pcrs_json(1_796_309_513_126, &values).unwrap();
-            let before = serde_json::to_string(&crate::store::QuotedPcrs {
-                quoted_at: 1_796_309_513_126,
-                pcrs: values.to_json(),
-            })
-            .unwrap();
+            let stored = stored_pcrs(&values).unwrap();
+            let before = serde_json::json!({ "pcrs": values.to_json() });
             // The same JSON (a bank's values come by index, where a `serde_json::Map` may sort
             // their keys as text).
             let parsed = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
-            assert_eq!(parsed(&stored), parsed(&before));
-            let read: crate::store::QuotedPcrs = serde_json::from_str(&stored).unwrap();
+            assert_eq!(parsed(&stored), before);
+            assert_eq!(
+                stored_pcrs(&values).unwrap(),
+                stored,
+                "the same text every time"
+            );
+            let read = crate::store::QuotedPcrs::read(&stored, Some(1_796_309_513_126)).unwrap();
             assert_eq!(read.quoted_at, 1_796_309_513_126);
             assert_eq!(PcrValues::from_json_value(&read.pcrs).unwrap(), values);
         }

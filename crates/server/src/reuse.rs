@@ -121,7 +121,7 @@ struct Kept {
     pcr_digest: Vec<u8>,
     log: KeptLog,
     verdict: Verdict,
-    /// The quoted PCR values as stored with a report (`PcrValues::json`), shared by every
+    /// The quoted PCR values as stored with a report (`hosts.quoted_pcrs`), shared by every
     /// host kept with the same values.
     pcrs_json: Arc<str>,
 }
@@ -157,7 +157,7 @@ pub enum Found {
     Reused {
         /// The verdict.
         verdict: Verdict,
-        /// `PcrValues::json` of the values.
+        /// The values as stored (`hosts.quoted_pcrs`).
         pcrs_json: Arc<str>,
     },
     /// Appraise in full.

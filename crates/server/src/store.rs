@@ -720,6 +720,21 @@ const V11: &[&str] = &[
     "ALTER TABLE challenges ADD COLUMN ek_sha256 TEXT",
 ];
 
+/// Version 12: the PCR values of a host's last verified quote are written only when they
+/// differ from the stored ones, and when they were last quoted has a column of its own
+/// (`pcrs_quoted_at`). Every attestation rewrote them with their time inside, about 1 kB of
+/// JSON that PostgreSQL compressed again each time (the host row is over the 2 kB at which it
+/// compresses long values); an unchanged value is now carried over as it is stored. Values
+/// written before keep their time inside (`{"quoted_at": ms, "pcrs": ...}`) until rewritten.
+///
+/// And the row's `version` at which a group commit last changed its verdict
+/// (`verdict_version`), so that the update of a group commit says which verdicts it changed
+/// (the change feed's entries) without a read of the verdicts before it.
+const V12: &[&str] = &[
+    "ALTER TABLE hosts ADD COLUMN pcrs_quoted_at BIGINT",
+    "ALTER TABLE hosts ADD COLUMN verdict_version BIGINT NOT NULL DEFAULT 0",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -776,6 +791,11 @@ fn migrations() -> Vec<Migration> {
             version: 11,
             sqlite: V11,
             postgres: V11,
+        },
+        Migration {
+            version: 12,
+            sqlite: V12,
+            postgres: V12,
         },
     ]
 }
@@ -915,20 +935,26 @@ pub struct AttestationUpdate {
     pub reset_count: Option<i64>,
     /// TPM restartCount seen.
     pub restart_count: Option<i64>,
-    /// The verified quote's PCR values (JSON, [`crate::store::QuotedPcrs`]); `None` keeps the
-    /// stored ones.
-    pub quoted_pcrs: Option<String>,
+    /// The verified quote's PCR values (their stored JSON, [`crate::store::QuotedPcrs::read`]),
+    /// quoted at the report's time; `None` keeps the stored ones and their time. The same text
+    /// as the stored one is not written again (only the time moves).
+    pub quoted_pcrs: Option<std::sync::Arc<str>>,
 }
 
 /// Makes each report its host's current verdict, in one statement (each host at most once);
-/// returns the hosts that exist (and were updated): a report for a registration (its row's
-/// `created`) updates only that registration's row. The statement is written for
-/// [`batch_shape`] rows: the rows beyond `rows` have no name and match no host.
+/// returns the hosts that exist (and were updated), each with whether its verdict changed: a
+/// report for a registration (its row's `created`) updates only that registration's row. The
+/// statement is written for [`batch_shape`] rows: the rows beyond `rows` have no name and match
+/// no host.
+///
+/// Whether the verdict changed comes back from the update itself: `verdict_version` takes the
+/// row's new `version` when the verdict written differs from the one the row held (migration
+/// 12), so the two are equal in the returned row exactly when this write changed it.
 async fn update_host_verdicts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     rows: &[&BatchRow<'_>],
-) -> Result<BTreeSet<String>> {
+) -> Result<HashMap<String, bool>> {
     // VALUES columns are column1..column11 on both SQLite and PostgreSQL.
     const COLUMNS: [&str; 11] = [
         "{}",
@@ -945,16 +971,25 @@ async fn update_host_verdicts(
     ];
     static UPDATE: ShapedSql = ShapedSql::new(|backend, shape| {
         let values = value_rows(backend, shape, &COLUMNS);
+        let same = match backend {
+            Backend::Sqlite => "IS",
+            Backend::Postgres => "IS NOT DISTINCT FROM",
+        };
         format!(
             "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
+             verdict_version = CASE WHEN verdict {same} v.column2 THEN verdict_version \
+             ELSE version + 1 END, \
              expires_at = v.column5, \
              status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
              status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
              reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
              restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
-             quoted_pcrs = COALESCE(v.column10, quoted_pcrs), version = version + 1 \
-             FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
-             AND (v.column11 IS NULL OR hosts.created = v.column11) RETURNING name"
+             quoted_pcrs = CASE WHEN v.column10 IS NULL OR quoted_pcrs = v.column10 \
+             THEN quoted_pcrs ELSE v.column10 END, \
+             pcrs_quoted_at = CASE WHEN v.column10 IS NULL THEN pcrs_quoted_at ELSE v.column4 END, \
+             version = version + 1 FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
+             AND (v.column11 IS NULL OR hosts.created = v.column11) \
+             RETURNING name, version, verdict_version"
         )
     });
     let shape = batch_shape(rows.len());
@@ -976,8 +1011,15 @@ async fn update_host_verdicts(
             .bind(*registered);
     }
     query = bind_padding(query, shape - rows.len(), "tttiiiiiiti");
-    let names = query.fetch_all(&mut **tx).await?;
-    names.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    let updated = query.fetch_all(&mut **tx).await?;
+    updated
+        .iter()
+        .map(|r| {
+            let version: i64 = r.try_get("version")?;
+            let verdict_version: i64 = r.try_get("verdict_version")?;
+            Ok((r.try_get("name")?, version == verdict_version))
+        })
+        .collect()
 }
 
 /// Makes `report` the host's current verdict; false when there is no such host (or, with
@@ -997,7 +1039,9 @@ async fn update_host_verdict(
          status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
          restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END, \
-         quoted_pcrs = COALESCE($10, quoted_pcrs), version = version + 1 WHERE name = $9 \
+         quoted_pcrs = CASE WHEN CAST($10 AS TEXT) IS NULL OR quoted_pcrs = $10 THEN quoted_pcrs \
+         ELSE $10 END, pcrs_quoted_at = CASE WHEN CAST($10 AS TEXT) IS NULL THEN pcrs_quoted_at \
+         ELSE $3 END, version = version + 1 WHERE name = $9 \
          AND (CAST($11 AS BIGINT) IS NULL OR created = $11)",
     )
     .bind(report.verdict.as_str())
@@ -1719,6 +1763,72 @@ mod tests {
             ));
         }
         assert_eq!(WRITTEN.load(Ordering::Relaxed), 2 * SHAPES as u32 + 4);
+    }
+
+    /// The one-by-one path of a report (a group commit's fallback) writes the quoted PCR
+    /// values as the group commit does: rewritten only when they change, their time always.
+    /// On SQLite, and on PostgreSQL when `NODETRUST_TEST_PG_URL` is set (its database, a host
+    /// of a name of its own).
+    #[tokio::test]
+    async fn a_report_saved_alone_writes_quoted_pcrs_as_a_group_commit_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![format!("sqlite://{}/t.db", dir.path().display())];
+        urls.extend(std::env::var("NODETRUST_TEST_PG_URL"));
+        for url in urls {
+            saved_alone(&url).await;
+        }
+    }
+
+    async fn saved_alone(url: &str) {
+        let store = Store::connect(url).await.unwrap();
+        let name = format!("h-{}", new_id());
+        sqlx::query(
+            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, \
+             ak_public, host_info, software_tpm, status, created, updated) \
+             VALUES ($1, $1, '', '', $1, '', '{}', 1, 'connected', 0, 0)",
+        )
+        .bind(&name)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let values = |hex: &str| format!(r#"{{"pcrs":{{"sha256":{{"0":"{hex}"}}}}}}"#);
+        let facts = || async {
+            let q = store.host_facts(&name).await.unwrap().unwrap().quoted_pcrs;
+            q.map(|q| {
+                (
+                    q.pcrs["sha256"]["0"].as_str().unwrap().to_string(),
+                    q.quoted_at,
+                )
+            })
+        };
+        for (created, pcrs, want) in [
+            (10, Some("aa"), ("aa", 10)),
+            (20, Some("aa"), ("aa", 20)),
+            (30, Some("bb"), ("bb", 30)),
+            (40, None, ("bb", 30)),
+        ] {
+            let report = ReportRow {
+                id: report_id(created),
+                host_name: name.clone(),
+                verdict: Trust::Trusted,
+                reasons: "[]".into(),
+                created,
+                expires: created + 1_000,
+                hardware_uuid: String::new(),
+                signed_report: String::new(),
+            };
+            let counters = AttestationUpdate {
+                reset_count: Some(1),
+                restart_count: Some(0),
+                quoted_pcrs: pcrs.map(|p| Arc::from(values(p))),
+            };
+            assert!(store
+                .save_report_one(&report, None, true, Some(counters))
+                .await
+                .unwrap());
+            let want = Some((want.0.to_string(), want.1));
+            assert_eq!(facts().await, want, "{url}: {created}");
+        }
     }
 
     #[test]

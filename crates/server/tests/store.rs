@@ -1499,7 +1499,7 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "{url}");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], "{url}");
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -1932,16 +1932,26 @@ async fn updated_indexes(url: &str, backend: Backend) -> Vec<String> {
     indexes_among(url, backend, &["hosts_updated", "hosts_written"]).await
 }
 
-/// `updated` and `version` of a host row.
-async fn written(url: &str, name: &str) -> (i64, i64) {
+/// Two columns of a host row, read on a connection of their own.
+async fn host_columns<A, B>(url: &str, name: &str, columns: &str) -> (A, B)
+where
+    A: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    B: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
-    let row = sqlx::query("SELECT updated, version FROM hosts WHERE name = $1")
+    let q = format!("SELECT {columns} FROM hosts WHERE name = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(q))
         .bind(name)
         .fetch_one(&mut conn)
         .await
         .unwrap();
     conn.close().await.unwrap();
     (row.try_get(0).unwrap(), row.try_get(1).unwrap())
+}
+
+/// `updated` and `version` of a host row.
+async fn written(url: &str, name: &str) -> (i64, i64) {
+    host_columns(url, name, "updated, version").await
 }
 
 #[tokio::test]
@@ -2019,5 +2029,78 @@ async fn an_attestation_writes_no_indexed_column_and_the_host_list_finds_it_by_i
             assert_eq!(options, "fillfactor=60");
         }
         assert_eq!(store.listed_hosts_all().await.unwrap().rows.len(), 2);
+    }
+}
+
+/// The stored text of `name`'s quoted PCR values and `pcrs_quoted_at`.
+async fn stored_pcrs(url: &str, name: &str) -> (Option<String>, Option<i64>) {
+    host_columns(url, name, "quoted_pcrs, pcrs_quoted_at").await
+}
+
+#[tokio::test]
+async fn quoted_pcrs_are_rewritten_only_when_they_change_and_keep_the_time_of_the_last_quote() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        let values = |hex: &str| format!(r#"{{"pcrs":{{"sha256":{{"0":"{hex}"}}}}}}"#);
+        let save = |created: i64, pcrs: Option<String>| {
+            let store = store.clone();
+            async move {
+                let counters = AttestationUpdate {
+                    reset_count: Some(1),
+                    restart_count: Some(0),
+                    quoted_pcrs: pcrs.map(std::sync::Arc::from),
+                };
+                store
+                    .save_report(&report("h1", "trusted", created), true, Some(counters))
+                    .await
+                    .unwrap();
+            }
+        };
+        let facts = || async {
+            let q = store.host_facts("h1").await.unwrap().unwrap().quoted_pcrs;
+            q.map(|q| {
+                (
+                    q.pcrs["sha256"]["0"].as_str().unwrap().to_string(),
+                    q.quoted_at,
+                )
+            })
+        };
+        assert_eq!(facts().await, None, "{url}: none quoted yet");
+
+        save(10, Some(values("aa"))).await;
+        assert_eq!(facts().await, Some(("aa".into(), 10)), "{url}");
+        // The same values quoted again: the stored text stays, the time moves.
+        save(20, Some(values("aa"))).await;
+        assert_eq!(facts().await, Some(("aa".into(), 20)), "{url}");
+        assert_eq!(
+            stored_pcrs(&url, "h1").await,
+            (Some(values("aa")), Some(20))
+        );
+        // Other values replace them.
+        save(30, Some(values("bb"))).await;
+        assert_eq!(facts().await, Some(("bb".into(), 30)), "{url}");
+        // A report without a verified quote keeps the values and their time.
+        save(40, None).await;
+        assert_eq!(facts().await, Some(("bb".into(), 30)), "{url}");
+
+        // Values stored before migration 12 hold their time within, and are read with it
+        // until a quote rewrites them.
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "UPDATE hosts SET quoted_pcrs = '{\"quoted_at\":5,\"pcrs\":{\"sha256\":{\"0\":\"bb\"}}}', \
+             pcrs_quoted_at = NULL WHERE name = 'h1'",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        assert_eq!(facts().await, Some(("bb".into(), 5)), "{url}");
+        save(50, Some(values("bb"))).await;
+        assert_eq!(facts().await, Some(("bb".into(), 50)), "{url}");
+        assert_eq!(
+            stored_pcrs(&url, "h1").await,
+            (Some(values("bb")), Some(50))
+        );
     }
 }

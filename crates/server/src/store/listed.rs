@@ -44,12 +44,40 @@ pub struct ListedSnapshot {
 
 /// The PCR values of a host's last verified quote, as stored with its report: read with
 /// `pcrs` as a `serde_json::Value`, written from the values (`PcrValues::json`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QuotedPcrs<P = serde_json::Value> {
     /// When the quote was verified (Unix ms): the time of its report.
     pub quoted_at: i64,
     /// The quoted values, `{"sha256": {"0": "hex", ...}}` (`PcrValues::to_json`).
     pub pcrs: P,
+}
+
+/// `hosts.quoted_pcrs`: `{"pcrs": ...}`, or before migration 12 `{"quoted_at": ms, "pcrs": ...}`.
+#[derive(serde::Deserialize)]
+struct StoredPcrs {
+    #[serde(default)]
+    quoted_at: Option<i64>,
+    pcrs: serde_json::Value,
+}
+
+impl QuotedPcrs {
+    /// The stored values (`hosts.quoted_pcrs`) and their time (`hosts.pcrs_quoted_at`, or for
+    /// values written before migration 12 the time stored within).
+    pub fn read(stored: &str, quoted_at: Option<i64>) -> Result<Self> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            table: "hosts",
+            detail,
+        };
+        let s: StoredPcrs =
+            serde_json::from_str(stored).map_err(|e| corrupt(format!("quoted_pcrs: {e}")))?;
+        let quoted_at = quoted_at
+            .or(s.quoted_at)
+            .ok_or_else(|| corrupt("quoted_pcrs without the time of their quote".into()))?;
+        Ok(QuotedPcrs {
+            quoted_at,
+            pcrs: s.pcrs,
+        })
+    }
 }
 
 /// What the host page shows of a host beyond its row.
@@ -135,19 +163,16 @@ impl Store {
     /// What the host page shows of a host beyond its row; `None` when there is no such host.
     /// Stored PCR values that do not read are a corrupt row.
     pub async fn host_facts(&self, name: &str) -> Result<Option<HostFacts>> {
-        let row = sqlx::query("SELECT ek_issuer, quoted_pcrs FROM hosts WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row =
+            sqlx::query("SELECT ek_issuer, quoted_pcrs, pcrs_quoted_at FROM hosts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
         let Some(r) = row else { return Ok(None) };
+        let quoted_at: Option<i64> = r.try_get("pcrs_quoted_at")?;
         let quoted_pcrs = r
             .try_get::<Option<String>, _>("quoted_pcrs")?
-            .map(|text| {
-                serde_json::from_str::<QuotedPcrs>(&text).map_err(|e| StoreError::Corrupt {
-                    table: "hosts",
-                    detail: format!("quoted_pcrs: {e}"),
-                })
-            })
+            .map(|text| QuotedPcrs::read(&text, quoted_at))
             .transpose()?;
         Ok(Some(HostFacts {
             ek_issuer: r.try_get("ek_issuer")?,

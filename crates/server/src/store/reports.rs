@@ -133,25 +133,6 @@ impl Store {
     ) -> Result<(Vec<Change>, Vec<bool>)> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        let mut previous: HashMap<String, Option<String>> = HashMap::new();
-        let names: BTreeSet<&str> = rows
-            .iter()
-            .map(|(r, _, _, _)| r.host_name.as_str())
-            .collect();
-        static PREVIOUS: ShapedSql = ShapedSql::new(|backend, shape| {
-            in_list(
-                backend,
-                "SELECT name, verdict FROM hosts WHERE name",
-                shape,
-                "",
-            )
-        });
-        for chunk in names.iter().copied().collect::<Vec<_>>().chunks(BATCH_MAX) {
-            let query = names_query(self.backend, &PREVIOUS, chunk);
-            for r in query.fetch_all(&mut *tx).await? {
-                previous.insert(r.try_get("name")?, r.try_get("verdict")?);
-            }
-        }
         // The hosts' verdicts, one statement per round; a host attested twice in one batch
         // (a scheduled and an on-demand attestation) gets its second report in a later round.
         let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
@@ -168,20 +149,16 @@ impl Store {
                 let batch: Vec<&BatchRow<'_>> = chunk.iter().map(|(_, row)| *row).collect();
                 let updated = update_host_verdicts(&mut tx, self.backend, &batch).await?;
                 for (i, (report, _, _, _)) in chunk {
-                    if !updated.contains(&report.host_name) {
+                    let Some(&changed) = updated.get(&report.host_name) else {
                         // The host was deleted (or registered again) while it was being
                         // attested: keep no orphan report.
                         continue;
-                    }
+                    };
                     if let Some(s) = stored.get_mut(*i) {
                         *s = true;
                     }
                     kept.push(report);
-                    let before = previous.insert(
-                        report.host_name.clone(),
-                        Some(report.verdict.as_str().into()),
-                    );
-                    if before.flatten().as_deref() != Some(report.verdict.as_str()) {
+                    if changed {
                         let change = Change::verdict(&report.host_name, report.verdict);
                         changes.push((change, report.created));
                     }
