@@ -22,40 +22,19 @@ use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::signature::KeyPair as _;
 use nodetrust_proto::b64;
 use nodetrust_server::ak_cache::AkCache;
-use nodetrust_tpm_wire::alg::id;
 use nodetrust_tpm_wire::pcr::BankSelection;
-use nodetrust_tpm_wire::public::{attr, Scheme, SymDef};
 use nodetrust_tpm_wire::verify::verify_signed_prepared;
 use nodetrust_tpm_wire::{Attest, ClockInfo, HashAlg, PcrSelection, Public, PublicKey, Signature};
 
 const NONCE: [u8; 32] = [7; 32];
 
-/// A restricted RSASSA-SHA256 signing key's public area with modulus `modulus`.
+/// An RSA-2048 AK's public area with modulus `modulus`.
 fn rsa_public(modulus: Vec<u8>) -> Public {
-    Public::build(
-        HashAlg::Sha256,
-        attr::FIXED_TPM
-            | attr::FIXED_PARENT
-            | attr::SENSITIVE_DATA_ORIGIN
-            | attr::USER_WITH_AUTH
-            | attr::RESTRICTED
-            | attr::SIGN,
-        &[],
-        SymDef {
-            algorithm: id::NULL,
-            key_bits: 0,
-            mode: id::NULL,
-        },
-        Scheme {
-            scheme: id::RSASSA,
-            hash: Some(id::SHA256),
-        },
-        &PublicKey::Rsa {
-            modulus,
-            exponent: 65537,
-            key_bits: 2048,
-        },
-    )
+    Public::ak(&PublicKey::Rsa {
+        modulus,
+        exponent: 65537,
+        key_bits: 2048,
+    })
     .unwrap()
 }
 

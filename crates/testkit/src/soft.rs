@@ -62,30 +62,11 @@ fn new_ak() -> Result<(EcdsaKeyPair, Public)> {
     let ak =
         EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|e| format!("AK: {e}"))?;
     let (x, y) = p256_xy(ak.public_key().as_ref())?;
-    let public = Public::build(
-        HashAlg::Sha256,
-        attr::FIXED_TPM
-            | attr::FIXED_PARENT
-            | attr::SENSITIVE_DATA_ORIGIN
-            | attr::USER_WITH_AUTH
-            | attr::RESTRICTED
-            | attr::SIGN,
-        &[],
-        SymDef {
-            algorithm: id::NULL,
-            key_bits: 0,
-            mode: id::NULL,
-        },
-        Scheme {
-            scheme: id::ECDSA,
-            hash: Some(id::SHA256),
-        },
-        &PublicKey::Ecc {
-            curve: EccCurve::NistP256,
-            x,
-            y,
-        },
-    )
+    let public = Public::ak(&PublicKey::Ecc {
+        curve: EccCurve::NistP256,
+        x,
+        y,
+    })
     .map_err(|e| format!("AK public: {e}"))?;
     Ok((ak, public))
 }

@@ -37,6 +37,10 @@ pub mod attr {
     pub const DECRYPT: u32 = 1 << 17;
     /// sign / encrypt
     pub const SIGN: u32 = 1 << 18;
+    /// An attestation key's: a restricted signing key made in the TPM, used with its
+    /// password ([`super::Public::ak`]).
+    pub const AK: u32 =
+        FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | USER_WITH_AUTH | RESTRICTED | SIGN;
 }
 
 /// Elliptic curves a key may use.
@@ -293,6 +297,31 @@ impl Public {
             key,
             raw,
         })
+    }
+
+    /// The public area of an attestation key with `key` (for software attesters, tests and
+    /// benchmarks): a SHA-256 name, the attributes of [`attr::AK`], no symmetric algorithm, and
+    /// RSASSA-SHA256 for an RSA key or ECDSA-SHA256 for an ECC one.
+    pub fn ak(key: &PublicKey) -> Result<Self, WireError> {
+        let scheme = match key {
+            PublicKey::Rsa { .. } => id::RSASSA,
+            PublicKey::Ecc { .. } => id::ECDSA,
+        };
+        Self::build(
+            HashAlg::Sha256,
+            attr::AK,
+            &[],
+            SymDef {
+                algorithm: id::NULL,
+                key_bits: 0,
+                mode: id::NULL,
+            },
+            Scheme {
+                scheme,
+                hash: Some(id::SHA256),
+            },
+            key,
+        )
     }
 
     /// Builds a public area from its fields (for software attesters and tests): marshals it

@@ -147,3 +147,51 @@ fn pcr_values_read_tpm2_tools_yaml_and_json() {
         "unknown bank"
     );
 }
+
+#[test]
+fn an_ak_public_area_is_a_restricted_signing_key_with_its_keys_scheme() {
+    use nodetrust_tpm_wire::alg::id;
+    use nodetrust_tpm_wire::public::Scheme;
+    use nodetrust_tpm_wire::PublicKey;
+    // ECC: ECDSA with SHA-256, the attributes of an AK.
+    let soft = soft_ak(AK_ATTRS);
+    let ak = Public::ak(&soft.public.key).unwrap();
+    assert_eq!(ak, soft.public);
+    assert_eq!(ak.attributes, attr::AK);
+    assert_eq!(ak.symmetric.algorithm, id::NULL);
+    assert_eq!(
+        ak.scheme,
+        Scheme {
+            scheme: id::ECDSA,
+            hash: Some(id::SHA256),
+        }
+    );
+    // RSA: RSASSA with SHA-256, no symmetric algorithm, a SHA-256 name.
+    let rsa = PublicKey::Rsa {
+        modulus: vec![0xc5; 256],
+        exponent: 65537,
+        key_bits: 2048,
+    };
+    let ak = Public::ak(&rsa).unwrap();
+    assert_eq!(
+        ak.attributes,
+        attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::USER_WITH_AUTH
+            | attr::RESTRICTED
+            | attr::SIGN
+    );
+    assert_eq!(ak.symmetric.algorithm, id::NULL);
+    assert_eq!(
+        ak.scheme,
+        Scheme {
+            scheme: id::RSASSA,
+            hash: Some(id::SHA256),
+        }
+    );
+    assert!(ak.auth_policy.is_empty());
+    assert_eq!(ak.key, rsa);
+    assert_eq!(Public::from_tpm2b(&ak.tpm2b_bytes()).unwrap(), ak);
+    assert_eq!(ak.name_alg, HashAlg::Sha256);
+}

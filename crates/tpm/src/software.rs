@@ -28,7 +28,7 @@ const POLICY_A_SHA256: [u8; 32] = [
     0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
 ];
 /// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign.
-const AK_ATTRIBUTES: u32 = 0x0005_0072;
+const AK_ATTRIBUTES: u32 = nodetrust_tpm_wire::public::attr::AK;
 /// fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt.
 const EK_ATTRIBUTES: u32 = 0x0003_00b2;
 const P256: u16 = 0x0003;
@@ -153,25 +153,11 @@ impl SoftwareAttester {
             .to_vec();
         let key_bits = u16::try_from(modulus.len().saturating_mul(8))
             .map_err(|_| crypto("RSA AK too large"))?;
-        let public = Public::build(
-            HashAlg::Sha256,
-            AK_ATTRIBUTES,
-            &[],
-            nodetrust_tpm_wire::public::SymDef {
-                algorithm: id::NULL,
-                key_bits: 0,
-                mode: 0,
-            },
-            nodetrust_tpm_wire::public::Scheme {
-                scheme: id::RSASSA,
-                hash: Some(id::SHA256),
-            },
-            &nodetrust_tpm_wire::PublicKey::Rsa {
-                modulus,
-                exponent: 65537,
-                key_bits,
-            },
-        )
+        let public = Public::ak(&nodetrust_tpm_wire::PublicKey::Rsa {
+            modulus,
+            exponent: 65537,
+            key_bits,
+        })
         .map_err(|_| crypto("RSA AK public area"))?;
         Self::with_ak(AkKey::Rsa(ak), public.tpm2b_bytes())
     }

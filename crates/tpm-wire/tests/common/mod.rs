@@ -4,19 +4,13 @@
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use nodetrust_tpm_wire::alg::id;
 use nodetrust_tpm_wire::pcr::BankSelection;
-use nodetrust_tpm_wire::public::{attr, EccCurve, Scheme, SymDef};
+use nodetrust_tpm_wire::public::{attr, EccCurve};
 use nodetrust_tpm_wire::{
     Attest, ClockInfo, HashAlg, PcrSelection, PcrValues, Public, PublicKey, Signature,
 };
 
-pub const AK_ATTRS: u32 = attr::FIXED_TPM
-    | attr::FIXED_PARENT
-    | attr::SENSITIVE_DATA_ORIGIN
-    | attr::USER_WITH_AUTH
-    | attr::RESTRICTED
-    | attr::SIGN;
+pub const AK_ATTRS: u32 = attr::AK;
 
 pub struct SoftAk {
     pub key: EcdsaKeyPair,
@@ -26,24 +20,20 @@ pub struct SoftAk {
 pub fn soft_ak(attributes: u32) -> SoftAk {
     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let point = key.public_key().as_ref().to_vec();
+    // An AK's public area (`Public::ak`) with `attributes` in place of an AK's.
+    let ak = Public::ak(&PublicKey::Ecc {
+        curve: EccCurve::NistP256,
+        x: point[1..33].to_vec(),
+        y: point[33..65].to_vec(),
+    })
+    .unwrap();
     let public = Public::build(
-        HashAlg::Sha256,
+        ak.name_alg,
         attributes,
-        &[],
-        SymDef {
-            algorithm: id::NULL,
-            key_bits: 0,
-            mode: id::NULL,
-        },
-        Scheme {
-            scheme: id::ECDSA,
-            hash: Some(id::SHA256),
-        },
-        &PublicKey::Ecc {
-            curve: EccCurve::NistP256,
-            x: point[1..33].to_vec(),
-            y: point[33..65].to_vec(),
-        },
+        &ak.auth_policy,
+        ak.symmetric,
+        ak.scheme,
+        &ak.key,
     )
     .unwrap();
     SoftAk { key, public }
@@ -122,22 +112,7 @@ pub fn soft_rsa_ak() -> SoftRsaAk {
         key.public_key().as_der().unwrap().as_ref().to_vec()
     };
     let pk = nodetrust_tpm_wire::der::parse_spki(&spki).unwrap();
-    let public = Public::build(
-        HashAlg::Sha256,
-        AK_ATTRS,
-        &[],
-        SymDef {
-            algorithm: id::NULL,
-            key_bits: 0,
-            mode: id::NULL,
-        },
-        Scheme {
-            scheme: id::RSASSA,
-            hash: Some(id::SHA256),
-        },
-        &pk,
-    )
-    .unwrap();
+    let public = Public::ak(&pk).unwrap();
     SoftRsaAk { key, public }
 }
 
