@@ -712,7 +712,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
              # HELP nodetrust_reports_committed_total Reports written by group commits.\n\
              # TYPE nodetrust_reports_committed_total counter\n\
              nodetrust_reports_committed_total {}\n\
-             # HELP nodetrust_registration_commits_total Shared transactions of activations (SQLite).\n\
+             # HELP nodetrust_registration_commits_total Shared transactions of activations.\n\
              # TYPE nodetrust_registration_commits_total counter\n\
              nodetrust_registration_commits_total {}\n\
              # HELP nodetrust_registrations_committed_total Activations decided in shared transactions.\n\

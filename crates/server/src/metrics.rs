@@ -25,9 +25,9 @@
 //!   of reports and the reports they wrote (their ratio is the reports per transaction; rendered
 //!   by the API with the store's numbers).
 //! - `nodetrust_registration_commits_total`, `nodetrust_registrations_committed_total`: the
-//!   shared transactions of activations on SQLite and the activations they decided (registered
-//!   or refused; their ratio is the activations per transaction; rendered by the API with the
-//!   store's numbers; zero on PostgreSQL, where each activation has a transaction of its own).
+//!   shared transactions of activations and the activations they decided (registered or
+//!   refused; their ratio is the activations per transaction; rendered by the API with the
+//!   store's numbers).
 //! - `nodetrust_push_evidence_total{challenge}`: evidence push hosts posted, by the challenge it
 //!   answered: `asked` (asked for just before), `ahead` (given ahead with the previous verdict:
 //!   one request per attestation), `stale` (given ahead and refused: 409 `challenge_stale` or

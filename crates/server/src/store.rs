@@ -286,6 +286,12 @@ pub struct Store {
     url: String,
     batch: Arc<Group<PendingReport>>,
     registrations: Arc<Group<PendingRegistration>>,
+    /// Hosts registered through this store (PostgreSQL: when to analyse `hosts`, see
+    /// [`Store::count_registered`]).
+    registered: Arc<AtomicU64>,
+    /// Challenges issued through this store, and whether a vacuum of `challenges` runs
+    /// (PostgreSQL, see [`Store::count_challenge`]).
+    issued: Arc<(AtomicU64, AtomicBool)>,
     health: Arc<WriteHealth>,
     faults: Arc<Faults>,
 }
@@ -516,7 +522,7 @@ pub type CheckOutcome = std::result::Result<(), (&'static str, String)>;
 /// A registration's identity check ([`Store::register_host_activated`]).
 pub type IdentityCheck = dyn Fn(&[HostRow]) -> CheckOutcome + Send + Sync;
 
-/// An activation waiting for the group commit of registrations (SQLite).
+/// An activation waiting for the group commit of registrations.
 struct PendingRegistration {
     host: HostRow,
     ek_issuer: Option<String>,
@@ -1455,6 +1461,8 @@ impl Store {
             url,
             batch: Arc::new(Group::new("reports", GATHER)),
             registrations: Arc::new(Group::new("hosts", Duration::ZERO)),
+            registered: Arc::default(),
+            issued: Arc::default(),
             health: Arc::new(WriteHealth::default()),
             faults,
         };

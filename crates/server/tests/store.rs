@@ -34,6 +34,40 @@ async fn stores(dir: &tempfile::TempDir) -> Vec<(String, Store)> {
     out
 }
 
+/// A fresh PostgreSQL database for a test that needs one, or `None` (the test is skipped,
+/// and says so) when `NODETRUST_TEST_PG_URL` is not set.
+async fn pg_database_or_skip() -> Option<String> {
+    let url = common::pg_database().await;
+    if url.is_none() {
+        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+    }
+    url
+}
+
+/// A challenge `id` open until 10,000 (issued at 50 by the tests below, activated at 100).
+fn open_challenge(id: &str) -> ChallengeRow {
+    ChallengeRow {
+        id: id.into(),
+        secret_sha256: "00".into(),
+        request: "{}".into(),
+        expires: 10_000,
+        ek_issuer: None,
+        ek_sha256: None,
+    }
+}
+
+/// Each activation's outcome by host name, once all are done.
+async fn outcomes_by_name(
+    tasks: Vec<tokio::task::JoinHandle<(String, Registered)>>,
+) -> BTreeMap<String, Registered> {
+    let mut outcomes = BTreeMap::new();
+    for t in tasks {
+        let (name, outcome) = t.await.unwrap();
+        outcomes.insert(name, outcome);
+    }
+    outcomes
+}
+
 fn host(name: &str, uuid: &str) -> HostRow {
     common::host_row(name, uuid, 1000)
 }
@@ -536,8 +570,7 @@ async fn hosts_reports_endorsements_flavors_challenges_and_keys() {
 
 #[tokio::test]
 async fn postgresql_replicas_hear_each_others_changes() {
-    let Some(url) = common::pg_database().await else {
-        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+    let Some(url) = pg_database_or_skip().await else {
         return;
     };
     let a = Store::connect(&url).await.unwrap();
@@ -583,8 +616,7 @@ async fn sqlite_has_no_cross_process_listener() {
 
 #[tokio::test]
 async fn the_api_works_on_postgresql_too() {
-    let Some(url) = common::pg_database().await else {
-        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+    let Some(url) = pg_database_or_skip().await else {
         return;
     };
     let h = common::Harness::with_db(tempfile::tempdir().unwrap(), url).await;
@@ -820,14 +852,7 @@ async fn a_report_for_a_registration_is_stored_only_while_that_registration_stan
 async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     for (url, store) in stores(&dir).await {
-        let challenge = |id: &str| ChallengeRow {
-            id: id.into(),
-            secret_sha256: "00".into(),
-            request: "{}".into(),
-            expires: 10_000,
-            ek_issuer: None,
-            ek_sha256: None,
-        };
+        let challenge = open_challenge;
         let n = 40;
         let ids = (0..n).map(|i| format!("c{i}")).chain(
             ["dup", "refused", "twin-a", "twin-b", "ektwin-a", "ektwin-b"].map(String::from),
@@ -984,22 +1009,105 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
         let mut durable = feed_after(&store, head).await;
         durable.sort();
         assert_eq!(published, durable, "{url}");
+        // The activations queued while one transaction ran share the next.
         let (commits, committed) = store.registration_commits();
-        match store.backend() {
-            // SQLite: the activations queued while one transaction ran share the next.
-            Backend::Sqlite => {
-                assert_eq!(
-                    committed - shared_before.1,
-                    u64::try_from(n).unwrap() + 8,
-                    "{url}"
-                );
-                assert!(
-                    commits - shared_before.0 < u64::try_from(n).unwrap(),
-                    "{url}: {commits} commits"
-                );
-            }
-            Backend::Postgres => assert_eq!((commits, committed), shared_before, "{url}"),
+        assert_eq!(
+            committed - shared_before.1,
+            u64::try_from(n).unwrap() + 8,
+            "{url}"
+        );
+        assert!(
+            commits - shared_before.0 < u64::try_from(n).unwrap(),
+            "{url}: {commits} commits"
+        );
+    }
+}
+
+/// Two replicas' shared transactions of activations on one PostgreSQL database, each
+/// activation of one replica racing one of the other for the same machine (the same EK, the
+/// hardware UUID in another case, another name), among activations of distinct machines: the
+/// identity locks keep the rule (one host a machine: the later replaces the earlier), and
+/// neither replica's transactions wait for the other's for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_activating_one_machine_at_once_keep_one_host_for_it_on_postgresql() {
+    let Some(url) = pg_database_or_skip().await else {
+        return;
+    };
+    let replicas = [
+        Store::connect(&url).await.unwrap(),
+        Store::connect(&url).await.unwrap(),
+    ];
+    let (pairs, others) = (24, 40);
+    let mut jobs: Vec<(usize, String, HostRow)> = Vec::new();
+    for i in 0..pairs {
+        for (r, (name, uuid)) in [
+            (format!("a{i}"), format!("uuid-m{i}")),
+            (format!("b{i}"), format!("UUID-M{i}")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut h = host(&name, &uuid);
+            h.ek_public = format!("ek-m{i}");
+            jobs.push((r, format!("c-{name}"), h));
         }
+    }
+    for i in 0..others {
+        let mut h = host(&format!("o{i}"), &format!("uuid-o{i}"));
+        h.ek_public = format!("ek-o{i}");
+        jobs.push((i % 2, format!("c-o{i}"), h));
+    }
+    for (_, id, _) in &jobs {
+        replicas[0]
+            .put_challenge(&open_challenge(id), 50)
+            .await
+            .unwrap();
+    }
+    let before = replicas.each_ref().map(Store::registration_commits);
+    let tasks: Vec<_> = jobs
+        .into_iter()
+        .map(|(r, id, h)| {
+            let s = replicas[r].clone();
+            tokio::spawn(async move {
+                let outcome = s
+                    .register_host_activated(&h, None, &id, 100, |_| Ok(()))
+                    .await
+                    .unwrap();
+                (h.name, outcome)
+            })
+        })
+        .collect();
+    let outcomes = outcomes_by_name(tasks).await;
+    let hosts = replicas[0].hosts().await.unwrap();
+    for i in 0..pairs {
+        let (a, b) = (format!("a{i}"), format!("b{i}"));
+        let of_machine: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.ek_public == format!("ek-m{i}"))
+            .map(|h| h.name.as_str())
+            .collect();
+        // The later replaced the earlier: one host, and the outcomes say which came second.
+        let (first, second) = match &of_machine[..] {
+            [n] if *n == a => (&b, &a),
+            [n] if *n == b => (&a, &b),
+            _ => panic!("machine {i}: hosts {of_machine:?}, outcomes {outcomes:?}"),
+        };
+        assert_eq!(outcomes[first], Registered::Stored(false), "machine {i}");
+        assert_eq!(outcomes[second], Registered::Stored(true), "machine {i}");
+    }
+    for i in 0..others {
+        assert_eq!(outcomes[&format!("o{i}")], Registered::Stored(false));
+    }
+    assert_eq!(hosts.len(), pairs + others);
+    // Both replicas shared transactions.
+    for (r, store) in replicas.iter().enumerate() {
+        let (commits, committed) = store.registration_commits();
+        assert_eq!(
+            committed - before[r].1,
+            u64::try_from(pairs + others / 2).unwrap(),
+            "replica {r}"
+        );
+        assert!(commits > before[r].0, "replica {r}");
     }
 }
 
@@ -1039,15 +1147,7 @@ async fn activations_at_once_that_replace_hosts_get_the_outcomes_of_one_by_one()
             jobs.push((format!("c-{name}"), h));
         }
         for (id, _) in &jobs {
-            let c = ChallengeRow {
-                id: id.clone(),
-                secret_sha256: "00".into(),
-                request: "{}".into(),
-                expires: 10_000,
-                ek_issuer: None,
-                ek_sha256: None,
-            };
-            store.put_challenge(&c, 50).await.unwrap();
+            store.put_challenge(&open_challenge(id), 50).await.unwrap();
         }
         let head = store.changes_head().await.unwrap();
         let before = store.registration_commits();
@@ -1071,11 +1171,7 @@ async fn activations_at_once_that_replace_hosts_get_the_outcomes_of_one_by_one()
                 })
             })
             .collect();
-        let mut outcomes = BTreeMap::new();
-        for t in tasks {
-            let (name, outcome) = t.await.unwrap();
-            outcomes.insert(name, outcome);
-        }
+        let outcomes = outcomes_by_name(tasks).await;
         for i in 0..n {
             assert_eq!(
                 outcomes[&format!("new{i}")],
@@ -1114,13 +1210,11 @@ async fn activations_at_once_that_replace_hosts_get_the_outcomes_of_one_by_one()
         );
         assert_eq!(feed.len(), 2 * n + 2, "{url}: {feed:?}");
         let (commits, committed) = store.registration_commits();
-        if store.backend() == Backend::Sqlite {
-            assert_eq!(committed - before.1, u64::try_from(n).unwrap() + 2, "{url}");
-            assert!(
-                commits - before.0 < u64::try_from(n).unwrap(),
-                "{url}: {commits} commits"
-            );
-        }
+        assert_eq!(committed - before.1, u64::try_from(n).unwrap() + 2, "{url}");
+        assert!(
+            commits - before.0 < u64::try_from(n).unwrap(),
+            "{url}: {commits} commits"
+        );
     }
 }
 
@@ -1703,8 +1797,7 @@ async fn change_feed_follower_behind_retention_gets_resync_not_a_gap() {
 #[tokio::test]
 async fn change_feed_spans_replicas_on_postgresql() {
     use nodetrust_proto::trust::{ChangeKind, Trust};
-    let Some(url) = common::pg_database().await else {
-        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+    let Some(url) = pg_database_or_skip().await else {
         return;
     };
     // Two server processes' stores: separate pools, separate in-process channels.
@@ -1807,8 +1900,7 @@ async fn a_follower_tailing_the_feed_never_skips_a_change_committed_late_on_post
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let Some(url) = common::pg_database().await else {
-        eprintln!("NODETRUST_TEST_PG_URL not set: skipped (make test sets it)");
+    let Some(url) = pg_database_or_skip().await else {
         return;
     };
     let a = Store::connect(&url).await.unwrap();

@@ -141,10 +141,13 @@ impl Store {
     /// activation, or expired), so a challenge registers at most one host; a refused
     /// activation uses it up too.
     ///
-    /// On SQLite, activations at the same time share one transaction (a group commit, as
-    /// reports do: [`Store::save_report`]); each runs its statements in turn, so each sees
-    /// the hosts the ones before it stored, as one by one. A shared transaction that fails is
-    /// retried one by one. `check` may therefore run twice.
+    /// Activations at the same time share one transaction (a group commit, as reports do:
+    /// [`Store::save_report`]); each is decided in turn, so each sees the hosts the ones
+    /// before it stored, as one by one. A shared transaction that fails is retried one by
+    /// one. `check` may therefore run twice. (On PostgreSQL too: every transaction that
+    /// registers a host appends to the change feed, and the feed's order lock is held from
+    /// the append to the commit ([`Store::append_changes`]), so transactions of one activation
+    /// each queued on that lock.)
     pub async fn register_host_activated(
         &self,
         h: &HostRow,
@@ -153,12 +156,6 @@ impl Store {
         now: i64,
         check: impl Fn(&[HostRow]) -> CheckOutcome + Send + Sync + 'static,
     ) -> Result<Registered> {
-        if self.backend != Backend::Sqlite {
-            // PostgreSQL runs transactions side by side: nothing to share.
-            return self
-                .register_host_inner(h, ek_issuer, challenge_id, now, &check)
-                .await;
-        }
         let (done, result) = oneshot::channel();
         let pending = PendingRegistration {
             host: h.clone(),
@@ -179,12 +176,41 @@ impl Store {
             .await
     }
 
-    /// Shared transactions of activations so far (SQLite), and the registrations they took.
+    /// Shared transactions of activations so far, and the registrations they took.
     pub fn registration_commits(&self) -> (u64, u64) {
         (
             self.registrations.commits.load(Ordering::Relaxed),
             self.registrations.committed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Counts hosts just registered. On PostgreSQL, each time the count reaches 1,024, 2,048,
+    /// 4,096, ... the tables registration fills are analysed (`ANALYZE hosts, schedule`, on a
+    /// task of its own). A new server's tables fill faster than the autovacuum looks at them
+    /// (once a minute): until then the planner has no statistics and guesses that an
+    /// identity's look-up matches a large part of `hosts`, so it scans the table, every
+    /// registration (2 ms at 20,000 hosts), and the statements a connection prepared while
+    /// the table was small keep that plan until the statistics change. PostgreSQL's own advice
+    /// after a bulk load is the same: analyse.
+    fn count_registered(&self, n: usize) {
+        if self.backend != Backend::Postgres || n == 0 {
+            return;
+        }
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let before = self.registered.fetch_add(n, Ordering::Relaxed);
+        let after = before.saturating_add(n);
+        if after < ANALYZE_FIRST_AT
+            || (before >= ANALYZE_FIRST_AT && before.ilog2() == after.ilog2())
+        {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            match sqlx::query("ANALYZE hosts, schedule").execute(&pool).await {
+                Ok(_) => tracing::debug!(registered = after, "analysed hosts and schedule"),
+                Err(e) => tracing::warn!(error = %e, "analysing hosts and schedule failed"),
+            }
+        });
     }
 
     async fn register_pending_one(&self, p: &PendingRegistration) -> Result<Registered> {
@@ -198,11 +224,30 @@ impl Store {
         .await
     }
 
-    /// Commits queued activations in one transaction, or one by one when that fails.
-    async fn commit_registrations(&self, items: Vec<PendingRegistration>) {
+    /// Commits queued activations in shared transactions (of at most
+    /// [`SHARED_REGISTRATIONS_MAX`] on PostgreSQL), or one by one when one fails.
+    async fn commit_registrations(&self, mut items: Vec<PendingRegistration>) {
+        let max = match self.backend {
+            Backend::Sqlite => usize::MAX,
+            Backend::Postgres => SHARED_REGISTRATIONS_MAX,
+        };
+        while !items.is_empty() {
+            let rest = items.split_off(items.len().min(max));
+            self.commit_shared(items).await;
+            items = rest;
+        }
+    }
+
+    /// Commits activations in one transaction, or one by one when that fails.
+    async fn commit_shared(&self, items: Vec<PendingRegistration>) {
         match self.register_shared_tx(&items).await {
             Ok(outcomes) => {
                 self.registrations.counted(items.len());
+                let stored = outcomes
+                    .iter()
+                    .filter(|(o, _)| matches!(o, Registered::Stored(_)))
+                    .count();
+                self.count_registered(stored);
                 for (p, (outcome, changes)) in items.into_iter().zip(outcomes) {
                     for change in changes {
                         self.publish(change);
@@ -243,6 +288,9 @@ impl Store {
             .zip(&taken)
             .filter_map(|(p, t)| t.then_some(p))
             .collect();
+        if self.backend == Backend::Postgres {
+            lock_identities(&mut tx, &active).await?;
+        }
         let holders = holders_of(&mut tx, self.backend, &active).await?;
         // Each active one's holders, in order; none when they must run one by one.
         let mut own = holders.iter().flatten();
@@ -316,7 +364,10 @@ impl Store {
             Registered::ChallengeGone => w.end.rollback(tx).await?,
             // A refused activation still uses its challenge up, as a wrong secret does.
             Registered::Refused(..) => w.end.commit(tx).await?,
-            Registered::Stored(_) => w.end.commit_with_changes(tx, &step.changes).await?,
+            Registered::Stored(_) => {
+                w.end.commit_with_changes(tx, &step.changes).await?;
+                self.count_registered(1);
+            }
         }
         for change in step.published() {
             self.publish(change);
@@ -361,8 +412,10 @@ impl Store {
             // below. The table's unique indexes stop the second only for the same name or the
             // same hardware UUID in the same case; the identity rule also holds the UUID in any
             // case and the EK. So the registration first takes a lock (until its commit) on
-            // each of the three, in the same order every time (no two can wait for each
-            // other): the second then reads the first's host and is checked against it.
+            // each of the three, in the order of their keys (class, then hash), as a shared
+            // transaction takes all of its activations' ([`lock_identities`]): no two can
+            // wait for each other. The second then reads the first's host and is checked
+            // against it. (In a shared transaction these locks are already held.)
             sqlx::query(
                 "SELECT pg_advisory_xact_lock(1, hashtext($1)), \
                  pg_advisory_xact_lock(2, hashtext(LOWER($2))), pg_advisory_xact_lock(3, hashtext($3))",
@@ -489,6 +542,51 @@ async fn take_challenges(
         .collect())
 }
 
+/// How many hosts a store registers before it first analyses `hosts` on PostgreSQL
+/// ([`Store::count_registered`]).
+const ANALYZE_FIRST_AT: u64 = 1024;
+
+/// Most activations one shared transaction decides on PostgreSQL: their identities' locks
+/// are taken by one statement ([`lock_identities`]), three parameters each.
+const SHARED_REGISTRATIONS_MAX: usize = BATCH_MAX / 2;
+
+/// Takes the identity locks of a shared transaction's activations on PostgreSQL (each one's
+/// name, lower-cased hardware UUID and EK, as [`Store::register_taken_in`] takes one
+/// activation's), in one statement and in the order of their keys: class (name 1, UUID 2,
+/// EK 3), then hash. One activation's three are in that order too, so no two transactions
+/// that take them can wait for each other. At most [`SHARED_REGISTRATIONS_MAX`] activations.
+async fn lock_identities(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    active: &[&PendingRegistration],
+) -> Result<()> {
+    static LOCK: ShapedSql = ShapedSql::new(|backend, shape| {
+        let values = value_rows(backend, shape, &["{}"; 3]);
+        // A subquery with an ORDER BY is not merged into the query around it: the locks are
+        // taken in the order it gives.
+        format!(
+            "WITH v (n, u, e) AS (VALUES {values}) \
+             SELECT pg_advisory_xact_lock(k.c, k.h) FROM (SELECT c, h FROM \
+             (SELECT 1 AS c, hashtext(n) AS h FROM v UNION SELECT 2, hashtext(LOWER(u)) FROM v \
+             UNION SELECT 3, hashtext(e) FROM v) AS keys ORDER BY c, h) AS k"
+        )
+    });
+    let Some(first) = active.first() else {
+        return Ok(());
+    };
+    let shape = batch_shape(active.len());
+    let mut query = LOCK.query(Backend::Postgres, shape);
+    // The rows after the activations repeat the first: its locks, taken once.
+    for i in 0..shape {
+        let h = &active.get(i).unwrap_or(first).host;
+        query = query
+            .bind(h.name.as_str())
+            .bind(h.hardware_uuid.as_str())
+            .bind(h.ek_public.as_str());
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// The hosts each activation would replace or conflict with, read for all of them at once:
 /// each one's holders (in order; by name, as [`identity_holders_query`] lists them), or
 /// `None` when two activations share a name, a hardware UUID, an EK or a holder (then each
@@ -529,9 +627,14 @@ async fn holders_of(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // Locked on PostgreSQL, as one activation's are ([`Store::register_taken_in`]).
+        let lock = match backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
         let q = format!(
             "SELECT {HOST_COLUMNS} FROM hosts WHERE name IN ({}) OR LOWER(hardware_uuid) IN ({}) \
-             OR ek_public IN ({}) ORDER BY name",
+             OR ek_public IN ({}) ORDER BY name{lock}",
             list(1),
             list(shape + 1),
             list(2 * shape + 1)
