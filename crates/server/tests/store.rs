@@ -187,6 +187,67 @@ async fn leases_give_each_host_to_one_replica_until_they_expire() {
     }
 }
 
+/// A claim returns the claimed hosts' rows as they are stored, except the EK and the host
+/// facts, which an attestation does not use (read as empty).
+#[tokio::test]
+async fn a_claim_returns_each_hosts_row_without_its_ek_and_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let mut h = host("h1", "uuid-1");
+        h.ek_public = "ZWstb2YtaDE=".into();
+        h.ak_public = "YWstb2YtaDE=".into();
+        h.host_info = r#"{"os_name":"linux"}"#.into();
+        store.register_host(&h, 0).await.unwrap();
+        let stored = store.host("h1").await.unwrap().unwrap();
+        assert_eq!(stored.ek_public, h.ek_public, "{url}");
+        let claimed = store
+            .claim_due("r1", 10_000, 40_000, 60_000, 60_000, 10)
+            .await
+            .unwrap();
+        let expected = HostRow {
+            ek_public: String::new(),
+            host_info: String::new(),
+            ..stored
+        };
+        assert_eq!(claimed, [expected], "{url}");
+    }
+}
+
+/// On PostgreSQL the claim is planned once for any parameters, not at every call (planning it
+/// cost as much as running it).
+#[tokio::test]
+async fn claims_on_postgresql_keep_one_plan() {
+    let Some(url) = pg_database_or_skip().await else {
+        return;
+    };
+    let store = Store::connect(&url).await.unwrap();
+    for i in 0..30 {
+        store
+            .register_host(&host(&format!("h{i}"), &format!("uuid-{i}")), 0)
+            .await
+            .unwrap();
+    }
+    // Claims one after the other (one connection), of different sizes and times, as the
+    // scheduler's are.
+    let mut claimed = 0;
+    for (i, limit) in (1..=12).enumerate() {
+        let now = 10_000 + i64::try_from(i).unwrap();
+        claimed += store
+            .claim_due("r1", now, now + 30_000, 60_000, 60_000, limit)
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(claimed, 30);
+    // Counted on one of the claim connections (the claims may have used either): PostgreSQL
+    // plans for the parameters given at least the first five times, unless told not to.
+    let (generic, custom) = store.claim_plans().await.unwrap().unwrap();
+    assert!(
+        generic > 0 && custom == 0,
+        "{generic} generic, {custom} custom"
+    );
+}
+
 #[tokio::test]
 async fn verdict_counts_agree_with_each_hosts_effective_verdict() {
     use nodetrust_proto::trust::Trust;

@@ -67,8 +67,9 @@ impl Store {
     /// clock that has since jumped back: it is due now, not when the clock catches up.
     /// The due and lease conditions are checked again on the locked row, so two replicas
     /// claiming at once never both take a host for the same due time.
-    /// Returns the claimed hosts' rows (as they are after the claim), so the scheduler reads no
-    /// host row of its own before attesting each.
+    /// Returns the claimed hosts' rows (as they are after the claim, without the EK and the
+    /// host facts: [`ATTEST_COLUMNS`]), so the scheduler reads no host row of its own before
+    /// attesting each.
     #[allow(
         clippy::too_many_arguments,
         reason = "the claim's parameters, named at each call"
@@ -131,7 +132,7 @@ impl Store {
         // `UPDATE` in a `WITH`, so there a read follows the claim's commit.
         let q = match self.backend {
             Backend::Postgres => format!(
-                "WITH claimed AS ({claim}) SELECT {HOST_COLUMNS} FROM hosts \
+                "WITH claimed AS ({claim}) SELECT {ATTEST_COLUMNS} FROM hosts \
                  WHERE name IN (SELECT name FROM claimed)"
             ),
             Backend::Sqlite => claim,
@@ -143,7 +144,7 @@ impl Store {
             .bind(now)
             .bind(dead_after)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.claimer)
             .await?;
         if self.backend == Backend::Postgres {
             return rows.iter().map(host_from_row).collect();
@@ -155,12 +156,31 @@ impl Store {
         self.hosts_named(&names).await
     }
 
-    /// The rows of the hosts named (those that exist), read in statements of at most
-    /// [`BATCH_MAX`] names.
+    /// Test hook: how the claims on one of this store's claim connections were planned, as
+    /// PostgreSQL's `pg_prepared_statements` counts them: (with the plan for any parameters,
+    /// with a plan for the parameters given). `None` on SQLite.
+    #[doc(hidden)]
+    pub async fn claim_plans(&self) -> Result<Option<(i64, i64)>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(generic_plans), 0) AS BIGINT) AS generic, \
+             CAST(COALESCE(SUM(custom_plans), 0) AS BIGINT) AS custom FROM pg_prepared_statements \
+             WHERE statement LIKE '%UPDATE schedule SET lease_owner%' \
+             AND statement NOT LIKE '%pg_prepared_statements%'",
+        )
+        .fetch_one(&self.claimer)
+        .await?;
+        Ok(Some((row.try_get("generic")?, row.try_get("custom")?)))
+    }
+
+    /// The rows of the hosts named (those that exist) as an attestation reads them
+    /// ([`ATTEST_COLUMNS`]), read in statements of at most [`BATCH_MAX`] names.
     async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut out = Vec::with_capacity(names.len());
         static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
-            let select = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name");
+            let select = format!("SELECT {ATTEST_COLUMNS} FROM hosts WHERE name");
             in_list(backend, &select, shape, "")
         });
         for chunk in names.chunks(BATCH_MAX) {
