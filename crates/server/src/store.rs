@@ -592,6 +592,30 @@ const CLAIM_CONNECTIONS: u32 = 2;
 /// Read-only connections beside SQLite's single writer.
 const SQLITE_READERS: u32 = 4;
 
+/// A pool of at most `max` connections, opened when first needed, each set up by `setup`'s
+/// statements (the reader and claim pools beside the writer's; a connection that cannot be
+/// set up is not used). `test_before_use`: a round trip checks each connection before use.
+fn lazy_pool(
+    opts: &AnyConnectOptions,
+    max: u32,
+    test_before_use: bool,
+    setup: &'static [&'static str],
+) -> AnyPool {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(test_before_use)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                for statement in setup {
+                    sqlx::query(*statement).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_lazy_with(opts.clone())
+}
+
 /// The PostgreSQL advisory lock (transaction-scoped) under which change-feed sequence numbers
 /// are drawn ([`Store::append_changes`]).
 const CHANGES_LOCK: i64 = 0x6e74_6368_616e_6765;
@@ -820,17 +844,28 @@ fn migrations() -> Vec<Migration> {
     ]
 }
 
-const HOST_COLUMNS: &str = "name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, host_info, \
-     software_tpm, status, status_detail, reset_count, restart_count, verdict, reasons, attested_at, expires_at, created";
+/// The columns of [`HostRow`], in one list with the EK's and the host facts' expressions given.
+macro_rules! host_columns {
+    ($ek:literal, $host_info:literal) => {
+        concat!(
+            "name, hardware_uuid, connection_url, tls_cert_sha256, ",
+            $ek,
+            ", ak_public, ",
+            $host_info,
+            ", software_tpm, status, status_detail, reset_count, restart_count, verdict, reasons, \
+             attested_at, expires_at, created"
+        )
+    };
+}
+
+const HOST_COLUMNS: &str = host_columns!("ek_public", "host_info");
 
 /// [`HOST_COLUMNS`] as an attestation reads them ([`Store::claim_due`]): the EK and the host
 /// facts read as empty. An attestation uses neither (the AK it checks is pinned), and they are
 /// most of a row's bytes (an EK of an RSA TPM about 550, the facts often more), read, sent and
 /// decoded for every claimed host. A push host's row kept for its next attestation leaves them
 /// out the same way.
-const ATTEST_COLUMNS: &str = "name, hardware_uuid, connection_url, tls_cert_sha256, '' AS ek_public, ak_public, \
-     '' AS host_info, software_tpm, status, status_detail, reset_count, restart_count, verdict, reasons, attested_at, \
-     expires_at, created";
+const ATTEST_COLUMNS: &str = host_columns!("'' AS ek_public", "'' AS host_info");
 
 /// The hosts sharing a name ($1), a hardware UUID in any case ($2) or an EK ($3) with a
 /// registration, with `lock` appended (`FOR UPDATE` inside a PostgreSQL transaction).
@@ -1456,40 +1491,23 @@ impl Store {
         // it: reads get their own small pool so they never queue behind writes. (An in-memory
         // database is private to its connection: there the writer reads too.)
         let reader = if backend == Backend::Sqlite && !in_memory {
-            AnyPoolOptions::new()
-                .max_connections(SQLITE_READERS)
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(false)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::query("PRAGMA busy_timeout=10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA query_only=1")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
-                })
-                .connect_lazy_with(opts.clone())
+            lazy_pool(
+                &opts,
+                SQLITE_READERS,
+                false,
+                &["PRAGMA busy_timeout=10000", "PRAGMA query_only=1"],
+            )
         } else {
             pool.clone()
         };
         let claimer = match backend {
             Backend::Sqlite => pool.clone(),
-            Backend::Postgres => AnyPoolOptions::new()
-                .max_connections(CLAIM_CONNECTIONS)
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(true)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::query("SET plan_cache_mode = force_generic_plan")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
-                })
-                .connect_lazy_with(opts),
+            Backend::Postgres => lazy_pool(
+                &opts,
+                CLAIM_CONNECTIONS,
+                true,
+                &["SET plan_cache_mode = force_generic_plan"],
+            ),
         };
         let (changes, _) = broadcast::channel(1024);
         let store = Self {
@@ -1516,6 +1534,19 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Runs a maintenance statement (`ANALYZE`, `VACUUM`) on a task of its own: nothing waits
+    /// for it, and a failure is only logged. `done` runs after it either way.
+    fn maintain(&self, statement: &'static str, done: impl FnOnce() + Send + 'static) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            match sqlx::query(statement).execute(&pool).await {
+                Ok(_) => tracing::debug!(statement, "maintenance done"),
+                Err(e) => tracing::warn!(statement, error = %e, "maintenance failed"),
+            }
+            done();
+        });
     }
 
     /// A writer connection for one transaction (see [`Writer`]).

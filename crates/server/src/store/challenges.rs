@@ -149,12 +149,9 @@ impl Store {
         if n % VACUUM_CHALLENGES_EVERY != 0 || running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pool, issued) = (self.pool.clone(), self.issued.clone());
-        tokio::spawn(async move {
-            if let Err(e) = sqlx::query("VACUUM challenges").execute(&pool).await {
-                tracing::warn!(error = %e, "vacuuming challenges failed");
-            }
-            issued.1.store(false, Ordering::Release);
+        let issued = self.issued.clone();
+        self.maintain("VACUUM challenges", move || {
+            issued.1.store(false, Ordering::Release)
         });
     }
 

@@ -204,13 +204,7 @@ impl Store {
         {
             return;
         }
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            match sqlx::query("ANALYZE hosts, schedule").execute(&pool).await {
-                Ok(_) => tracing::debug!(registered = after, "analysed hosts and schedule"),
-                Err(e) => tracing::warn!(error = %e, "analysing hosts and schedule failed"),
-            }
-        });
+        self.maintain("ANALYZE hosts, schedule", || {});
     }
 
     async fn register_pending_one(&self, p: &PendingRegistration) -> Result<Registered> {
