@@ -2,8 +2,10 @@
 # One scale measurement (docs/PERFORMANCE.md, "Scale"): a release nodetrust-server and the load
 # generator nodetrust-sim as separate processes, N hosts registered over HTTPS, then the steady
 # state measured over a window. Prints the registration time and rate, attestations/s, the
-# server's CPU (user + system, from /proc) per attestation, the server's RSS and the database
-# size per host.
+# server's CPU (user + system, from /proc) per attestation, of it the kernel's share, and by
+# thread (the async workers; the SQLite connections, whose threads run the statements), the
+# server's RSS (and how much of it are pages of mapped files: SQLite's map of its database)
+# and the database size per host.
 #
 #   cargo build --release -p nodetrust-server -p nodetrust-sim
 #   scripts/scale-bench.sh [--hosts N] [--ak ecc|rsa] [--mode pull|push] [--interval 10s]
@@ -133,6 +135,7 @@ attestations() {
          END {printf "%d %d %d %d %d\n", s, c, r, u, l}'
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+sys_ticks() { awk '{print $15}' "/proc/$server_pid/stat"; }
 # CPU of the PostgreSQL processes on this machine (user + system, in ticks; 0 on SQLite).
 db_ticks() {
   case "$db" in
@@ -144,13 +147,24 @@ db_ticks() {
 # Context switches of all the server's threads so far (each hand-off between an async worker
 # and a database connection's thread costs two).
 switches() { cat /proc/"$server_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+# CPU ticks of the server's threads by kind: async workers, SQLite connections, the rest
+# (a thread that ended within the window takes its ticks with it).
+thread_ticks() {
+  for t in /proc/"$server_pid"/task/*; do
+    printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+  done | awk '/^tokio-rt-worker/ {w += $NF; next} /^sqlx-sqlite/ {q += $NF; next} {o += $NF}
+              END {printf "%d,%d,%d\n", w, q, o}'
+}
 rss_mib() { awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }
+# Of the RSS, the pages of mapped files (the SQLite database's map): the kernel's page cache,
+# which holds the file's pages whether or not they are mapped.
+rss_file_mib() { awk '/^RssFile/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }
 
 measure() {
-  local label=$1 a0 c0 a1 c1 tck
+  local label=$1 a0 c0 a1 c1 k0 k1 t0 t1 tck
   tck=$(getconf CLK_TCK)
   sleep "$warmup"
-  a0=$(attestations); c0=$(cpu_ticks); s0=$(switches); d0=$(db_ticks)
+  a0=$(attestations); c0=$(cpu_ticks); k0=$(sys_ticks); s0=$(switches); d0=$(db_ticks); t0=$(thread_ticks)
   if [ "$callgrind" = 1 ]; then callgrind_control -i on "$server_pid" >/dev/null 2>&1; fi
   if [ "$perf_secs" -gt 0 ]; then
     perf record -q -e cpu-clock -g -o "$work/perf.data" -p "$server_pid" -- sleep "$perf_secs" >/dev/null 2>&1 || true
@@ -163,22 +177,28 @@ measure() {
     callgrind_control -d "$server_pid" >/dev/null 2>&1
     callgrind_control -i off "$server_pid" >/dev/null 2>&1
   fi
-  a1=$(attestations); c1=$(cpu_ticks); s1=$(switches); d1=$(db_ticks)
-  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" <<'EOF'
+  a1=$(attestations); c1=$(cpu_ticks); k1=$(sys_ticks); s1=$(switches); d1=$(db_ticks); t1=$(thread_ticks)
+  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" "$k0" "$k1" "$t0" "$t1" "$(rss_file_mib)" <<'EOF'
 import sys
 label = sys.argv[1]
 (a0, m0, r0, u0, l0), (a1, m1, r1, u1, l1) = (map(float, x.split()) for x in sys.argv[2:4])
-c0, c1, tck, window, rss, s0, s1, d0, d1 = map(float, sys.argv[4:])
+c0, c1, tck, window, rss, s0, s1, d0, d1, k0, k1 = map(float, sys.argv[4:15])
+t0, t1 = ([float(x) for x in a.split(",")] for a in sys.argv[15:17])
+rss_file = float(sys.argv[17])
 n = a1 - a0
 cpu = (c1 - c0) / tck
-per = f"{cpu / n * 1e6:.0f} us" if n else "n/a"
+per = f"{cpu / n * 1e6:.0f} us ({(k1 - k0) / tck / n * 1e6:.0f} in the kernel)" if n else "n/a"
 print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} cores, "
-      f"{per} per attestation, RSS {rss:.0f} MiB, "
+      f"{per} per attestation, RSS {rss:.0f} MiB ({rss_file:.0f} of it mapped files), "
       f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
       f"{(s1 - s0) / max(n, 1):.1f} context switches per attestation, "
       f"{(u1 - u0) / max(n, 1) * 100:.0f} % appraisals reused, "
       f"{(l1 - l0) / max(n, 1) * 100:.0f} % event logs left out, "
       f"load {open('/proc/loadavg').read().split()[0]}")
+if n:
+    w, q, o = ((b - a) / tck / n * 1e6 for a, b in zip(t0, t1))
+    print(f"  by thread: async workers {w:.0f} us, SQLite connections {q:.0f} us, other {o:.0f} us "
+          f"per attestation")
 if d1 > d0 and n:
     print(f"  PostgreSQL's processes: {(d1 - d0) / tck / window:.2f} cores, "
           f"{(d1 - d0) / tck / n * 1e6:.0f} us per attestation")
@@ -268,8 +288,10 @@ fi
 case "$db" in
   sqlite://*)
     f=${db#sqlite://}; f=${f%%\?*}
-    size=$(du -cb "$f"* | awk 'END {print $1}')
-    python3 -c "print(f'database: {$size / 1e6:.0f} MB, {$size / $hosts:.0f} bytes per host')"
+    # The database file alone (its WAL, up to 40 MiB between checkpoints, apart).
+    size=$(du -b "$f" | awk '{print $1}')
+    wal=$( (du -b "$f-wal" 2>/dev/null || echo 0) | awk '{print $1}')
+    python3 -c "print(f'database: {$size / 1e6:.0f} MB, {$size / $hosts:.0f} bytes per host (and a WAL of {$wal / 1e6:.0f} MB)')"
     ;;
 esac
 echo "work directory: $work"

@@ -957,6 +957,21 @@ fn endorsement_named(r: &AnyRow, prefix: &str) -> Result<Endorsement> {
 /// costs in proportion to the cache (a scan of its hash table).
 const SQLITE_CACHE_SIZE: &str = "PRAGMA cache_size=-16384";
 
+/// Frames the WAL of a SQLite database grows by before a commit copies them into the database
+/// file (a checkpoint): 10,000 pages, 40 MiB (SQLite's default is 1,000). A checkpoint writes
+/// each page once however often it changed since the last one and ends with two `fsync`s: the
+/// pages an attestation changes (its host's row, an index page of the reports) are copied,
+/// and synced, less often.
+const SQLITE_AUTOCHECKPOINT: i64 = 10_000;
+
+/// Bytes of a SQLite database file its writer connection reads through a memory map
+/// (256 MiB; SQLite's default is none): a page neither in the page cache nor in the WAL is
+/// then read in place instead of copied by a `pread`. Only the writer maps it (each mapping
+/// counts in the server's RSS), and only so far, so that the memory a fleet's database costs
+/// stays bounded. A read error of the disk under a map ends the process (SIGBUS) where a
+/// `pread` would have failed the statement: the server is then restarted, as after any crash.
+const SQLITE_MMAP_BYTES: i64 = 256 << 20;
+
 /// The agent address stored for a push host (it has none; [`crate::push`]).
 pub const PUSH_URL: &str = "push:";
 
@@ -1481,6 +1496,14 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query(SQLITE_CACHE_SIZE).execute(&mut *conn).await?;
+                        for pragma in [
+                            format!("PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}"),
+                            format!("PRAGMA mmap_size={SQLITE_MMAP_BYTES}"),
+                        ] {
+                            sqlx::query(sqlx::AssertSqlSafe(pragma))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                     }
                     Ok(())
                 })
@@ -1676,6 +1699,27 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Test hook: the SQLite writer connection's `cache_size`, `wal_autocheckpoint` and
+    /// `mmap_size`, as it reports them; `None` on PostgreSQL.
+    #[doc(hidden)]
+    pub async fn sqlite_writer_settings(&self) -> Result<Option<[i64; 3]>> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let mut values = [0i64; 3];
+        for (value, pragma) in
+            values
+                .iter_mut()
+                .zip(["cache_size", "wal_autocheckpoint", "mmap_size"])
+        {
+            *value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&mut *conn)
+                .await?;
+        }
+        Ok(Some(values))
     }
 
     /// Follows changes as they happen in this process.
