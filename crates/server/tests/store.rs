@@ -130,11 +130,11 @@ async fn the_sqlite_writer_keeps_its_cache_checkpoint_and_map_settings() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/settings.db", dir.path().display());
     let store = Store::connect(&url).await.unwrap();
-    // A 16 MiB page cache, a checkpoint every 10,000 WAL frames, 256 MiB read through a map:
+    // A 4 MiB page cache, a checkpoint every 10,000 WAL frames, 256 MiB read through a map:
     // SQLite answers what it applied (a build without memory maps answers 0).
     assert_eq!(
         store.sqlite_writer_settings().await.unwrap(),
-        Some([-16_384, 10_000, 256 << 20])
+        Some([-4_096, 10_000, 256 << 20])
     );
     // Kept by a connection made again (the pool's after-connect hook, not a one-off).
     drop(store);
@@ -142,7 +142,7 @@ async fn the_sqlite_writer_keeps_its_cache_checkpoint_and_map_settings() {
     again.register_host(&host("h1", "uuid-1"), 5).await.unwrap();
     assert_eq!(
         again.sqlite_writer_settings().await.unwrap(),
-        Some([-16_384, 10_000, 256 << 20])
+        Some([-4_096, 10_000, 256 << 20])
     );
 }
 
