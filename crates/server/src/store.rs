@@ -951,7 +951,7 @@ fn endorsement_named(r: &AnyRow, prefix: &str) -> Result<Endorsement> {
 
 /// Page cache of the SQLite writer connection: 4 MiB (SQLite's default is 2 MiB). The pages
 /// an attestation changes stay cached until they are written, and the pages it only reads
-/// come from the file's memory map ([`SQLITE_MMAP_BYTES`]) without a copy. No larger: at
+/// come from the file's memory map ([`SQLITE_MMAP`]) without a copy. No larger: at
 /// commits that follow a B-tree split SQLite scans the cache's whole hash table (the split
 /// moves a page through a temporary number past the database's end), a cost in proportion
 /// to the cache (16 MiB cost the writer about 5 µs an attestation more). The readers keep
@@ -964,15 +964,30 @@ const SQLITE_CACHE_SIZE: &str = "PRAGMA cache_size=-4096";
 /// each page once however often it changed since the last one and ends with two `fsync`s: the
 /// pages an attestation changes (its host's row, an index page of the reports) are copied,
 /// and synced, less often.
-const SQLITE_AUTOCHECKPOINT: i64 = 10_000;
+const SQLITE_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint=10000";
 
 /// Bytes of a SQLite database file its writer connection reads through a memory map
-/// (256 MiB; SQLite's default is none): a page neither in the page cache nor in the WAL is
-/// then read in place instead of copied by a `pread`. Only the writer maps it (each mapping
+/// (256 MiB, 2^28; SQLite's default is none): a page neither in the page cache nor in the
+/// WAL is then read in place instead of copied by a `pread`. Only the writer maps it (each mapping
 /// counts in the server's RSS), and only so far, so that the memory a fleet's database costs
 /// stays bounded. A read error of the disk under a map ends the process (SIGBUS) where a
 /// `pread` would have failed the statement: the server is then restarted, as after any crash.
-const SQLITE_MMAP_BYTES: i64 = 256 << 20;
+const SQLITE_MMAP: &str = "PRAGMA mmap_size=268435456";
+
+/// The settings of a SQLite writer connection, in order (WAL mode, a wait for the file's lock,
+/// commits synced at checkpoints only, then the three above). A batch statement that may fail
+/// half-way (a multi-row update) keeps the pages it changes in a statement journal, a
+/// temporary file by default: kept in memory instead (`temp_store`, a few pages per
+/// statement).
+const SQLITE_WRITER_SETUP: &[&str] = &[
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA temp_store=MEMORY",
+    SQLITE_CACHE_SIZE,
+    SQLITE_AUTOCHECKPOINT,
+    SQLITE_MMAP,
+];
 
 /// The agent address stored for a push host (it has none; [`crate::push`]).
 pub const PUSH_URL: &str = "push:";
@@ -1482,29 +1497,8 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         }
-                        sqlx::query("PRAGMA journal_mode=WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout=10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous=NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        // A batch statement that may fail half-way (a multi-row update) keeps
-                        // the pages it changes in a statement journal, a temporary file by
-                        // default: kept in memory instead (a few pages per statement).
-                        sqlx::query("PRAGMA temp_store=MEMORY")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query(SQLITE_CACHE_SIZE).execute(&mut *conn).await?;
-                        for pragma in [
-                            format!("PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT}"),
-                            format!("PRAGMA mmap_size={SQLITE_MMAP_BYTES}"),
-                        ] {
-                            sqlx::query(sqlx::AssertSqlSafe(pragma))
-                                .execute(&mut *conn)
-                                .await?;
+                        for statement in SQLITE_WRITER_SETUP {
+                            sqlx::query(*statement).execute(&mut *conn).await?;
                         }
                     }
                     Ok(())
