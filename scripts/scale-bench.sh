@@ -147,12 +147,13 @@ db_ticks() {
 # Context switches of all the server's threads so far (each hand-off between an async worker
 # and a database connection's thread costs two).
 switches() { cat /proc/"$server_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
-# CPU ticks of the server's threads by kind: async workers, SQLite connections, the rest
-# (a thread that ended within the window takes its ticks with it).
+# CPU ticks of the server's threads by kind: async workers, SQLite connections (sqlx's threads
+# and the report writer's, `sqlite-reports`), the rest (a thread that ended within the window
+# takes its ticks with it).
 thread_ticks() {
   for t in /proc/"$server_pid"/task/*; do
     printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
-  done | awk '/^tokio-rt-worker/ {w += $NF; next} /^sqlx-sqlite/ {q += $NF; next} {o += $NF}
+  done | awk '/^tokio-rt-worker/ {w += $NF; next} /^(sqlx-sqlite|sqlite-reports)/ {q += $NF; next} {o += $NF}
               END {printf "%d,%d,%d\n", w, q, o}'
 }
 rss_mib() { awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }

@@ -9,7 +9,9 @@
 //! Concurrency: SQLite has one writer connection (every write and transaction) and, on a file
 //! in WAL mode, a few read-only connections for reads outside transactions, so reads never
 //! queue behind writes. Reports are written by group commit ([`Store::save_report`]): those
-//! saved at the same time share one transaction and a few statements.
+//! saved at the same time share one transaction and a few statements, which on a SQLite file
+//! run as one job on a connection and thread of their own ([`direct`]) while the committing
+//! task holds the writer connection.
 //!
 //! Multi-replica work sharing uses leases on host rows: [`Store::claim_due`] is a conditional
 //! update that succeeds for the current owner, a free host, an expired lease, or a holder that
@@ -44,6 +46,7 @@ use tokio::sync::{broadcast, oneshot};
 
 mod challenges;
 mod changes;
+mod direct;
 mod endorsements;
 mod flavors;
 mod hosts;
@@ -62,6 +65,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The SQLite report writer's connection failed ([`direct`]).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A stored value could not be read back.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt {
@@ -288,6 +294,9 @@ pub struct Store {
     changes: broadcast::Sender<Change>,
     url: String,
     batch: Arc<Group<PendingReport>>,
+    /// On a SQLite file, the connection that commits the reports' group commits
+    /// ([`direct`]).
+    direct: Option<Arc<direct::Direct>>,
     registrations: Arc<Group<PendingRegistration>>,
     /// Hosts registered through this store (PostgreSQL: when to analyse `hosts`, see
     /// [`Store::count_registered`]).
@@ -374,21 +383,29 @@ impl Faults {
     fn writes_failing(&self) -> bool {
         self.fail_writes.load(Ordering::SeqCst) || self.fail_commits.load(Ordering::SeqCst) > 0
     }
+
+    /// Whether an injected fault fails the commit about to happen (counting it).
+    fn commit_fails(&self) -> bool {
+        self.fail_writes.load(Ordering::SeqCst)
+            || self
+                .fail_commits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
 }
+
+/// What an injected commit failure says.
+const COMMIT_FAILED: &str = "the commit failed (database or disk is full)";
+
+/// SQLite's `max_page_count` when no full disk is injected (its largest).
+const NO_PAGE_LIMIT: i64 = 4_294_967_294;
 
 impl TxEnd<'_> {
     /// Commits `tx` (or fails as an injected fault says), then marks the connection reusable.
     async fn commit(&mut self, tx: sqlx::Transaction<'_, Any>) -> Result<()> {
-        let f = &self.store.faults;
-        if f.fail_writes.load(Ordering::SeqCst)
-            || f.fail_commits
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
+        if self.store.faults.commit_fails() {
             drop(tx);
-            return Err(StoreError::Injected(
-                "the commit failed (database or disk is full)",
-            ));
+            return Err(StoreError::Injected(COMMIT_FAILED));
         }
         tx.commit().await?;
         self.ok = true;
@@ -1037,20 +1054,15 @@ pub struct AttestationUpdate {
     pub quoted_pcrs: Option<std::sync::Arc<str>>,
 }
 
-/// Makes each report its host's current verdict, in one statement (each host at most once);
-/// returns the hosts that exist (and were updated), each with whether its verdict changed: a
-/// report for a registration (its row's `created`) updates only that registration's row. The
-/// statement is written for [`batch_shape`] rows: the rows beyond `rows` have no name and match
-/// no host.
+/// The statement that makes each report of a batch its host's current verdict (each host at
+/// most once), for [`batch_shape`] rows of [`verdict_params`]: the rows beyond the batch have
+/// no name and match no host. It returns the hosts that exist (and were updated): a report for
+/// a registration (its row's `created`) updates only that registration's row.
 ///
 /// Whether the verdict changed comes back from the update itself: `verdict_version` takes the
 /// row's new `version` when the verdict written differs from the one the row held (migration
 /// 12), so the two are equal in the returned row exactly when this write changed it.
-async fn update_host_verdicts(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: Backend,
-    rows: &[&BatchRow<'_>],
-) -> Result<HashMap<String, bool>> {
+static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
     // VALUES columns are column1..column11 on both SQLite and PostgreSQL.
     const COLUMNS: [&str; 11] = [
         "{}",
@@ -1065,48 +1077,146 @@ async fn update_host_verdicts(
         "CAST({} AS TEXT)",
         "CAST({} AS BIGINT)",
     ];
-    static UPDATE: ShapedSql = ShapedSql::new(|backend, shape| {
-        let values = value_rows(backend, shape, &COLUMNS);
-        let same = match backend {
-            Backend::Sqlite => "IS",
-            Backend::Postgres => "IS NOT DISTINCT FROM",
-        };
-        format!(
-            "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
-             verdict_version = CASE WHEN verdict {same} v.column2 THEN verdict_version \
-             ELSE version + 1 END, \
-             expires_at = v.column5, \
-             status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
-             status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
-             reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
-             restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
-             quoted_pcrs = CASE WHEN v.column10 IS NULL OR quoted_pcrs = v.column10 \
-             THEN quoted_pcrs ELSE v.column10 END, \
-             pcrs_quoted_at = CASE WHEN v.column10 IS NULL THEN pcrs_quoted_at ELSE v.column4 END, \
-             version = version + 1 FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
-             AND (v.column11 IS NULL OR hosts.created = v.column11) \
-             RETURNING name, version, verdict_version"
-        )
-    });
-    let shape = batch_shape(rows.len());
-    let mut query = UPDATE.query(backend, shape);
-    for (report, registered, reached, counters) in rows {
-        let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
-        let pcrs = counters.and_then(|c| c.quoted_pcrs.as_deref());
-        query = query
-            .bind(&report.host_name)
-            .bind(report.verdict.as_str())
-            .bind(&report.reasons)
-            .bind(report.created)
-            .bind(report.expires)
-            .bind(i64::from(*reached))
-            .bind(i64::from(counters.is_some()))
-            .bind(reset)
-            .bind(restart)
-            .bind(pcrs)
-            .bind(*registered);
+    let values = value_rows(backend, shape, &COLUMNS);
+    let same = match backend {
+        Backend::Sqlite => "IS",
+        Backend::Postgres => "IS NOT DISTINCT FROM",
+    };
+    format!(
+        "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
+         verdict_version = CASE WHEN verdict {same} v.column2 THEN verdict_version \
+         ELSE version + 1 END, \
+         expires_at = v.column5, \
+         status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
+         status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
+         reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
+         restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
+         quoted_pcrs = CASE WHEN v.column10 IS NULL OR quoted_pcrs = v.column10 \
+         THEN quoted_pcrs ELSE v.column10 END, \
+         pcrs_quoted_at = CASE WHEN v.column10 IS NULL THEN pcrs_quoted_at ELSE v.column4 END, \
+         version = version + 1 FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
+         AND (v.column11 IS NULL OR hosts.created = v.column11) \
+         RETURNING name, version, verdict_version"
+    )
+});
+
+/// What [`HOST_VERDICTS`] binds for one report, in order.
+fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -> [Param<'a>; 11] {
+    let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
+    [
+        Param::Text(Some(&report.host_name)),
+        Param::Text(Some(report.verdict.as_str())),
+        Param::Text(Some(&report.reasons)),
+        Param::Int(Some(report.created)),
+        Param::Int(Some(report.expires)),
+        Param::Int(Some(i64::from(reached))),
+        Param::Int(Some(i64::from(counters.is_some()))),
+        Param::Int(reset),
+        Param::Int(restart),
+        Param::Text(counters.and_then(|c| c.quoted_pcrs.as_deref())),
+        Param::Int(registered),
+    ]
+}
+
+/// The statement that inserts a batch's reports, for [`batch_shape`] rows of
+/// [`report_params`]: the rows beyond the batch have no id and are not inserted.
+static REPORTS_INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
+    let values = value_rows(backend, shape, &["{}"; 8]);
+    format!(
+        "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
+         FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
+    )
+});
+
+/// What [`REPORTS_INSERT`] binds for one report, in order.
+fn report_params(r: &ReportRow) -> [Param<'_>; 8] {
+    [
+        Param::Text(Some(&r.id)),
+        Param::Text(Some(&r.host_name)),
+        Param::Text(Some(r.verdict.as_str())),
+        Param::Text(Some(&r.reasons)),
+        Param::Int(Some(r.created)),
+        Param::Int(Some(r.expires)),
+        Param::Text(Some(&r.signed_report)),
+        Param::Text(Some(&r.hardware_uuid)),
+    ]
+}
+
+/// The statement that appends changes to the feed, for [`batch_shape`] rows (at most a
+/// quarter of [`BATCH_MAX`]) of [`change_params`]: the rows beyond them have no host and are
+/// not inserted.
+static CHANGES_INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
+    let values = value_rows(backend, shape, &["{}"; 4]);
+    format!(
+        "INSERT INTO changes (host_name, kind, verdict, created) \
+         SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES {values}) AS v \
+         WHERE v.column1 IS NOT NULL"
+    )
+});
+
+/// Most changes one [`CHANGES_INSERT`] carries.
+const CHANGES_MAX: usize = BATCH_MAX / 4;
+
+/// What [`CHANGES_INSERT`] binds for one change made at `now` (Unix ms), in order.
+fn change_params((change, now): &(Change, i64)) -> [Param<'_>; 4] {
+    [
+        Param::Text(Some(&change.host_name)),
+        Param::Text(Some(change.kind.as_str())),
+        Param::Text(change.verdict.map(Trust::as_str)),
+        Param::Int(Some(*now)),
+    ]
+}
+
+/// A value a batch statement binds: the one list of a statement's values that both the sqlx
+/// statements and the SQLite report writer's ([`direct`]) bind, in the same order.
+#[derive(Debug, Clone, Copy)]
+enum Param<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+impl<'a> Param<'a> {
+    /// A padding row's value ([`bind_padding`]).
+    const NULL: Self = Param::Int(None);
+
+    fn bind<'q>(self, query: AnyQuery<'q>) -> AnyQuery<'q>
+    where
+        'a: 'q,
+    {
+        match self {
+            Param::Text(t) => query.bind(t),
+            Param::Int(i) => query.bind(i),
+        }
     }
-    query = bind_padding(query, shape - rows.len(), "tttiiiiiiti");
+}
+
+/// `query` with every value of `params` bound, in order.
+fn bind_all<'q, 'a: 'q, const N: usize>(
+    mut query: AnyQuery<'q>,
+    params: impl IntoIterator<Item = [Param<'a>; N]>,
+) -> AnyQuery<'q> {
+    for row in params {
+        for p in row {
+            query = p.bind(query);
+        }
+    }
+    query
+}
+
+/// Makes each report its host's current verdict ([`HOST_VERDICTS`]); returns the hosts that
+/// exist (and were updated), each with whether its verdict changed.
+async fn update_host_verdicts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    rows: &[&BatchRow<'_>],
+) -> Result<HashMap<String, bool>> {
+    let shape = batch_shape(rows.len());
+    let query = bind_all(
+        HOST_VERDICTS.query(backend, shape),
+        rows.iter().map(|row| verdict_params(row)),
+    );
+    let query = bind_padding(query, shape - rows.len(), "tttiiiiiiti");
     let updated = query.fetch_all(&mut **tx).await?;
     updated
         .iter()
@@ -1326,6 +1436,80 @@ pub(super) type BatchRow<'a> = (
     Option<&'a AttestationUpdate>,
 );
 
+/// A batch of reports in rounds, each naming a host at most once (each round is one
+/// [`HOST_VERDICTS`] statement per [`BATCH_MAX`] rows): a host attested twice in one batch (a
+/// scheduled and an on-demand attestation) gets its second report in a later round. Each row
+/// comes with its place in the batch.
+fn verdict_rounds<'b, 'r>(rows: &'b [BatchRow<'r>]) -> Vec<Vec<(usize, &'b BatchRow<'r>)>> {
+    let mut rounds = Vec::new();
+    let mut rest: Vec<(usize, &BatchRow<'r>)> = rows.iter().enumerate().collect();
+    while !rest.is_empty() {
+        let mut seen = BTreeSet::new();
+        let (round, later): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|(_, (r, _, _, _))| seen.insert(r.host_name.as_str()));
+        rounds.push(round);
+        rest = later;
+    }
+    rounds
+}
+
+/// What a group commit of reports wrote, gathered statement by statement.
+struct Saved<'r> {
+    /// The reports to insert: those whose host still exists (in their registration).
+    kept: Vec<&'r ReportRow>,
+    /// Whether each report of the batch was stored.
+    stored: Vec<bool>,
+    /// A change for each verdict that changed, with its time.
+    changes: Vec<(Change, i64)>,
+}
+
+impl<'r> Saved<'r> {
+    fn new(reports: usize) -> Self {
+        Self {
+            kept: Vec::with_capacity(reports),
+            stored: vec![false; reports],
+            changes: Vec::new(),
+        }
+    }
+
+    /// Takes what a [`HOST_VERDICTS`] statement for `chunk` returned: the hosts updated, each
+    /// with whether its verdict changed.
+    fn updated(&mut self, chunk: &[(usize, &BatchRow<'r>)], updated: &HashMap<String, bool>) {
+        for &(i, &(report, _, _, _)) in chunk {
+            let Some(&changed) = updated.get(&report.host_name) else {
+                // The host was deleted (or registered again) while it was being attested: keep
+                // no orphan report.
+                continue;
+            };
+            if let Some(s) = self.stored.get_mut(i) {
+                *s = true;
+            }
+            self.kept.push(report);
+            if changed {
+                let change = Change::verdict(&report.host_name, report.verdict);
+                self.changes.push((change, report.created));
+            }
+        }
+    }
+
+    /// The changes to publish after the commit, and whether each report was stored.
+    fn done(self) -> (Vec<Change>, Vec<bool>) {
+        (
+            self.changes.into_iter().map(|(c, _)| c).collect(),
+            self.stored,
+        )
+    }
+}
+
+/// The rows of a group commit of reports.
+fn batch_rows(items: &[PendingReport]) -> Vec<BatchRow<'_>> {
+    items
+        .iter()
+        .map(|p| (&p.report, p.registered, p.reached, p.counters.as_ref()))
+        .collect()
+}
+
 /// A group commit: items queued by concurrent callers, committed together by whichever of
 /// them gets the turn first (on a task of its own, so a caller that gives up strands no one);
 /// every caller gets its own result.
@@ -1529,7 +1713,7 @@ impl Store {
             ),
         };
         let (changes, _) = broadcast::channel(1024);
-        let store = Self {
+        let mut store = Self {
             pool,
             reader,
             claimer,
@@ -1537,6 +1721,7 @@ impl Store {
             changes,
             url,
             batch: Arc::new(Group::new("reports", GATHER)),
+            direct: None,
             registrations: Arc::new(Group::new("hosts", Duration::ZERO)),
             registered: Arc::default(),
             issued: Arc::default(),
@@ -1551,6 +1736,7 @@ impl Store {
                 p.push(suffix);
                 make_private(std::path::Path::new(&p))?;
             }
+            store.direct = Some(Arc::new(direct::Direct::open(f)?));
         }
         Ok(store)
     }
@@ -1601,7 +1787,7 @@ impl Store {
             .max_pages
             .store(i64::from(full), Ordering::SeqCst);
         let mut conn = self.pool.acquire().await?;
-        let n: i64 = if full { 1 } else { 4_294_967_294 };
+        let n: i64 = if full { 1 } else { NO_PAGE_LIMIT };
         sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
             .execute(&mut *conn)
             .await?;
@@ -1718,6 +1904,16 @@ impl Store {
         Ok(Some(values))
     }
 
+    /// Test hook: [`Self::sqlite_writer_settings`] of the connection that commits reports on a
+    /// SQLite file; `None` on PostgreSQL and in memory.
+    #[doc(hidden)]
+    pub async fn sqlite_report_writer_settings(&self) -> Result<Option<[i64; 3]>> {
+        match &self.direct {
+            Some(direct) => direct.run(|s| s.settings()).await?.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Follows changes as they happen in this process.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
@@ -1765,14 +1961,6 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        static INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
-            let values = value_rows(backend, shape, &["{}"; 4]);
-            format!(
-                "INSERT INTO changes (host_name, kind, verdict, created) \
-                 SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES {values}) AS v \
-                 WHERE v.column1 IS NOT NULL"
-            )
-        });
         static NOTIFY: ShapedSql = ShapedSql::new(|_, shape| {
             let payloads = (2..shape + 2)
                 .map(|i| format!("(${i})"))
@@ -1785,18 +1973,15 @@ impl Store {
         });
         // In order, as many to a statement as a batch carries (each statement is a round
         // trip): a row's sequence number follows the row before it.
-        for chunk in changes.chunks(BATCH_MAX / 4) {
-            let shape = batch_shape(chunk.len()).min(BATCH_MAX / 4);
-            let mut query = INSERT.query(self.backend, shape);
-            for (change, now) in chunk {
-                query = query
-                    .bind(&change.host_name)
-                    .bind(change.kind.as_str())
-                    .bind(change.verdict.map(Trust::as_str))
-                    .bind(*now);
-            }
-            query = bind_padding(query, shape - chunk.len(), "ttti");
-            query.execute(&mut **tx).await?;
+        for chunk in changes.chunks(CHANGES_MAX) {
+            let shape = batch_shape(chunk.len()).min(CHANGES_MAX);
+            let query = bind_all(
+                CHANGES_INSERT.query(self.backend, shape),
+                chunk.iter().map(change_params),
+            );
+            bind_padding(query, shape - chunk.len(), "ttti")
+                .execute(&mut **tx)
+                .await?;
             if self.backend == Backend::Postgres {
                 let mut query = NOTIFY.query(self.backend, shape).bind(CHANGES_CHANNEL);
                 for (change, _) in chunk {

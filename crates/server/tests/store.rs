@@ -136,6 +136,11 @@ async fn the_sqlite_writer_keeps_its_cache_checkpoint_and_map_settings() {
         store.sqlite_writer_settings().await.unwrap(),
         Some([-4_096, 10_000, 256 << 20])
     );
+    // The connection that commits the reports has them too.
+    assert_eq!(
+        store.sqlite_report_writer_settings().await.unwrap(),
+        Some([-4_096, 10_000, 256 << 20])
+    );
     // Kept by a connection made again (the pool's after-connect hook, not a one-off).
     drop(store);
     let again = Store::connect(&url).await.unwrap();

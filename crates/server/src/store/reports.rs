@@ -97,11 +97,14 @@ impl Store {
 
     /// Commits queued reports in one transaction, or one by one when that fails.
     pub(super) async fn commit_batch(&self, items: Vec<PendingReport>) {
-        let rows: Vec<BatchRow<'_>> = items
-            .iter()
-            .map(|p| (&p.report, p.registered, p.reached, p.counters.as_ref()))
-            .collect();
-        match self.save_reports_tx(&rows).await {
+        let (items, saved) = match &self.direct {
+            Some(direct) => self.save_reports_direct(direct, items).await,
+            None => {
+                let saved = self.save_reports_tx(&batch_rows(&items)).await;
+                (items, saved)
+            }
+        };
+        match saved {
             Ok((changes, stored)) => {
                 self.batch.counted(items.len());
                 for c in changes {
@@ -123,6 +126,39 @@ impl Store {
         }
     }
 
+    /// [`Self::save_reports_tx`] on the SQLite report writer ([`direct`]), while this task
+    /// holds the sqlx writer connection (so that no other write runs meanwhile); gives the
+    /// items back with the outcome. An item is lost only if the writer thread is (the caller
+    /// then hears that its group commit was abandoned).
+    async fn save_reports_direct(
+        &self,
+        direct: &direct::Direct,
+        items: Vec<PendingReport>,
+    ) -> (Vec<PendingReport>, Result<(Vec<Change>, Vec<bool>)>) {
+        let mut w = match self.writer().await {
+            Ok(w) => w,
+            Err(e) => return (items, Err(e)),
+        };
+        let faults = self.faults.clone();
+        let ran = direct
+            .run(move |session| {
+                let saved = session.save_reports(&faults, &batch_rows(&items));
+                (items, saved)
+            })
+            .await;
+        match ran {
+            Ok((items, saved)) => {
+                if saved.is_ok() {
+                    // The sqlx connection ran nothing and goes back to the pool.
+                    w.end.ok = true;
+                    self.health.ok();
+                }
+                (items, saved)
+            }
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    }
+
     /// Reports (in order) in one transaction: the hosts' current verdicts updated, the reports
     /// of hosts that still exist (in the registration a report is for) inserted, a change
     /// recorded for each verdict that changed. Returns the changes to publish after the
@@ -133,67 +169,26 @@ impl Store {
     ) -> Result<(Vec<Change>, Vec<bool>)> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        // The hosts' verdicts, one statement per round; a host attested twice in one batch
-        // (a scheduled and an on-demand attestation) gets its second report in a later round.
-        let mut kept: Vec<&ReportRow> = Vec::with_capacity(rows.len());
-        let mut stored = vec![false; rows.len()];
-        let mut changes: Vec<(Change, i64)> = Vec::new();
-        let mut rest: Vec<(usize, &BatchRow<'_>)> = rows.iter().enumerate().collect();
-        while !rest.is_empty() {
-            let mut seen = BTreeSet::new();
-            let (round, later): (Vec<_>, Vec<_>) = rest
-                .into_iter()
-                .partition(|(_, (r, _, _, _))| seen.insert(r.host_name.as_str()));
-            rest = later;
+        let mut saved = Saved::new(rows.len());
+        for round in verdict_rounds(rows) {
             for chunk in round.chunks(BATCH_MAX) {
                 let batch: Vec<&BatchRow<'_>> = chunk.iter().map(|(_, row)| *row).collect();
                 let updated = update_host_verdicts(&mut tx, self.backend, &batch).await?;
-                for (i, (report, _, _, _)) in chunk {
-                    let Some(&changed) = updated.get(&report.host_name) else {
-                        // The host was deleted (or registered again) while it was being
-                        // attested: keep no orphan report.
-                        continue;
-                    };
-                    if let Some(s) = stored.get_mut(*i) {
-                        *s = true;
-                    }
-                    kept.push(report);
-                    if changed {
-                        let change = Change::verdict(&report.host_name, report.verdict);
-                        changes.push((change, report.created));
-                    }
-                }
+                saved.updated(chunk, &updated);
             }
         }
-        static INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
-            let values = value_rows(backend, shape, &["{}"; 8]);
-            format!(
-                "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
-                 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
-            )
-        });
-        for chunk in kept.chunks(BATCH_MAX) {
-            // Written for `batch_shape` rows; the rows beyond the chunk have no id and are
-            // not inserted.
+        for chunk in saved.kept.chunks(BATCH_MAX) {
             let shape = batch_shape(chunk.len());
-            let mut query = INSERT.query(self.backend, shape);
-            for r in chunk {
-                query = query
-                    .bind(&r.id)
-                    .bind(&r.host_name)
-                    .bind(r.verdict.as_str())
-                    .bind(&r.reasons)
-                    .bind(r.created)
-                    .bind(r.expires)
-                    .bind(&r.signed_report)
-                    .bind(&r.hardware_uuid);
-            }
-            query = bind_padding(query, shape - chunk.len(), "ttttiitt");
-            query.execute(&mut *tx).await?;
+            let query = bind_all(
+                REPORTS_INSERT.query(self.backend, shape),
+                chunk.iter().map(|r| report_params(r)),
+            );
+            bind_padding(query, shape - chunk.len(), "ttttiitt")
+                .execute(&mut *tx)
+                .await?;
         }
-        w.end.commit_with_changes(tx, &changes).await?;
-        Ok((changes.into_iter().map(|(c, _)| c).collect(), stored))
+        w.end.commit_with_changes(tx, &saved.changes).await?;
+        Ok(saved.done())
     }
 
     /// One report in its own transaction; whether it was stored.

@@ -1,0 +1,200 @@
+//! The group commit of reports on a SQLite file, on a connection and a thread of its own.
+//!
+//! Through sqlx every statement is a round trip to the thread of its connection: a group
+//! commit's `BEGIN`, verdict update, report insert, change insert and `COMMIT` each wake that
+//! thread, and the task waiting for it, and the update's returned rows come back one message
+//! each. Here the whole transaction is one job for one thread: the batch goes over once, its
+//! outcome comes back once. The statements are the sqlx path's own ([`HOST_VERDICTS`],
+//! [`REPORTS_INSERT`], [`CHANGES_INSERT`]), bound from the same lists ([`verdict_params`]), so
+//! the two paths write the same rows; the sqlx path remains for PostgreSQL, for a database in
+//! memory (private to the connection that made it), and for a batch that failed, retried
+//! report by report.
+//!
+//! SQLite lets one connection write at a time. The caller holds the sqlx writer connection
+//! (the only one) while a job runs, so the two writers never wait for each other's lock.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::*;
+
+/// A job for the writer thread.
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// The SQLite report writer: a thread owning one connection, which runs jobs in turn.
+pub(super) struct Direct {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The writer thread's connection, and the size limit a test applied to it.
+pub(super) struct Session {
+    conn: Connection,
+    /// `Faults::max_pages` as last applied to this connection.
+    max_pages: i64,
+}
+
+impl Direct {
+    /// Opens a connection to the database file at `path` (which exists and is migrated) with
+    /// the writer's settings ([`SQLITE_WRITER_SETUP`]), on a thread of its own. The thread
+    /// ends, closing the connection, when the last [`Store`] holding it is dropped.
+    pub(super) fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Connect(format!("{}: {e}", path.display())))?;
+        for statement in SQLITE_WRITER_SETUP {
+            run_pragma(&conn, statement)?;
+        }
+        // Three statements in up to nine shapes each ([`batch_shape`]).
+        conn.set_prepared_statement_cache_capacity(32);
+        let mut session = Session { conn, max_pages: 0 };
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-reports".into())
+            .spawn(move || {
+                for job in queue {
+                    // A job that panicked dropped its reply, and its caller has the error; the
+                    // thread and its connection (its transaction rolled back) go on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(&mut session)
+                    }));
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the writer thread and gives back what it returned.
+    pub(super) async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Session) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (reply, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |session| {
+                let _ = reply.send(f(session));
+            }))
+            .map_err(|_| gone())?;
+        result.await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Corrupt {
+        table: "reports",
+        detail: "the SQLite report writer stopped".into(),
+    }
+}
+
+/// Runs a statement that may answer a row (most `PRAGMA`s do) and drops what it answers.
+fn run_pragma(conn: &Connection, statement: &str) -> Result<()> {
+    let mut stmt = conn.prepare(statement)?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+impl Session {
+    /// The connection's `cache_size`, `wal_autocheckpoint` and `mmap_size`.
+    pub(super) fn settings(&self) -> Result<[i64; 3]> {
+        let mut values = [0i64; 3];
+        for (value, pragma) in
+            values
+                .iter_mut()
+                .zip(["cache_size", "wal_autocheckpoint", "mmap_size"])
+        {
+            *value = self
+                .conn
+                .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))?;
+        }
+        Ok(values)
+    }
+
+    /// [`Store::save_reports_tx`] on this connection: the same statements in one
+    /// transaction, committed unless `faults` fail it.
+    pub(super) fn save_reports(
+        &mut self,
+        faults: &Faults,
+        rows: &[BatchRow<'_>],
+    ) -> Result<(Vec<Change>, Vec<bool>)> {
+        self.follow_disk_full(faults)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut saved = Saved::new(rows.len());
+        for round in verdict_rounds(rows) {
+            for chunk in round.chunks(BATCH_MAX) {
+                let shape = batch_shape(chunk.len());
+                let mut stmt = tx.prepare_cached(&HOST_VERDICTS.text(Backend::Sqlite, shape))?;
+                let params = padded(
+                    chunk.iter().flat_map(|(_, row)| verdict_params(row)),
+                    (shape - chunk.len()) * 11,
+                );
+                let mut updated = HashMap::with_capacity(chunk.len());
+                let mut returned = stmt.query(rusqlite::params_from_iter(params))?;
+                while let Some(r) = returned.next()? {
+                    let version: i64 = r.get(1)?;
+                    let verdict_version: i64 = r.get(2)?;
+                    updated.insert(r.get::<_, String>(0)?, version == verdict_version);
+                }
+                saved.updated(chunk, &updated);
+            }
+        }
+        for chunk in saved.kept.chunks(BATCH_MAX) {
+            let shape = batch_shape(chunk.len());
+            let mut stmt = tx.prepare_cached(&REPORTS_INSERT.text(Backend::Sqlite, shape))?;
+            stmt.execute(rusqlite::params_from_iter(padded(
+                chunk.iter().flat_map(|r| report_params(r)),
+                (shape - chunk.len()) * 8,
+            )))?;
+        }
+        // Last, as the sqlx path appends them ([`Store::append_changes`]).
+        for chunk in saved.changes.chunks(CHANGES_MAX) {
+            let shape = batch_shape(chunk.len()).min(CHANGES_MAX);
+            let mut stmt = tx.prepare_cached(&CHANGES_INSERT.text(Backend::Sqlite, shape))?;
+            stmt.execute(rusqlite::params_from_iter(padded(
+                chunk.iter().flat_map(change_params),
+                (shape - chunk.len()) * 4,
+            )))?;
+        }
+        if faults.commit_fails() {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Injected(COMMIT_FAILED));
+        }
+        tx.commit()?;
+        Ok(saved.done())
+    }
+
+    /// Applies a full disk that a test injected or ended ([`Store::inject_disk_full`]), as the
+    /// sqlx writer connections do.
+    fn follow_disk_full(&mut self, faults: &Faults) -> Result<()> {
+        let pages = faults.max_pages.load(Ordering::SeqCst);
+        if pages != self.max_pages {
+            let limit = if pages > 0 { pages } else { NO_PAGE_LIMIT };
+            run_pragma(&self.conn, &format!("PRAGMA max_page_count = {limit}"))?;
+            self.max_pages = pages;
+        }
+        Ok(())
+    }
+}
+
+/// `params` then `padding` NULLs (a batch statement's rows beyond the batch).
+fn padded<'a>(
+    params: impl Iterator<Item = Param<'a>>,
+    padding: usize,
+) -> impl Iterator<Item = Param<'a>> {
+    params.chain(std::iter::repeat_n(Param::NULL, padding))
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Param::Text(Some(t)) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::Int(Some(i)) => ToSqlOutput::Owned(Value::Integer(i)),
+            Param::Text(None) | Param::Int(None) => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
