@@ -983,10 +983,10 @@ const SQLITE_CACHE_SIZE: &str = "PRAGMA cache_size=-4096";
 /// and synced, less often.
 const SQLITE_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint=10000";
 
-/// Bytes of a SQLite database file its writer connection reads through a memory map
-/// (256 MiB, 2^28; SQLite's default is none): a page neither in the page cache nor in the
-/// WAL is then read in place instead of copied by a `pread`. Only the writer maps it (each mapping
-/// counts in the server's RSS), and only so far, so that the memory a fleet's database costs
+/// Bytes of a SQLite database file its writer connections (sqlx's and the report writer's,
+/// [`direct`]) read through a memory map (256 MiB, 2^28; SQLite's default is none): a page
+/// neither in the page cache nor in the WAL is then read in place instead of copied by a
+/// `pread`. Only the writers map it (each mapping counts in the server's RSS), and only so far, so that the memory a fleet's database costs
 /// stays bounded. A read error of the disk under a map ends the process (SIGBUS) where a
 /// `pread` would have failed the statement: the server is then restarted, as after any crash.
 const SQLITE_MMAP: &str = "PRAGMA mmap_size=268435456";
@@ -1739,6 +1739,25 @@ impl Store {
             store.direct = Some(Arc::new(direct::Direct::open(f)?));
         }
         Ok(store)
+    }
+
+    /// Runs `job` on the SQLite report writer ([`direct`]) while this task holds `writer`, the
+    /// sqlx writer connection (the only other writer: neither then waits for the other's
+    /// lock). When `succeeded` says what `job` returned is a success, that connection, which ran
+    /// nothing, goes back to the pool and a write failure is cleared.
+    async fn on_direct<T: Send + 'static>(
+        &self,
+        mut writer: Writer<'_>,
+        direct: &direct::Direct,
+        job: impl FnOnce(&mut direct::Session) -> T + Send + 'static,
+        succeeded: fn(&T) -> bool,
+    ) -> Result<T> {
+        let out = direct.run(job).await?;
+        if succeeded(&out) {
+            writer.end.ok = true;
+            self.health.ok();
+        }
+        Ok(out)
     }
 
     /// Runs a maintenance statement (`ANALYZE`, `VACUUM`) on a task of its own: nothing waits

@@ -1,4 +1,5 @@
-//! The group commit of reports on a SQLite file, on a connection and a thread of its own.
+//! The group commit of reports on a SQLite file, on a connection and a thread of its own (and
+//! the scheduler's claims, the other write of every attestation).
 //!
 //! Through sqlx every statement is a round trip to the thread of its connection: a group
 //! commit's `BEGIN`, verdict update, report insert, change insert and `COMMIT` each wake that
@@ -168,6 +169,34 @@ impl Session {
         Ok(saved.done())
     }
 
+    /// Runs the scheduler's claim ([`Store::claim_due`], its SQLite text `sql`) with `claim`'s
+    /// values, and returns the names claimed.
+    pub(super) fn claim(
+        &mut self,
+        faults: &Faults,
+        sql: &str,
+        claim: &Claim,
+    ) -> Result<Vec<String>> {
+        self.follow_disk_full(faults)?;
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        // The statement names its values `$1`..`$6`, some more than once and not in order of
+        // first use, so they are bound by name.
+        let params: [(&str, &dyn rusqlite::ToSql); 6] = [
+            ("$1", &claim.replica),
+            ("$2", &claim.until),
+            ("$3", &claim.period),
+            ("$4", &claim.now),
+            ("$5", &claim.dead_after),
+            ("$6", &claim.limit),
+        ];
+        let mut rows = stmt.query(&params[..])?;
+        let mut names = Vec::new();
+        while let Some(r) = rows.next()? {
+            names.push(r.get(0)?);
+        }
+        Ok(names)
+    }
+
     /// Applies a full disk that a test injected or ended ([`Store::inject_disk_full`]), as the
     /// sqlx writer connections do.
     fn follow_disk_full(&mut self, faults: &Faults) -> Result<()> {
@@ -179,6 +208,16 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The values of a claim ([`Store::claim_due`]'s arguments).
+pub(super) struct Claim {
+    pub(super) replica: String,
+    pub(super) until: i64,
+    pub(super) period: i64,
+    pub(super) now: i64,
+    pub(super) dead_after: i64,
+    pub(super) limit: i64,
 }
 
 /// `params` then `padding` NULLs (a batch statement's rows beyond the batch).

@@ -137,6 +137,24 @@ impl Store {
             ),
             Backend::Sqlite => claim,
         };
+        if let Some(direct) = &self.direct {
+            // On a SQLite file, on the connection that commits the reports: when two
+            // connections take turns writing, each finds the WAL changed at its next transaction
+            // and drops its whole page cache.
+            let w = self.writer().await?;
+            let claim = direct::Claim {
+                replica: replica.to_owned(),
+                until,
+                period,
+                now,
+                dead_after,
+                limit,
+            };
+            let faults = self.faults.clone();
+            let job = move |session: &mut direct::Session| session.claim(&faults, &q, &claim);
+            let names = self.on_direct(w, direct, job, Result::is_ok).await??;
+            return self.hosts_named(&names).await;
+        }
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
             .bind(until)

@@ -135,28 +135,18 @@ impl Store {
         direct: &direct::Direct,
         items: Vec<PendingReport>,
     ) -> (Vec<PendingReport>, Result<(Vec<Change>, Vec<bool>)>) {
-        let mut w = match self.writer().await {
+        let w = match self.writer().await {
             Ok(w) => w,
             Err(e) => return (items, Err(e)),
         };
         let faults = self.faults.clone();
-        let ran = direct
-            .run(move |session| {
-                let saved = session.save_reports(&faults, &batch_rows(&items));
-                (items, saved)
-            })
-            .await;
-        match ran {
-            Ok((items, saved)) => {
-                if saved.is_ok() {
-                    // The sqlx connection ran nothing and goes back to the pool.
-                    w.end.ok = true;
-                    self.health.ok();
-                }
-                (items, saved)
-            }
-            Err(e) => (Vec::new(), Err(e)),
-        }
+        let job = move |session: &mut direct::Session| {
+            let saved = session.save_reports(&faults, &batch_rows(&items));
+            (items, saved)
+        };
+        self.on_direct(w, direct, job, |(_, saved)| saved.is_ok())
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Err(e)))
     }
 
     /// Reports (in order) in one transaction: the hosts' current verdicts updated, the reports
