@@ -12,7 +12,8 @@
 //! report by report.
 //!
 //! SQLite lets one connection write at a time. The caller holds the sqlx writer connection
-//! (the only one) while a job runs, so the two writers never wait for each other's lock.
+//! (the only other writer) while a job runs ([`Store::on_direct`]), so the two never wait for
+//! each other's lock.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -50,7 +51,8 @@ impl Direct {
         for statement in SQLITE_WRITER_SETUP {
             run_pragma(&conn, statement)?;
         }
-        // Three statements in up to nine shapes each ([`batch_shape`]).
+        // The group commit's three statements in up to nine shapes each ([`batch_shape`]),
+        // and the claim.
         conn.set_prepared_statement_cache_capacity(32);
         let mut session = Session { conn, max_pages: 0 };
         let (jobs, queue) = mpsc::channel::<Job>();
