@@ -239,6 +239,40 @@ async fn a_claim_returns_each_hosts_row_without_its_ek_and_facts() {
     }
 }
 
+/// A claim takes the lease until the time given and makes the host due one period after the
+/// time it was due; its values are bound where the statement names them (some more than once,
+/// not in order of first use).
+#[tokio::test]
+async fn a_claim_leases_until_the_time_given_and_is_due_again_one_period_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        store.schedule("h1", 4_000).await.unwrap();
+        let (now, until, period) = (10_000, 25_000, 60_000);
+        let claimed = store
+            .claim_due("r1", now, until, period, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{url}");
+        assert_eq!(
+            store.lease("h1").await.unwrap().unwrap(),
+            (Some("r1".to_string()), until),
+            "{url}"
+        );
+        // Due at 4,000, so next at 64,000: not a moment before (for a replica whose lease has
+        // run out meanwhile).
+        assert!(
+            store.due_hosts("r2", 63_999, 10).await.unwrap().is_empty(),
+            "{url}"
+        );
+        assert_eq!(
+            store.due_hosts("r2", 64_000, 10).await.unwrap(),
+            ["h1"],
+            "{url}"
+        );
+    }
+}
+
 /// On PostgreSQL the claim is planned once for any parameters, not at every call (planning it
 /// cost as much as running it).
 #[tokio::test]
