@@ -986,8 +986,8 @@ const SQLITE_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint=10000";
 /// Bytes of a SQLite database file its writer connections (sqlx's and the report writer's,
 /// [`direct`]) read through a memory map (256 MiB, 2^28; SQLite's default is none): a page
 /// neither in the page cache nor in the WAL is then read in place instead of copied by a
-/// `pread`. Only the writers map it (each mapping counts in the server's RSS), and only so far, so that the memory a fleet's database costs
-/// stays bounded. A read error of the disk under a map ends the process (SIGBUS) where a
+/// `pread`. Only the writers map it (each mapping counts in the server's RSS), and only so
+/// far, so that the memory a fleet's database costs stays bounded. A read error of the disk under a map ends the process (SIGBUS) where a
 /// `pread` would have failed the statement: the server is then restarted, as after any crash.
 const SQLITE_MMAP: &str = "PRAGMA mmap_size=268435456";
 
@@ -1005,6 +1005,9 @@ const SQLITE_WRITER_SETUP: &[&str] = &[
     SQLITE_AUTOCHECKPOINT,
     SQLITE_MMAP,
 ];
+
+/// The writer settings a test reads back from SQLite ([`Store::sqlite_writer_settings`]).
+const CHECKED_SETTINGS: [&str; 3] = ["cache_size", "wal_autocheckpoint", "mmap_size"];
 
 /// The agent address stored for a push host (it has none; [`crate::push`]).
 pub const PUSH_URL: &str = "push:";
@@ -1177,8 +1180,13 @@ enum Param<'a> {
 }
 
 impl<'a> Param<'a> {
-    /// A padding row's value ([`bind_padding`]).
-    const NULL: Self = Param::Int(None);
+    /// A NULL of this value's kind.
+    fn null(self) -> Self {
+        match self {
+            Param::Text(_) => Param::Text(None),
+            Param::Int(_) => Param::Int(None),
+        }
+    }
 
     fn bind<'q>(self, query: AnyQuery<'q>) -> AnyQuery<'q>
     where
@@ -1191,15 +1199,31 @@ impl<'a> Param<'a> {
     }
 }
 
-/// `query` with every value of `params` bound, in order.
-fn bind_all<'q, 'a: 'q, const N: usize>(
-    mut query: AnyQuery<'q>,
-    params: impl IntoIterator<Item = [Param<'a>; N]>,
-) -> AnyQuery<'q> {
-    for row in params {
-        for p in row {
-            query = p.bind(query);
+/// The values of a batch statement written for `shape` rows ([`batch_shape`]): each row's,
+/// then, for the rows beyond the batch (which match or insert nothing), NULLs of the kinds of
+/// the first row's values (PostgreSQL types each parameter).
+fn shaped<'a, const N: usize>(
+    rows: impl IntoIterator<Item = [Param<'a>; N]>,
+    shape: usize,
+) -> Vec<Param<'a>> {
+    let mut values = Vec::with_capacity(shape * N);
+    let mut padding = None;
+    for row in rows {
+        padding.get_or_insert(row.map(Param::null));
+        values.extend(row);
+    }
+    if let Some(padding) = padding {
+        while values.len() < shape * N {
+            values.extend(padding);
         }
+    }
+    values
+}
+
+/// `query` with every value of `params` bound, in order.
+fn bind_all<'q, 'a: 'q>(mut query: AnyQuery<'q>, params: Vec<Param<'a>>) -> AnyQuery<'q> {
+    for p in params {
+        query = p.bind(query);
     }
     query
 }
@@ -1214,9 +1238,8 @@ async fn update_host_verdicts(
     let shape = batch_shape(rows.len());
     let query = bind_all(
         HOST_VERDICTS.query(backend, shape),
-        rows.iter().map(|row| verdict_params(row)),
+        shaped(rows.iter().map(|row| verdict_params(row)), shape),
     );
-    let query = bind_padding(query, shape - rows.len(), "tttiiiiiiti");
     let updated = query.fetch_all(&mut **tx).await?;
     updated
         .iter()
@@ -1902,8 +1925,8 @@ impl Store {
         Ok(())
     }
 
-    /// Test hook: the SQLite writer connection's `cache_size`, `wal_autocheckpoint` and
-    /// `mmap_size`, as it reports them; `None` on PostgreSQL.
+    /// Test hook: the SQLite writer connection's [`CHECKED_SETTINGS`], as it reports them;
+    /// `None` on PostgreSQL.
     #[doc(hidden)]
     pub async fn sqlite_writer_settings(&self) -> Result<Option<[i64; 3]>> {
         if self.backend != Backend::Sqlite {
@@ -1911,11 +1934,7 @@ impl Store {
         }
         let mut conn = self.pool.acquire().await?;
         let mut values = [0i64; 3];
-        for (value, pragma) in
-            values
-                .iter_mut()
-                .zip(["cache_size", "wal_autocheckpoint", "mmap_size"])
-        {
+        for (value, pragma) in values.iter_mut().zip(CHECKED_SETTINGS) {
             *value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
                 .fetch_one(&mut *conn)
                 .await?;
@@ -1994,13 +2013,12 @@ impl Store {
         // trip): a row's sequence number follows the row before it.
         for chunk in changes.chunks(CHANGES_MAX) {
             let shape = batch_shape(chunk.len()).min(CHANGES_MAX);
-            let query = bind_all(
+            bind_all(
                 CHANGES_INSERT.query(self.backend, shape),
-                chunk.iter().map(change_params),
-            );
-            bind_padding(query, shape - chunk.len(), "ttti")
-                .execute(&mut **tx)
-                .await?;
+                shaped(chunk.iter().map(change_params), shape),
+            )
+            .execute(&mut **tx)
+            .await?;
             if self.backend == Backend::Postgres {
                 let mut query = NOTIFY.query(self.backend, shape).bind(CHANGES_CHANNEL);
                 for (change, _) in chunk {

@@ -101,14 +101,10 @@ fn run_pragma(conn: &Connection, statement: &str) -> Result<()> {
 }
 
 impl Session {
-    /// The connection's `cache_size`, `wal_autocheckpoint` and `mmap_size`.
+    /// The connection's [`CHECKED_SETTINGS`].
     pub(super) fn settings(&self) -> Result<[i64; 3]> {
         let mut values = [0i64; 3];
-        for (value, pragma) in
-            values
-                .iter_mut()
-                .zip(["cache_size", "wal_autocheckpoint", "mmap_size"])
-        {
+        for (value, pragma) in values.iter_mut().zip(CHECKED_SETTINGS) {
             *value = self
                 .conn
                 .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))?;
@@ -132,10 +128,7 @@ impl Session {
             for chunk in round.chunks(BATCH_MAX) {
                 let shape = batch_shape(chunk.len());
                 let mut stmt = tx.prepare_cached(&HOST_VERDICTS.text(Backend::Sqlite, shape))?;
-                let params = padded(
-                    chunk.iter().flat_map(|(_, row)| verdict_params(row)),
-                    (shape - chunk.len()) * 11,
-                );
+                let params = shaped(chunk.iter().map(|(_, row)| verdict_params(row)), shape);
                 let mut updated = HashMap::with_capacity(chunk.len());
                 let mut returned = stmt.query(rusqlite::params_from_iter(params))?;
                 while let Some(r) = returned.next()? {
@@ -149,18 +142,18 @@ impl Session {
         for chunk in saved.kept.chunks(BATCH_MAX) {
             let shape = batch_shape(chunk.len());
             let mut stmt = tx.prepare_cached(&REPORTS_INSERT.text(Backend::Sqlite, shape))?;
-            stmt.execute(rusqlite::params_from_iter(padded(
-                chunk.iter().flat_map(|r| report_params(r)),
-                (shape - chunk.len()) * 8,
+            stmt.execute(rusqlite::params_from_iter(shaped(
+                chunk.iter().map(|r| report_params(r)),
+                shape,
             )))?;
         }
         // Last, as the sqlx path appends them ([`Store::append_changes`]).
         for chunk in saved.changes.chunks(CHANGES_MAX) {
             let shape = batch_shape(chunk.len()).min(CHANGES_MAX);
             let mut stmt = tx.prepare_cached(&CHANGES_INSERT.text(Backend::Sqlite, shape))?;
-            stmt.execute(rusqlite::params_from_iter(padded(
-                chunk.iter().flat_map(change_params),
-                (shape - chunk.len()) * 4,
+            stmt.execute(rusqlite::params_from_iter(shaped(
+                chunk.iter().map(change_params),
+                shape,
             )))?;
         }
         if faults.commit_fails() {
@@ -220,14 +213,6 @@ pub(super) struct Claim {
     pub(super) now: i64,
     pub(super) dead_after: i64,
     pub(super) limit: i64,
-}
-
-/// `params` then `padding` NULLs (a batch statement's rows beyond the batch).
-fn padded<'a>(
-    params: impl Iterator<Item = Param<'a>>,
-    padding: usize,
-) -> impl Iterator<Item = Param<'a>> {
-    params.chain(std::iter::repeat_n(Param::NULL, padding))
 }
 
 impl rusqlite::ToSql for Param<'_> {

@@ -169,13 +169,12 @@ impl Store {
         }
         for chunk in saved.kept.chunks(BATCH_MAX) {
             let shape = batch_shape(chunk.len());
-            let query = bind_all(
+            bind_all(
                 REPORTS_INSERT.query(self.backend, shape),
-                chunk.iter().map(|r| report_params(r)),
-            );
-            bind_padding(query, shape - chunk.len(), "ttttiitt")
-                .execute(&mut *tx)
-                .await?;
+                shaped(chunk.iter().map(|r| report_params(r)), shape),
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         w.end.commit_with_changes(tx, &saved.changes).await?;
         Ok(saved.done())
