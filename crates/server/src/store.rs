@@ -558,6 +558,9 @@ struct RegisterStep {
     /// The changes to append at the commit, and to publish after it: the hosts replaced under
     /// another name (`deleted`), then the host stored (`registered`).
     changes: Vec<(Change, i64)>,
+    /// The head of the reports' chain of the row it replaced under the same name (a
+    /// reimaged node keeps its reports), for the host's new row.
+    history: Option<String>,
 }
 
 impl RegisterStep {
@@ -566,6 +569,7 @@ impl RegisterStep {
         Self {
             outcome,
             changes: Vec::new(),
+            history: None,
         }
     }
 
@@ -796,6 +800,30 @@ const V12: &[&str] = &[
     "ALTER TABLE hosts ADD COLUMN verdict_version BIGINT NOT NULL DEFAULT 0",
 ];
 
+/// Version 13: a host's reports are a chain, newest first, instead of an index
+/// (`reports (host_name, created)`, dropped): the host row names its latest report
+/// (`last_report`) and each report the one before it (`previous`). Every attestation wrote an
+/// entry of that index on a page of its own (a host's entries sit together, hosts are
+/// attested in no order), besides its host's row; now it writes only the row, and its report
+/// lands at the end of the table with the others of its group commit. `previous_report`
+/// holds, after each write of a verdict, the report the host's row named before it: the
+/// update's returned rows carry it (neither SQLite nor PostgreSQL before 18 returns a
+/// column's old value), and the report inserted next links to it.
+///
+/// The chains of the reports already stored are built from that index before it goes.
+const V13: &[&str] = &[
+    "ALTER TABLE hosts ADD COLUMN last_report TEXT",
+    "ALTER TABLE hosts ADD COLUMN previous_report TEXT",
+    "ALTER TABLE reports ADD COLUMN previous TEXT",
+    "UPDATE reports SET previous = c.before FROM (SELECT id, LAG(id) OVER (PARTITION BY host_name \
+     ORDER BY created, id) AS before FROM reports) AS c WHERE reports.id = c.id AND c.before IS NOT NULL",
+    "UPDATE hosts SET last_report = (SELECT r.id FROM reports r WHERE r.host_name = hosts.name \
+     ORDER BY r.created DESC, r.id DESC LIMIT 1)",
+    "UPDATE hosts SET previous_report = (SELECT r.previous FROM reports r WHERE r.id = hosts.last_report) \
+     WHERE last_report IS NOT NULL",
+    "DROP INDEX IF EXISTS reports_host_created",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -857,6 +885,11 @@ fn migrations() -> Vec<Migration> {
             version: 12,
             sqlite: V12,
             postgres: V12,
+        },
+        Migration {
+            version: 13,
+            sqlite: V13,
+            postgres: V13,
         },
     ]
 }
@@ -1064,10 +1097,12 @@ pub struct AttestationUpdate {
 ///
 /// Whether the verdict changed comes back from the update itself: `verdict_version` takes the
 /// row's new `version` when the verdict written differs from the one the row held (migration
-/// 12), so the two are equal in the returned row exactly when this write changed it.
+/// 12), so the two are equal in the returned row exactly when this write changed it. The
+/// report becomes the head of the host's chain (`last_report`), and the report it replaces
+/// there comes back (`previous_report`, migration 13), for the report's insert to link to.
 static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
-    // VALUES columns are column1..column11 on both SQLite and PostgreSQL.
-    const COLUMNS: [&str; 11] = [
+    // VALUES columns are column1..column12 on both SQLite and PostgreSQL.
+    const COLUMNS: [&str; 12] = [
         "{}",
         "{}",
         "{}",
@@ -1079,6 +1114,7 @@ static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
         "CAST({} AS BIGINT)",
         "CAST({} AS TEXT)",
         "CAST({} AS BIGINT)",
+        "{}",
     ];
     let values = value_rows(backend, shape, &COLUMNS);
     let same = match backend {
@@ -1097,14 +1133,15 @@ static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
          quoted_pcrs = CASE WHEN v.column10 IS NULL OR quoted_pcrs = v.column10 \
          THEN quoted_pcrs ELSE v.column10 END, \
          pcrs_quoted_at = CASE WHEN v.column10 IS NULL THEN pcrs_quoted_at ELSE v.column4 END, \
+         previous_report = last_report, last_report = v.column12, \
          version = version + 1 FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
          AND (v.column11 IS NULL OR hosts.created = v.column11) \
-         RETURNING name, version, verdict_version"
+         RETURNING name, version, verdict_version, previous_report"
     )
 });
 
 /// What [`HOST_VERDICTS`] binds for one report, in order.
-fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -> [Param<'a>; 11] {
+fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -> [Param<'a>; 12] {
     let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
     [
         Param::Text(Some(&report.host_name)),
@@ -1118,22 +1155,24 @@ fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -
         Param::Int(restart),
         Param::Text(counters.and_then(|c| c.quoted_pcrs.as_deref())),
         Param::Int(registered),
+        Param::Text(Some(&report.id)),
     ]
 }
 
 /// The statement that inserts a batch's reports, for [`batch_shape`] rows of
 /// [`report_params`]: the rows beyond the batch have no id and are not inserted.
 static REPORTS_INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
-    let values = value_rows(backend, shape, &["{}"; 8]);
+    let values = value_rows(backend, shape, &["{}"; 9]);
     format!(
-        "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
-         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
+        "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid, previous) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, v.column9 \
          FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
     )
 });
 
-/// What [`REPORTS_INSERT`] binds for one report, in order.
-fn report_params(r: &ReportRow) -> [Param<'_>; 8] {
+/// What [`REPORTS_INSERT`] binds for one report, linked to `previous` (the host's report
+/// before it), in order.
+fn report_params<'a>((r, previous): &'a (&'a ReportRow, Option<String>)) -> [Param<'a>; 9] {
     [
         Param::Text(Some(&r.id)),
         Param::Text(Some(&r.host_name)),
@@ -1143,6 +1182,7 @@ fn report_params(r: &ReportRow) -> [Param<'_>; 8] {
         Param::Int(Some(r.expires)),
         Param::Text(Some(&r.signed_report)),
         Param::Text(Some(&r.hardware_uuid)),
+        Param::Text(previous.as_deref()),
     ]
 }
 
@@ -1229,12 +1269,12 @@ fn bind_all<'q, 'a: 'q>(mut query: AnyQuery<'q>, params: Vec<Param<'a>>) -> AnyQ
 }
 
 /// Makes each report its host's current verdict ([`HOST_VERDICTS`]); returns the hosts that
-/// exist (and were updated), each with whether its verdict changed.
+/// exist (and were updated).
 async fn update_host_verdicts(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     rows: &[&BatchRow<'_>],
-) -> Result<HashMap<String, bool>> {
+) -> Result<HashMap<String, Updated>> {
     let shape = batch_shape(rows.len());
     let query = bind_all(
         HOST_VERDICTS.query(backend, shape),
@@ -1246,20 +1286,33 @@ async fn update_host_verdicts(
         .map(|r| {
             let version: i64 = r.try_get("version")?;
             let verdict_version: i64 = r.try_get("verdict_version")?;
-            Ok((r.try_get("name")?, version == verdict_version))
+            let updated = Updated {
+                changed: version == verdict_version,
+                previous: r.try_get("previous_report")?,
+            };
+            Ok((r.try_get("name")?, updated))
         })
         .collect()
 }
 
-/// Makes `report` the host's current verdict; false when there is no such host (or, with
-/// `registered`, no row of that registration).
+/// What [`HOST_VERDICTS`] returned for a host it updated.
+struct Updated {
+    /// Whether its verdict changed.
+    changed: bool,
+    /// The report its row named before this one (the new report links to it).
+    previous: Option<String>,
+}
+
+/// Makes `report` the host's current verdict and the head of its reports' chain; returns the
+/// report the host's row named before it (for `report` to link to), `None` when there is no
+/// such host (or, with `registered`, no row of that registration).
 async fn update_host_verdict(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     report: &ReportRow,
     registered: Option<i64>,
     reached: bool,
     counters: Option<&AttestationUpdate>,
-) -> Result<bool> {
+) -> Result<Option<Option<String>>> {
     let has_counters = counters.is_some();
     let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
     let updated = sqlx::query(
@@ -1270,8 +1323,9 @@ async fn update_host_verdict(
          restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END, \
          quoted_pcrs = CASE WHEN CAST($10 AS TEXT) IS NULL OR quoted_pcrs = $10 THEN quoted_pcrs \
          ELSE $10 END, pcrs_quoted_at = CASE WHEN CAST($10 AS TEXT) IS NULL THEN pcrs_quoted_at \
-         ELSE $3 END, version = version + 1 WHERE name = $9 \
-         AND (CAST($11 AS BIGINT) IS NULL OR created = $11)",
+         ELSE $3 END, previous_report = last_report, last_report = $12, \
+         version = version + 1 WHERE name = $9 \
+         AND (CAST($11 AS BIGINT) IS NULL OR created = $11) RETURNING previous_report",
     )
     .bind(report.verdict.as_str())
     .bind(&report.reasons)
@@ -1284,9 +1338,12 @@ async fn update_host_verdict(
     .bind(&report.host_name)
     .bind(counters.and_then(|c| c.quoted_pcrs.as_deref()))
     .bind(registered)
-    .execute(&mut **tx)
+    .bind(&report.id)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(updated.rows_affected() > 0)
+    updated
+        .map(|r| Ok(r.try_get("previous_report")?))
+        .transpose()
 }
 
 /// How many rows (or names) a batch statement of `n` is written for: `n` rounded up to a
@@ -1428,8 +1485,8 @@ where
     query
 }
 
-/// Most rows one statement of a batch carries (7 parameters a report: far below SQLite's and
-/// PostgreSQL's parameter limits).
+/// Most rows one statement of a batch carries (at most 12 parameters a row: far below
+/// SQLite's and PostgreSQL's parameter limits).
 const BATCH_MAX: usize = 256;
 
 /// A group commit of fewer queued reports than this waits [`GATHER`] for more first.
@@ -1479,8 +1536,9 @@ fn verdict_rounds<'b, 'r>(rows: &'b [BatchRow<'r>]) -> Vec<Vec<(usize, &'b Batch
 
 /// What a group commit of reports wrote, gathered statement by statement.
 struct Saved<'r> {
-    /// The reports to insert: those whose host still exists (in their registration).
-    kept: Vec<&'r ReportRow>,
+    /// The reports to insert: those whose host still exists (in their registration), each
+    /// with the host's report before it.
+    kept: Vec<(&'r ReportRow, Option<String>)>,
     /// Whether each report of the batch was stored.
     stored: Vec<bool>,
     /// A change for each verdict that changed, with its time.
@@ -1496,11 +1554,10 @@ impl<'r> Saved<'r> {
         }
     }
 
-    /// Takes what a [`HOST_VERDICTS`] statement for `chunk` returned: the hosts updated, each
-    /// with whether its verdict changed.
-    fn updated(&mut self, chunk: &[(usize, &BatchRow<'r>)], updated: &HashMap<String, bool>) {
+    /// Takes what a [`HOST_VERDICTS`] statement for `chunk` returned: the hosts updated.
+    fn updated(&mut self, chunk: &[(usize, &BatchRow<'r>)], mut updated: HashMap<String, Updated>) {
         for &(i, &(report, _, _, _)) in chunk {
-            let Some(&changed) = updated.get(&report.host_name) else {
+            let Some(Updated { changed, previous }) = updated.remove(&report.host_name) else {
                 // The host was deleted (or registered again) while it was being attested: keep
                 // no orphan report.
                 continue;
@@ -1508,7 +1565,7 @@ impl<'r> Saved<'r> {
             if let Some(s) = self.stored.get_mut(i) {
                 *s = true;
             }
-            self.kept.push(report);
+            self.kept.push((report, previous));
             if changed {
                 let change = Change::verdict(&report.host_name, report.verdict);
                 self.changes.push((change, report.created));

@@ -1465,7 +1465,7 @@ async fn pruning_deletes_old_rows_keeps_recent_ones_and_each_hosts_latest_report
         }
         let h3_latest = store.reports(Some("h3"), 1).await.unwrap()[0].clone();
         // A host re-registered under another name leaves its reports behind: no host, no
-        // latest to keep.
+        // latest to keep, and no chain to read them by name (they are listed with all).
         store
             .register_host(&host("old", "uuid-9"), 1)
             .await
@@ -1478,9 +1478,9 @@ async fn pruning_deletes_old_rows_keeps_recent_ones_and_each_hosts_latest_report
             .register_host(&host("renamed", "uuid-9"), 2000)
             .await
             .unwrap();
-        assert_eq!(
-            store.reports(Some("old"), 10).await.unwrap().len(),
-            1,
+        assert!(store.reports(Some("old"), 10).await.unwrap().is_empty());
+        assert!(
+            all_reports(&store).await.contains(&("old".to_string(), 60)),
             "{url}"
         );
 
@@ -1714,7 +1714,11 @@ async fn a_version_1_database_migrates_to_version_2() {
                 .await
                 .unwrap();
         conn.close().await.unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], "{url}");
+        assert_eq!(
+            versions,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+            "{url}"
+        );
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
@@ -2093,21 +2097,156 @@ async fn a_follower_tailing_the_feed_never_skips_a_change_committed_late_on_post
     );
 }
 
+/// What takes a database back from version 13 (each host's reports a chain) to version 12
+/// (an index of the reports by host).
+const UNDO_V13: &[&str] = &[
+    "ALTER TABLE hosts DROP COLUMN last_report",
+    "ALTER TABLE hosts DROP COLUMN previous_report",
+    "ALTER TABLE reports DROP COLUMN previous",
+    "CREATE INDEX reports_host_created ON reports (host_name, created)",
+    "DELETE FROM schema_migrations WHERE version = 13",
+];
+
+/// The ids of a host's reports as the API reads them (newest first), at most `limit`.
+async fn report_ids(store: &Store, host: &str, limit: i64) -> Vec<String> {
+    let reports = store.reports(Some(host), limit).await.unwrap();
+    reports.into_iter().map(|r| r.id).collect()
+}
+
+#[tokio::test]
+async fn a_version_12_database_chains_each_hosts_reports_and_drops_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let backend = store.backend();
+        for (name, uuid) in [("h1", "uuid-1"), ("h2", "uuid-2")] {
+            store.register_host(&host(name, uuid), 0).await.unwrap();
+        }
+        drop(store);
+        // Version 12's reports: two of h1's made at the same time (the id orders them), one
+        // of h2, one of a host no longer registered.
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for stmt in UNDO_V13.iter().chain(&[
+            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
+             VALUES ('a1', 'h1', 'trusted', '[]', 10, 99, '', 'uuid-1'), \
+             ('a3', 'h1', 'untrusted', '[]', 20, 99, '', 'uuid-1'), \
+             ('a2', 'h1', 'trusted', '[]', 20, 99, '', 'uuid-1'), \
+             ('b1', 'h2', 'trusted', '[]', 5, 99, '', 'uuid-2'), \
+             ('z1', 'gone', 'trusted', '[]', 7, 99, '', 'uuid-9')",
+        ]) {
+            sqlx::query(*stmt).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        assert_eq!(
+            indexes_among(&url, backend, &["reports_host_created"]).await,
+            ["reports_host_created"]
+        );
+
+        let store = Store::connect(&url).await.unwrap();
+        assert!(
+            indexes_among(&url, backend, &["reports_host_created"])
+                .await
+                .is_empty(),
+            "{url}"
+        );
+        assert_eq!(
+            report_ids(&store, "h1", 10).await,
+            ["a3", "a2", "a1"],
+            "{url}"
+        );
+        assert_eq!(report_ids(&store, "h1", 2).await, ["a3", "a2"], "{url}");
+        assert_eq!(report_ids(&store, "h2", 10).await, ["b1"], "{url}");
+        assert!(report_ids(&store, "gone", 10).await.is_empty());
+        let latest = store.latest_report_ids().await.unwrap();
+        let latest: BTreeMap<String, String> = latest.into_iter().collect();
+        let expected = [("h1", "a3"), ("h2", "b1")].map(|(h, r)| (h.to_string(), r.to_string()));
+        assert_eq!(latest, BTreeMap::from(expected), "{url}");
+        // A new report goes at the head of the chain.
+        let new = report("h1", "trusted", 30);
+        store.save_report(&new, true, None).await.unwrap();
+        assert_eq!(
+            report_ids(&store, "h1", 10).await,
+            [new.id.as_str(), "a3", "a2", "a1"],
+            "{url}"
+        );
+        // Deleting a host deletes its chain, nothing else.
+        assert!(store.delete_host("h1", 40).await.unwrap());
+        assert_eq!(
+            all_reports(&store).await,
+            [("gone".to_string(), 7), ("h2".to_string(), 5)],
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_host_registered_again_under_its_name_keeps_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+        store.register_host(&host("h2", "uuid-2"), 0).await.unwrap();
+        let mut made = Vec::new();
+        let mut attest = async |created| {
+            let r = report("h1", "trusted", created);
+            store.save_report(&r, true, None).await.unwrap();
+            made.insert(0, r.id);
+        };
+        attest(10).await;
+        attest(20).await;
+        // Reimaged: registered again with its hardware UUID, then through an activation (a
+        // shared transaction's path) with a new EK.
+        assert!(store
+            .register_host(&host("h1", "uuid-1"), 30)
+            .await
+            .unwrap());
+        attest(40).await;
+        store
+            .put_challenge(&open_challenge("c1"), 50)
+            .await
+            .unwrap();
+        let mut again = host("h1", "uuid-1");
+        again.ek_public = "ek-new".into();
+        let outcome = store
+            .register_host_activated(&again, None, "c1", 100, |_| Ok(()))
+            .await
+            .unwrap();
+        assert_eq!(outcome, Registered::Stored(true), "{url}");
+        attest(200).await;
+        store
+            .save_report(&report("h2", "trusted", 210), true, None)
+            .await
+            .unwrap();
+        assert_eq!(report_ids(&store, "h1", 10).await, made, "{url}");
+        assert_eq!(
+            store.latest_report_ids().await.unwrap().get("h1"),
+            made.first(),
+            "{url}"
+        );
+        // Deleted, it takes every one of them along.
+        assert!(store.delete_host("h1", 300).await.unwrap());
+        assert_eq!(
+            all_reports(&store).await,
+            [("h2".to_string(), 210)],
+            "{url}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_version_8_database_keeps_the_signatures_of_its_reports() {
     let dir = tempfile::tempdir().unwrap();
     for (url, store) in stores(&dir).await {
         store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
         drop(store);
-        // Back to version 8: reports without the hardware UUID column, signed when made.
+        // Back to version 8: reports without the hardware UUID column, signed when made, and
+        // without the chains of version 13.
         let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-        for stmt in [
+        for stmt in UNDO_V13.iter().chain(&[
             "ALTER TABLE reports DROP COLUMN hardware_uuid",
             "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report) \
              VALUES ('old', 'h1', 'trusted', '[]', 10, 20, 'header.payload.signature')",
             "DELETE FROM schema_migrations WHERE version = 9",
-        ] {
-            sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        ]) {
+            sqlx::query(*stmt).execute(&mut conn).await.unwrap();
         }
         conn.close().await.unwrap();
 

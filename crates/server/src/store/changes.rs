@@ -4,8 +4,8 @@ use super::*;
 
 impl Store {
     /// One bounded delete of old reports: at most `limit` reports created in `[from, before)`,
-    /// oldest first, sparing the latest report of each registered host (the one
-    /// `GET /reports?latest=true` serves). Returns how many were deleted and the newest
+    /// oldest first, sparing the latest report of each registered host (the head of its
+    /// chain, the one `GET /reports?latest=true` serves). Returns how many were deleted and the newest
     /// `created` among them (the `from` of the next batch: older reports left are spared ones).
     ///
     /// Safe to run from several replicas at once: on PostgreSQL each picks rows no other
@@ -20,14 +20,11 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE OF r SKIP LOCKED",
         };
-        // A report is spared when it is its host's newest by (created, id), the order the API
-        // reads, and the host is registered.
+        // A report is spared when its host is registered and names it as its latest.
         let q = format!(
             "DELETE FROM reports WHERE id IN (SELECT r.id FROM reports r \
              WHERE r.created >= $1 AND r.created < $2 \
-             AND (EXISTS (SELECT 1 FROM reports n WHERE n.host_name = r.host_name \
-                   AND n.created >= r.created AND (n.created > r.created OR n.id > r.id)) \
-                  OR NOT EXISTS (SELECT 1 FROM hosts h WHERE h.name = r.host_name)) \
+             AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.name = r.host_name AND h.last_report = r.id) \
              ORDER BY r.created LIMIT $3{lock}) RETURNING created"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))

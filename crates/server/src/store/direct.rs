@@ -134,16 +134,20 @@ impl Session {
                 while let Some(r) = returned.next()? {
                     let version: i64 = r.get(1)?;
                     let verdict_version: i64 = r.get(2)?;
-                    updated.insert(r.get::<_, String>(0)?, version == verdict_version);
+                    let host = Updated {
+                        changed: version == verdict_version,
+                        previous: r.get(3)?,
+                    };
+                    updated.insert(r.get::<_, String>(0)?, host);
                 }
-                saved.updated(chunk, &updated);
+                saved.updated(chunk, updated);
             }
         }
         for chunk in saved.kept.chunks(BATCH_MAX) {
             let shape = batch_shape(chunk.len());
             let mut stmt = tx.prepare_cached(&REPORTS_INSERT.text(Backend::Sqlite, shape))?;
             stmt.execute(rusqlite::params_from_iter(shaped(
-                chunk.iter().map(|r| report_params(r)),
+                chunk.iter().map(report_params),
                 shape,
             )))?;
         }

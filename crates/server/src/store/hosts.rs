@@ -82,14 +82,19 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let mut changes = Vec::new();
+        let mut history = None;
         if let Some(old_name) = &old {
-            delete_host_row(&mut tx, old_name).await?;
+            let head = delete_host_row(&mut tx, old_name).await?.flatten();
             if old_name != &h.name {
                 let change = Change::of(old_name, ChangeKind::Deleted);
                 changes.push((change, now));
+            } else {
+                history = head;
             }
         }
-        let change = self.insert_registered(&mut tx, h, None, now).await?;
+        let change = self
+            .insert_registered(&mut tx, h, None, history.as_deref(), now)
+            .await?;
         changes.push((change, now));
         w.end.commit_with_changes(tx, &changes).await?;
         for (change, _) in changes {
@@ -99,16 +104,18 @@ impl Store {
     }
 
     /// Inserts a host just registered (due [`REGISTERED_DUE_AFTER_MS`] from now, its counters
-    /// forgotten, with the issuer of the EK certificate it was accepted with); returns its
-    /// `registered` change, for the caller to append at the commit and publish after it.
+    /// forgotten, with the issuer of the EK certificate it was accepted with and the reports
+    /// of the row it replaced under its name, `history`); returns its `registered` change, for
+    /// the caller to append at the commit and publish after it.
     pub(super) async fn insert_registered(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         h: &HostRow,
         ek_issuer: Option<&str>,
+        history: Option<&str>,
         now: i64,
     ) -> Result<Change> {
-        insert_registered_rows(tx, self.backend, &[(h, ek_issuer, now)]).await?;
+        insert_registered_rows(tx, self.backend, &[(h, ek_issuer, history, now)]).await?;
         Ok(Change::of(&h.name, ChangeKind::Registered))
     }
 
@@ -291,14 +298,15 @@ impl Store {
         let mut changes = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
         // The hosts left for the shared insert.
-        let mut rows: Vec<(&HostRow, Option<&str>, i64)> = Vec::new();
+        let mut rows: Vec<(&HostRow, Option<&str>, Option<String>, i64)> = Vec::new();
         for (p, taken) in items.iter().zip(taken) {
             let step = if !taken {
                 RegisterStep::refused(Registered::ChallengeGone)
             } else if let Some(held) = own.next() {
-                let step = decide_in(&mut tx, &p.host, held, p.now, &*p.check).await?;
+                let mut step = decide_in(&mut tx, &p.host, held, p.now, &*p.check).await?;
                 if matches!(step.outcome, Registered::Stored(_)) {
-                    rows.push((&p.host, p.ek_issuer.as_deref(), p.now));
+                    let history = step.history.take();
+                    rows.push((&p.host, p.ek_issuer.as_deref(), history, p.now));
                 }
                 step
             } else {
@@ -309,6 +317,10 @@ impl Store {
             outcomes.push((step.outcome, published));
             changes.extend(step.changes);
         }
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(h, ek_issuer, history, now)| (*h, *ek_issuer, history.as_deref(), *now))
+            .collect();
         insert_registered_rows(&mut tx, self.backend, &rows).await?;
         // A challenge gone wrote nothing, and a refusal only took its challenge: the
         // transaction commits whatever its registrations' outcomes.
@@ -434,12 +446,15 @@ impl Store {
         if let Err((reason, message)) = check(&holders) {
             return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
         }
-        let mut changes = replaced(tx, h, &holders, now).await?;
-        let change = self.insert_registered(tx, h, ek_issuer, now).await?;
+        let (mut changes, history) = replaced(tx, h, &holders, now).await?;
+        let change = self
+            .insert_registered(tx, h, ek_issuer, history.as_deref(), now)
+            .await?;
         changes.push((change, now));
         Ok(RegisterStep {
             outcome: Registered::Stored(!holders.is_empty()),
             changes,
+            history: None,
         })
     }
 
@@ -447,14 +462,20 @@ impl Store {
     pub async fn delete_host(&self, name: &str, now: i64) -> Result<bool> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        if !delete_host_row(&mut tx, name).await? {
+        let Some(head) = delete_host_row(&mut tx, name).await? else {
             w.end.rollback(tx).await?;
             return Ok(false);
-        }
-        sqlx::query("DELETE FROM reports WHERE host_name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        };
+        // Its reports: the chain from its latest (migration 13).
+        sqlx::query(
+            "WITH RECURSIVE chain (id) AS (SELECT CAST($1 AS TEXT) \
+             UNION SELECT r.previous FROM chain c JOIN reports r ON r.id = c.id \
+             WHERE r.previous IS NOT NULL) \
+             DELETE FROM reports WHERE id IN (SELECT id FROM chain)",
+        )
+        .bind(head)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM ima_state WHERE host_name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -469,36 +490,45 @@ impl Store {
 }
 
 /// Deletes a host's row and its schedule row (migration 8 keeps them in two tables; neither
-/// is left without the other); false when there was no such host.
-async fn delete_host_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<bool> {
-    let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
+/// is left without the other); returns the head of its reports' chain (`Some(None)`: it has
+/// no report), `None` when there was no such host.
+async fn delete_host_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    name: &str,
+) -> Result<Option<Option<String>>> {
+    let head: Option<Option<String>> =
+        sqlx::query_scalar("DELETE FROM hosts WHERE name = $1 RETURNING last_report")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?;
     sqlx::query("DELETE FROM schedule WHERE name = $1")
         .bind(name)
         .execute(&mut **tx)
         .await?;
-    Ok(r.rows_affected() > 0)
+    Ok(head)
 }
 
-/// Deletes the hosts a registration replaces; the `deleted` changes of those under another
-/// name.
+/// Deletes the hosts a registration replaces; returns the `deleted` changes of those under
+/// another name, and the head of the reports' chain of the one under the same name (the new
+/// row carries it on).
 async fn replaced(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     h: &HostRow,
     holders: &[HostRow],
     now: i64,
-) -> Result<Vec<(Change, i64)>> {
+) -> Result<(Vec<(Change, i64)>, Option<String>)> {
     let mut changes = Vec::new();
+    let mut history = None;
     for old in holders {
-        delete_host_row(tx, &old.name).await?;
+        let head = delete_host_row(tx, &old.name).await?.flatten();
         if old.name != h.name {
             let change = Change::of(&old.name, ChangeKind::Deleted);
             changes.push((change, now));
+        } else {
+            history = head;
         }
     }
-    Ok(changes)
+    Ok((changes, history))
 }
 
 /// Takes the challenges of a shared transaction's activations in one statement: whether each
@@ -671,21 +701,23 @@ async fn holders_of(
 }
 
 /// Inserts hosts just registered (each due [`REGISTERED_DUE_AFTER_MS`] after its
-/// registration, or never for the scheduler when its agent pushes), with their schedule rows:
+/// registration, or never for the scheduler when its agent pushes, each with the head of the
+/// reports' chain it carries on, if any), with their schedule rows:
 /// two statements for up to [`BATCH_MAX`] / 16 hosts (the activations of a shared
 /// transaction, or one host: [`Store::insert_registered`]).
 async fn insert_registered_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
-    rows: &[(&HostRow, Option<&str>, i64)],
+    rows: &[(&HostRow, Option<&str>, Option<&str>, i64)],
 ) -> Result<()> {
     static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
-        let values = value_rows(backend, shape, &["{}"; 11]);
+        let values = value_rows(backend, shape, &["{}"; 12]);
         format!(
             "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, \
-             host_info, software_tpm, status, created, updated, ek_issuer) \
+             host_info, software_tpm, status, created, updated, ek_issuer, last_report) \
              SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
-             'pending', v.column9, v.column10, v.column11 FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
+             'pending', v.column9, v.column10, v.column11, v.column12 FROM (VALUES {values}) AS v \
+             WHERE v.column1 IS NOT NULL"
         )
     });
     static SCHEDULE: ShapedSql = ShapedSql::new(|backend, shape| {
@@ -699,7 +731,7 @@ async fn insert_registered_rows(
     for chunk in rows.chunks(BATCH_MAX / 16) {
         let shape = batch_shape(chunk.len()).min(BATCH_MAX / 16);
         let mut query = HOSTS.query(backend, shape);
-        for (h, ek_issuer, now) in chunk {
+        for (h, ek_issuer, history, now) in chunk {
             query = query
                 .bind(&h.name)
                 .bind(&h.hardware_uuid)
@@ -711,12 +743,13 @@ async fn insert_registered_rows(
                 .bind(i64::from(h.software_tpm))
                 .bind(*now)
                 .bind(*now)
-                .bind(*ek_issuer);
+                .bind(*ek_issuer)
+                .bind(*history);
         }
-        query = bind_padding(query, shape - chunk.len(), "tttttttiiit");
+        query = bind_padding(query, shape - chunk.len(), "tttttttiiitt");
         query.execute(&mut **tx).await?;
         let mut query = SCHEDULE.query(backend, shape);
-        for (h, _, now) in chunk {
+        for (h, _, _, now) in chunk {
             query = query.bind(&h.name).bind(first_due(h, *now));
         }
         query = bind_padding(query, shape - chunk.len(), "ti");
@@ -748,10 +781,11 @@ async fn decide_in(
     if let Err((reason, message)) = check(held) {
         return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
     }
-    let mut changes = replaced(tx, h, held, now).await?;
+    let (mut changes, history) = replaced(tx, h, held, now).await?;
     changes.push((Change::of(&h.name, ChangeKind::Registered), now));
     Ok(RegisterStep {
         outcome: Registered::Stored(!held.is_empty()),
         changes,
+        history,
     })
 }

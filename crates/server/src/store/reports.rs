@@ -164,14 +164,14 @@ impl Store {
             for chunk in round.chunks(BATCH_MAX) {
                 let batch: Vec<&BatchRow<'_>> = chunk.iter().map(|(_, row)| *row).collect();
                 let updated = update_host_verdicts(&mut tx, self.backend, &batch).await?;
-                saved.updated(chunk, &updated);
+                saved.updated(chunk, updated);
             }
         }
         for chunk in saved.kept.chunks(BATCH_MAX) {
             let shape = batch_shape(chunk.len());
             bind_all(
                 REPORTS_INSERT.query(self.backend, shape),
-                shaped(chunk.iter().map(|r| report_params(r)), shape),
+                shaped(chunk.iter().map(report_params), shape),
             )
             .execute(&mut *tx)
             .await?;
@@ -190,33 +190,26 @@ impl Store {
     ) -> Result<bool> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        sqlx::query(
-            "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&report.id)
-        .bind(&report.host_name)
-        .bind(report.verdict.as_str())
-        .bind(&report.reasons)
-        .bind(report.created)
-        .bind(report.expires)
-        .bind(&report.signed_report)
-        .bind(&report.hardware_uuid)
-        .execute(&mut *tx)
-        .await?;
         let previous: Option<Option<String>> =
             sqlx::query_scalar("SELECT verdict FROM hosts WHERE name = $1")
                 .bind(&report.host_name)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let updated =
-            update_host_verdict(&mut tx, report, registered, reached, counters.as_ref()).await?;
-        if !updated {
+        let Some(before) =
+            update_host_verdict(&mut tx, report, registered, reached, counters.as_ref()).await?
+        else {
             // The host was deleted (or registered again) while it was being attested: keep no
             // orphan report.
             w.end.rollback(tx).await?;
             return Ok(false);
-        }
+        };
+        let row = (report, before);
+        bind_all(
+            REPORTS_INSERT.query(self.backend, 1),
+            shaped([report_params(&row)], 1),
+        )
+        .execute(&mut *tx)
+        .await?;
         let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
         let change = Change::verdict(&report.host_name, report.verdict);
         let appended = if changed {
@@ -231,15 +224,23 @@ impl Store {
         Ok(true)
     }
 
-    /// Reports of a host (or of all hosts), newest first.
+    /// Reports of a host (or of all hosts), newest first. A host's are its chain (migration
+    /// 13), followed from its row's latest report, at most `limit` links.
     pub async fn reports(&self, host_name: Option<&str>, limit: i64) -> Result<Vec<ReportRow>> {
         let rows = match host_name {
             Some(h) => {
-                sqlx::query("SELECT * FROM reports WHERE host_name = $1 ORDER BY created DESC, id DESC LIMIT $2")
-                    .bind(h)
-                    .bind(limit)
-                    .fetch_all(&self.reader)
-                    .await?
+                sqlx::query(
+                    "WITH RECURSIVE chain (id, n) AS (\
+                     SELECT last_report, 1 FROM hosts WHERE name = $1 AND last_report IS NOT NULL \
+                     UNION ALL SELECT r.previous, c.n + 1 FROM chain c JOIN reports r ON r.id = c.id \
+                     WHERE r.previous IS NOT NULL AND c.n < $2) \
+                     SELECT r.* FROM chain c JOIN reports r ON r.id = c.id \
+                     ORDER BY r.created DESC, r.id DESC LIMIT $2",
+                )
+                .bind(h)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?
             }
             None => {
                 sqlx::query("SELECT * FROM reports ORDER BY created DESC, id DESC LIMIT $1")
@@ -251,15 +252,13 @@ impl Store {
         rows.iter().map(report_from_row).collect()
     }
 
-    /// The latest report (by `created`, then id) of up to `limit` registered hosts whose names
-    /// sort after `after` (`""`: from the first), by host name, in one query (one index probe
-    /// per host on `reports(host_name, created)`); hosts without a report are absent, so fewer
-    /// than `limit` rows means no host after them has one. `GET /mtwilson/v2/reports?latest=true`
-    /// pages through 100,000 hosts with it.
+    /// The latest report (the head of its chain) of up to `limit` registered hosts whose names
+    /// sort after `after` (`""`: from the first), by host name, in one query; hosts without a
+    /// report are absent, so fewer than `limit` rows means no host after them has one.
+    /// `GET /mtwilson/v2/reports?latest=true` pages through 100,000 hosts with it.
     pub async fn latest_reports_after(&self, after: &str, limit: i64) -> Result<Vec<ReportRow>> {
         let rows = sqlx::query(
-            "SELECT r.* FROM hosts h JOIN reports r ON r.id = (SELECT l.id FROM reports l \
-             WHERE l.host_name = h.name ORDER BY l.created DESC, l.id DESC LIMIT 1) \
+            "SELECT r.* FROM hosts h JOIN reports r ON r.id = h.last_report \
              WHERE h.name > $1 ORDER BY h.name LIMIT $2",
         )
         .bind(after)
@@ -269,12 +268,11 @@ impl Store {
         rows.iter().map(report_from_row).collect()
     }
 
-    /// Every host's latest report id, in one query (one index probe per host on
-    /// `reports(host_name, created)`); hosts without a report are absent.
+    /// Every host's latest report id (the head of its chain); hosts without a report are
+    /// absent.
     pub async fn latest_report_ids(&self) -> Result<HashMap<String, String>> {
         let rows = sqlx::query(
-            "SELECT h.name AS name, (SELECT r.id FROM reports r WHERE r.host_name = h.name \
-             ORDER BY r.created DESC, r.id DESC LIMIT 1) AS report_id FROM hosts h",
+            "SELECT name, last_report AS report_id FROM hosts WHERE last_report IS NOT NULL",
         )
         .fetch_all(&self.reader)
         .await?;
