@@ -802,25 +802,26 @@ const V12: &[&str] = &[
 
 /// Version 13: a host's reports are a chain, newest first, instead of an index
 /// (`reports (host_name, created)`, dropped): the host row names its latest report
-/// (`last_report`) and each report the one before it (`previous`). Every attestation wrote an
-/// entry of that index on a page of its own (a host's entries sit together, hosts are
-/// attested in no order), besides its host's row; now it writes only the row, and its report
-/// lands at the end of the table with the others of its group commit. `previous_report`
-/// holds, after each write of a verdict, the report the host's row named before it: the
-/// update's returned rows carry it (neither SQLite nor PostgreSQL before 18 returns a
-/// column's old value), and the report inserted next links to it.
+/// (`last_report`) and each report the one before it (`previous`, NULL for a host's first).
+/// Every attestation wrote an entry of that index on a page of its own (a host's entries sit
+/// together, hosts are attested in no order), besides its host's row; now it writes only the
+/// row, and its report lands at the end of the table with the others of its group commit.
+/// `previous_report` holds, after each write of a verdict, the report the host's row named
+/// before it: the update's returned rows carry it (neither SQLite nor PostgreSQL before 18
+/// returns a column's old value), and the report inserted next links to it.
 ///
-/// The chains of the reports already stored are built from that index before it goes.
+/// The reports stored before are not rewritten (linking them took 22 s a million reports on
+/// PostgreSQL, which writes a new version of every row): their `previous` reads `''` (the
+/// column's default, which neither database writes into the rows), and a partial index over
+/// them alone (`reports_before_chains`) finds a host's, until retention has deleted them all.
+/// New reports never enter it.
 const V13: &[&str] = &[
     "ALTER TABLE hosts ADD COLUMN last_report TEXT",
     "ALTER TABLE hosts ADD COLUMN previous_report TEXT",
-    "ALTER TABLE reports ADD COLUMN previous TEXT",
-    "UPDATE reports SET previous = c.before FROM (SELECT id, LAG(id) OVER (PARTITION BY host_name \
-     ORDER BY created, id) AS before FROM reports) AS c WHERE reports.id = c.id AND c.before IS NOT NULL",
+    "ALTER TABLE reports ADD COLUMN previous TEXT DEFAULT ''",
     "UPDATE hosts SET last_report = (SELECT r.id FROM reports r WHERE r.host_name = hosts.name \
      ORDER BY r.created DESC, r.id DESC LIMIT 1)",
-    "UPDATE hosts SET previous_report = (SELECT r.previous FROM reports r WHERE r.id = hosts.last_report) \
-     WHERE last_report IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS reports_before_chains ON reports (host_name, created) WHERE previous = ''",
     "DROP INDEX IF EXISTS reports_host_created",
 ];
 

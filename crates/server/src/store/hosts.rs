@@ -466,16 +466,21 @@ impl Store {
             w.end.rollback(tx).await?;
             return Ok(false);
         };
-        // Its reports: the chain from its latest (migration 13).
+        // Its reports: the chain from its latest (migration 13), and those stored before the
+        // chains.
         sqlx::query(
             "WITH RECURSIVE chain (id) AS (SELECT CAST($1 AS TEXT) \
              UNION SELECT r.previous FROM chain c JOIN reports r ON r.id = c.id \
-             WHERE r.previous IS NOT NULL) \
+             WHERE r.previous <> '') \
              DELETE FROM reports WHERE id IN (SELECT id FROM chain)",
         )
         .bind(head)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM reports WHERE host_name = $1 AND previous = ''")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM ima_state WHERE host_name = $1")
             .bind(name)
             .execute(&mut *tx)

@@ -225,7 +225,8 @@ impl Store {
     }
 
     /// Reports of a host (or of all hosts), newest first. A host's are its chain (migration
-    /// 13), followed from its row's latest report, at most `limit` links.
+    /// 13), followed from its row's latest report, at most `limit` links, and those of its
+    /// stored before the chains (`reports_before_chains`).
     pub async fn reports(&self, host_name: Option<&str>, limit: i64) -> Result<Vec<ReportRow>> {
         let rows = match host_name {
             Some(h) => {
@@ -233,9 +234,11 @@ impl Store {
                     "WITH RECURSIVE chain (id, n) AS (\
                      SELECT last_report, 1 FROM hosts WHERE name = $1 AND last_report IS NOT NULL \
                      UNION ALL SELECT r.previous, c.n + 1 FROM chain c JOIN reports r ON r.id = c.id \
-                     WHERE r.previous IS NOT NULL AND c.n < $2) \
+                     WHERE r.previous <> '' AND c.n < $2) \
                      SELECT r.* FROM chain c JOIN reports r ON r.id = c.id \
-                     ORDER BY r.created DESC, r.id DESC LIMIT $2",
+                     UNION SELECT * FROM (SELECT * FROM reports WHERE host_name = $1 AND previous = '' \
+                     ORDER BY created DESC LIMIT $2) AS before_chains \
+                     ORDER BY created DESC, id DESC LIMIT $2",
                 )
                 .bind(h)
                 .bind(limit)
