@@ -81,19 +81,10 @@ impl Store {
                 .bind(&h.hardware_uuid)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let mut changes = Vec::new();
-        let mut history = None;
-        if let Some(old_name) = &old {
-            let head = delete_host_row(&mut tx, old_name).await?.flatten();
-            if old_name != &h.name {
-                let change = Change::of(old_name, ChangeKind::Deleted);
-                changes.push((change, now));
-            } else {
-                history = head;
-            }
-        }
+        let names: Vec<&str> = old.as_deref().into_iter().collect();
+        let (mut changes, history) = replaced(&mut tx, h, &names, now).await?;
         let change = self
-            .insert_registered(&mut tx, h, None, history.as_deref(), now)
+            .insert_registered(&mut tx, h, None, history, now)
             .await?;
         changes.push((change, now));
         w.end.commit_with_changes(tx, &changes).await?;
@@ -112,7 +103,7 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         h: &HostRow,
         ek_issuer: Option<&str>,
-        history: Option<&str>,
+        history: Option<String>,
         now: i64,
     ) -> Result<Change> {
         insert_registered_rows(tx, self.backend, &[(h, ek_issuer, history, now)]).await?;
@@ -298,7 +289,7 @@ impl Store {
         let mut changes = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
         // The hosts left for the shared insert.
-        let mut rows: Vec<(&HostRow, Option<&str>, Option<String>, i64)> = Vec::new();
+        let mut rows: Vec<NewHost<'_>> = Vec::new();
         for (p, taken) in items.iter().zip(taken) {
             let step = if !taken {
                 RegisterStep::refused(Registered::ChallengeGone)
@@ -317,10 +308,6 @@ impl Store {
             outcomes.push((step.outcome, published));
             changes.extend(step.changes);
         }
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|(h, ek_issuer, history, now)| (*h, *ek_issuer, history.as_deref(), *now))
-            .collect();
         insert_registered_rows(&mut tx, self.backend, &rows).await?;
         // A challenge gone wrote nothing, and a refusal only took its challenge: the
         // transaction commits whatever its registrations' outcomes.
@@ -446,9 +433,10 @@ impl Store {
         if let Err((reason, message)) = check(&holders) {
             return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
         }
-        let (mut changes, history) = replaced(tx, h, &holders, now).await?;
+        let names: Vec<&str> = holders.iter().map(|o| o.name.as_str()).collect();
+        let (mut changes, history) = replaced(tx, h, &names, now).await?;
         let change = self
-            .insert_registered(tx, h, ek_issuer, history.as_deref(), now)
+            .insert_registered(tx, h, ek_issuer, history, now)
             .await?;
         changes.push((change, now));
         Ok(RegisterStep {
@@ -513,28 +501,31 @@ async fn delete_host_row(
     Ok(head)
 }
 
-/// Deletes the hosts a registration replaces; returns the `deleted` changes of those under
-/// another name, and the head of the reports' chain of the one under the same name (the new
-/// row carries it on).
+/// Deletes the hosts (by name) a registration replaces; returns the `deleted` changes of
+/// those under another name, and the head of the reports' chain of the one under the same
+/// name (the new row carries it on).
 async fn replaced(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     h: &HostRow,
-    holders: &[HostRow],
+    holders: &[&str],
     now: i64,
 ) -> Result<(Vec<(Change, i64)>, Option<String>)> {
     let mut changes = Vec::new();
     let mut history = None;
-    for old in holders {
-        let head = delete_host_row(tx, &old.name).await?.flatten();
-        if old.name != h.name {
-            let change = Change::of(&old.name, ChangeKind::Deleted);
-            changes.push((change, now));
+    for &old in holders {
+        let head = delete_host_row(tx, old).await?.flatten();
+        if old != h.name {
+            changes.push((Change::of(old, ChangeKind::Deleted), now));
         } else {
             history = head;
         }
     }
     Ok((changes, history))
 }
+
+/// A host to insert just registered: its row, the issuer of the EK certificate it was
+/// accepted with, the head of the reports' chain it carries on, when it was registered.
+type NewHost<'a> = (&'a HostRow, Option<&'a str>, Option<String>, i64);
 
 /// Takes the challenges of a shared transaction's activations in one statement: whether each
 /// activation (in order) took its own. A challenge is taken when it has not expired at its
@@ -713,7 +704,7 @@ async fn holders_of(
 async fn insert_registered_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
-    rows: &[(&HostRow, Option<&str>, Option<&str>, i64)],
+    rows: &[NewHost<'_>],
 ) -> Result<()> {
     static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
         let values = value_rows(backend, shape, &["{}"; 12]);
@@ -749,7 +740,7 @@ async fn insert_registered_rows(
                 .bind(*now)
                 .bind(*now)
                 .bind(*ek_issuer)
-                .bind(*history);
+                .bind(history.as_deref());
         }
         query = bind_padding(query, shape - chunk.len(), "tttttttiiitt");
         query.execute(&mut **tx).await?;
@@ -786,7 +777,8 @@ async fn decide_in(
     if let Err((reason, message)) = check(held) {
         return Ok(RegisterStep::refused(Registered::Refused(reason, message)));
     }
-    let (mut changes, history) = replaced(tx, h, held, now).await?;
+    let names: Vec<&str> = held.iter().map(|o| o.name.as_str()).collect();
+    let (mut changes, history) = replaced(tx, h, &names, now).await?;
     changes.push((Change::of(&h.name, ChangeKind::Registered), now));
     Ok(RegisterStep {
         outcome: Registered::Stored(!held.is_empty()),
