@@ -2171,13 +2171,26 @@ async fn a_version_12_database_chains_each_hosts_reports_and_drops_their_index()
             [new.id.as_str(), "a3", "a2", "a1"],
             "{url}"
         );
-        // Deleting a host deletes its chain, nothing else.
+        // Retention takes the old ones of either kind, but spares a host's latest (h2's
+        // report stored before the chains).
+        assert_eq!(store.prune_reports(15, 100).await.unwrap(), 2, "{url}");
+        assert_eq!(
+            report_ids(&store, "h1", 10).await,
+            [new.id.as_str(), "a3", "a2"],
+            "{url}"
+        );
+        assert_eq!(report_ids(&store, "h2", 10).await, ["b1"], "{url}");
+        // Deleting a host deletes its chain and its reports stored before, nothing else.
+        let mut kept = report("h2", "trusted", 35);
+        kept.id = "k1".into();
+        store.save_report(&kept, true, None).await.unwrap();
         assert!(store.delete_host("h1", 40).await.unwrap());
         assert_eq!(
             all_reports(&store).await,
-            [("gone".to_string(), 7), ("h2".to_string(), 5)],
+            [("h2".to_string(), 5), ("h2".to_string(), 35)],
             "{url}"
         );
+        assert_eq!(report_ids(&store, "h2", 10).await, ["k1", "b1"], "{url}");
     }
 }
 
