@@ -1021,8 +1021,9 @@ const SQLITE_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint=10000";
 /// [`direct`]) read through a memory map (256 MiB, 2^28; SQLite's default is none): a page
 /// neither in the page cache nor in the WAL is then read in place instead of copied by a
 /// `pread`. Only the writers map it (each mapping counts in the server's RSS), and only so
-/// far, so that the memory a fleet's database costs stays bounded. A read error of the disk under a map ends the process (SIGBUS) where a
-/// `pread` would have failed the statement: the server is then restarted, as after any crash.
+/// far, so that the memory a fleet's database costs stays bounded. A read error of the disk
+/// under a map ends the process (SIGBUS) where a `pread` would have failed the statement: the
+/// server is then restarted, as after any crash.
 const SQLITE_MMAP: &str = "PRAGMA mmap_size=268435456";
 
 /// The settings of a SQLite writer connection, in order (WAL mode, a wait for the file's lock,
@@ -1302,49 +1303,6 @@ struct Updated {
     changed: bool,
     /// The report its row named before this one (the new report links to it).
     previous: Option<String>,
-}
-
-/// Makes `report` the host's current verdict and the head of its reports' chain; returns the
-/// report the host's row named before it (for `report` to link to), `None` when there is no
-/// such host (or, with `registered`, no row of that registration).
-async fn update_host_verdict(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    report: &ReportRow,
-    registered: Option<i64>,
-    reached: bool,
-    counters: Option<&AttestationUpdate>,
-) -> Result<Option<Option<String>>> {
-    let has_counters = counters.is_some();
-    let (reset, restart) = counters.map_or((None, None), |c| (c.reset_count, c.restart_count));
-    let updated = sqlx::query(
-        "UPDATE hosts SET verdict = $1, reasons = $2, attested_at = $3, expires_at = $4, \
-         status = CASE WHEN $5 = 1 THEN 'connected' ELSE status END, \
-         status_detail = CASE WHEN $5 = 1 THEN NULL ELSE status_detail END, \
-         reset_count = CASE WHEN $6 = 1 THEN $7 ELSE reset_count END, \
-         restart_count = CASE WHEN $6 = 1 THEN $8 ELSE restart_count END, \
-         quoted_pcrs = CASE WHEN CAST($10 AS TEXT) IS NULL OR quoted_pcrs = $10 THEN quoted_pcrs \
-         ELSE $10 END, pcrs_quoted_at = CASE WHEN CAST($10 AS TEXT) IS NULL THEN pcrs_quoted_at \
-         ELSE $3 END, previous_report = last_report, last_report = $12, \
-         version = version + 1 WHERE name = $9 \
-         AND (CAST($11 AS BIGINT) IS NULL OR created = $11) RETURNING previous_report",
-    )
-    .bind(report.verdict.as_str())
-    .bind(&report.reasons)
-    .bind(report.created)
-    .bind(report.expires)
-    .bind(i64::from(reached))
-    .bind(i64::from(has_counters))
-    .bind(reset)
-    .bind(restart)
-    .bind(&report.host_name)
-    .bind(counters.and_then(|c| c.quoted_pcrs.as_deref()))
-    .bind(registered)
-    .bind(&report.id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    updated
-        .map(|r| Ok(r.try_get("previous_report")?))
-        .transpose()
 }
 
 /// How many rows (or names) a batch statement of `n` is written for: `n` rounded up to a

@@ -5,8 +5,9 @@ use super::*;
 impl Store {
     /// One bounded delete of old reports: at most `limit` reports created in `[from, before)`,
     /// oldest first, sparing the latest report of each registered host (the head of its
-    /// chain, the one `GET /reports?latest=true` serves). Returns how many were deleted and the newest
-    /// `created` among them (the `from` of the next batch: older reports left are spared ones).
+    /// chain, the one `GET /reports?latest=true` serves). Returns how many were deleted and the
+    /// newest `created` among them (the `from` of the next batch: older reports left are
+    /// spared ones).
     ///
     /// Safe to run from several replicas at once: on PostgreSQL each picks rows no other
     /// replica has locked (`SKIP LOCKED`); a row already deleted is simply not deleted again.

@@ -190,27 +190,22 @@ impl Store {
     ) -> Result<bool> {
         let mut w = self.writer().await?;
         let mut tx = begin(&mut w.conn, self.backend).await?;
-        let previous: Option<Option<String>> =
-            sqlx::query_scalar("SELECT verdict FROM hosts WHERE name = $1")
-                .bind(&report.host_name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(before) =
-            update_host_verdict(&mut tx, report, registered, reached, counters.as_ref()).await?
-        else {
+        // The batch's statements for a batch of one.
+        let row = (report, registered, reached, counters.as_ref());
+        let mut updated = update_host_verdicts(&mut tx, self.backend, &[&row]).await?;
+        let Some(Updated { changed, previous }) = updated.remove(&report.host_name) else {
             // The host was deleted (or registered again) while it was being attested: keep no
             // orphan report.
             w.end.rollback(tx).await?;
             return Ok(false);
         };
-        let row = (report, before);
+        let linked = (report, previous);
         bind_all(
             REPORTS_INSERT.query(self.backend, 1),
-            shaped([report_params(&row)], 1),
+            shaped([report_params(&linked)], 1),
         )
         .execute(&mut *tx)
         .await?;
-        let changed = previous.flatten().as_deref() != Some(report.verdict.as_str());
         let change = Change::verdict(&report.host_name, report.verdict);
         let appended = if changed {
             vec![(change.clone(), report.created)]
