@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use aws_lc_rs::hmac;
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -72,11 +72,98 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// Checks a password against a PHC string.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
+    verify_password_in(password, phc, &mut Vec::new())
+}
+
+/// Checks a password against a PHC string with `memory` as argon2's working memory (its
+/// blocks, grown when the hash's cost asks for more): the answer of [`verify_password`]. A
+/// buffer kept from one check to the next is memory the process already holds, where a fresh
+/// one is memory the kernel maps and zeroes again at each check (19 MiB at the default cost,
+/// most of the check's time on a virtual machine).
+pub fn verify_password_in(password: &str, phc: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        Algorithm::try_from(hash.algorithm),
+        hash.version.map(Version::try_from).transpose(),
+        Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), Block::default());
+    }
+    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    // `Output`'s equality is constant-time.
+    Output::init_with(expected.len(), |out| {
+        Ok(argon2.hash_password_into_with_memory(password.as_bytes(), salt, out, &mut *memory)?)
     })
+    .is_ok_and(|computed| computed == expected)
+}
+
+/// The most blocks of argon2's working memory kept between checks ([`Memory`]): those of the
+/// cost [`hash_password`] uses (19 MiB).
+const KEPT_BLOCKS: usize = Params::DEFAULT.block_count();
+
+/// argon2's working memory kept from one password check to the next: one buffer, so a server
+/// whose cached successes expire one after another runs each check in memory it holds, for
+/// 19 MiB of resident memory. Checks that run at the same time as the kept buffer's take a
+/// buffer of their own, as does a hash of a higher cost, and those are freed after. What the
+/// buffer holds after a check is derived from the password as the stored hash is, and no
+/// easier to invert.
+#[derive(Default)]
+struct Memory(Mutex<Option<Vec<Block>>>);
+
+impl Memory {
+    /// The kept buffer, or an empty one that the check grows.
+    fn take(&self) -> Vec<Block> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.take())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `blocks` for the next check, unless a buffer is kept already or it is larger
+    /// than [`KEPT_BLOCKS`].
+    fn give(&self, blocks: Vec<Block>) {
+        if blocks.len() <= KEPT_BLOCKS {
+            if let Ok(mut kept) = self.0.lock() {
+                kept.get_or_insert(blocks);
+            }
+        }
+    }
+
+    /// [`verify_password_in`] the kept buffer, kept again after.
+    fn verify(&self, password: &str, phc: &str) -> bool {
+        let mut blocks = self.take();
+        let valid = verify_password_in(password, phc, &mut blocks);
+        self.give(blocks);
+        valid
+    }
+
+    /// How many blocks are kept.
+    fn kept(&self) -> usize {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|kept| kept.as_ref().map(Vec::len))
+            .unwrap_or(0)
+    }
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memory({} blocks kept)", self.kept())
+    }
 }
 
 /// Parses `Authorization: Basic ...` into (user, password).
@@ -209,6 +296,8 @@ pub struct Authenticator {
     limiter: Mutex<Limiter>,
     /// (window start, lines logged in it): refusals are logged at most 20 times a minute.
     log_budget: Mutex<(Instant, u32)>,
+    /// argon2's working memory between checks.
+    memory: Arc<Memory>,
     clock: Arc<dyn Clock>,
 }
 
@@ -259,6 +348,7 @@ impl Authenticator {
             total: Arc::new(AtomicUsize::new(0)),
             limiter: Mutex::new(Limiter::default()),
             log_budget: Mutex::new((clock.instant(), 0)),
+            memory: Arc::default(),
             clock,
         }
     }
@@ -534,8 +624,9 @@ impl Authenticator {
             .as_ref()
             .map_or_else(|| DUMMY_HASH.to_string(), |r| r.password_hash.clone());
         let password = password.to_string();
+        let memory = self.memory.clone();
         match self
-            .run_bounded(move || verify_password(&password, &phc))
+            .run_bounded(move || memory.verify(&password, &phc))
             .await
         {
             Ok(true) => {}
@@ -633,6 +724,95 @@ mod tests {
         assert!(!verify_password("other", &a));
         assert!(!verify_password("pw", "not a hash"));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    /// The library's own check, the oracle of [`verify_password_in`].
+    fn library_verifies(password: &str, phc: &str) -> bool {
+        use argon2::password_hash::PasswordVerifier;
+        PasswordHash::new(phc).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+    }
+
+    #[test]
+    fn checks_in_kept_memory_answer_as_the_library_does() {
+        let salt = SaltString::encode_b64(b"a salt of sixteen").unwrap();
+        let cheap = |algorithm, version, m_cost| {
+            Argon2::new(algorithm, version, Params::new(m_cost, 1, 1, None).unwrap())
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string()
+        };
+        let hashes = [
+            hash_password("pw").unwrap(),
+            cheap(Algorithm::Argon2id, Version::V0x13, 64),
+            cheap(Algorithm::Argon2i, Version::V0x10, 32),
+            cheap(Algorithm::Argon2d, Version::V0x13, 256),
+            DUMMY_HASH.to_string(),
+        ];
+        // One buffer for all, in an order where it is first larger, then smaller than a hash
+        // needs, then in an order where it grows.
+        for memory in [&mut Vec::new(), &mut vec![Block::default(); 8]] {
+            for phc in hashes.iter().chain(hashes.iter().rev()) {
+                for password in ["pw", "other", ""] {
+                    assert_eq!(
+                        verify_password_in(password, phc, memory),
+                        library_verifies(password, phc),
+                        "{password:?} against {phc}"
+                    );
+                }
+            }
+            assert_eq!(memory.len(), KEPT_BLOCKS);
+        }
+        let right = hashes[1].clone();
+        let mut tampered = right.clone();
+        tampered.replace_range(right.len() - 2.., "AA");
+        for phc in [
+            "not a hash",
+            "$argon2id$v=19$m=64,t=1,p=1$YQ",
+            &tampered,
+            &right,
+        ] {
+            assert_eq!(
+                verify_password_in("pw", phc, &mut Vec::new()),
+                library_verifies("pw", phc),
+                "{phc}"
+            );
+        }
+        assert!(verify_password("pw", &right));
+    }
+
+    #[test]
+    fn one_buffer_of_argon2_memory_is_kept_between_checks() {
+        let memory = Memory::default();
+        let phc = hash_password("pw").unwrap();
+        assert!(memory.verify("pw", &phc));
+        assert_eq!(memory.kept(), KEPT_BLOCKS);
+        assert!(!memory.verify("other", &phc));
+        assert_eq!(memory.kept(), KEPT_BLOCKS);
+        // A check while the buffer is out takes one of its own; one buffer is kept after.
+        let out = memory.take();
+        assert_eq!(memory.kept(), 0);
+        assert!(memory.verify("pw", &phc));
+        memory.give(out);
+        assert_eq!(memory.kept(), KEPT_BLOCKS);
+        // A hash of a higher cost runs in a buffer that is not kept.
+        let costly = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(2 * Params::DEFAULT_M_COST, 1, 1, None).unwrap(),
+        )
+        .hash_password(
+            b"pw",
+            &SaltString::encode_b64(b"a salt of sixteen").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        let _ = memory.take();
+        assert!(memory.verify("pw", &costly));
+        assert_eq!(memory.kept(), 0);
     }
 
     #[test]
