@@ -215,7 +215,7 @@ EOF
     local pw=0 f p
     for f in "$work/callgrind.out.$server_pid".*; do
       p=$( (callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null || true) |
-        awk '/argon2::Argon2::hash_password_into \[/ {gsub(",", "", $1); print $1; exit}')
+        awk '/(argon2::Argon2::hash_password_into|nodetrust_server::auth::verify_password_in) \[/ {gsub(",", "", $1); print $1; exit}')
       pw=$((pw + ${p:-0}))
     done
     echo "  callgrind: without password checks ($pw instructions): $(( (ir - pw) / (n > 0 ? n : 1) )) per attestation"

@@ -380,7 +380,7 @@ async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteRe
         quote: out.attest,
         signature: out.signature,
         aik,
-        pcrs,
+        pcrs: pcrs.into(),
         event_log,
         event_log_sha256,
         ima_log,

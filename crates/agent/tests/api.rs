@@ -40,7 +40,7 @@ fn ima_entry(path: &str) -> Vec<u8> {
 }
 
 fn pcr_values(resp: &QuoteResponse) -> PcrValues {
-    PcrValues::try_from(&resp.pcrs).unwrap()
+    PcrValues::try_from(resp.pcrs.map().unwrap().as_ref()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

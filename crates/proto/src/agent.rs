@@ -135,6 +135,70 @@ pub struct ImaEntries {
 /// PCR values: bank name (`sha256`) → PCR index as a string → hex value.
 pub type PcrMap = BTreeMap<String, BTreeMap<String, String>>;
 
+/// The PCR values of an answer ([`QuoteResponse::pcrs`]): a [`PcrMap`] on the wire, read into
+/// one only when asked ([`Pcrs::map`]). A verifier that has appraised the same signed quote
+/// before reuses that appraisal (the quote's signed PCR digest is the same) and never reads
+/// the values: received, they are kept as the JSON text they came in, a JSON object checked as
+/// no more than that until they are read.
+#[derive(Debug, Clone)]
+pub struct Pcrs(PcrsForm);
+
+#[derive(Debug, Clone)]
+enum PcrsForm {
+    /// As received.
+    Text(Box<serde_json::value::RawValue>),
+    /// As built by an agent.
+    Map(PcrMap),
+}
+
+impl Pcrs {
+    /// The values as a map: parsed from the text they came in, or the map they were built from.
+    pub fn map(&self) -> Result<std::borrow::Cow<'_, PcrMap>, String> {
+        match &self.0 {
+            PcrsForm::Text(text) => serde_json::from_str(text.get())
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| e.to_string()),
+            PcrsForm::Map(map) => Ok(std::borrow::Cow::Borrowed(map)),
+        }
+    }
+}
+
+impl From<PcrMap> for Pcrs {
+    fn from(map: PcrMap) -> Self {
+        Self(PcrsForm::Map(map))
+    }
+}
+
+/// The same values, or the same error reading them.
+impl PartialEq for Pcrs {
+    fn eq(&self, other: &Self) -> bool {
+        self.map() == other.map()
+    }
+}
+
+impl Eq for Pcrs {}
+
+impl Serialize for Pcrs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            PcrsForm::Text(text) => text.serialize(serializer),
+            PcrsForm::Map(map) => map.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Pcrs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        if !text.get().starts_with('{') {
+            return Err(serde::de::Error::custom(
+                "PCR values: expected a JSON object, bank name to values",
+            ));
+        }
+        Ok(Self(PcrsForm::Text(text)))
+    }
+}
+
 /// The answer to a quote request: all a verifier needs, raw as the TPM produced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuoteResponse {
@@ -148,7 +212,7 @@ pub struct QuoteResponse {
     #[serde(with = "crate::b64")]
     pub aik: Vec<u8>,
     /// PCR values read with the quote.
-    pub pcrs: PcrMap,
+    pub pcrs: Pcrs,
     /// Measured-boot event log (TCG binary), when the host has one.
     #[serde(
         with = "crate::b64::option",
@@ -199,4 +263,63 @@ pub struct EkInfo {
     pub ek_certificate: Option<Vec<u8>>,
     /// SubjectPublicKeyInfo PEM.
     pub pem: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str, &str)]) -> PcrMap {
+        let mut map = PcrMap::new();
+        for (bank, index, value) in pairs {
+            map.entry(bank.to_string())
+                .or_default()
+                .insert(index.to_string(), value.to_string());
+        }
+        map
+    }
+
+    #[test]
+    fn pcr_values_are_read_when_asked_and_written_as_they_came() {
+        let built = map(&[
+            ("sha256", "0", "00ff"),
+            ("sha256", "10", "ab"),
+            ("sha1", "4", "cd"),
+        ]);
+        let text = serde_json::to_string(&Pcrs::from(built.clone())).unwrap();
+        assert_eq!(text, serde_json::to_string(&built).unwrap());
+        // Received: kept as its text (spacing and all) until read.
+        let spaced = text.replace(':', " : ");
+        let received: Pcrs = serde_json::from_str(&format!(" {spaced} ")).unwrap();
+        assert_eq!(serde_json::to_string(&received).unwrap(), spaced);
+        assert_eq!(received.map().unwrap().as_ref(), &built);
+        assert_eq!(received, Pcrs::from(built.clone()));
+        assert_ne!(received, Pcrs::from(map(&[("sha256", "0", "00ff")])));
+        // Within an answer, and from a `serde_json::Value` as well.
+        let answer = serde_json::json!({
+            "quote": "", "signature": "", "aik": "", "pcrs": serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        });
+        let read: QuoteResponse = serde_json::from_value(answer.clone()).unwrap();
+        assert_eq!(read.pcrs.map().unwrap().as_ref(), &built);
+        let read: QuoteResponse = serde_json::from_str(&answer.to_string()).unwrap();
+        assert_eq!(read.pcrs.map().unwrap().as_ref(), &built);
+    }
+
+    #[test]
+    fn pcr_values_that_are_no_object_are_refused_and_a_wrong_object_fails_when_read() {
+        for not_an_object in ["5", "\"sha256\"", "[]", "null"] {
+            let e = serde_json::from_str::<Pcrs>(not_an_object).unwrap_err();
+            assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        }
+        for wrong in [
+            r#"{"sha256": 5}"#,
+            r#"{"sha256": {"0": 1}}"#,
+            r#"{"sha256": ["00"]}"#,
+        ] {
+            let received: Pcrs = serde_json::from_str(wrong).unwrap();
+            assert!(received.map().is_err(), "{wrong}");
+            assert_eq!(received, received.clone());
+            assert_ne!(received, Pcrs::from(PcrMap::new()));
+        }
+    }
 }

@@ -182,12 +182,16 @@ fn with_pcrs(
     signed: SignedQuote,
     resp: &QuoteResponse,
 ) -> Result<VerifiedQuote, (Vec<String>, &'static str)> {
-    let pcrs = PcrValues::try_from(&resp.pcrs).map_err(|e| {
-        (
-            vec![format!("the agent's PCR values are malformed: {e}")],
-            "malformed_pcrs",
-        )
-    })?;
+    let pcrs = resp
+        .pcrs
+        .map()
+        .and_then(|map| PcrValues::try_from(map.as_ref()).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            (
+                vec![format!("the agent's PCR values are malformed: {e}")],
+                "malformed_pcrs",
+            )
+        })?;
     signed
         .with_pcrs(&pcrs)
         .map_err(|e| (vec![format!("quote rejected: {e}")], e.reason()))

@@ -1185,21 +1185,25 @@ async fn quote_selection_differing_from_the_pcr_values_sent_is_untrusted() {
     };
     node.lock().unwrap().boot(&gold_boot("grub evil"));
     node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        let mut map = r.pcrs.map().unwrap().into_owned();
         for (bank, value) in &gold_pcr4 {
-            if let Some(pcrs) = r.pcrs.get_mut(bank) {
+            if let Some(pcrs) = map.get_mut(bank) {
                 if let Some(v) = pcrs.get_mut("4") {
                     *v = value.clone();
                 }
             }
         }
+        r.pcrs = map.into();
         r
     }));
     assert_untrusted(&h, "quote rejected: PCR digest mismatch").await;
     // The agent leaves a quoted PCR's value out.
     node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
-        for pcrs in r.pcrs.values_mut() {
+        let mut map = r.pcrs.map().unwrap().into_owned();
+        for pcrs in map.values_mut() {
             pcrs.remove("4");
         }
+        r.pcrs = map.into();
         r
     }));
     assert_untrusted(
@@ -1207,6 +1211,15 @@ async fn quote_selection_differing_from_the_pcr_values_sent_is_untrusted() {
         "sha256 PCR 4 is in the quote's selection but was not supplied",
     )
     .await;
+    // The agent sends a JSON object that is no bank of values: read only when appraised, and
+    // then malformed.
+    for wrong in [r#"{"sha256": {"4": 4}}"#, r#"{"sha256": ["00"]}"#] {
+        node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+            r.pcrs = serde_json::from_str(wrong).unwrap();
+            r
+        }));
+        assert_untrusted(&h, "the agent's PCR values are malformed").await;
+    }
     // Honest again: untrusted for the boot loader it really runs, PCR 4 named.
     node.lock().unwrap().tamper = None;
     assert_untrusted(&h, "PCR 4").await;

@@ -535,11 +535,13 @@ async fn a_reused_appraisal_takes_the_signed_pcr_digest_for_the_values_kept() {
     // digest says the TPM holds the values kept, so the appraisal is reused, and the values
     // stored with the report are those, quoted now.
     node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
-        for values in r.pcrs.values_mut() {
+        let mut map = r.pcrs.map().unwrap().into_owned();
+        for values in map.values_mut() {
             for v in values.values_mut() {
                 *v = "ab".repeat(v.len() / 2);
             }
         }
+        r.pcrs = map.into();
         r
     }));
     h.clock.advance(Duration::from_secs(5));

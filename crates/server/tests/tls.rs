@@ -92,7 +92,11 @@ fn agent_app(tpm: Arc<Mutex<SoftTpm>>, delay: Duration) -> Router {
                     quote: q.attest,
                     signature: q.signature,
                     aik: tpm.ak_public().tpm2b_bytes(),
-                    pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
+                    pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(
+                        q.pcrs.to_json(),
+                    )
+                    .unwrap()
+                    .into(),
                     event_log: None,
                     event_log_sha256: None,
                     ima_log: None,
@@ -121,7 +125,7 @@ async fn agent_client_pins_the_agent_certificate_and_times_out() {
         tls_cert_sha256: pin.clone(),
     };
     let resp = client.quote(&target, &req).await.unwrap();
-    let pcrs = PcrValues::try_from(&resp.pcrs).unwrap();
+    let pcrs = PcrValues::try_from(resp.pcrs.map().unwrap().as_ref()).unwrap();
     let ak = tpm.lock().unwrap().ak_public().clone();
     verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, &[9; 32]).unwrap();
     // Another certificate than the pinned one: refused in the handshake.

@@ -321,7 +321,8 @@ impl Fleet {
             quote: q.attest,
             signature: q.signature,
             aik: a.attester.ak_public()?,
-            pcrs: serde_json::from_value(q.pcrs.to_json())?,
+            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())?
+                .into(),
             event_log: (!req.holds_event_log(&self.event_log_sha256))
                 .then(|| self.event_log.clone()),
             event_log_sha256: Some(self.event_log_sha256.clone()),

@@ -97,7 +97,9 @@ impl VirtualAgent {
             quote: q.attest,
             signature: q.signature,
             aik: self.attester.ak_public().map_err(|e| e.to_string())?,
-            pcrs: serde_json::from_value(q.pcrs.to_json()).map_err(|e| e.to_string())?,
+            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())
+                .map_err(|e| e.to_string())?
+                .into(),
             event_log: (!req.holds_event_log(&sha256)).then(|| self.event_log.clone()),
             event_log_sha256: Some(sha256),
             ima_log: None,

@@ -224,7 +224,9 @@ impl SoftAgent {
             quote: q.attest,
             signature: q.signature,
             aik: self.tpm.ak_public().tpm2b_bytes(),
-            pcrs: serde_json::from_value(q.pcrs.to_json()).unwrap(),
+            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())
+                .unwrap()
+                .into(),
             event_log: self.event_log.clone(),
             event_log_sha256: None,
             ima_log: None,
