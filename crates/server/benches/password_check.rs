@@ -1,0 +1,88 @@
+//! What keeping argon2's working memory between password checks saves: one check of the
+//! default cost (argon2id, 19 MiB, two passes) in memory allocated for it and freed after
+//! (`verify_password`, the memory the kernel maps and zeroes anew each time) and in a buffer
+//! kept from the check before (`verify_password_in`, as the server's checks run), with the
+//! page faults each takes (this process's minor faults, from `/proc/self/stat`), under the
+//! server's allocator.
+//!
+//! `cargo bench -p nodetrust-server --bench password_check` (optionally `-- CHECKS`, 20 of
+//! each, in turn, each on a thread of its own). In the server a check comes seconds after the
+//! last, when the allocator has returned the freed memory to the kernel; here the next comes at
+//! once, so `MIMALLOC_PURGE_DELAY=0` (return it at once) is the server's case. Prints `fresh memory: N ms, F page faults a check` and the same for
+//! `kept memory`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "benchmark code: a panic is a failed run"
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use nodetrust_server::auth::{hash_password, verify_password, verify_password_in};
+
+/// The server's allocator (`main.rs`), whose freed large blocks go back to the kernel.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// This process's minor page faults so far (`minflt`, the tenth field of `/proc/self/stat`
+/// after the command's name).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(7).unwrap().parse().unwrap()
+}
+
+fn main() {
+    let checks: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
+    let phc = hash_password("agent-pw").unwrap();
+    let mut kept = Vec::new();
+    assert!(verify_password_in("agent-pw", &phc, &mut kept));
+    let (mut fresh_time, mut kept_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut fresh_faults, mut kept_faults) = (0, 0);
+    for _ in 0..checks {
+        // The server's checks run on tokio's blocking threads, and are seconds apart (a cached
+        // login lasts 30 s): by the next one the thread that ran a check has ended (after 10 s
+        // idle) and the allocator has returned its memory. Each check here runs on a thread
+        // of its own.
+        let phc_fresh = phc.clone();
+        let (time, faults) = std::thread::spawn(move || {
+            let (f0, t0) = (minor_faults(), Instant::now());
+            assert!(black_box(verify_password("agent-pw", &phc_fresh)));
+            (t0.elapsed(), minor_faults() - f0)
+        })
+        .join()
+        .unwrap();
+        fresh_time += time;
+        fresh_faults += faults;
+        let phc_kept = phc.clone();
+        let (time, faults, buffer) = std::thread::spawn(move || {
+            let (f0, t0) = (minor_faults(), Instant::now());
+            assert!(black_box(verify_password_in(
+                "agent-pw", &phc_kept, &mut kept
+            )));
+            (t0.elapsed(), minor_faults() - f0, kept)
+        })
+        .join()
+        .unwrap();
+        kept = buffer;
+        kept_time += time;
+        kept_faults += faults;
+    }
+    for (name, time, faults) in [
+        ("fresh memory", fresh_time, fresh_faults),
+        ("kept memory", kept_time, kept_faults),
+    ] {
+        println!(
+            "{name}: {:.1} ms, {} page faults a check",
+            time.as_secs_f64() * 1e3 / f64::from(checks),
+            faults / u64::from(checks)
+        );
+    }
+}
