@@ -39,8 +39,7 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -52,6 +51,16 @@ async fn main() -> anyhow::Result<()> {
         Err(ConfigError::Clap(e)) => e.exit(),
         Err(e) => return Err(e.into()),
     };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config))
+}
+
+/// Opens the store and serves the API and the attestation engine until SIGINT / SIGTERM.
+async fn serve(config: Config) -> anyhow::Result<()> {
     // Generated state (the self-signed TLS pair) is the owner's alone.
     nodetrust_server::store::create_private_dir(&config.state_dir).with_context(|| {
         format!(
@@ -77,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, db = %redact_url(&config.db), "nodetrust-server started");
+    tracing::info!(listen = %config.listen, db = %redact_url(&config.db), workers = config.worker_threads(), "nodetrust-server started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // SIGTERM stops everything at once: the scheduler releases this replica's leases while the
     // API drains its connections, so the other replicas take the hosts over without waiting.

@@ -17,7 +17,13 @@ fn free_port() -> u16 {
 }
 
 fn start(dir: &std::path::Path, port: u16) -> Child {
+    start_with(dir, port, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_with(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_nodetrust-server"))
+        .envs(env.iter().copied())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--db", &format!("sqlite://{}/server.db", dir.display())])
         .args(["--state-dir", &dir.display().to_string()])
@@ -31,6 +37,19 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// A log without its terminal colours (`ESC [ ... m`).
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut rest = log;
+    while let Some(at) = rest.find('\u{1b}') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 fn curl(port: u16, creds: Option<&str>, path: &str) -> String {
@@ -107,9 +126,11 @@ fn binary_serves_the_probe_stops_cleanly_and_restarts_on_the_same_database() {
         "secrets in the log: {log}"
     );
     assert!(log.contains("server TLS certificate"), "{log}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(plain(&log).contains(&format!("workers={cores}")), "{log}");
     let cert_before = std::fs::read(dir.path().join("server.crt")).unwrap();
     let port2 = free_port();
-    let server = start(dir.path(), port2);
+    let server = start_with(dir.path(), port2, &[("NODETRUST_WORKER_THREADS", "1")]);
     wait_ready(port2);
     assert_eq!(
         curl(port2, Some("admin:admin-pw"), "/mtwilson/v2/hosts"),
@@ -120,7 +141,8 @@ fn binary_serves_the_probe_stops_cleanly_and_restarts_on_the_same_database() {
         cert_before,
         "the generated pair is kept"
     );
-    stop(server);
+    let log = stop(server);
+    assert!(plain(&log).contains("workers=1"), "{log}");
 }
 
 #[test]
@@ -143,6 +165,8 @@ fn help_documents_the_interface_flags() {
         "--change-retention",
         "NODETRUST_REPORT_RETENTION",
         "NODETRUST_CHANGE_RETENTION",
+        "--worker-threads",
+        "NODETRUST_WORKER_THREADS",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
