@@ -7,6 +7,7 @@
 //! - `GET /v2/aik` → [`AikInfo`]
 //! - `GET /v2/ek` → [`EkInfo`]
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -153,12 +154,12 @@ enum PcrsForm {
 
 impl Pcrs {
     /// The values as a map: parsed from the text they came in, or the map they were built from.
-    pub fn map(&self) -> Result<std::borrow::Cow<'_, PcrMap>, String> {
+    pub fn map(&self) -> Result<Cow<'_, PcrMap>, String> {
         match &self.0 {
             PcrsForm::Text(text) => serde_json::from_str(text.get())
-                .map(std::borrow::Cow::Owned)
+                .map(Cow::Owned)
                 .map_err(|e| e.to_string()),
-            PcrsForm::Map(map) => Ok(std::borrow::Cow::Borrowed(map)),
+            PcrsForm::Map(map) => Ok(Cow::Borrowed(map)),
         }
     }
 }
