@@ -39,13 +39,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nodetrust_proto::trust::{ChangeKind, EffectiveTrust, HostStatus, Trust};
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, ConnectOptions, Connection as _, Row};
+use sqlx::any::{AnyConnectOptions, AnyRow};
+use sqlx::{Any, ConnectOptions, Connection as _, Row};
+
+use conns::Conns;
 use tokio::sync::{broadcast, oneshot};
 
 mod challenges;
 mod changes;
+mod conns;
 mod direct;
 mod endorsements;
 mod flavors;
@@ -283,13 +285,13 @@ impl Change {
 #[derive(Clone)]
 pub struct Store {
     /// The writer: every write, and every transaction (one connection on SQLite).
-    pool: AnyPool,
+    pool: Conns,
     /// Reads outside transactions: a few read-only connections on a SQLite file (WAL lets them
     /// read while the writer writes); the same pool as the writer otherwise.
-    reader: AnyPool,
+    reader: Conns,
     /// The scheduler's claims ([`Store::claim_due`]): on PostgreSQL connections of their own
     /// that keep one generic plan of the claim ([`CLAIM_CONNECTIONS`]); the writer otherwise.
-    claimer: AnyPool,
+    claimer: Conns,
     backend: Backend,
     changes: broadcast::Sender<Change>,
     url: String,
@@ -354,7 +356,7 @@ pub struct Faults {
 /// connection whose transaction failed (a full disk, a lost server) is never reused, so one
 /// failure cannot leave it inside a half-finished transaction for every later write.
 struct Writer<'s> {
-    conn: PoolConnection<Any>,
+    conn: conns::Conn,
     end: TxEnd<'s>,
 }
 
@@ -368,10 +370,7 @@ struct TxEnd<'s> {
 /// Begins a write transaction on `conn` (on SQLite `BEGIN IMMEDIATE`: it takes the write lock
 /// at once; a deferred transaction that reads and then writes fails outright when another
 /// connection wrote in between).
-async fn begin(
-    conn: &mut PoolConnection<Any>,
-    backend: Backend,
-) -> Result<sqlx::Transaction<'_, Any>> {
+async fn begin(conn: &mut conns::Conn, backend: Backend) -> Result<sqlx::Transaction<'_, Any>> {
     Ok(match backend {
         Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
         Backend::Postgres => conn.begin().await?,
@@ -613,28 +612,16 @@ const CLAIM_CONNECTIONS: u32 = 2;
 /// Read-only connections beside SQLite's single writer.
 const SQLITE_READERS: u32 = 4;
 
-/// A pool of at most `max` connections, opened when first needed, each set up by `setup`'s
-/// statements (the reader and claim pools beside the writer's; a connection that cannot be
-/// set up is not used). `test_before_use`: a round trip checks each connection before use.
-fn lazy_pool(
-    opts: &AnyConnectOptions,
-    max: u32,
-    test_before_use: bool,
-    setup: &'static [&'static str],
-) -> AnyPool {
-    AnyPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(test_before_use)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                for statement in setup {
-                    sqlx::query(*statement).execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
+/// A connection's setup: `statements`, in order.
+fn setup_statements(statements: &'static [&'static str]) -> conns::Setup {
+    Arc::new(move |conn| {
+        Box::pin(async move {
+            for statement in statements {
+                sqlx::query(*statement).execute(&mut *conn).await?;
+            }
+            Ok(())
         })
-        .connect_lazy_with(opts.clone())
+    })
 }
 
 /// The PostgreSQL advisory lock (transaction-scoped) under which change-feed sequence numbers
@@ -1700,56 +1687,62 @@ impl Store {
         }
         let faults = Arc::new(Faults::default());
         let writer_faults = faults.clone();
-        // A SQLite connection is a file handle that cannot go stale, and its check before each
-        // use is a round trip to the connection's thread (two context switches, for every
-        // statement outside a transaction): checked only over a network, on PostgreSQL.
-        let check_before_use = backend != Backend::Sqlite;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(check_before_use)
-            .after_connect(move |conn, _| {
-                let faults = writer_faults.clone();
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        let pages = faults.max_pages.load(Ordering::SeqCst);
-                        if pages > 0 {
-                            sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "PRAGMA max_page_count = {pages}"
-                            )))
-                            .execute(&mut *conn)
-                            .await?;
-                        }
-                        for statement in SQLITE_WRITER_SETUP {
-                            sqlx::query(*statement).execute(&mut *conn).await?;
-                        }
+        let writer_setup: conns::Setup = Arc::new(move |conn| {
+            let faults = writer_faults.clone();
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    let pages = faults.max_pages.load(Ordering::SeqCst);
+                    if pages > 0 {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "PRAGMA max_page_count = {pages}"
+                        )))
+                        .execute(&mut *conn)
+                        .await?;
                     }
-                    Ok(())
-                })
+                    for statement in SQLITE_WRITER_SETUP {
+                        sqlx::query(*statement).execute(&mut *conn).await?;
+                    }
+                }
+                Ok(())
             })
-            .connect_with(opts.clone())
-            .await?;
+        });
+        // On SQLite the store holds its connections ([`conns`]): a connection is a file
+        // handle that cannot go stale, and sqlx's pool checks each one by a round trip to its
+        // thread (two context switches) when it comes back. Over a network, on PostgreSQL,
+        // sqlx's pool, which also checks each connection before use.
+        let pool = match backend {
+            Backend::Sqlite => {
+                let held = Conns::held(&opts, max, writer_setup);
+                // Opened now, as sqlx's pool does: a database that cannot be opened fails here.
+                drop(held.get().await?);
+                held
+            }
+            Backend::Postgres => Conns::pool(&opts, max, true, writer_setup, false).await?,
+        };
         // SQLite allows one writer at a time but, in WAL mode, any number of readers beside
-        // it: reads get their own small pool so they never queue behind writes. (An in-memory
-        // database is private to its connection: there the writer reads too.)
+        // it: reads get connections of their own so they never queue behind writes. (An
+        // in-memory database is private to its connection: there the writer reads too.)
         let reader = if backend == Backend::Sqlite && !in_memory {
-            lazy_pool(
+            Conns::held(
                 &opts,
                 SQLITE_READERS,
-                false,
-                &["PRAGMA busy_timeout=10000", "PRAGMA query_only=1"],
+                setup_statements(&["PRAGMA busy_timeout=10000", "PRAGMA query_only=1"]),
             )
         } else {
             pool.clone()
         };
         let claimer = match backend {
             Backend::Sqlite => pool.clone(),
-            Backend::Postgres => lazy_pool(
-                &opts,
-                CLAIM_CONNECTIONS,
-                true,
-                &["SET plan_cache_mode = force_generic_plan"],
-            ),
+            Backend::Postgres => {
+                Conns::pool(
+                    &opts,
+                    CLAIM_CONNECTIONS,
+                    true,
+                    setup_statements(&["SET plan_cache_mode = force_generic_plan"]),
+                    true,
+                )
+                .await?
+            }
         };
         let (changes, _) = broadcast::channel(1024);
         let mut store = Self {
@@ -1804,7 +1797,11 @@ impl Store {
     fn maintain(&self, statement: &'static str, done: impl FnOnce() + Send + 'static) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            match sqlx::query(statement).execute(&pool).await {
+            let outcome = match pool.get().await {
+                Ok(mut conn) => sqlx::query(statement).execute(&mut *conn).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(_) => tracing::debug!(statement, "maintenance done"),
                 Err(e) => tracing::warn!(statement, error = %e, "maintenance failed"),
             }
@@ -1814,7 +1811,7 @@ impl Store {
 
     /// A writer connection for one transaction (see [`Writer`]).
     async fn writer(&self) -> Result<Writer<'_>> {
-        let conn = self.pool.acquire().await.inspect_err(|e| {
+        let conn = self.pool.get().await.inspect_err(|e| {
             self.health.failed(&e.to_string());
         })?;
         Ok(Writer {
@@ -1844,7 +1841,7 @@ impl Store {
         self.faults
             .max_pages
             .store(i64::from(full), Ordering::SeqCst);
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.get().await?;
         let n: i64 = if full { 1 } else { NO_PAGE_LIMIT };
         sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {n}")))
             .execute(&mut *conn)
@@ -1899,7 +1896,7 @@ impl Store {
 
     async fn migrate(&self) -> Result<()> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         for m in migrations() {
             let mut w = self.writer().await?;
@@ -1937,7 +1934,9 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.pool.get().await?)
+            .await?;
         Ok(())
     }
 
@@ -1948,7 +1947,7 @@ impl Store {
         if self.backend != Backend::Sqlite {
             return Ok(None);
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.get().await?;
         let mut values = [0i64; 3];
         for (value, pragma) in values.iter_mut().zip(CHECKED_SETTINGS) {
             *value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
@@ -2145,7 +2144,7 @@ mod tests {
              VALUES ($1, $1, '', '', $1, '', '{}', 1, 'connected', 0, 0)",
         )
         .bind(&name)
-        .execute(&store.pool)
+        .execute(&mut *store.pool.get().await.unwrap())
         .await
         .unwrap();
         let values = |hex: &str| format!(r#"{{"pcrs":{{"sha256":{{"0":"{hex}"}}}}}}"#);

@@ -11,7 +11,7 @@ impl Store {
     pub async fn put_challenge(&self, c: &ChallengeRow, now: i64) -> Result<()> {
         sqlx::query("DELETE FROM challenges WHERE expires < $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         sqlx::query(
             "INSERT INTO challenges (id, secret_sha256, request, expires, ek_issuer, ek_sha256) \
@@ -23,7 +23,7 @@ impl Store {
         .bind(c.expires)
         .bind(&c.ek_issuer)
         .bind(&c.ek_sha256)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(())
     }
@@ -162,11 +162,11 @@ impl Store {
         )
         .bind(hardware_uuid)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.pool.get().await?)
         .await?;
         let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM challenges WHERE expires >= $1")
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.pool.get().await?)
             .await?;
         Ok((mine, all))
     }
@@ -180,7 +180,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await?)
         .await?;
         row.as_ref().map(challenge_from_row).transpose()
     }
@@ -204,7 +204,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         let Some(first) = rows.first() else {
             return Ok(None);

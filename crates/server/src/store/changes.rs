@@ -32,7 +32,7 @@ impl Store {
             .bind(from)
             .bind(before)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.pool.get().await?)
             .await?;
         let mut newest = None;
         for r in &rows {
@@ -74,7 +74,7 @@ impl Store {
         let deleted: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q + " RETURNING seq"))
             .bind(before)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.pool.get().await?)
             .await?;
         if let Some(newest) = deleted.iter().max() {
             // Followers behind this point have lost changes: they must resync.
@@ -85,7 +85,7 @@ impl Store {
             )
             .bind(PRUNED_THROUGH)
             .bind(newest.to_string())
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         }
         Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
@@ -96,7 +96,7 @@ impl Store {
     pub async fn changes_pruned_through(&self) -> Result<i64> {
         let v: Option<String> = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
             .bind(PRUNED_THROUGH)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
@@ -104,7 +104,7 @@ impl Store {
     /// The newest sequence number of the change feed (0 when empty).
     pub async fn changes_head(&self) -> Result<i64> {
         let v: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.reader.get().await?)
             .await?;
         Ok(v.unwrap_or(0).max(self.changes_pruned_through().await?))
     }
@@ -120,7 +120,7 @@ impl Store {
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -17,7 +17,7 @@ impl Store {
         .bind(&e.comment)
         .bind(i64::from(e.revoked))
         .bind(e.created)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(())
     }
@@ -28,12 +28,12 @@ impl Store {
             Some(u) => {
                 sqlx::query("SELECT * FROM endorsements WHERE hardware_uuid = $1 ORDER BY created")
                     .bind(u)
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.reader.get().await?)
                     .await?
             }
             None => {
                 sqlx::query("SELECT * FROM endorsements ORDER BY created")
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.reader.get().await?)
                     .await?
             }
         };
@@ -44,7 +44,7 @@ impl Store {
     pub async fn active_endorsements_for(&self, ek_sha256: &str) -> Result<Vec<Endorsement>> {
         let rows = sqlx::query("SELECT * FROM endorsements WHERE ek_sha256 = $1 AND revoked = 0")
             .bind(ek_sha256)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter().map(endorsement_from_row).collect()
     }
@@ -53,7 +53,7 @@ impl Store {
     pub async fn revoke_endorsement(&self, id: &str) -> Result<bool> {
         let r = sqlx::query("UPDATE endorsements SET revoked = 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         Ok(r.rows_affected() > 0)
     }

@@ -9,7 +9,7 @@ impl Store {
             .bind(&f.id)
             .bind(&f.body)
             .bind(f.created)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         Ok(())
     }
@@ -17,7 +17,7 @@ impl Store {
     /// Every flavor, oldest first.
     pub async fn flavors(&self) -> Result<Vec<FlavorRow>> {
         let rows = sqlx::query("SELECT id, body, created FROM flavors ORDER BY created, id")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -34,7 +34,7 @@ impl Store {
     pub async fn delete_flavor(&self, id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM flavors WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         Ok(r.rows_affected() > 0)
     }

@@ -8,7 +8,7 @@ impl Store {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(name)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.as_ref().map(host_from_row).transpose()
     }
@@ -18,7 +18,7 @@ impl Store {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE hardware_uuid = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(hardware_uuid)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.as_ref().map(host_from_row).transpose()
     }
@@ -31,7 +31,7 @@ impl Store {
              '' AS ak_public, '' AS host_info, software_tpm, status, status_detail, reset_count, restart_count, \
              verdict, reasons, attested_at, expires_at, created FROM hosts ORDER BY name",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(host_from_row).collect()
     }
@@ -46,7 +46,7 @@ impl Store {
              COUNT(*) AS n FROM hosts GROUP BY 1",
         )
         .bind(now_ms)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         let mut out = BTreeMap::new();
         for r in &rows {
@@ -65,7 +65,7 @@ impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
         let q = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter().map(host_from_row).collect()
     }
@@ -123,7 +123,7 @@ impl Store {
             .bind(name)
             .bind(hardware_uuid)
             .bind(ek_public)
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.reader.get().await?)
             .await?;
         rows.iter().map(host_from_row).collect()
     }

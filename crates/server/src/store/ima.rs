@@ -36,7 +36,7 @@ impl Store {
              FROM ima_state WHERE host_name = $1",
         )
         .bind(host)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.reader.get().await?)
         .await?;
         row.map(|r| {
             Ok(ImaStateRow {
@@ -78,7 +78,7 @@ impl Store {
         if let Some(p) = previous {
             query = query.bind(p);
         }
-        let r = query.execute(&self.pool).await?;
+        let r = query.execute(&mut *self.pool.get().await?).await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -86,7 +86,7 @@ impl Store {
     pub async fn delete_ima_state(&self, host: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM ima_state WHERE host_name = $1")
             .bind(host)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         Ok(r.rows_affected() > 0)
     }

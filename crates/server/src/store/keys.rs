@@ -9,7 +9,7 @@ impl Store {
         if let Some(v) =
             sqlx::query_scalar::<_, String>("SELECT value FROM server_keys WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.pool.get().await?)
                 .await?
         {
             return Ok(v);
@@ -19,11 +19,11 @@ impl Store {
         )
         .bind(name)
         .bind(make())
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         let v: String = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.pool.get().await?)
             .await?;
         Ok(v)
     }

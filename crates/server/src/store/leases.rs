@@ -13,7 +13,7 @@ impl Store {
         .bind(at)
         .bind(name)
         .bind(PUSH_URL)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -27,7 +27,7 @@ impl Store {
         .bind(now)
         .bind(replica)
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
@@ -51,7 +51,7 @@ impl Store {
         .bind(next)
         .bind(name)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -162,7 +162,7 @@ impl Store {
             .bind(now)
             .bind(dead_after)
             .bind(limit)
-            .fetch_all(&self.claimer)
+            .fetch_all(&mut *self.claimer.get().await?)
             .await?;
         if self.backend == Backend::Postgres {
             return rows.iter().map(host_from_row).collect();
@@ -188,7 +188,7 @@ impl Store {
              WHERE statement LIKE '%UPDATE schedule SET lease_owner%' \
              AND statement NOT LIKE '%pg_prepared_statements%'",
         )
-        .fetch_one(&self.claimer)
+        .fetch_one(&mut *self.claimer.get().await?)
         .await?;
         Ok(Some((row.try_get("generic")?, row.try_get("custom")?)))
     }
@@ -203,7 +203,7 @@ impl Store {
         });
         for chunk in names.chunks(BATCH_MAX) {
             let query = names_query(self.backend, &HOSTS, chunk);
-            for r in query.fetch_all(&self.reader).await? {
+            for r in query.fetch_all(&mut *self.reader.get().await?).await? {
                 out.push(host_from_row(&r)?);
             }
         }
@@ -230,7 +230,7 @@ impl Store {
         );
         sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         Ok(())
     }
@@ -244,7 +244,7 @@ impl Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(dead_after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.pool.get().await?)
             .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -258,7 +258,7 @@ impl Store {
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(age)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         Ok(r.rows_affected())
     }
@@ -273,7 +273,7 @@ impl Store {
         .bind(until)
         .bind(name)
         .bind(from)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -303,7 +303,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT lease_owner, COUNT(*) AS n FROM schedule GROUP BY lease_owner ORDER BY lease_owner",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.pool.get().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("lease_owner")?, r.try_get("n")?)))
@@ -314,7 +314,7 @@ impl Store {
     pub async fn lease(&self, name: &str) -> Result<Option<(Option<String>, i64)>> {
         let row = sqlx::query("SELECT lease_owner, lease_until FROM schedule WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.map(|r| Ok((r.try_get("lease_owner")?, r.try_get("lease_until")?)))
             .transpose()

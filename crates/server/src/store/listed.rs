@@ -128,7 +128,7 @@ impl Store {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<ListedSnapshot> {
-        let rows = query.fetch_all(&self.reader).await?;
+        let rows = query.fetch_all(&mut *self.reader.get().await?).await?;
         let mut snapshot = ListedSnapshot {
             count: 0,
             version_sum: 0,
@@ -153,7 +153,7 @@ impl Store {
         });
         for chunk in names.chunks(BATCH_MAX) {
             let query = names_query(self.backend, &LISTED, chunk);
-            for r in query.fetch_all(&self.reader).await? {
+            for r in query.fetch_all(&mut *self.reader.get().await?).await? {
                 out.push(listed_from_row(&r)?);
             }
         }
@@ -166,7 +166,7 @@ impl Store {
         let row =
             sqlx::query("SELECT ek_issuer, quoted_pcrs, pcrs_quoted_at FROM hosts WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.reader)
+                .fetch_optional(&mut *self.reader.get().await?)
                 .await?;
         let Some(r) = row else { return Ok(None) };
         let quoted_at: Option<i64> = r.try_get("pcrs_quoted_at")?;

@@ -9,13 +9,13 @@ impl Store {
             .bind(detail)
             .bind(now)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         sqlx::query("UPDATE hosts SET status_detail = $1, updated = $3, version = version + 1 WHERE name = $2 AND status_detail IS DISTINCT FROM $1")
             .bind(detail)
             .bind(name)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         if r.rows_affected() > 0 {
             let mut w = self.writer().await?;
@@ -237,13 +237,13 @@ impl Store {
                 )
                 .bind(h)
                 .bind(limit)
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.reader.get().await?)
                 .await?
             }
             None => {
                 sqlx::query("SELECT * FROM reports ORDER BY created DESC, id DESC LIMIT $1")
                     .bind(limit)
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.reader.get().await?)
                     .await?
             }
         };
@@ -261,7 +261,7 @@ impl Store {
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         rows.iter().map(report_from_row).collect()
     }
@@ -272,7 +272,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, last_report AS report_id FROM hosts WHERE last_report IS NOT NULL",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.reader.get().await?)
         .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for row in &rows {

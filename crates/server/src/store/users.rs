@@ -19,7 +19,7 @@ impl Store {
         .bind(password_hash)
         .bind(role)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(())
     }
@@ -28,7 +28,7 @@ impl Store {
     pub async fn users(&self) -> Result<Vec<(UserRow, i64)>> {
         let rows =
             sqlx::query("SELECT name, password_hash, role, created FROM users ORDER BY name")
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.reader.get().await?)
                 .await?;
         rows.iter()
             .map(|r| {
@@ -54,7 +54,7 @@ impl Store {
         .bind(&u.password_hash)
         .bind(&u.role)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.get().await?)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -70,14 +70,14 @@ impl Store {
             .bind(password_hash)
             .bind(now)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.get().await?)
             .await?;
         if r.rows_affected() == 0 {
             return Ok(None);
         }
         let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.pool.get().await?)
             .await?;
         row.map(|r| {
             Ok(UserRow {
@@ -134,7 +134,7 @@ impl Store {
     pub async fn user(&self, name: &str) -> Result<Option<UserRow>> {
         let row = sqlx::query("SELECT name, password_hash, role FROM users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.reader.get().await?)
             .await?;
         row.map(|r| {
             Ok(UserRow {
