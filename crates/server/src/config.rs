@@ -82,11 +82,12 @@ pub struct Config {
     /// Most attestations in flight at once.
     #[arg(long, env = "NODETRUST_ATTEST_CONCURRENCY", default_value_t = 64)]
     pub attest_concurrency: usize,
-    /// Threads that serve the API and run the attestations (default: one a core). A fleet's
-    /// usual load is a small part of a core (100,000 hosts every minute, a fifth), and at such
-    /// a load fewer threads cost less CPU an attestation: on 2 cores, one thread cost a sixth
-    /// less than two, and registered 100,000 hosts at once in 57-64 s against 50
-    /// (docs/PERFORMANCE.md).
+    /// Threads that serve the API and run the attestations (default: one for every two
+    /// cores, at least one). The database's threads, password checks and report signing run
+    /// beside them, and a fleet's usual load is a small part of a core (100,000 hosts every
+    /// minute, a sixth), at which fewer threads cost less CPU an attestation: on 2 cores one
+    /// thread cost 103 µs an attestation against 130 for two, and registered 100,000 hosts at
+    /// once in about 41 s (docs/PERFORMANCE.md).
     #[arg(long, env = "NODETRUST_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
     /// Largest request body accepted, in bytes.
@@ -217,12 +218,24 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The async workers on `cores` cores when not set: half of them (rounded down), at least one.
+/// Tokio's own default is one a core; the server's other threads (SQLite's connections and
+/// report writer, the blocking pool's password checks and signatures, PostgreSQL when it runs
+/// on the same machine) take the rest (docs/PERFORMANCE.md, "Scale, twenty-third round").
+pub fn default_worker_threads(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
 impl Config {
-    /// The async worker threads to run: `--worker-threads`, or one for each core this process
-    /// may use (tokio's own default).
+    /// The async worker threads to run: `--worker-threads`, or one for every two cores this
+    /// process may use, at least one ([`default_worker_threads`]).
     pub fn worker_threads(&self) -> usize {
         self.worker_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            || {
+                default_worker_threads(
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                )
+            },
             usize::from,
         )
     }
@@ -358,10 +371,13 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_default_to_one_a_core_and_are_at_least_one() {
+    fn worker_threads_default_to_one_for_two_cores_and_are_at_least_one() {
+        for (cores, workers) in [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8), (17, 8)] {
+            assert_eq!(default_worker_threads(cores), workers, "{cores} cores");
+        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let c = Config::parse_from(["nodetrust-server"]);
-        assert_eq!(c.worker_threads(), cores);
+        assert_eq!(c.worker_threads(), (cores / 2).max(1));
         let c = Config::parse_from(["nodetrust-server", "--worker-threads", "3"]);
         assert_eq!(c.worker_threads(), 3);
         for refused in ["0", "-1", "many"] {
