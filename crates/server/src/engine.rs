@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
 use nodetrust_appraise::{
-    appraise_with_runtime, flavors_from_evidence, quote_selection, runtime_flavor_from_ima,
-    EventLogEvidence, Flavor, FlavorPart, HostContext, ImportError, MatchPolicy, Trust, Verdict,
+    appraise_with_runtime, flavors_from_evidence, runtime_flavor_from_ima, EventLogEvidence,
+    Flavor, FlavorPart, HostContext, ImportError, MatchPolicy, Trust, Verdict,
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::trust::HostStatus;
@@ -31,7 +31,7 @@ use nodetrust_tpm_wire::{Attest, ClockInfo, HashAlg, PcrValues, Public, Verified
 
 use crate::agent_client::{AgentError, AgentTarget};
 use crate::ak_cache::AkCache;
-use crate::flavors::FlavorSet;
+use crate::flavors::{FlavorSet, QuoteLists};
 use crate::jws::{SignError, Signer};
 use crate::outcome::agent_reason;
 use crate::reuse::{Basis, Found, SentLog};
@@ -347,16 +347,6 @@ pub async fn attest_row(state: &AppState, host: HostRow) -> Result<ReportRow, At
     attest(state, host, None).await.map(|a| a.report)
 }
 
-/// The PCR indices and bank names of a quote request for `selection`.
-fn selection_lists(selection: &BTreeMap<HashAlg, BTreeSet<u8>>) -> (Vec<u8>, Vec<String>) {
-    let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
-    let pcrbanks = selection
-        .keys()
-        .map(|b| b.name().to_ascii_uppercase())
-        .collect();
-    (pcrs.into_iter().collect(), pcrbanks)
-}
-
 /// A fresh 32-byte nonce.
 pub(crate) fn fresh_nonce(random: &dyn crate::clock::Random) -> Result<Vec<u8>, AttestError> {
     let mut nonce = vec![0u8; 32];
@@ -378,8 +368,9 @@ pub async fn attest(
     given: Option<Answered>,
 ) -> Result<Attested, AttestError> {
     let flavors = state.flavors.current().await?;
-    let selection = quote_selection(flavors.iter(), &host.name);
-    let (pcrs, pcrbanks) = selection_lists(&selection);
+    // Made once for every host no flavor names (nearly all).
+    let lists = flavors.quote_lists(&host.name);
+    let (pcrs, pcrbanks) = (&lists.pcrs, &lists.pcrbanks);
     // RUNTIME flavors: the IMA log from the entry last appraised (none asked for without them).
     let runtime_plan = crate::runtime::plan(state, &host, &flavors).await?;
     // A push host's next quote can be asked ahead, unless its IMA log is appraised (the offset
@@ -412,7 +403,7 @@ pub async fn attest(
                 (nonce, answer, Err(asked_at))
             }
             Some(a) => {
-                if !can_ask_ahead || a.request.pcrs != pcrs || a.request.pcrbanks != pcrbanks {
+                if !can_ask_ahead || a.request.pcrs != *pcrs || a.request.pcrbanks != *pcrbanks {
                     return Err(AttestError::StaleChallenge(format!(
                         "the flavors of host {} changed since its challenge was given: ask for \
                          a new one",
@@ -616,8 +607,8 @@ pub async fn attest(
     Ok(Attested {
         report,
         ahead: can_ask_ahead.then(|| Ahead {
-            pcrs,
-            pcrbanks,
+            pcrs: pcrs.clone(),
+            pcrbanks: pcrbanks.clone(),
             known_event_log_sha256: known_log(state, &host, &flavors, true),
             anchor,
             host: HostRow {
@@ -698,8 +689,7 @@ pub async fn import_flavors(
         .iter()
         .flat_map(|p| p.pcrs().iter().copied())
         .collect();
-    let selection = BTreeMap::from([(HashAlg::Sha256, pcrs)]);
-    let (pcrs, pcrbanks) = selection_lists(&selection);
+    let QuoteLists { pcrs, pcrbanks } = QuoteLists::of(&BTreeMap::from([(HashAlg::Sha256, pcrs)]));
     let nonce = fresh_nonce(state.random.as_ref())?;
     let runtime = parts.contains(&FlavorPart::Runtime);
     let req = QuoteRequest {

@@ -5,11 +5,14 @@
 //! drop the cache themselves: no caller has to remember to. A write made through another
 //! replica is seen within [`FLAVOR_CACHE_TTL`].
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodetrust_appraise::Flavor;
+use nodetrust_appraise::{quote_selection, Flavor, FlavorPart};
+use nodetrust_tpm_wire::HashAlg;
 
 use crate::clock::Clock;
 use crate::store::{new_id, FlavorRow, Store, StoreError};
@@ -25,12 +28,75 @@ pub const FLAVOR_CACHE_TTL: Duration = Duration::from_secs(1);
 pub struct FlavorSet {
     generation: u64,
     flavors: Vec<Flavor>,
+    /// What a host no flavor names is asked to quote: the same for all of them, made once.
+    common: QuoteLists,
+    /// The hosts flavors name (`HOST_UNIQUE`, and `RUNTIME` for one host): what they quote
+    /// is made for each.
+    named: HashSet<String>,
+}
+
+/// The PCR indices and bank names a quote request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteLists {
+    /// PCR indices, ascending.
+    pub pcrs: Vec<u8>,
+    /// Bank names (`SHA256`), in the banks' order.
+    pub pcrbanks: Vec<String>,
+}
+
+impl QuoteLists {
+    /// The lists of a selection of PCRs by bank.
+    pub fn of(selection: &BTreeMap<HashAlg, BTreeSet<u8>>) -> Self {
+        let pcrs: BTreeSet<u8> = selection.values().flatten().copied().collect();
+        Self {
+            pcrs: pcrs.into_iter().collect(),
+            pcrbanks: selection
+                .keys()
+                .map(|b| b.name().to_ascii_uppercase())
+                .collect(),
+        }
+    }
+}
+
+/// Whether a flavor applies to one host only (by its name), not to every host.
+fn names_a_host(f: &Flavor) -> bool {
+    matches!(f.part, FlavorPart::HostUnique | FlavorPart::Runtime) && f.host_name.is_some()
 }
 
 impl FlavorSet {
+    fn new(generation: u64, flavors: Vec<Flavor>) -> Self {
+        let named = flavors
+            .iter()
+            .filter(|f| names_a_host(f))
+            .filter_map(|f| f.host_name.clone())
+            .collect();
+        // A flavor that names a host applies to that host only; the others apply to a host
+        // that no flavor names whatever its name ([`nodetrust_appraise::policy::applies`]).
+        let common = QuoteLists::of(&quote_selection(
+            flavors.iter().filter(|f| !names_a_host(f)),
+            "",
+        ));
+        Self {
+            generation,
+            flavors,
+            common,
+            named,
+        }
+    }
+
     /// Which set this is: equal generations (of one server) are the same flavors.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// What `host` is asked to quote: every PCR of the flavors that apply to it
+    /// ([`quote_selection`]).
+    pub fn quote_lists(&self, host: &str) -> Cow<'_, QuoteLists> {
+        if self.named.contains(host) {
+            Cow::Owned(QuoteLists::of(&quote_selection(&self.flavors, host)))
+        } else {
+            Cow::Borrowed(&self.common)
+        }
     }
 }
 
@@ -90,10 +156,10 @@ impl Flavors {
         let rows = self.store.flavors().await?;
         let read_at = Some(self.clock.instant());
         let made = |rows: &[FlavorRow]| {
-            Arc::new(FlavorSet {
-                generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
-                flavors: parse(rows),
-            })
+            Arc::new(FlavorSet::new(
+                self.next_generation.fetch_add(1, Ordering::Relaxed),
+                parse(rows),
+            ))
         };
         let Ok(mut cache) = self.cache.lock() else {
             return Ok(made(&rows));
@@ -188,6 +254,64 @@ mod tests {
             "pcrs": [{"bank": "sha256", "index": 0, "value": "00".repeat(32)}],
         }))
         .expect("flavor")
+    }
+
+    fn part_flavor(part: &str, host: Option<&str>, pcrs: &[(&str, u8)]) -> Flavor {
+        let rules: Vec<_> = pcrs
+            .iter()
+            .map(|(bank, index)| serde_json::json!({"bank": bank, "index": index, "value": "00".repeat(32)}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "label": format!("{part} {host:?}"),
+            "part": part,
+            "host_name": host,
+            "pcrs": rules,
+        }))
+        .expect("flavor")
+    }
+
+    /// What each host is asked to quote is what `quote_selection` says for it, whether it is
+    /// made once for every host no flavor names or for a host one names.
+    #[test]
+    fn quote_lists_are_the_selection_of_the_flavors_that_apply() {
+        let sets = [
+            vec![],
+            vec![part_flavor("PLATFORM", None, &[("sha256", 0), ("sha1", 0)])],
+            vec![
+                part_flavor("PLATFORM", None, &[("sha256", 0), ("sha256", 7)]),
+                part_flavor("OS", None, &[("sha256", 4)]),
+                part_flavor("HOST_UNIQUE", Some("a"), &[("sha384", 8), ("sha256", 9)]),
+                part_flavor("HOST_UNIQUE", None, &[("sha256", 14)]),
+                part_flavor("RUNTIME", Some("b"), &[]),
+                // A PLATFORM flavor that says a host name still applies to every host.
+                part_flavor("PLATFORM", Some("c"), &[("sha1", 3)]),
+            ],
+            vec![
+                part_flavor("RUNTIME", None, &[]),
+                part_flavor("HOST_UNIQUE", Some(""), &[("sha256", 15)]),
+            ],
+            // Only flavors for one host: the others are asked for every part's PCRs.
+            vec![part_flavor("HOST_UNIQUE", Some("a"), &[("sha256", 8)])],
+        ];
+        for (i, flavors) in sets.into_iter().enumerate() {
+            let set = FlavorSet::new(1, flavors.clone());
+            for host in ["a", "b", "c", "d", ""] {
+                let want = QuoteLists::of(&quote_selection(&flavors, host));
+                assert_eq!(*set.quote_lists(host), want, "set {i}, host {host:?}");
+            }
+        }
+        // The named host is asked for its own PCRs beside the common ones; another is not.
+        let set = FlavorSet::new(
+            1,
+            vec![
+                part_flavor("PLATFORM", None, &[("sha256", 0)]),
+                part_flavor("HOST_UNIQUE", Some("a"), &[("sha256", 8)]),
+            ],
+        );
+        assert_eq!(set.quote_lists("a").pcrs, [0, 8]);
+        assert_eq!(set.quote_lists("a").pcrbanks, ["SHA256"]);
+        assert_eq!(set.quote_lists("z").pcrs, [0]);
+        assert!(matches!(set.quote_lists("z"), Cow::Borrowed(_)));
     }
 
     #[tokio::test]

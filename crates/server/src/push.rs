@@ -233,7 +233,7 @@ const PUSH_SLOT_MS: u64 = 25;
 fn next_push(state: &AppState, now: i64) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
     let mut r = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut r);
+    let _ = crate::clock::fill_random(&mut r);
     push_wait(
         interval,
         u64::try_from(now).unwrap_or(0),

@@ -1045,7 +1045,7 @@ const CHALLENGE_SWEEP_MS: i64 = 10_000;
 pub fn new_id() -> String {
     let mut b = [0u8; 16];
     // A failing system RNG leaves zeros; ids then collide and inserts fail loudly.
-    let _ = aws_lc_rs::rand::fill(&mut b);
+    let _ = crate::clock::fill_random(&mut b);
     hex::encode(b)
 }
 
@@ -1061,7 +1061,7 @@ pub fn report_id(created_ms: i64) -> String {
     }
     if let Some(tail) = b.get_mut(6..) {
         // A failing system RNG leaves zeros; ids then collide and inserts fail loudly.
-        let _ = aws_lc_rs::rand::fill(tail);
+        let _ = crate::clock::fill_random(tail);
     }
     hex::encode(b)
 }

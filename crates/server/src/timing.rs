@@ -45,7 +45,7 @@ pub fn worst_takeover_gap(interval: Duration) -> Duration {
 /// that the period, tick latency included, is at most the interval plus 10 %).
 pub fn jitter(interval: Duration) -> Duration {
     let mut b = [0u8; 4];
-    let _ = aws_lc_rs::rand::fill(&mut b);
+    let _ = crate::clock::fill_random(&mut b);
     let bound = (interval / 10).saturating_sub(tick(interval)).as_millis();
     if bound == 0 {
         return Duration::ZERO;
