@@ -63,14 +63,14 @@ thread_local! {
 /// generator failed; `out` is then left as it was.
 pub fn fill_random(out: &mut [u8]) -> Result<(), RandomFailed> {
     if out.len() > RANDOM_BLOCK / 4 {
-        return aws_lc_rs::rand::fill(out).map_err(|_| RandomFailed);
+        return draw(out);
     }
     RANDOM
         .try_with(|cell| {
             let mut r = cell.try_borrow_mut().map_err(|_| RandomFailed)?;
             let r = &mut *r;
             if RANDOM_BLOCK.saturating_sub(r.used) < out.len() {
-                aws_lc_rs::rand::fill(r.block.as_mut_slice()).map_err(|_| RandomFailed)?;
+                draw(r.block.as_mut_slice())?;
                 r.used = 0;
             }
             let end = r.used + out.len();
@@ -80,7 +80,12 @@ pub fn fill_random(out: &mut [u8]) -> Result<(), RandomFailed> {
             r.used = end;
             Ok(())
         })
-        .unwrap_or_else(|_| aws_lc_rs::rand::fill(out).map_err(|_| RandomFailed))
+        .unwrap_or_else(|_| draw(out))
+}
+
+/// Fills `out` from aws-lc's generator directly.
+fn draw(out: &mut [u8]) -> Result<(), RandomFailed> {
+    aws_lc_rs::rand::fill(out).map_err(|_| RandomFailed)
 }
 
 /// The system clock.

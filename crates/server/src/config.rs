@@ -377,7 +377,7 @@ mod tests {
         }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let c = Config::parse_from(["nodetrust-server"]);
-        assert_eq!(c.worker_threads(), (cores / 2).max(1));
+        assert_eq!(c.worker_threads(), default_worker_threads(cores));
         let c = Config::parse_from(["nodetrust-server", "--worker-threads", "3"]);
         assert_eq!(c.worker_threads(), 3);
         for refused in ["0", "-1", "many"] {
