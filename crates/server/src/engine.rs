@@ -18,6 +18,7 @@
 //! registration within a second.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use nodetrust_appraise::{
@@ -36,7 +37,7 @@ use crate::jws::{SignError, Signer};
 use crate::outcome::agent_reason;
 use crate::reuse::{Basis, Found, SentLog};
 use crate::state::AppState;
-use crate::store::{millis, AttestationUpdate, HostRow, ReportRow};
+use crate::store::{millis, AttestationUpdate, HostRow, ReportRow, StoredPcrs};
 
 /// Why an attestation or a flavor import produced no report, and what one produced (in
 /// [`crate::outcome`]).
@@ -107,7 +108,7 @@ enum Evidence {
         clock: ClockInfo,
         verdict: Verdict,
         /// The stored form of the values kept ([`stored_pcrs_of`]).
-        pcrs_json: std::sync::Arc<str>,
+        pcrs: Arc<StoredPcrs>,
     },
 }
 
@@ -445,10 +446,10 @@ pub async fn attest(
                 Found::Appraise
             };
             match found {
-                Found::Reused { verdict, pcrs_json } => Ok(Some(Evidence::Reused {
+                Found::Reused { verdict, pcrs } => Ok(Some(Evidence::Reused {
                     clock: signed.attest().clock_info,
                     verdict,
-                    pcrs_json,
+                    pcrs,
                 })),
                 Found::LogNeeded => Ok(None),
                 Found::Appraise if left_out(&resp) => Ok(None),
@@ -552,11 +553,9 @@ pub async fn attest(
         }
     };
     let (verdict, quoted_pcrs) = match evidence {
-        Evidence::Reused {
-            verdict, pcrs_json, ..
-        } => {
+        Evidence::Reused { verdict, pcrs, .. } => {
             state.appraisals.count_reused(SentLog::of(&resp));
-            (verdict, Some(pcrs_json))
+            (verdict, Some(pcrs))
         }
         Evidence::Full(checked) => {
             let ctx = HostContext {
@@ -575,7 +574,7 @@ pub async fn attest(
             );
             let stored = serde_json::to_string(&checked.verified.pcrs().json())
                 .ok()
-                .map(|json| stored_pcrs_of(&json));
+                .map(|json| Arc::new(StoredPcrs::new(stored_pcrs_of(&json))));
             match (&runtime, &stored) {
                 (None, Some(stored)) => {
                     let basis = basis(&host, &flavors, checked.verified.attest(), &resp);
@@ -585,7 +584,7 @@ pub async fn attest(
                 }
                 _ => state.appraisals.forget(&host.name),
             }
-            (verdict, stored.map(std::sync::Arc::from))
+            (verdict, stored)
         }
     };
     let counters = AttestationUpdate {
@@ -625,7 +624,7 @@ pub async fn attest(
     })
 }
 
-/// The stored form of quoted PCR values (`hosts.quoted_pcrs`, read as
+/// The stored form of quoted PCR values (`host_pcrs.quoted_pcrs`, read as
 /// [`crate::store::QuotedPcrs`] with the time in `pcrs_quoted_at`), from the values' JSON
 /// (`PcrValues::json`), written without parsing it again. The same values give the same text,
 /// so that the store keeps the stored text when a quote shows the values it holds.

@@ -54,6 +54,8 @@ use nodetrust_appraise::{Trust, Verdict};
 use nodetrust_proto::agent::QuoteResponse;
 use nodetrust_tpm_wire::{Attest, PcrSelection};
 
+use crate::store::StoredPcrs;
+
 /// Most hosts whose last trusted appraisal is kept.
 pub const REUSE_MAX: usize = 1 << 20;
 
@@ -121,31 +123,54 @@ struct Kept {
     pcr_digest: Vec<u8>,
     log: KeptLog,
     verdict: Verdict,
-    /// The quoted PCR values as stored with a report (`hosts.quoted_pcrs`), shared by every
-    /// host kept with the same values.
-    pcrs_json: Arc<str>,
+    /// The quoted PCR values as stored with a report, shared by every host kept with the same
+    /// values.
+    pcrs: Arc<StoredPcrs>,
 }
 
 /// The kept appraisals by host, and the PCR values they share.
 #[derive(Debug, Default)]
 struct Memory {
     hosts: HashMap<String, Kept>,
-    values: HashSet<Arc<str>>,
+    values: HashSet<Shared>,
 }
 
+/// Stored PCR values in [`Memory::values`], found by their text.
+#[derive(Debug, Clone)]
+struct Shared(Arc<StoredPcrs>);
+
+impl std::borrow::Borrow<str> for Shared {
+    fn borrow(&self) -> &str {
+        self.0.json()
+    }
+}
+
+impl std::hash::Hash for Shared {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.json().hash(state);
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.json() == other.0.json()
+    }
+}
+
+impl Eq for Shared {}
+
 impl Memory {
-    /// `json`, shared with every kept appraisal of the same values.
-    fn intern(&mut self, json: &str) -> Arc<str> {
-        if let Some(v) = self.values.get(json) {
-            return v.clone();
+    /// `pcrs`, or the values of the same text another kept appraisal holds.
+    fn intern(&mut self, pcrs: &Arc<StoredPcrs>) -> Arc<StoredPcrs> {
+        if let Some(v) = self.values.get(pcrs.json()) {
+            return v.0.clone();
         }
         // Values no kept appraisal holds any more are dropped now and then.
         if self.values.len() > 2 * self.hosts.len() + 64 {
-            self.values.retain(|v| Arc::strong_count(v) > 1);
+            self.values.retain(|v| Arc::strong_count(&v.0) > 1);
         }
-        let v: Arc<str> = Arc::from(json);
-        self.values.insert(v.clone());
-        v
+        self.values.insert(Shared(pcrs.clone()));
+        pcrs.clone()
     }
 }
 
@@ -157,8 +182,8 @@ pub enum Found {
     Reused {
         /// The verdict.
         verdict: Verdict,
-        /// The values as stored (`hosts.quoted_pcrs`).
-        pcrs_json: Arc<str>,
+        /// The values as stored.
+        pcrs: Arc<StoredPcrs>,
     },
     /// Appraise in full.
     Appraise,
@@ -234,7 +259,7 @@ impl Appraisals {
         if let Some(k) = same {
             return Found::Reused {
                 verdict: k.verdict.renewed(now, validity),
-                pcrs_json: k.pcrs_json.clone(),
+                pcrs: k.pcrs.clone(),
             };
         }
         if let SentLog::LeftOut(_) = basis.log {
@@ -271,10 +296,16 @@ impl Appraisals {
     }
 
     /// Keeps the full appraisal of `host` made of `basis`, whose quoted PCR values are stored
-    /// as `pcrs_json`, when its verdict is trusted; otherwise drops what was kept of the host.
+    /// as `pcrs`, when its verdict is trusted; otherwise drops what was kept of the host.
     /// The SHA-256 of the log is taken here, once per full appraisal, when the agent can leave
     /// the log out.
-    pub fn remember(&self, host: &str, basis: &Basis<'_>, pcrs_json: &str, verdict: &Verdict) {
+    pub fn remember(
+        &self,
+        host: &str,
+        basis: &Basis<'_>,
+        pcrs: &Arc<StoredPcrs>,
+        verdict: &Verdict,
+    ) {
         let log = match basis.log {
             SentLog::Absent => Some(KeptLog::Absent),
             SentLog::Sent { bytes, named } => Some(KeptLog::Bytes {
@@ -300,7 +331,7 @@ impl Appraisals {
                 kept.hosts.remove(&old);
             }
         }
-        let pcrs_json = kept.intern(pcrs_json);
+        let pcrs = kept.intern(pcrs);
         kept.hosts.insert(
             host.to_string(),
             Kept {
@@ -310,7 +341,7 @@ impl Appraisals {
                 pcr_digest: basis.attest.pcr_digest.clone(),
                 log,
                 verdict: verdict.clone(),
-                pcrs_json,
+                pcrs,
             },
         );
     }
@@ -367,6 +398,10 @@ mod tests {
     const VALIDITY: Duration = Duration::from_secs(600);
     /// The stored JSON of some PCR values.
     const VALUES: &str = r#"{"sha256":{"0":"00"}}"#;
+
+    fn stored(json: &str) -> Arc<StoredPcrs> {
+        Arc::new(StoredPcrs::new(json))
+    }
 
     /// A verified quote of PCRs 0-7 of `tpm`.
     fn quote(tpm: &mut SoftTpm) -> VerifiedQuote {
@@ -429,7 +464,12 @@ mod tests {
         let log = b"a measured-boot log".as_slice();
         let fresh = || {
             let memo = Appraisals::default();
-            memo.remember("h", &basis(1, 1, &a, sent(log)), VALUES, &trusted(&a));
+            memo.remember(
+                "h",
+                &basis(1, 1, &a, sent(log)),
+                &stored(VALUES),
+                &trusted(&a),
+            );
             memo
         };
         let memo = fresh();
@@ -515,10 +555,15 @@ mod tests {
             bytes: log,
             named: false,
         };
-        memo.remember("h", &basis(1, 1, &a, older), VALUES, &trusted(&a));
+        memo.remember("h", &basis(1, 1, &a, older), &stored(VALUES), &trusted(&a));
         assert_eq!(memo.known_log("h", 1, 1), None);
         // Kept from a named log: its SHA-256, for this registration and these flavors only.
-        memo.remember("h", &basis(1, 1, &a, sent(log)), VALUES, &trusted(&a));
+        memo.remember(
+            "h",
+            &basis(1, 1, &a, sent(log)),
+            &stored(VALUES),
+            &trusted(&a),
+        );
         assert_eq!(memo.known_log("h", 1, 1), Some(sha256.clone()));
         assert_eq!(memo.known_log("h", 2, 1), None);
         assert_eq!(memo.known_log("h", 1, 2), None);
@@ -526,9 +571,9 @@ mod tests {
         // Left out with that digest: reused, and counted as left out.
         let left_out = SentLog::LeftOut(&sha256);
         match memo.find("h", &basis(1, 1, &a, left_out), now, VALIDITY) {
-            Found::Reused { verdict, pcrs_json } => {
+            Found::Reused { verdict, pcrs } => {
                 assert_eq!(verdict.verdict(), Trust::Trusted);
-                assert_eq!(&*pcrs_json, VALUES);
+                assert_eq!(pcrs.json(), VALUES);
             }
             other => panic!("not reused: {other:?}"),
         }
@@ -550,7 +595,12 @@ mod tests {
         assert_eq!(memo.known_log("h", 1, 1), None);
         assert_eq!(memo.needed(), 1);
         // Left out with the right digest but other PCR values: needed too.
-        memo.remember("h", &basis(1, 1, &a, sent(log)), VALUES, &trusted(&a));
+        memo.remember(
+            "h",
+            &basis(1, 1, &a, sent(log)),
+            &stored(VALUES),
+            &trusted(&a),
+        );
         tpm.extend(HashAlg::Sha256, 7, &[9; 32]);
         let changed = quote(&mut tpm);
         assert!(matches!(
@@ -573,7 +623,7 @@ mod tests {
         let verdict = trusted(&verified);
         let b = basis(1, 1, &verified, SentLog::Absent);
         assert!(!is_reused(memo.find("a", &b, SystemTime::now(), VALIDITY)));
-        memo.remember("a", &b, VALUES, &verdict);
+        memo.remember("a", &b, &stored(VALUES), &verdict);
         let later = SystemTime::now() + Duration::from_secs(60);
         let Found::Reused { verdict: again, .. } = memo.find("a", &b, later, VALIDITY) else {
             panic!("not reused");
@@ -585,12 +635,12 @@ mod tests {
         assert_eq!(memo.reused(), 0, "counted by the caller");
         // An untrusted verdict drops what was kept of the host.
         let untrusted = Verdict::untrusted(vec!["no".into()], later, VALIDITY);
-        memo.remember("a", &b, VALUES, &untrusted);
+        memo.remember("a", &b, &stored(VALUES), &untrusted);
         assert!(!is_reused(memo.find("a", &b, later, VALIDITY)));
         assert!(memo.is_empty());
         // Bounded: a third host pushes one out.
         for host in ["a", "b", "c"] {
-            memo.remember(host, &b, VALUES, &verdict);
+            memo.remember(host, &b, &stored(VALUES), &verdict);
             assert!(memo.len() <= 2);
         }
         assert!(is_reused(memo.find("c", &b, later, VALIDITY)));
@@ -605,16 +655,16 @@ mod tests {
         let b = basis(1, 1, &verified, SentLog::Absent);
         let values = |n: usize| format!(r#"{{"sha256":{{"0":"{n:02x}"}}}}"#);
         for host in 0..100 {
-            memo.remember(&format!("h{host}"), &b, &values(0), &verdict);
+            memo.remember(&format!("h{host}"), &b, &stored(&values(0)), &verdict);
         }
         assert_eq!(memo.distinct_values(), 1);
         let reused = |host: &str| match memo.find(host, &b, SystemTime::now(), VALIDITY) {
-            Found::Reused { pcrs_json, .. } => pcrs_json,
+            Found::Reused { pcrs, .. } => pcrs,
             other => panic!("not reused: {other:?}"),
         };
         let (a, z) = (reused("h0"), reused("h99"));
         assert!(Arc::ptr_eq(&a, &z), "one copy");
-        assert_eq!(&*a, values(0));
+        assert_eq!(a.json(), values(0));
         drop((a, z));
         // Each host kept again with values of its own, many times over: what no host holds any
         // more is dropped, so the values held stay near the hosts kept.
@@ -623,7 +673,7 @@ mod tests {
                 memo.remember(
                     &format!("h{host}"),
                     &b,
-                    &values(round * 100 + host),
+                    &stored(&values(round * 100 + host)),
                     &verdict,
                 );
             }
@@ -633,6 +683,6 @@ mod tests {
                 memo.distinct_values()
             );
         }
-        assert_eq!(&*reused("h7"), values(907));
+        assert_eq!(reused("h7").json(), values(907));
     }
 }

@@ -812,6 +812,24 @@ const V13: &[&str] = &[
     "DROP INDEX IF EXISTS reports_host_created",
 ];
 
+/// Version 14: the PCR values of a host's last verified quote (about 1 kB of JSON) move out
+/// of its row into a table of their own (`host_pcrs`), written only when they change; the row
+/// keeps their digest (`pcrs_sha`, hex SHA-256 of the stored text), which each attestation
+/// compares, and the row's `version` at which they last changed (`pcrs_version`, as
+/// `verdict_version` says it of the verdict). Every attestation rewrites its host's row: at
+/// about 2.2 kB it filled a 4 kB page of its own, and SQLite wrote, and read back, a page a
+/// host; at about 1.3 kB three rows share one, the cache holds three times as many, and each
+/// update copies half as many bytes. The values stored before are moved; a host's digest is
+/// written by its next attestation. (On SQLite, the rows already stored keep their pages
+/// until `VACUUM`; new hosts' rows share theirs.)
+const V14: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS host_pcrs (name TEXT PRIMARY KEY, quoted_pcrs TEXT NOT NULL)",
+    "INSERT INTO host_pcrs (name, quoted_pcrs) SELECT name, quoted_pcrs FROM hosts WHERE quoted_pcrs IS NOT NULL",
+    "UPDATE hosts SET quoted_pcrs = NULL WHERE quoted_pcrs IS NOT NULL",
+    "ALTER TABLE hosts ADD COLUMN pcrs_sha TEXT",
+    "ALTER TABLE hosts ADD COLUMN pcrs_version BIGINT NOT NULL DEFAULT 0",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -878,6 +896,11 @@ fn migrations() -> Vec<Migration> {
             version: 13,
             sqlite: V13,
             postgres: V13,
+        },
+        Migration {
+            version: 14,
+            sqlite: V14,
+            postgres: V14,
         },
     ]
 }
@@ -1076,7 +1099,38 @@ pub struct AttestationUpdate {
     /// The verified quote's PCR values (their stored JSON, [`crate::store::QuotedPcrs::read`]),
     /// quoted at the report's time; `None` keeps the stored ones and their time. The same text
     /// as the stored one is not written again (only the time moves).
-    pub quoted_pcrs: Option<std::sync::Arc<str>>,
+    pub quoted_pcrs: Option<Arc<StoredPcrs>>,
+}
+
+/// Quoted PCR values as stored (`host_pcrs.quoted_pcrs`), with the digest the host's row keeps
+/// of them (`hosts.pcrs_sha`): an attestation compares the digest, and writes the text only
+/// when it differs (migration 14).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoredPcrs {
+    json: Box<str>,
+    digest: String,
+}
+
+impl StoredPcrs {
+    /// The values stored as `json`, and their digest (hex SHA-256 of the text).
+    pub fn new(json: impl Into<Box<str>>) -> Self {
+        let json = json.into();
+        let digest = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            json.as_bytes(),
+        ));
+        Self { json, digest }
+    }
+
+    /// The stored text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The digest of the stored text.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
 }
 
 /// The statement that makes each report of a batch its host's current verdict (each host at
@@ -1089,6 +1143,9 @@ pub struct AttestationUpdate {
 /// 12), so the two are equal in the returned row exactly when this write changed it. The
 /// report becomes the head of the host's chain (`last_report`), and the report it replaces
 /// there comes back (`previous_report`, migration 13), for the report's insert to link to.
+/// Quoted PCR values are compared by their digest (`pcrs_sha`), and `pcrs_version` says as
+/// `verdict_version` does whether they changed: then [`HOST_PCRS_UPSERT`] writes their text
+/// (migration 14).
 static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
     // VALUES columns are column1..column12 on both SQLite and PostgreSQL.
     const COLUMNS: [&str; 12] = [
@@ -1119,13 +1176,14 @@ static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
          status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
          reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
          restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
-         quoted_pcrs = CASE WHEN v.column10 IS NULL OR quoted_pcrs = v.column10 \
-         THEN quoted_pcrs ELSE v.column10 END, \
+         pcrs_version = CASE WHEN v.column10 IS NULL OR pcrs_sha {same} v.column10 \
+         THEN pcrs_version ELSE version + 1 END, \
+         pcrs_sha = CASE WHEN v.column10 IS NULL THEN pcrs_sha ELSE v.column10 END, \
          pcrs_quoted_at = CASE WHEN v.column10 IS NULL THEN pcrs_quoted_at ELSE v.column4 END, \
          previous_report = last_report, last_report = v.column12, \
          version = version + 1 FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
          AND (v.column11 IS NULL OR hosts.created = v.column11) \
-         RETURNING name, version, verdict_version, previous_report"
+         RETURNING name, version, verdict_version, pcrs_version, previous_report"
     )
 });
 
@@ -1142,7 +1200,11 @@ fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -
         Param::Int(Some(i64::from(counters.is_some()))),
         Param::Int(reset),
         Param::Int(restart),
-        Param::Text(counters.and_then(|c| c.quoted_pcrs.as_deref())),
+        Param::Text(
+            counters
+                .and_then(|c| c.quoted_pcrs.as_deref())
+                .map(StoredPcrs::digest),
+        ),
         Param::Int(registered),
         Param::Text(Some(&report.id)),
     ]
@@ -1274,9 +1336,9 @@ async fn update_host_verdicts(
         .iter()
         .map(|r| {
             let version: i64 = r.try_get("version")?;
-            let verdict_version: i64 = r.try_get("verdict_version")?;
             let updated = Updated {
-                changed: version == verdict_version,
+                changed: version == r.try_get::<i64, _>("verdict_version")?,
+                pcrs_changed: version == r.try_get::<i64, _>("pcrs_version")?,
                 previous: r.try_get("previous_report")?,
             };
             Ok((r.try_get("name")?, updated))
@@ -1288,8 +1350,27 @@ async fn update_host_verdicts(
 struct Updated {
     /// Whether its verdict changed.
     changed: bool,
+    /// Whether its quoted PCR values changed (their text is to be written).
+    pcrs_changed: bool,
     /// The report its row named before this one (the new report links to it).
     previous: Option<String>,
+}
+
+/// The statement that writes the quoted PCR values of the hosts whose values changed
+/// ([`Updated::pcrs_changed`]), for [`batch_shape`] rows of [`pcrs_params`]: the rows beyond
+/// them have no name and are not written.
+static HOST_PCRS_UPSERT: ShapedSql = ShapedSql::new(|backend, shape| {
+    let values = value_rows(backend, shape, &["{}"; 2]);
+    format!(
+        "INSERT INTO host_pcrs (name, quoted_pcrs) SELECT v.column1, v.column2 \
+         FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL \
+         ON CONFLICT (name) DO UPDATE SET quoted_pcrs = excluded.quoted_pcrs"
+    )
+});
+
+/// What [`HOST_PCRS_UPSERT`] binds for one host, in order.
+fn pcrs_params<'a>(&(host, pcrs): &(&'a str, &'a StoredPcrs)) -> [Param<'a>; 2] {
+    [Param::Text(Some(host)), Param::Text(Some(pcrs.json()))]
 }
 
 /// How many rows (or names) a batch statement of `n` is written for: `n` rounded up to a
@@ -1489,6 +1570,8 @@ struct Saved<'r> {
     stored: Vec<bool>,
     /// A change for each verdict that changed, with its time.
     changes: Vec<(Change, i64)>,
+    /// The quoted PCR values that changed, by host ([`HOST_PCRS_UPSERT`]).
+    pcrs: Vec<(&'r str, &'r StoredPcrs)>,
 }
 
 impl<'r> Saved<'r> {
@@ -1497,13 +1580,19 @@ impl<'r> Saved<'r> {
             kept: Vec::with_capacity(reports),
             stored: vec![false; reports],
             changes: Vec::new(),
+            pcrs: Vec::new(),
         }
     }
 
     /// Takes what a [`HOST_VERDICTS`] statement for `chunk` returned: the hosts updated.
     fn updated(&mut self, chunk: &[(usize, &BatchRow<'r>)], mut updated: HashMap<String, Updated>) {
-        for &(i, &(report, _, _, _)) in chunk {
-            let Some(Updated { changed, previous }) = updated.remove(&report.host_name) else {
+        for &(i, &(report, _, _, counters)) in chunk {
+            let Some(Updated {
+                changed,
+                pcrs_changed,
+                previous,
+            }) = updated.remove(&report.host_name)
+            else {
                 // The host was deleted (or registered again) while it was being attested: keep
                 // no orphan report.
                 continue;
@@ -1512,6 +1601,11 @@ impl<'r> Saved<'r> {
                 *s = true;
             }
             self.kept.push((report, previous));
+            if let Some(pcrs) = counters.and_then(|c| c.quoted_pcrs.as_deref()) {
+                if pcrs_changed {
+                    self.pcrs.push((&report.host_name, pcrs));
+                }
+            }
             if changed {
                 let change = Change::verdict(&report.host_name, report.verdict);
                 self.changes.push((change, report.created));
@@ -2176,7 +2270,7 @@ mod tests {
             let counters = AttestationUpdate {
                 reset_count: Some(1),
                 restart_count: Some(0),
-                quoted_pcrs: pcrs.map(|p| Arc::from(values(p))),
+                quoted_pcrs: pcrs.map(|p| Arc::new(StoredPcrs::new(values(p)))),
             };
             assert!(store
                 .save_report_one(&report, None, true, Some(counters))

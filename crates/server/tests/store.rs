@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use nodetrust_server::store::{
     new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
-    Registered, ReportRow, Store,
+    Registered, ReportRow, Store, StoredPcrs,
 };
 use sqlx::Connection as _;
 use sqlx::Row as _;
@@ -1716,7 +1716,7 @@ async fn a_version_1_database_migrates_to_version_2() {
         conn.close().await.unwrap();
         assert_eq!(
             versions,
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
             "{url}"
         );
         // The data came through, and pruning works on it.
@@ -2306,8 +2306,17 @@ where
     A: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
     B: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
-    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
     let q = format!("SELECT {columns} FROM hosts WHERE name = $1");
+    two_columns(url, q, name).await
+}
+
+/// The two columns the query `q` answers for the host `name` (its `$1`).
+async fn two_columns<A, B>(url: &str, q: String, name: &str) -> (A, B)
+where
+    A: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    B: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
     let row = sqlx::query(sqlx::AssertSqlSafe(q))
         .bind(name)
         .fetch_one(&mut conn)
@@ -2402,7 +2411,134 @@ async fn an_attestation_writes_no_indexed_column_and_the_host_list_finds_it_by_i
 
 /// The stored text of `name`'s quoted PCR values and `pcrs_quoted_at`.
 async fn stored_pcrs(url: &str, name: &str) -> (Option<String>, Option<i64>) {
-    host_columns(url, name, "quoted_pcrs, pcrs_quoted_at").await
+    let q = "SELECT p.quoted_pcrs, h.pcrs_quoted_at FROM hosts h \
+             LEFT JOIN host_pcrs p ON p.name = h.name WHERE h.name = $1";
+    two_columns(url, q.to_string(), name).await
+}
+
+/// Runs `statements` on the database at `url`.
+async fn run_sql(url: &str, statements: &[&str]) {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    for stmt in statements {
+        sqlx::query(sqlx::AssertSqlSafe(*stmt))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+/// What takes a database back from version 14 (quoted PCR values in a table of their own) to
+/// version 13 (in the host rows).
+const UNDO_V14: &[&str] = &[
+    "UPDATE hosts SET quoted_pcrs = (SELECT p.quoted_pcrs FROM host_pcrs p WHERE p.name = hosts.name)",
+    "DROP TABLE host_pcrs",
+    "ALTER TABLE hosts DROP COLUMN pcrs_sha",
+    "ALTER TABLE hosts DROP COLUMN pcrs_version",
+    "DELETE FROM schema_migrations WHERE version = 14",
+];
+
+#[tokio::test]
+async fn a_version_13_database_moves_quoted_pcrs_out_of_the_host_rows_and_writes_them_when_they_change(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let values = |hex: &str| format!(r#"{{"pcrs":{{"sha256":{{"0":"{hex}"}}}}}}"#);
+        let counters = |hex: &str| AttestationUpdate {
+            reset_count: Some(1),
+            restart_count: Some(0),
+            quoted_pcrs: Some(quoted(values(hex))),
+        };
+        for (name, uuid) in [("h1", "uuid-1"), ("h2", "uuid-2")] {
+            store.register_host(&host(name, uuid), 0).await.unwrap();
+        }
+        let first = report("h1", "trusted", 10);
+        store
+            .save_report(&first, true, Some(counters("aa")))
+            .await
+            .unwrap();
+        drop(store);
+        run_sql(&url, UNDO_V14).await;
+        assert_eq!(
+            host_columns::<Option<String>, Option<i64>>(&url, "h1", "quoted_pcrs, pcrs_quoted_at")
+                .await,
+            (Some(values("aa")), Some(10)),
+            "{url}: version 13 keeps them in the row"
+        );
+
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            host_columns::<Option<String>, Option<String>>(&url, "h1", "quoted_pcrs, pcrs_sha")
+                .await,
+            (None, None),
+            "{url}: moved out of the row, no digest yet"
+        );
+        assert_eq!(
+            stored_pcrs(&url, "h1").await,
+            (Some(values("aa")), Some(10)),
+            "{url}"
+        );
+        assert_eq!(stored_pcrs(&url, "h2").await, (None, None), "{url}");
+        let facts = store.host_facts("h1").await.unwrap().unwrap();
+        assert_eq!(
+            facts
+                .quoted_pcrs
+                .map(|q| (q.pcrs["sha256"]["0"].clone(), q.quoted_at)),
+            Some(("aa".into(), 10)),
+            "{url}"
+        );
+
+        // The next attestation writes the digest; after it, values with the digest stored
+        // are not written again: a text changed behind the store's back stays.
+        let save = |created: i64, hex: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .save_report(&report("h1", "trusted", created), true, Some(counters(hex)))
+                    .await
+                    .unwrap();
+            }
+        };
+        save(20, "aa").await;
+        let digest = StoredPcrs::new(values("aa")).digest().to_string();
+        assert_eq!(
+            host_columns::<Option<String>, i64>(&url, "h1", "pcrs_sha, pcrs_quoted_at").await,
+            (Some(digest), 20),
+            "{url}"
+        );
+        run_sql(
+            &url,
+            &["UPDATE host_pcrs SET quoted_pcrs = 'not rewritten' WHERE name = 'h1'"],
+        )
+        .await;
+        save(30, "aa").await;
+        assert_eq!(
+            stored_pcrs(&url, "h1").await,
+            (Some("not rewritten".into()), Some(30)),
+            "{url}"
+        );
+        save(40, "bb").await;
+        assert_eq!(
+            stored_pcrs(&url, "h1").await,
+            (Some(values("bb")), Some(40)),
+            "{url}"
+        );
+
+        // A deleted host's values go with it.
+        assert!(store.delete_host("h1", 50).await.unwrap());
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM host_pcrs")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        assert_eq!(left, 0, "{url}");
+    }
+}
+
+/// Quoted PCR values as an attestation passes them to the store.
+fn quoted(json: String) -> std::sync::Arc<StoredPcrs> {
+    std::sync::Arc::new(StoredPcrs::new(json))
 }
 
 #[tokio::test]
@@ -2417,7 +2553,7 @@ async fn quoted_pcrs_are_rewritten_only_when_they_change_and_keep_the_time_of_th
                 let counters = AttestationUpdate {
                     reset_count: Some(1),
                     restart_count: Some(0),
-                    quoted_pcrs: pcrs.map(std::sync::Arc::from),
+                    quoted_pcrs: pcrs.map(quoted),
                 };
                 store
                     .save_report(&report("h1", "trusted", created), true, Some(counters))
@@ -2453,16 +2589,16 @@ async fn quoted_pcrs_are_rewritten_only_when_they_change_and_keep_the_time_of_th
         assert_eq!(facts().await, Some(("bb".into(), 30)), "{url}");
 
         // Values stored before migration 12 hold their time within, and are read with it
-        // until a quote rewrites them.
-        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-        sqlx::query(
-            "UPDATE hosts SET quoted_pcrs = '{\"quoted_at\":5,\"pcrs\":{\"sha256\":{\"0\":\"bb\"}}}', \
-             pcrs_quoted_at = NULL WHERE name = 'h1'",
+        // until a quote rewrites them (migration 14 moved them without a digest).
+        run_sql(
+            &url,
+            &[
+                "UPDATE host_pcrs SET quoted_pcrs = '{\"quoted_at\":5,\"pcrs\":{\"sha256\":{\"0\":\"bb\"}}}' \
+                 WHERE name = 'h1'",
+                "UPDATE hosts SET pcrs_quoted_at = NULL, pcrs_sha = NULL WHERE name = 'h1'",
+            ],
         )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
+        .await;
         assert_eq!(facts().await, Some(("bb".into(), 5)), "{url}");
         save(50, Some(values("bb"))).await;
         assert_eq!(facts().await, Some(("bb".into(), 50)), "{url}");

@@ -6,7 +6,7 @@
 //! thread, and the task waiting for it, and the update's returned rows come back one message
 //! each. Here the whole transaction is one job for one thread: the batch goes over once, its
 //! outcome comes back once. The statements are the sqlx path's own ([`HOST_VERDICTS`],
-//! [`REPORTS_INSERT`], [`CHANGES_INSERT`]), bound from the same lists ([`verdict_params`]), so
+//! [`REPORTS_INSERT`], [`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]), bound from the same lists ([`verdict_params`]), so
 //! the two paths write the same rows; the sqlx path remains for PostgreSQL, for a database in
 //! memory (private to the connection that made it), and for a batch that failed, retried
 //! report by report.
@@ -51,9 +51,9 @@ impl Direct {
         for statement in SQLITE_WRITER_SETUP {
             run_pragma(&conn, statement)?;
         }
-        // The group commit's three statements in up to nine shapes each ([`batch_shape`]),
+        // The group commit's four statements in up to nine shapes each ([`batch_shape`]),
         // and the claim.
-        conn.set_prepared_statement_cache_capacity(32);
+        conn.set_prepared_statement_cache_capacity(40);
         let mut session = Session { conn, max_pages: 0 };
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -133,10 +133,10 @@ impl Session {
                 let mut returned = stmt.query(rusqlite::params_from_iter(params))?;
                 while let Some(r) = returned.next()? {
                     let version: i64 = r.get(1)?;
-                    let verdict_version: i64 = r.get(2)?;
                     let host = Updated {
-                        changed: version == verdict_version,
-                        previous: r.get(3)?,
+                        changed: version == r.get::<_, i64>(2)?,
+                        pcrs_changed: version == r.get::<_, i64>(3)?,
+                        previous: r.get(4)?,
                     };
                     updated.insert(r.get::<_, String>(0)?, host);
                 }
@@ -148,6 +148,14 @@ impl Session {
             let mut stmt = tx.prepare_cached(&REPORTS_INSERT.text(Backend::Sqlite, shape))?;
             stmt.execute(rusqlite::params_from_iter(shaped(
                 chunk.iter().map(report_params),
+                shape,
+            )))?;
+        }
+        for chunk in saved.pcrs.chunks(BATCH_MAX) {
+            let shape = batch_shape(chunk.len());
+            let mut stmt = tx.prepare_cached(&HOST_PCRS_UPSERT.text(Backend::Sqlite, shape))?;
+            stmt.execute(rusqlite::params_from_iter(shaped(
+                chunk.iter().map(pcrs_params),
                 shape,
             )))?;
         }

@@ -482,8 +482,8 @@ impl Store {
     }
 }
 
-/// Deletes a host's row and its schedule row (migration 8 keeps them in two tables; neither
-/// is left without the other); returns the head of its reports' chain (`Some(None)`: it has
+/// Deletes a host's row, its schedule row (migration 8 keeps them in two tables; neither is
+/// left without the other) and its quoted PCR values (migration 14); returns the head of its reports' chain (`Some(None)`: it has
 /// no report), `None` when there was no such host.
 async fn delete_host_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -495,6 +495,10 @@ async fn delete_host_row(
             .fetch_optional(&mut **tx)
             .await?;
     sqlx::query("DELETE FROM schedule WHERE name = $1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM host_pcrs WHERE name = $1")
         .bind(name)
         .execute(&mut **tx)
         .await?;

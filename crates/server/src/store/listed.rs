@@ -52,7 +52,7 @@ pub struct QuotedPcrs<P = serde_json::Value> {
     pub pcrs: P,
 }
 
-/// `hosts.quoted_pcrs`: `{"pcrs": ...}`, or before migration 12 `{"quoted_at": ms, "pcrs": ...}`.
+/// `host_pcrs.quoted_pcrs`: `{"pcrs": ...}`, or before migration 12 `{"quoted_at": ms, "pcrs": ...}`.
 #[derive(serde::Deserialize)]
 struct StoredPcrs {
     #[serde(default)]
@@ -61,7 +61,7 @@ struct StoredPcrs {
 }
 
 impl QuotedPcrs {
-    /// The stored values (`hosts.quoted_pcrs`) and their time (`hosts.pcrs_quoted_at`, or for
+    /// The stored values (`host_pcrs.quoted_pcrs`) and their time (`hosts.pcrs_quoted_at`, or for
     /// values written before migration 12 the time stored within).
     pub fn read(stored: &str, quoted_at: Option<i64>) -> Result<Self> {
         let corrupt = |detail: String| StoreError::Corrupt {
@@ -163,11 +163,13 @@ impl Store {
     /// What the host page shows of a host beyond its row; `None` when there is no such host.
     /// Stored PCR values that do not read are a corrupt row.
     pub async fn host_facts(&self, name: &str) -> Result<Option<HostFacts>> {
-        let row =
-            sqlx::query("SELECT ek_issuer, quoted_pcrs, pcrs_quoted_at FROM hosts WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *self.reader.get().await?)
-                .await?;
+        let row = sqlx::query(
+            "SELECT h.ek_issuer, p.quoted_pcrs, h.pcrs_quoted_at FROM hosts h \
+             LEFT JOIN host_pcrs p ON p.name = h.name WHERE h.name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *self.reader.get().await?)
+        .await?;
         let Some(r) = row else { return Ok(None) };
         let quoted_at: Option<i64> = r.try_get("pcrs_quoted_at")?;
         let quoted_pcrs = r

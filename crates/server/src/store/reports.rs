@@ -176,6 +176,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        write_pcrs(&mut tx, self.backend, &saved.pcrs).await?;
         w.end.commit_with_changes(tx, &saved.changes).await?;
         Ok(saved.done())
     }
@@ -192,28 +193,24 @@ impl Store {
         let mut tx = begin(&mut w.conn, self.backend).await?;
         // The batch's statements for a batch of one.
         let row = (report, registered, reached, counters.as_ref());
-        let mut updated = update_host_verdicts(&mut tx, self.backend, &[&row]).await?;
-        let Some(Updated { changed, previous }) = updated.remove(&report.host_name) else {
+        let updated = update_host_verdicts(&mut tx, self.backend, &[&row]).await?;
+        let mut saved = Saved::new(1);
+        saved.updated(&[(0, &row)], updated);
+        if saved.kept.is_empty() {
             // The host was deleted (or registered again) while it was being attested: keep no
             // orphan report.
             w.end.rollback(tx).await?;
             return Ok(false);
-        };
-        let linked = (report, previous);
+        }
         bind_all(
             REPORTS_INSERT.query(self.backend, 1),
-            shaped([report_params(&linked)], 1),
+            shaped(saved.kept.iter().map(report_params), 1),
         )
         .execute(&mut *tx)
         .await?;
-        let change = Change::verdict(&report.host_name, report.verdict);
-        let appended = if changed {
-            vec![(change.clone(), report.created)]
-        } else {
-            Vec::new()
-        };
-        w.end.commit_with_changes(tx, &appended).await?;
-        if changed {
+        write_pcrs(&mut tx, self.backend, &saved.pcrs).await?;
+        w.end.commit_with_changes(tx, &saved.changes).await?;
+        for (change, _) in saved.changes {
             self.publish(change);
         }
         Ok(true)
@@ -283,4 +280,22 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Writes the quoted PCR values of the hosts whose values changed ([`HOST_PCRS_UPSERT`]).
+async fn write_pcrs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    pcrs: &[(&str, &StoredPcrs)],
+) -> Result<()> {
+    for chunk in pcrs.chunks(BATCH_MAX) {
+        let shape = batch_shape(chunk.len());
+        bind_all(
+            HOST_PCRS_UPSERT.query(backend, shape),
+            shaped(chunk.iter().map(pcrs_params), shape),
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
