@@ -337,18 +337,19 @@ async fn register_inner(
     }
     let (ek, ak) = check_request(req)?;
     let id = ek_id(&ek);
-    // The EK's active endorsements, read once for both checks.
-    let listed = state.store.active_endorsements_for(&id).await?;
-    let (why, ek_issuer) = check_endorsement(state, req, &ek, &id, &listed)?;
     let host = &req.host;
-    let holders = state
+    // The EK's active endorsements, read once for both checks, and the hosts that hold the
+    // identity claimed, in one read.
+    let (listed, holders) = state
         .store
-        .identity_holders(
+        .registration_reads(
+            &id,
             &host.host_name,
             &host.hardware_uuid,
             &b64::encode(&req.ek_public),
         )
         .await?;
+    let (why, ek_issuer) = check_endorsement(state, req, &ek, &id, &listed)?;
     let endorsed = endorsed_for_uuid(&listed, &host.hardware_uuid);
     check_identity(
         &holders,

@@ -714,7 +714,7 @@ const V6: &[&str] = &[
      state TEXT NOT NULL, updated BIGINT NOT NULL)",
 ];
 
-/// Version 7: indexes for the identity check of every registration ([`Store::identity_holders`]:
+/// Version 7: indexes for the identity check of every registration ([`Store::registration_reads`]:
 /// a name, a hardware UUID in any case, or an EK), which scanned the whole hosts table.
 const V7_SQLITE: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS hosts_uuid_lower ON hosts (LOWER(hardware_uuid))",
@@ -935,6 +935,26 @@ fn identity_holders_query(lock: &str) -> String {
         "SELECT {HOST_COLUMNS} FROM hosts WHERE name = $1 OR LOWER(hardware_uuid) = LOWER($2) \
          OR ek_public = $3 ORDER BY name{lock}"
     )
+}
+
+/// An endorsement's columns from `e`, each named with the prefix `e_` ([`endorsements_as_e`]).
+const ENDORSEMENT_AS_E: &str = "e.id AS e_id, e.hardware_uuid AS e_hardware_uuid, \
+     e.ek_sha256 AS e_ek_sha256, e.ek_public AS e_ek_public, e.certificate AS e_certificate, \
+     e.comment AS e_comment, e.revoked AS e_revoked, e.created AS e_created";
+
+/// The endorsements of rows that carry [`ENDORSEMENT_AS_E`] from a left join: each once (a
+/// join may repeat one on several rows), in the order first met; none from rows without one.
+fn endorsements_as_e(rows: &[AnyRow]) -> Result<Vec<Endorsement>> {
+    let mut listed: Vec<Endorsement> = Vec::new();
+    for r in rows {
+        let Some(id) = r.try_get::<Option<String>, _>("e_id")? else {
+            continue;
+        };
+        if !listed.iter().any(|e| e.id == id) {
+            listed.push(endorsement_named(r, "e_")?);
+        }
+    }
+    Ok(listed)
 }
 
 fn host_from_row(r: &AnyRow) -> Result<HostRow> {

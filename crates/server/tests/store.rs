@@ -2428,6 +2428,74 @@ async fn run_sql(url: &str, statements: &[&str]) {
     conn.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_registration_reads_its_eks_endorsements_and_its_identitys_holders_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        for n in 1..=4 {
+            let mut h = host(&format!("h{n}"), &format!("uuid-{n}"));
+            h.ek_public = format!("ek-{n}");
+            store.register_host(&h, 0).await.unwrap();
+        }
+        let endorse = |ek: &str, revoked: bool| Endorsement {
+            id: new_id(),
+            hardware_uuid: None,
+            ek_sha256: ek.repeat(32),
+            ek_public: None,
+            certificate: None,
+            comment: None,
+            revoked,
+            created: 5,
+        };
+        let endorsed = [
+            endorse("aa", false),
+            endorse("aa", false),
+            endorse("bb", false),
+        ];
+        for e in endorsed.iter().chain([&endorse("aa", true)]) {
+            store.add_endorsement(e).await.unwrap();
+        }
+        let read = |ek: &'static str, name: &'static str, uuid: &'static str, ek_public| {
+            let store = store.clone();
+            async move {
+                let (listed, holders) = store
+                    .registration_reads(&ek.repeat(32), name, uuid, ek_public)
+                    .await
+                    .unwrap();
+                let mut ids: Vec<String> = listed.into_iter().map(|e| e.id).collect();
+                ids.sort();
+                let names: Vec<String> = holders.into_iter().map(|h| h.name).collect();
+                (ids, names)
+            }
+        };
+        let ids = |es: &[&Endorsement]| {
+            let mut ids: Vec<String> = es.iter().map(|e| e.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        // Two active endorsements (not the revoked one) with three holders: each once.
+        assert_eq!(
+            read("aa", "h1", "UUID-2", "ek-3").await,
+            (
+                ids(&[&endorsed[0], &endorsed[1]]),
+                vec!["h1".into(), "h2".into(), "h3".into()]
+            ),
+            "{url}"
+        );
+        // One host holding the name, the UUID and the EK is listed once.
+        assert_eq!(
+            read("bb", "h4", "uuid-4", "ek-4").await,
+            (ids(&[&endorsed[2]]), vec!["h4".into()]),
+            "{url}"
+        );
+        assert_eq!(
+            read("cc", "new", "uuid-new", "ek-new").await,
+            (vec![], vec![]),
+            "{url}"
+        );
+    }
+}
+
 /// What takes a database back from version 14 (quoted PCR values in a table of their own) to
 /// version 13 (in the host rows).
 const UNDO_V14: &[&str] = &[

@@ -194,18 +194,17 @@ impl Store {
         id: &str,
         now: i64,
     ) -> Result<Option<(ChallengeRow, Option<Vec<Endorsement>>)>> {
-        let rows = sqlx::query(
+        let q = format!(
             "SELECT c.id, c.secret_sha256, c.request, c.expires, c.ek_issuer, c.ek_sha256, \
-             e.id AS e_id, e.hardware_uuid AS e_hardware_uuid, e.ek_sha256 AS e_ek_sha256, \
-             e.ek_public AS e_ek_public, e.certificate AS e_certificate, e.comment AS e_comment, \
-             e.revoked AS e_revoked, e.created AS e_created \
+             {ENDORSEMENT_AS_E} \
              FROM challenges c LEFT JOIN endorsements e ON e.ek_sha256 = c.ek_sha256 AND e.revoked = 0 \
-             WHERE c.id = $1 AND c.expires >= $2",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_all(&mut *self.reader.get().await?)
-        .await?;
+             WHERE c.id = $1 AND c.expires >= $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(id)
+            .bind(now)
+            .fetch_all(&mut *self.reader.get().await?)
+            .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -213,13 +212,7 @@ impl Store {
         if challenge.ek_sha256.is_none() {
             return Ok(Some((challenge, None)));
         }
-        let mut listed = Vec::new();
-        for r in &rows {
-            if r.try_get::<Option<String>, _>("e_id")?.is_some() {
-                listed.push(endorsement_named(r, "e_")?);
-            }
-        }
-        Ok(Some((challenge, Some(listed))))
+        Ok(Some((challenge, Some(endorsements_as_e(&rows)?))))
     }
 
     /// Takes (reads and deletes) a pending registration that has not expired: one try each.

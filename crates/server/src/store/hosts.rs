@@ -110,26 +110,48 @@ impl Store {
         Ok(Change::of(&h.name, ChangeKind::Registered))
     }
 
-    /// Hosts that share a name, a hardware UUID (any case) or an EK (`ek_public`, as stored)
-    /// with a registration: those it would replace or conflict with.
-    pub async fn identity_holders(
+    /// What a registration reads before its challenge is issued, in one statement (each
+    /// statement is a round trip to the database): the active endorsements of its EK (by
+    /// `ek_sha256`, as [`Store::active_endorsements_for`]), and the hosts that share a name, a
+    /// hardware UUID (any case) or an EK (`ek_public`, as stored) with it, those it would
+    /// replace or conflict with (by name).
+    pub async fn registration_reads(
         &self,
+        ek_sha256: &str,
         name: &str,
         hardware_uuid: &str,
         ek_public: &str,
-    ) -> Result<Vec<HostRow>> {
-        let q = identity_holders_query("");
+    ) -> Result<(Vec<Endorsement>, Vec<HostRow>)> {
+        // Every endorsement with every holder (a left join each, so that one row comes back
+        // when there is neither): an EK has few endorsements, a registration few holders.
+        let q = format!(
+            "SELECT {ENDORSEMENT_AS_E}, h.* FROM (SELECT 1 AS one) o \
+             LEFT JOIN endorsements e ON e.ek_sha256 = $1 AND e.revoked = 0 \
+             LEFT JOIN (SELECT {HOST_COLUMNS} FROM hosts WHERE name = $2 \
+             OR LOWER(hardware_uuid) = LOWER($3) OR ek_public = $4) h ON 1 = 1 \
+             ORDER BY h.name"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(ek_sha256)
             .bind(name)
             .bind(hardware_uuid)
             .bind(ek_public)
             .fetch_all(&mut *self.reader.get().await?)
             .await?;
-        rows.iter().map(host_from_row).collect()
+        let mut holders: Vec<HostRow> = Vec::new();
+        for r in &rows {
+            let Some(holder) = r.try_get::<Option<String>, _>("name")? else {
+                continue;
+            };
+            if holders.last().is_none_or(|h| h.name != holder) {
+                holders.push(host_from_row(r)?);
+            }
+        }
+        Ok((endorsements_as_e(&rows)?, holders))
     }
 
     /// Registers a host whose AK was just proven by an activation, after `check` accepted the
-    /// hosts it would replace or conflict with ([`Store::identity_holders`]), read in the same
+    /// hosts it would replace or conflict with ([`Store::registration_reads`]), read in the same
     /// transaction (locked on PostgreSQL), so two registrations cannot race past the check.
     /// Every host `check` accepted is replaced. `ek_issuer` is kept: the issuer (distinguished
     /// name) of the EK certificate the registration was accepted with.
