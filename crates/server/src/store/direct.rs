@@ -6,8 +6,8 @@
 //! thread, and the task waiting for it, and the update's returned rows come back one message
 //! each. Here the whole transaction is one job for one thread: the batch goes over once, its
 //! outcome comes back once. The statements are the sqlx path's own ([`HOST_VERDICTS`],
-//! [`REPORTS_INSERT`], [`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]), bound from the same lists ([`verdict_params`]), so
-//! the two paths write the same rows; the sqlx path remains for PostgreSQL, for a database in
+//! [`REPORTS_INSERT`], [`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]), bound from the same lists
+//! ([`verdict_params`]), so the two paths write the same rows; the sqlx path remains for PostgreSQL, for a database in
 //! memory (private to the connection that made it), and for a batch that failed, retried
 //! report by report.
 //!
@@ -143,31 +143,16 @@ impl Session {
                 saved.updated(chunk, updated);
             }
         }
-        for chunk in saved.kept.chunks(BATCH_MAX) {
-            let shape = batch_shape(chunk.len());
-            let mut stmt = tx.prepare_cached(&REPORTS_INSERT.text(Backend::Sqlite, shape))?;
-            stmt.execute(rusqlite::params_from_iter(shaped(
-                chunk.iter().map(report_params),
-                shape,
-            )))?;
-        }
-        for chunk in saved.pcrs.chunks(BATCH_MAX) {
-            let shape = batch_shape(chunk.len());
-            let mut stmt = tx.prepare_cached(&HOST_PCRS_UPSERT.text(Backend::Sqlite, shape))?;
-            stmt.execute(rusqlite::params_from_iter(shaped(
-                chunk.iter().map(pcrs_params),
-                shape,
-            )))?;
-        }
+        execute_batches(&tx, &REPORTS_INSERT, &saved.kept, BATCH_MAX, report_params)?;
+        execute_batches(&tx, &HOST_PCRS_UPSERT, &saved.pcrs, BATCH_MAX, pcrs_params)?;
         // Last, as the sqlx path appends them ([`Store::append_changes`]).
-        for chunk in saved.changes.chunks(CHANGES_MAX) {
-            let shape = batch_shape(chunk.len()).min(CHANGES_MAX);
-            let mut stmt = tx.prepare_cached(&CHANGES_INSERT.text(Backend::Sqlite, shape))?;
-            stmt.execute(rusqlite::params_from_iter(shaped(
-                chunk.iter().map(change_params),
-                shape,
-            )))?;
-        }
+        execute_batches(
+            &tx,
+            &CHANGES_INSERT,
+            &saved.changes,
+            CHANGES_MAX,
+            change_params,
+        )?;
         if faults.commit_fails() {
             // Dropping the transaction rolls it back.
             return Err(StoreError::Injected(COMMIT_FAILED));
@@ -215,6 +200,26 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Runs the batch statement `sql` over `rows`, at most `max` a statement in its shapes
+/// ([`batch_shape`]), each row's values bound from `params`.
+fn execute_batches<'a, T, const N: usize>(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &'static ShapedSql,
+    rows: &'a [T],
+    max: usize,
+    params: impl Fn(&'a T) -> [Param<'a>; N],
+) -> Result<()> {
+    for chunk in rows.chunks(max) {
+        let shape = batch_shape(chunk.len()).min(max);
+        let mut stmt = tx.prepare_cached(&sql.text(Backend::Sqlite, shape))?;
+        stmt.execute(rusqlite::params_from_iter(shaped(
+            chunk.iter().map(&params),
+            shape,
+        )))?;
+    }
+    Ok(())
 }
 
 /// The values of a claim ([`Store::claim_due`]'s arguments).

@@ -505,8 +505,8 @@ impl Store {
 }
 
 /// Deletes a host's row, its schedule row (migration 8 keeps them in two tables; neither is
-/// left without the other) and its quoted PCR values (migration 14); returns the head of its reports' chain (`Some(None)`: it has
-/// no report), `None` when there was no such host.
+/// left without the other) and its quoted PCR values (migration 14); returns the head of its
+/// reports' chain (`Some(None)`: it has no report), `None` when there was no such host.
 async fn delete_host_row(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     name: &str,

@@ -54,7 +54,7 @@ pub struct QuotedPcrs<P = serde_json::Value> {
 
 /// `host_pcrs.quoted_pcrs`: `{"pcrs": ...}`, or before migration 12 `{"quoted_at": ms, "pcrs": ...}`.
 #[derive(serde::Deserialize)]
-struct StoredPcrs {
+struct StoredText {
     #[serde(default)]
     quoted_at: Option<i64>,
     pcrs: serde_json::Value,
@@ -68,7 +68,7 @@ impl QuotedPcrs {
             table: "hosts",
             detail,
         };
-        let s: StoredPcrs =
+        let s: StoredText =
             serde_json::from_str(stored).map_err(|e| corrupt(format!("quoted_pcrs: {e}")))?;
         let quoted_at = quoted_at
             .or(s.quoted_at)

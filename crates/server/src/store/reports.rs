@@ -167,16 +167,7 @@ impl Store {
                 saved.updated(chunk, updated);
             }
         }
-        for chunk in saved.kept.chunks(BATCH_MAX) {
-            let shape = batch_shape(chunk.len());
-            bind_all(
-                REPORTS_INSERT.query(self.backend, shape),
-                shaped(chunk.iter().map(report_params), shape),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        write_pcrs(&mut tx, self.backend, &saved.pcrs).await?;
+        insert_saved(&mut tx, self.backend, &saved).await?;
         w.end.commit_with_changes(tx, &saved.changes).await?;
         Ok(saved.done())
     }
@@ -202,13 +193,7 @@ impl Store {
             w.end.rollback(tx).await?;
             return Ok(false);
         }
-        bind_all(
-            REPORTS_INSERT.query(self.backend, 1),
-            shaped(saved.kept.iter().map(report_params), 1),
-        )
-        .execute(&mut *tx)
-        .await?;
-        write_pcrs(&mut tx, self.backend, &saved.pcrs).await?;
+        insert_saved(&mut tx, self.backend, &saved).await?;
         w.end.commit_with_changes(tx, &saved.changes).await?;
         for (change, _) in saved.changes {
             self.publish(change);
@@ -282,17 +267,31 @@ impl Store {
     }
 }
 
-/// Writes the quoted PCR values of the hosts whose values changed ([`HOST_PCRS_UPSERT`]).
-async fn write_pcrs(
+/// Writes what a group commit keeps beside the host rows' verdicts: its reports, and the quoted
+/// PCR values that changed.
+async fn insert_saved(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
-    pcrs: &[(&str, &StoredPcrs)],
+    saved: &Saved<'_>,
 ) -> Result<()> {
-    for chunk in pcrs.chunks(BATCH_MAX) {
+    execute_batches(tx, backend, &REPORTS_INSERT, &saved.kept, report_params).await?;
+    execute_batches(tx, backend, &HOST_PCRS_UPSERT, &saved.pcrs, pcrs_params).await
+}
+
+/// Runs the batch statement `sql` over `rows`, at most [`BATCH_MAX`] a statement in its
+/// shapes ([`batch_shape`]), each row's values bound from `params`.
+async fn execute_batches<'a, T, const N: usize>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    sql: &'static ShapedSql,
+    rows: &'a [T],
+    params: impl Fn(&'a T) -> [Param<'a>; N],
+) -> Result<()> {
+    for chunk in rows.chunks(BATCH_MAX) {
         let shape = batch_shape(chunk.len());
         bind_all(
-            HOST_PCRS_UPSERT.query(backend, shape),
-            shaped(chunk.iter().map(pcrs_params), shape),
+            sql.query(backend, shape),
+            shaped(chunk.iter().map(&params), shape),
         )
         .execute(&mut **tx)
         .await?;
