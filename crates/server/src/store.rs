@@ -48,6 +48,7 @@ use tokio::sync::{broadcast, oneshot};
 mod challenges;
 mod changes;
 mod conns;
+pub use conns::PING_IDLE_AFTER;
 mod direct;
 mod endorsements;
 mod flavors;
@@ -66,7 +67,7 @@ pub use ima::ImaStateRow;
 pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// The SQLite report writer's connection failed ([`direct`]).
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -93,6 +94,14 @@ pub enum StoreError {
     /// A fault injected by a test.
     #[error("injected fault: {0}")]
     Injected(&'static str),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // A broken connection is found by the next lending's ping ([`conns`]).
+        conns::note_error(&e);
+        Self::Db(e)
+    }
 }
 
 /// Result of store operations.
@@ -1820,26 +1829,22 @@ impl Store {
                 Ok(())
             })
         });
-        // On SQLite the store holds its connections ([`conns`]): a connection is a file
-        // handle that cannot go stale, and sqlx's pool checks each one by a round trip to its
-        // thread (two context switches) when it comes back. Over a network, on PostgreSQL,
-        // sqlx's pool, which also checks each connection before use.
-        let pool = match backend {
-            Backend::Sqlite => {
-                let held = Conns::held(&opts, max, writer_setup);
-                // Opened now, as sqlx's pool does: a database that cannot be opened fails here.
-                drop(held.get().await?);
-                held
-            }
-            Backend::Postgres => Conns::pool(&opts, max, true, writer_setup, false).await?,
+        // The store holds its connections ([`conns`]), which says why not sqlx's pool.
+        let upkeep = match backend {
+            Backend::Sqlite => conns::Upkeep::Local,
+            Backend::Postgres => conns::Upkeep::Network,
         };
+        let pool = Conns::new(&opts, max, upkeep, writer_setup);
+        // One opened now: a database that cannot be opened fails here.
+        drop(pool.get().await?);
         // SQLite allows one writer at a time but, in WAL mode, any number of readers beside
         // it: reads get connections of their own so they never queue behind writes. (An
         // in-memory database is private to its connection: there the writer reads too.)
         let reader = if backend == Backend::Sqlite && !in_memory {
-            Conns::held(
+            Conns::new(
                 &opts,
                 SQLITE_READERS,
+                upkeep,
                 setup_statements(&["PRAGMA busy_timeout=10000", "PRAGMA query_only=1"]),
             )
         } else {
@@ -1847,16 +1852,12 @@ impl Store {
         };
         let claimer = match backend {
             Backend::Sqlite => pool.clone(),
-            Backend::Postgres => {
-                Conns::pool(
-                    &opts,
-                    CLAIM_CONNECTIONS,
-                    true,
-                    setup_statements(&["SET plan_cache_mode = force_generic_plan"]),
-                    true,
-                )
-                .await?
-            }
+            Backend::Postgres => Conns::new(
+                &opts,
+                CLAIM_CONNECTIONS,
+                upkeep,
+                setup_statements(&["SET plan_cache_mode = force_generic_plan"]),
+            ),
         };
         let (changes, _) = broadcast::channel(1024);
         let mut store = Self {

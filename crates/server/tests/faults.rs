@@ -632,3 +632,62 @@ async fn postgres_stopped_and_restarted_under_a_running_server() {
 async fn postgres_stopped_and_restarted_under_two_replicas() {
     postgres_stopped_and_restarted_on(2).await;
 }
+
+/// Ends every session of the database at `url` but the caller's, as an administrator or a
+/// restarted server would; returns how many.
+async fn terminate_sessions(url: &str) -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+/// Runs `n` reads on `store` one after another; returns how many failed.
+async fn failed_reads(store: &Store, n: usize) -> usize {
+    let mut failed = 0;
+    for _ in 0..n {
+        if store.ping().await.is_err() {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// The store's PostgreSQL connections are not checked by a round trip at every use
+/// (`store::conns`): one the database dropped is found by the first error, or before use
+/// after a long idle time, and replaced by a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_the_database_dropped_are_replaced() {
+    let Some(db) = common::pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: skipped");
+        return;
+    };
+    let store = Store::connect(&db).await.unwrap();
+    // Several connections open and idle.
+    let reads: Vec<_> = (0..8).map(|_| store.ping()).collect();
+    for r in futures_util::future::join_all(reads).await {
+        r.unwrap();
+    }
+    assert!(terminate_sessions(&db).await >= 1);
+    // In use at once: the first read on a dropped connection fails (its error is the news),
+    // and every one after it is on a connection checked first or opened anew.
+    let failed = failed_reads(&store, 20).await;
+    assert!(
+        failed <= 1,
+        "{failed} reads failed after the sessions ended"
+    );
+    assert_eq!(failed_reads(&store, 20).await, 0);
+    // Dropped while idle longer than the check's threshold: not one read fails.
+    assert!(terminate_sessions(&db).await >= 1);
+    tokio::time::sleep(nodetrust_server::store::PING_IDLE_AFTER + Duration::from_secs(1)).await;
+    assert_eq!(failed_reads(&store, 20).await, 0);
+    // The database sees the store's connections as sessions again.
+    assert!(terminate_sessions(&db).await >= 1);
+}

@@ -269,7 +269,7 @@ fn run(args: RunArgs) -> Result<()> {
         let progress = Arc::new(Progress::default());
         let printer = register::print_progress(progress.clone(), args.hosts);
         let mut conn = server.conn();
-        let first = register::register_one(&mut conn, &fleet, &accounts, 0).await?;
+        let first = register::register_one(&mut conn, &fleet, &accounts, 0, &progress).await?;
         progress.done.fetch_add(1, Ordering::Relaxed);
         if let (false, Some(admin)) = (args.no_flavor, &accounts.admin) {
             if register::import_flavor(&mut conn, admin, &first).await? {

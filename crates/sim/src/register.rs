@@ -6,7 +6,7 @@
 //! deleted with the admin account and registered again. A busy server (429 / 503) is waited
 //! for as its `Retry-After` says.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,17 +32,19 @@ pub struct Accounts {
     pub admin: Option<Credentials>,
 }
 
-/// Registers agent `i`; returns its host name.
+/// Registers agent `i`; returns its host name. The server's answers' times go to `progress`.
 pub async fn register_one(
     conn: &mut Conn,
     fleet: &Fleet,
     accounts: &Accounts,
     i: usize,
+    progress: &Progress,
 ) -> Result<String> {
     let request = serde_json::to_vec(&fleet.register_request(i)?)?;
     let agent = fleet.agents.get(i).ok_or_else(|| anyhow!("no agent {i}"))?;
     let mut deleted = false;
     for _ in 0..MAX_ATTEMPTS {
+        let asked = Instant::now();
         let a = conn
             .call(
                 Method::POST,
@@ -51,6 +53,7 @@ pub async fn register_one(
                 Some(request.clone()),
             )
             .await?;
+        progress.register.add(asked.elapsed());
         if matches!(a.status, 429 | 503) {
             tokio::time::sleep(Duration::from_secs(a.retry_after.unwrap_or(1).min(30))).await;
             continue;
@@ -65,9 +68,11 @@ pub async fn register_one(
             .activate_credential(&challenge.credential_blob, &challenge.encrypted_secret)?;
         let body = serde_json::to_vec(&ActivateRequest { secret })?;
         let path = format!("{REGISTER_PATH}/{}/activate", challenge.challenge_id);
+        let asked = Instant::now();
         let a = conn
             .call(Method::POST, &path, &accounts.agent, Some(body))
             .await?;
+        progress.activate.add(asked.elapsed());
         if matches!(a.status, 429 | 503) {
             tokio::time::sleep(Duration::from_secs(a.retry_after.unwrap_or(1).min(30))).await;
             continue;
@@ -142,6 +147,36 @@ pub async fn import_flavor(conn: &mut Conn, admin: &Credentials, host: &str) -> 
 pub struct Progress {
     /// Hosts registered.
     pub done: AtomicUsize,
+    /// The server's answers to registrations (the challenge).
+    pub register: Answers,
+    /// The server's answers to activations (the host stored).
+    pub activate: Answers,
+}
+
+/// How many answers of one kind came, and how long they took in all.
+#[derive(Debug, Default)]
+pub struct Answers {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Answers {
+    fn add(&self, took: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Their mean time so far, in milliseconds (0 before the first).
+    pub fn mean_ms(&self) -> f64 {
+        let n = self.count.load(Ordering::Relaxed);
+        if n == 0 {
+            return 0.0;
+        }
+        self.micros.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+    }
 }
 
 /// Registers every agent of `fleet` from `first` on with `concurrency` workers.
@@ -167,7 +202,7 @@ pub async fn register_range(
                 if i >= fleet.agents.len() {
                     return Ok::<(), anyhow::Error>(());
                 }
-                register_one(&mut conn, &fleet, &accounts, i).await?;
+                register_one(&mut conn, &fleet, &accounts, i, &progress).await?;
                 progress.done.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -178,7 +213,8 @@ pub async fn register_range(
     Ok(())
 }
 
-/// Prints `registering: done/total (rate/s)` every second until dropped.
+/// Prints `registering: done/total (rate/s, ...)` every second until dropped, with the mean
+/// time the server took to answer each of a registration's two calls (a load test's latency).
 pub fn print_progress(progress: Arc<Progress>, total: usize) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
@@ -188,7 +224,11 @@ pub fn print_progress(progress: Arc<Progress>, total: usize) -> tokio::task::Joi
             tick.tick().await;
             let done = progress.done.load(Ordering::Relaxed);
             let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001);
-            println!("registering: {done}/{total} ({rate:.0}/s)");
+            println!(
+                "registering: {done}/{total} ({rate:.0}/s, answers in {:.1} ms to register, {:.1} ms to activate on average)",
+                progress.register.mean_ms(),
+                progress.activate.mean_ms()
+            );
         }
     })
 }
