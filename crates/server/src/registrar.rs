@@ -171,12 +171,12 @@ fn check_request(req: &RegisterRequest) -> Result<(Public, Public), ApiError> {
 /// refusal.
 fn check_endorsement(
     state: &AppState,
-    req: &RegisterRequest,
+    hw: &str,
+    ek_certificate: Option<&[u8]>,
     ek: &Public,
     id: &str,
     listed: &[Endorsement],
 ) -> Result<(String, Option<String>), ApiError> {
-    let hw = &req.host.hardware_uuid;
     if let Some(e) = listed.iter().find(|e| {
         e.hardware_uuid
             .as_deref()
@@ -192,7 +192,7 @@ fn check_endorsement(
             "its endorsement is for another hardware UUID than {hw}"
         ));
     }
-    match &req.ek_certificate {
+    match ek_certificate {
         Some(cert) => match state.ek_cas.check(cert, ek) {
             Ok(ca) => {
                 let why = format!("EK certificate issued under {ca}");
@@ -314,6 +314,15 @@ fn refused(state: &AppState, host: &HostInfo, ek: Option<&str>, e: &ApiError) {
     );
 }
 
+/// Registrations whose public-key work runs at once on the blocking pool: one a core (more
+/// would only take turns on the cores, each holding a thread and its allocator's memory).
+static PUBLIC_KEY_WORK: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        )
+    });
+
 /// Step 1: checks the request and answers a MakeCredential challenge.
 pub async fn register(
     state: &AppState,
@@ -349,8 +358,34 @@ async fn register_inner(
             &b64::encode(&req.ek_public),
         )
         .await?;
-    let (why, ek_issuer) = check_endorsement(state, req, &ek, &id, &listed)?;
     let endorsed = endorsed_for_uuid(&listed, &host.hardware_uuid);
+    // The public-key work (the EK certificate's chain, the credential's key agreement or
+    // encryption) on the blocking pool: a tenth of the async worker's time in a registration
+    // storm, which its other tasks wait behind.
+    let work = {
+        let (state, ek, id) = (state.clone(), ek.clone(), id.clone());
+        let (hw, cert) = (host.hardware_uuid.clone(), req.ek_certificate.clone());
+        let ak_name = ak.name();
+        move || {
+            let endorsement = check_endorsement(&state, &hw, cert.as_deref(), &ek, &id, &listed);
+            let mut secret = vec![0u8; ek.name_alg.size().min(32)];
+            state
+                .random
+                .fill(&mut secret)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let cred = make_credential(&ek, &ak_name, &secret);
+            Ok::<_, ApiError>((endorsement, secret, cred))
+        }
+    };
+    let permit = PUBLIC_KEY_WORK
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (endorsement, secret, cred) = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    drop(permit);
+    let (why, ek_issuer) = endorsement?;
     check_identity(
         &holders,
         &host.host_name,
@@ -359,12 +394,7 @@ async fn register_inner(
         endorsed,
     )
     .map_err(|(reason, message)| ApiError::ConflictWith { reason, message })?;
-    let mut secret = vec![0u8; ek.name_alg.size().min(32)];
-    state
-        .random
-        .fill(&mut secret)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let cred = make_credential(&ek, &ak.name(), &secret).map_err(|e| {
+    let cred = cred.map_err(|e| {
         ApiError::bad_request(
             "unsuitable_ek",
             format!("cannot make a credential for this EK: {e}"),
