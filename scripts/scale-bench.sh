@@ -144,17 +144,36 @@ db_ticks() {
          awk '{s += $1} END {print s + 0}' ;;
   esac
 }
-# Context switches of all the server's threads so far (each hand-off between an async worker
-# and a database connection's thread costs two).
-switches() { cat /proc/"$server_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
-# CPU ticks of the server's threads by kind: async workers, SQLite connections (sqlx's threads
-# and the report writer's, `sqlite-reports`), the rest (a thread that ended within the window
-# takes its ticks with it).
+# Context switches of each of the server's threads so far, a "thread count" line each (each
+# hand-off between an async worker and a database connection's or the blocking pool's thread
+# costs two).
+switches() {
+  for t in /proc/"$server_pid"/task/*; do
+    printf '%s %s\n' "${t##*/}" "$(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null)"
+  done
+}
+# The context switches between two snapshots of switches(): a thread started since counts
+# from zero; one that ended since (an idle blocking-pool thread) is left out, with its
+# switches in between, rather than taken away.
+switched() {
+  awk 'NR == FNR {before[$1] = $2; next} {s += $2 - ($1 in before ? before[$1] : 0)} END {print s + 0}' \
+    <(printf '%s\n' "$1") <(printf '%s\n' "$2")
+}
+# CPU ticks of each of the server's threads so far, a "thread name ticks" line each.
 thread_ticks() {
   for t in /proc/"$server_pid"/task/*; do
-    printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
-  done | awk '/^tokio-rt-worker/ {w += $NF; next} /^(sqlx-sqlite|sqlite-reports)/ {q += $NF; next} {o += $NF}
-              END {printf "%d,%d,%d\n", w, q, o}'
+    printf '%s %s %s\n' "${t##*/}" "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+  done
+}
+# The CPU ticks between two snapshots of thread_ticks() by kind, "workers,sqlite,other": the
+# async workers (and the blocking pool's threads, which tokio names alike), the SQLite
+# connections (sqlx's threads and the report writer's, `sqlite-reports`), the rest. As in
+# switched(), a thread that ended since is left out with its ticks in between.
+ticks_by_kind() {
+  awk 'NR == FNR {before[$1] = $NF; next}
+       {d = $NF - ($1 in before ? before[$1] : 0)}
+       $2 ~ /^tokio-rt-worker/ {w += d; next} $2 ~ /^(sqlx-sqlite|sqlite-reports)/ {q += d; next} {o += d}
+       END {printf "%d,%d,%d\n", w, q, o}' <(printf '%s\n' "$1") <(printf '%s\n' "$2")
 }
 rss_mib() { awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }
 # Of the RSS, the pages of mapped files (the SQLite database's map): the kernel's page cache,
@@ -179,7 +198,7 @@ measure() {
     callgrind_control -i off "$server_pid" >/dev/null 2>&1
   fi
   a1=$(attestations); c1=$(cpu_ticks); k1=$(sys_ticks); s1=$(switches); d1=$(db_ticks); t1=$(thread_ticks)
-  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$s0" "$s1" "$d0" "$d1" "$k0" "$k1" "$t0" "$t1" "$(rss_file_mib)" <<'EOF'
+  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" 0 "$(switched "$s0" "$s1")" "$d0" "$d1" "$k0" "$k1" 0,0,0 "$(ticks_by_kind "$t0" "$t1")" "$(rss_file_mib)" <<'EOF'
 import sys
 label = sys.argv[1]
 (a0, m0, r0, u0, l0), (a1, m1, r1, u1, l1) = (map(float, x.split()) for x in sys.argv[2:4])
@@ -240,7 +259,7 @@ until grep -q '^registered:' "$work/sim.log"; do
   sleep 0.2
 done
 t1=$(date +%s.%N); c_reg1=$(cpu_ticks); s_reg1=$(switches); g_reg1=$(sim_ticks)
-python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" "$s_reg0" "$s_reg1" "$g_reg0" "$g_reg1" <<'EOF'
+python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" 0 "$(switched "$s_reg0" "$s_reg1")" "$g_reg0" "$g_reg1" <<'EOF'
 import sys
 n, t0, t1, c0, c1, tck, s0, s1, g0, g1 = map(float, sys.argv[1:])
 d = t1 - t0
