@@ -360,14 +360,15 @@ async fn register_inner(
         .await?;
     let endorsed = endorsed_for_uuid(&listed, &host.hardware_uuid);
     // The public-key work (the EK certificate's chain, the credential's key agreement or
-    // encryption) on the blocking pool: a tenth of the async worker's time in a registration
-    // storm, which its other tasks wait behind.
+    // encryption) on the blocking pool: about 170 µs a registration with P-256 EKs, which the
+    // async worker's other tasks would wait behind (docs/PERFORMANCE.md, "Scale,
+    // twenty-fifth round"). The credential's own refusal comes after the identity's.
     let work = {
         let (state, ek, id) = (state.clone(), ek.clone(), id.clone());
         let (hw, cert) = (host.hardware_uuid.clone(), req.ek_certificate.clone());
         let ak_name = ak.name();
         move || {
-            let endorsement = check_endorsement(&state, &hw, cert.as_deref(), &ek, &id, &listed);
+            let endorsement = check_endorsement(&state, &hw, cert.as_deref(), &ek, &id, &listed)?;
             let mut secret = vec![0u8; ek.name_alg.size().min(32)];
             state
                 .random
@@ -381,11 +382,10 @@ async fn register_inner(
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (endorsement, secret, cred) = tokio::task::spawn_blocking(work)
+    let ((why, ek_issuer), secret, cred) = tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     drop(permit);
-    let (why, ek_issuer) = endorsement?;
     check_identity(
         &holders,
         &host.host_name,
