@@ -144,36 +144,34 @@ db_ticks() {
          awk '{s += $1} END {print s + 0}' ;;
   esac
 }
-# Context switches of each of the server's threads so far, a "thread count" line each (each
-# hand-off between an async worker and a database connection's or the blocking pool's thread
-# costs two).
-switches() {
+# Each of the server's threads, a "tid name value" line each: its context switches so far
+# (each hand-off between an async worker and a database connection's or the blocking pool's
+# thread costs two), or its CPU ticks.
+per_thread() {
+  local t
   for t in /proc/"$server_pid"/task/*; do
-    printf '%s %s\n' "${t##*/}" "$(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null)"
+    printf '%s %s %s\n' "${t##*/}" "$(tr ' ' _ 2>/dev/null <"$t/comm")" "$("$1" "$t")"
   done
 }
-# The context switches between two snapshots of switches(): a thread started since counts
-# from zero; one that ended since (an idle blocking-pool thread) is left out, with its
-# switches in between, rather than taken away.
-switched() {
-  awk 'NR == FNR {before[$1] = $2; next} {s += $2 - ($1 in before ? before[$1] : 0)} END {print s + 0}' \
+thread_switches() { awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$1/status" 2>/dev/null; }
+thread_cpu() { awk '{print $14 + $15}' "$1/stat" 2>/dev/null; }
+switches() { per_thread thread_switches; }
+thread_ticks() { per_thread thread_cpu; }
+# What each thread's value grew by between two snapshots of per_thread, a "name growth" line
+# each: a thread started since counts from zero; one that ended since (an idle blocking-pool
+# thread) is left out, with its growth in between, rather than taken away.
+grown() {
+  awk 'NR == FNR {before[$1] = $3; next} {print $2, $3 - ($1 in before ? before[$1] : 0)}' \
     <(printf '%s\n' "$1") <(printf '%s\n' "$2")
 }
-# CPU ticks of each of the server's threads so far, a "thread name ticks" line each.
-thread_ticks() {
-  for t in /proc/"$server_pid"/task/*; do
-    printf '%s %s %s\n' "${t##*/}" "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
-  done
-}
+# The context switches between two snapshots of switches().
+switched() { grown "$1" "$2" | awk '{s += $2} END {print s + 0}'; }
 # The CPU ticks between two snapshots of thread_ticks() by kind, "workers,sqlite,other": the
 # async workers (and the blocking pool's threads, which tokio names alike), the SQLite
-# connections (sqlx's threads and the report writer's, `sqlite-reports`), the rest. As in
-# switched(), a thread that ended since is left out with its ticks in between.
+# connections (sqlx's threads and the report writer's, `sqlite-reports`), the rest.
 ticks_by_kind() {
-  awk 'NR == FNR {before[$1] = $NF; next}
-       {d = $NF - ($1 in before ? before[$1] : 0)}
-       $2 ~ /^tokio-rt-worker/ {w += d; next} $2 ~ /^(sqlx-sqlite|sqlite-reports)/ {q += d; next} {o += d}
-       END {printf "%d,%d,%d\n", w, q, o}' <(printf '%s\n' "$1") <(printf '%s\n' "$2")
+  grown "$1" "$2" | awk '$1 ~ /^tokio-rt-worker/ {w += $2; next} $1 ~ /^(sqlx-sqlite|sqlite-reports)/ {q += $2; next} {o += $2}
+                         END {printf "%d,%d,%d\n", w, q, o}'
 }
 rss_mib() { awk '/^VmRSS/ {printf "%d\n", $2 / 1024}' "/proc/$server_pid/status"; }
 # Of the RSS, the pages of mapped files (the SQLite database's map): the kernel's page cache,
@@ -198,25 +196,25 @@ measure() {
     callgrind_control -i off "$server_pid" >/dev/null 2>&1
   fi
   a1=$(attestations); c1=$(cpu_ticks); k1=$(sys_ticks); s1=$(switches); d1=$(db_ticks); t1=$(thread_ticks)
-  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" 0 "$(switched "$s0" "$s1")" "$d0" "$d1" "$k0" "$k1" 0,0,0 "$(ticks_by_kind "$t0" "$t1")" "$(rss_file_mib)" <<'EOF'
+  python3 - "$label" "$a0" "$a1" "$c0" "$c1" "$tck" "$window" "$(rss_mib)" "$(switched "$s0" "$s1")" "$d0" "$d1" "$k0" "$k1" "$(ticks_by_kind "$t0" "$t1")" "$(rss_file_mib)" <<'EOF'
 import sys
 label = sys.argv[1]
 (a0, m0, r0, u0, l0), (a1, m1, r1, u1, l1) = (map(float, x.split()) for x in sys.argv[2:4])
-c0, c1, tck, window, rss, s0, s1, d0, d1, k0, k1 = map(float, sys.argv[4:15])
-t0, t1 = ([float(x) for x in a.split(",")] for a in sys.argv[15:17])
-rss_file = float(sys.argv[17])
+c0, c1, tck, window, rss, switched, d0, d1, k0, k1 = map(float, sys.argv[4:14])
+by_kind = [float(x) for x in sys.argv[14].split(",")]
+rss_file = float(sys.argv[15])
 n = a1 - a0
 cpu = (c1 - c0) / tck
 per = f"{cpu / n * 1e6:.0f} us ({(k1 - k0) / tck / n * 1e6:.0f} in the kernel)" if n else "n/a"
 print(f"{label}: {n / window:.0f} attestations/s, server CPU {cpu / window:.2f} cores, "
       f"{per} per attestation, RSS {rss:.0f} MiB ({rss_file:.0f} of it mapped files), "
       f"{(r1 - r0) / max(m1 - m0, 1):.1f} reports per commit, "
-      f"{(s1 - s0) / max(n, 1):.1f} context switches per attestation, "
+      f"{switched / max(n, 1):.1f} context switches per attestation, "
       f"{(u1 - u0) / max(n, 1) * 100:.0f} % appraisals reused, "
       f"{(l1 - l0) / max(n, 1) * 100:.0f} % event logs left out, "
       f"load {open('/proc/loadavg').read().split()[0]}")
 if n:
-    w, q, o = ((b - a) / tck / n * 1e6 for a, b in zip(t0, t1))
+    w, q, o = (t / tck / n * 1e6 for t in by_kind)
     print(f"  by thread: async workers {w:.0f} us, SQLite connections {q:.0f} us, other {o:.0f} us "
           f"per attestation")
 if d1 > d0 and n:
@@ -259,12 +257,12 @@ until grep -q '^registered:' "$work/sim.log"; do
   sleep 0.2
 done
 t1=$(date +%s.%N); c_reg1=$(cpu_ticks); s_reg1=$(switches); g_reg1=$(sim_ticks)
-python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" 0 "$(switched "$s_reg0" "$s_reg1")" "$g_reg0" "$g_reg1" <<'EOF'
+python3 - "$hosts" "$t0" "$t1" "$c_reg0" "$c_reg1" "$(getconf CLK_TCK)" "$(switched "$s_reg0" "$s_reg1")" "$g_reg0" "$g_reg1" <<'EOF'
 import sys
-n, t0, t1, c0, c1, tck, s0, s1, g0, g1 = map(float, sys.argv[1:])
+n, t0, t1, c0, c1, tck, switched, g0, g1 = map(float, sys.argv[1:])
 d = t1 - t0
 print(f"registration: {n:.0f} hosts in {d:.1f} s, {n / d:.0f}/s, server CPU {(c1 - c0) / tck / n * 1e3:.2f} ms "
-      f"and {(s1 - s0) / n:.0f} context switches per host (the simulator: {(g1 - g0) / tck / n * 1e3:.2f} ms per host)")
+      f"and {switched / n:.0f} context switches per host (the simulator: {(g1 - g0) / tck / n * 1e3:.2f} ms per host)")
 EOF
 # Activations per shared transaction (SQLite; PostgreSQL gives each its own).
 curl -fsS --cacert "$work/state/server.crt" "https://127.0.0.1:$port/metrics" |

@@ -70,7 +70,7 @@ pub(crate) fn note_error(e: &sqlx::Error) {
 /// How a connection is looked after between uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Upkeep {
-    /// Never pinged, never retired (SQLite).
+    /// Never pinged (SQLite).
     Local,
     /// Pinged after a possible breakage or a long idle time (PostgreSQL).
     Network,

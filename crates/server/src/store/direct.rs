@@ -7,9 +7,9 @@
 //! each. Here the whole transaction is one job for one thread: the batch goes over once, its
 //! outcome comes back once. The statements are the sqlx path's own ([`HOST_VERDICTS`],
 //! [`REPORTS_INSERT`], [`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]), bound from the same lists
-//! ([`verdict_params`]), so the two paths write the same rows; the sqlx path remains for PostgreSQL, for a database in
-//! memory (private to the connection that made it), and for a batch that failed, retried
-//! report by report.
+//! ([`verdict_params`]), so the two paths write the same rows; the sqlx path remains for
+//! PostgreSQL, for a database in memory (private to the connection that made it), and for a
+//! batch that failed, retried report by report.
 //!
 //! SQLite lets one connection write at a time. The caller holds the sqlx writer connection
 //! (the only other writer) while a job runs ([`Store::on_direct`]), so the two never wait for
