@@ -12,7 +12,8 @@
 //! 2. `POST /mtwilson/v2/push/evidence`: the agent's answer is handed to that attestation,
 //!    which verifies and appraises it with the host's pinned AK and nonce like any other; the
 //!    handler answers with the report (unsigned: the report endpoints sign it) and when to push
-//!    next (the attestation interval, plus up to 10 % jitter, as pull hosts are scheduled).
+//!    next (at the host's own point of the attestation interval: one interval after it last
+//!    pushed when due, within the interval plus 10 % otherwise, as pull hosts are scheduled).
 //!
 //! So verdicts, reasons, expiry, metrics and stored reports are the pull ones. Evidence that
 //! does not come within [`EVIDENCE_TIMEOUT`] ends the attestation as an unreachable agent
@@ -223,39 +224,58 @@ fn unavailable(host: &str) -> ApiError {
     }
 }
 
-/// Push hosts are due on multiples of this many milliseconds (Unix time).
-const PUSH_SLOT_MS: u64 = 25;
+/// Push hosts are due on multiples of this many milliseconds (Unix time), or of a twentieth of
+/// the attestation interval when that is shorter ([`push_slot`]).
+const PUSH_SLOT_MS: u64 = 100;
 
-/// Push again after the attestation interval plus up to 10 % (as pull hosts are scheduled),
-/// due on a multiple of [`PUSH_SLOT_MS`]: the evidence of the hosts due at about the same
-/// moment then arrives together and is handled in one burst (one wake-up of the server's
-/// threads, one group commit), as the scheduler claims pull hosts in batches. `now`: Unix ms.
-fn next_push(state: &AppState, now: i64) -> u64 {
+/// Push again at the host's own point of the attestation interval ([`push_phase`]): the first
+/// such time more than a tenth of the interval from now (less one slot), due on a multiple of
+/// [`push_slot`]. A host that pushed when due is due again one interval on; any other (its
+/// first push, a retry) within the interval plus a tenth, as pull hosts are scheduled. The
+/// hosts' points spread them evenly over the interval, and the evidence of the hosts due in
+/// one slot arrives together and is handled in one burst (few wake-ups of the server's
+/// threads, large group commits, a few neighbouring pages of the SQLite store's `hosts`:
+/// [`crate::store::host_key`]), as the scheduler claims pull hosts in batches. `now`: Unix ms.
+fn next_push(state: &AppState, host_name: &str, now: i64) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
-    let mut r = [0u8; 2];
-    let _ = crate::clock::fill_random(&mut r);
     push_wait(
         interval,
         u64::try_from(now).unwrap_or(0),
-        u16::from_le_bytes(r),
+        push_phase(host_name, interval),
     )
 }
 
-/// [`next_push`] for an interval and a time (ms) and a random draw.
-fn push_wait(interval: u64, now: u64, draw: u16) -> u64 {
-    let spread = (interval / 10).saturating_sub(PUSH_SLOT_MS);
-    let jitter = spread.saturating_mul(u64::from(draw)) / u64::from(u16::MAX);
-    let due = now.saturating_add(interval.saturating_add(jitter));
-    due.div_ceil(PUSH_SLOT_MS)
-        .saturating_mul(PUSH_SLOT_MS)
-        .saturating_sub(now)
+/// The slot push hosts are due on for an attestation interval (ms): [`PUSH_SLOT_MS`], or a
+/// twentieth of the interval when that is shorter (at least 1 ms).
+fn push_slot(interval: u64) -> u64 {
+    (interval / 20).clamp(1, PUSH_SLOT_MS)
+}
+
+/// Where in every attestation interval (ms, Unix time modulo the interval) a push host is
+/// due: its [`crate::store::host_key`] scaled to the interval, so that hosts due together are
+/// neighbours by key.
+fn push_phase(host_name: &str, interval: u64) -> u64 {
+    let key = u128::from(crate::store::host_key(host_name).unsigned_abs());
+    u64::try_from((key * u128::from(interval)) >> 63).unwrap_or(0)
+}
+
+/// [`next_push`] for an interval, a time and a phase (ms): how long from `now`.
+fn push_wait(interval: u64, now: u64, phase: u64) -> u64 {
+    let interval = interval.max(1);
+    let slot = push_slot(interval);
+    let earliest = now
+        .saturating_add((interval / 10).saturating_sub(slot))
+        .saturating_add(1);
+    let ahead = (phase % interval + interval - earliest % interval) % interval;
+    let due = earliest.saturating_add(ahead);
+    due.div_ceil(slot).saturating_mul(slot).saturating_sub(now)
 }
 
 /// The result of an attestation: its report, when to push next, and the challenge to answer
 /// then when one can be given ahead (kept for the wait plus [`EVIDENCE_TIMEOUT`]).
 fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
     let now = millis(state.clock.now());
-    let wait = next_push(state, now);
+    let wait = next_push(state, host_name, now);
     let next = attested.ahead.and_then(|ahead| {
         let nonce = crate::engine::fresh_nonce(state.random.as_ref()).ok()?;
         let request = QuoteRequest {
@@ -379,19 +399,60 @@ mod tests {
 
     #[test]
     fn a_push_is_due_on_a_slot_within_the_interval_plus_a_tenth() {
-        for interval in [1_000u64, 10_000, 60_000] {
+        for interval in [20u64, 500, 1_000, 10_000, 60_000] {
+            let slot = push_slot(interval);
+            assert_eq!(slot, (interval / 20).min(100));
             for now in [0u64, 1, 24, 25, 1_796_194_790_123, 1_796_194_790_149] {
-                for draw in [0u16, 1, 32_768, u16::MAX] {
-                    let wait = push_wait(interval, now, draw);
-                    assert_eq!((now + wait) % PUSH_SLOT_MS, 0, "{interval} {now} {draw}");
+                for phase in [0, 1, 24, interval / 2, interval - 1] {
+                    let wait = push_wait(interval, now, phase);
+                    assert_eq!((now + wait) % slot, 0, "{interval} {now} {phase}");
                     assert!(
-                        (interval..=interval + interval / 10).contains(&wait),
-                        "{interval} {now} {draw}: {wait}"
+                        (interval / 10 - slot..=interval + interval / 10).contains(&wait),
+                        "{interval} {now} {phase}: {wait}"
+                    );
+                    // Due at the phase's slot.
+                    let due = now + wait;
+                    assert_eq!(
+                        due % interval,
+                        (phase.div_ceil(slot) * slot) % interval,
+                        "{interval} {now} {phase}: {wait}"
                     );
                 }
             }
         }
-        // The draw spreads hosts over the tenth.
-        assert!(push_wait(60_000, 0, u16::MAX) >= push_wait(60_000, 0, 0) + 5_900);
+    }
+
+    #[test]
+    fn a_host_that_pushed_when_due_is_due_one_interval_on() {
+        let interval = 60_000u64;
+        for name in ["a", "sim-0", "sim-9999", "node-17.example.com"] {
+            let phase = push_phase(name, interval);
+            assert!(phase < interval, "{name}");
+            let mut due = 1_796_194_790_000 + push_wait(interval, 1_796_194_790_000, phase);
+            for late in [0, 5, 200, 3_000] {
+                let next = due + late + push_wait(interval, due + late, phase);
+                assert_eq!(next, due + interval, "{name} {late}");
+                due = next;
+            }
+        }
+    }
+
+    #[test]
+    fn push_phases_spread_hosts_over_the_interval_in_the_order_of_their_keys() {
+        let interval = 10_000u64;
+        let mut hosts: Vec<(i64, u64)> = (0..10_000)
+            .map(|i| {
+                let name = format!("sim-{i}");
+                (crate::store::host_key(&name), push_phase(&name, interval))
+            })
+            .collect();
+        hosts.sort_unstable();
+        assert!(hosts.windows(2).all(|w| w[0].1 <= w[1].1));
+        // Each tenth of the interval holds about a tenth of the hosts.
+        let mut tenths = [0u32; 10];
+        for (_, phase) in &hosts {
+            tenths[usize::try_from(phase * 10 / interval).unwrap()] += 1;
+        }
+        assert!(tenths.iter().all(|n| (850..1150).contains(n)), "{tenths:?}");
     }
 }

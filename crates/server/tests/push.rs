@@ -176,15 +176,20 @@ async fn a_push_host_is_attested_from_the_evidence_its_agent_posts() {
     );
     let interval = h.state.settings.attest_interval.as_millis() as u64;
     let next = r["next_push_in_ms"].as_u64().unwrap();
+    let slot = (interval / 20).min(100);
     assert!(
-        (interval..=interval + interval / 10).contains(&next),
+        (interval / 10 - slot..=interval + interval / 10).contains(&next),
         "{next} ms"
     );
-    // Due on a multiple of 25 ms of the server's time when it answered (between `before` and
-    // `after`): hosts due at about the same moment push together.
+    // Due at the host's own point of the interval (its key scaled to the interval), on a
+    // multiple of the slot, of the server's time when it answered (between `before` and
+    // `after`): hosts due together push together, and are neighbours by key.
+    let key = u128::try_from(nodetrust_server::store::host_key("push-1")).unwrap();
+    let phase = u64::try_from((key * u128::from(interval)) >> 63).unwrap();
+    let at = phase.div_ceil(slot) * slot % interval;
     assert!(
-        (before + next..=after + next).any(|due| due % 25 == 0),
-        "{before}..{after} + {next}"
+        (before + next..=after + next).any(|due| due % slot == 0 && due % interval == at),
+        "{before}..{after} + {next}, due at {at} of {interval}"
     );
     assert_eq!(h.host("push-1").await["trust"]["verdict"], "trusted");
     // The same evidence again: answered already.

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use nodetrust_server::store::{
-    new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow, HostRow,
-    Registered, ReportRow, Store, StoredPcrs,
+    host_key, new_id, report_id, AttestationUpdate, Backend, ChallengeRow, Endorsement, FlavorRow,
+    HostRow, Registered, ReportRow, Store, StoredPcrs,
 };
 use sqlx::Connection as _;
 use sqlx::Row as _;
@@ -1141,7 +1141,67 @@ async fn activations_at_once_share_transactions_with_the_outcomes_of_one_by_one(
             commits - shared_before.0 < u64::try_from(n).unwrap(),
             "{url}: {commits} commits"
         );
+        // On SQLite each host's row is stored under its name's key, by a shared transaction
+        // and by one alone (the one that replaced its twin) alike.
+        if url.starts_with("sqlite:") {
+            let mut names: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
+            names.extend(["dup", "twin-a", "twin-b", "ektwin-a", "ektwin-b"].map(String::from));
+            let keys = sqlite_rowids(&url).await;
+            let mut stored = 0;
+            for name in &names {
+                if let Some(rowid) = keys.get(name) {
+                    assert_eq!(*rowid, host_key(name), "{name}");
+                    stored += 1;
+                }
+            }
+            assert_eq!(stored, n + 3);
+        }
     }
+}
+
+/// Each host's `rowid` in a SQLite store, by name.
+async fn sqlite_rowids(url: &str) -> BTreeMap<String, i64> {
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    sqlx::query_as::<_, (String, i64)>("SELECT name, rowid FROM hosts")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// A host whose name's key another row already holds is stored all the same (SQLite picks
+/// its `rowid`); the keys spread hosts apart whatever their names.
+#[tokio::test]
+async fn a_host_whose_key_is_taken_is_stored_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let store = Store::connect(&url).await.unwrap();
+    store
+        .register_host(&host("first", "uuid-first"), 10)
+        .await
+        .unwrap();
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE hosts SET rowid = ? WHERE name = 'first'")
+            .bind(host_key("second"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut second = host("second", "uuid-second");
+    second.ek_public = "ek-second".into();
+    assert!(!store.register_host(&second, 20).await.unwrap());
+    let keys = sqlite_rowids(&url).await;
+    assert_eq!(keys["first"], host_key("second"));
+    assert_ne!(keys["second"], host_key("second"));
+    assert!(store.host("second").await.unwrap().is_some());
+    // Names alike but for a digit are far apart, and no key is negative.
+    let spread: BTreeSet<i64> = (0..100)
+        .map(|i| host_key(&format!("sim-{i}")) >> 56)
+        .collect();
+    assert!(spread.len() > 40, "{spread:?}");
+    assert!(spread.iter().all(|k| *k >= 0));
 }
 
 /// Two replicas' shared transactions of activations on one PostgreSQL database, each

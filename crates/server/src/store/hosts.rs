@@ -732,13 +732,23 @@ async fn insert_registered_rows(
     backend: Backend,
     rows: &[NewHost<'_>],
 ) -> Result<()> {
+    // On SQLite each row under its name's key (`host_key`), or where SQLite puts it when
+    // another row holds that key.
     static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
-        let values = value_rows(backend, shape, &["{}"; 12]);
+        let (values, key_column, key) = match backend {
+            Backend::Sqlite => (
+                value_rows(backend, shape, &["{}"; 13]),
+                "rowid, ",
+                "CASE WHEN EXISTS (SELECT 1 FROM hosts h WHERE h.rowid = v.column13) \
+                 THEN NULL ELSE v.column13 END, ",
+            ),
+            Backend::Postgres => (value_rows(backend, shape, &["{}"; 12]), "", ""),
+        };
         format!(
-            "INSERT INTO hosts (name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, ak_public, \
-             host_info, software_tpm, status, created, updated, ek_issuer, last_report) \
-             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
-             'pending', v.column9, v.column10, v.column11, v.column12 FROM (VALUES {values}) AS v \
+            "INSERT INTO hosts ({key_column}name, hardware_uuid, connection_url, tls_cert_sha256, ek_public, \
+             ak_public, host_info, software_tpm, status, created, updated, ek_issuer, last_report) \
+             SELECT {key}v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+             v.column8, 'pending', v.column9, v.column10, v.column11, v.column12 FROM (VALUES {values}) AS v \
              WHERE v.column1 IS NOT NULL"
         )
     });
@@ -767,8 +777,15 @@ async fn insert_registered_rows(
                 .bind(*now)
                 .bind(*ek_issuer)
                 .bind(history.as_deref());
+            if backend == Backend::Sqlite {
+                query = query.bind(host_key(&h.name));
+            }
         }
-        query = bind_padding(query, shape - chunk.len(), "tttttttiiitt");
+        let padding = match backend {
+            Backend::Sqlite => "tttttttiiitti",
+            Backend::Postgres => "tttttttiiitt",
+        };
+        query = bind_padding(query, shape - chunk.len(), padding);
         query.execute(&mut **tx).await?;
         let mut query = SCHEDULE.query(backend, shape);
         for (h, _, _, now) in chunk {
