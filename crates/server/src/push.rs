@@ -228,14 +228,17 @@ fn unavailable(host: &str) -> ApiError {
 /// the attestation interval when that is shorter ([`push_slot`]).
 const PUSH_SLOT_MS: u64 = 100;
 
-/// Push again at the host's own point of the attestation interval ([`push_phase`]): the first
-/// such time more than a tenth of the interval from now (less one slot), due on a multiple of
-/// [`push_slot`]. A host that pushed when due is due again one interval on; any other (its
-/// first push, a retry) within the interval plus a tenth, as pull hosts are scheduled. The
-/// hosts' points spread them evenly over the interval, and the evidence of the hosts due in
-/// one slot arrives together and is handled in one burst (few wake-ups of the server's
-/// threads, large group commits, a few neighbouring pages of the SQLite store's `hosts`:
-/// [`crate::store::host_key`]), as the scheduler claims pull hosts in batches. `now`: Unix ms.
+/// Push again one attestation interval on, moved by up to a tenth of it toward the host's own
+/// point of the interval ([`push_phase`]), due on a multiple of [`push_slot`]: a host that
+/// pushed when due is due again one interval on, and any other (its first push, a retry)
+/// reaches its point within six intervals (ten for intervals of 2 s or less), each wait within
+/// the interval plus or minus a tenth (pull hosts' bound is the interval plus a tenth). The hosts' points spread them
+/// evenly over the interval whenever they registered, and the evidence of the hosts due in one
+/// slot arrives together and is handled in one burst (few wake-ups of the server's threads,
+/// large group commits, a few neighbouring pages of the SQLite store's `hosts`:
+/// [`crate::store::host_key`]), as the scheduler claims pull hosts in batches. No wait is
+/// shorter than nine tenths of the interval, so a registration storm shorter than that is not
+/// joined by its hosts' second attestations. `now`: Unix ms.
 fn next_push(state: &AppState, host_name: &str, now: i64) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
     push_wait(
@@ -263,11 +266,20 @@ fn push_phase(host_name: &str, interval: u64) -> u64 {
 fn push_wait(interval: u64, now: u64, phase: u64) -> u64 {
     let interval = interval.max(1);
     let slot = push_slot(interval);
-    let earliest = now
-        .saturating_add((interval / 10).saturating_sub(slot))
-        .saturating_add(1);
-    let ahead = (phase % interval + interval - earliest % interval) % interval;
-    let due = earliest.saturating_add(ahead);
+    let step = (interval / 10).saturating_sub(slot);
+    let plain = now.saturating_add(interval);
+    // How far the host's point is after `plain`, and before it.
+    let forward = (phase % interval + interval - plain % interval) % interval;
+    let back = (interval - forward) % interval;
+    let due = if forward <= step {
+        plain.saturating_add(forward)
+    } else if back <= step {
+        plain.saturating_sub(back)
+    } else if forward <= back {
+        plain.saturating_add(step)
+    } else {
+        plain.saturating_sub(step)
+    };
     due.div_ceil(slot).saturating_mul(slot).saturating_sub(now)
 }
 
@@ -398,25 +410,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_push_is_due_on_a_slot_within_the_interval_plus_a_tenth() {
+    fn a_push_is_due_on_a_slot_within_a_tenth_of_the_interval_and_reaches_its_point() {
         for interval in [20u64, 500, 1_000, 10_000, 60_000] {
             let slot = push_slot(interval);
             assert_eq!(slot, (interval / 20).min(100));
-            for now in [0u64, 1, 24, 25, 1_796_194_790_123, 1_796_194_790_149] {
-                for phase in [0, 1, 24, interval / 2, interval - 1] {
-                    let wait = push_wait(interval, now, phase);
-                    assert_eq!((now + wait) % slot, 0, "{interval} {now} {phase}");
-                    assert!(
-                        (interval / 10 - slot..=interval + interval / 10).contains(&wait),
-                        "{interval} {now} {phase}: {wait}"
-                    );
-                    // Due at the phase's slot.
-                    let due = now + wait;
-                    assert_eq!(
-                        due % interval,
-                        (phase.div_ceil(slot) * slot) % interval,
-                        "{interval} {now} {phase}: {wait}"
-                    );
+            let step = interval / 10 - slot;
+            for start in [0u64, 1, 24, 25, 1_796_194_790_123, 1_796_194_790_149] {
+                for phase in [0, 1, 24, interval / 3, interval / 2, interval - 1] {
+                    let at = phase.div_ceil(slot) * slot % interval;
+                    let mut now = start;
+                    for round in 0..14 {
+                        let wait = push_wait(interval, now, phase);
+                        assert_eq!((now + wait) % slot, 0, "{interval} {now} {phase}");
+                        assert!(
+                            (interval - step..=interval + interval / 10).contains(&wait),
+                            "{interval} {now} {phase}: {wait}"
+                        );
+                        now += wait;
+                        // At its point within ten rounds, and there from then on.
+                        if round >= 9 {
+                            assert_eq!(now % interval, at, "{interval} {start} {phase}");
+                        }
+                    }
                 }
             }
         }
@@ -428,7 +443,10 @@ mod tests {
         for name in ["a", "sim-0", "sim-9999", "node-17.example.com"] {
             let phase = push_phase(name, interval);
             assert!(phase < interval, "{name}");
-            let mut due = 1_796_194_790_000 + push_wait(interval, 1_796_194_790_000, phase);
+            let mut due = 1_796_194_790_000;
+            for _ in 0..7 {
+                due += push_wait(interval, due, phase);
+            }
             for late in [0, 5, 200, 3_000] {
                 let next = due + late + push_wait(interval, due + late, phase);
                 assert_eq!(next, due + interval, "{name} {late}");
