@@ -12,8 +12,8 @@
 //! 2. `POST /mtwilson/v2/push/evidence`: the agent's answer is handed to that attestation,
 //!    which verifies and appraises it with the host's pinned AK and nonce like any other; the
 //!    handler answers with the report (unsigned: the report endpoints sign it) and when to push
-//!    next (at the host's own point of the attestation interval: one interval after it last
-//!    pushed when due, within the interval plus 10 % otherwise, as pull hosts are scheduled).
+//!    next (one attestation interval on, moved by up to 10 % toward the host's own point of
+//!    the interval: `next_push`).
 //!
 //! So verdicts, reasons, expiry, metrics and stored reports are the pull ones. Evidence that
 //! does not come within [`EVIDENCE_TIMEOUT`] ends the attestation as an unreachable agent
@@ -229,10 +229,10 @@ fn unavailable(host: &str) -> ApiError {
 const PUSH_SLOT_MS: u64 = 100;
 
 /// Push again one attestation interval on, moved by up to a tenth of it toward the host's own
-/// point of the interval ([`push_phase`]), due on a multiple of [`push_slot`]: a host that
-/// pushed when due is due again one interval on, and any other (its first push, a retry)
-/// reaches its point within six intervals (ten for intervals of 2 s or less), each wait within
-/// the interval plus or minus a tenth (pull hosts' bound is the interval plus a tenth). The hosts' points spread them
+/// point of the interval ([`push_phase`]), due on a multiple of [`push_slot`]. A host that
+/// pushed when due is due again one interval on; any other (its first push, a retry) reaches
+/// its point within six intervals (ten for intervals of 2 s or less), each wait within the
+/// interval plus or minus a tenth (pull hosts': plus a tenth). The points spread the hosts
 /// evenly over the interval whenever they registered, and the evidence of the hosts due in one
 /// slot arrives together and is handled in one burst (few wake-ups of the server's threads,
 /// large group commits, a few neighbouring pages of the SQLite store's `hosts`:
