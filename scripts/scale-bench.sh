@@ -16,9 +16,9 @@
 #       database's own processes are not counted in the server's CPU, and are printed on a line
 #       of their own when they run on this machine); SQLite by default.
 # --warmup S: seconds between the end of the registration and the window. Push hosts reach
-#       their even spread over the interval within about six intervals of registering (each
-#       wait moves a host a tenth of the interval toward its point); a shorter warm-up measures
-#       part of the registration's wave as well.
+#       their even spread over the interval within six intervals of registering, ten for
+#       intervals under 10 s (each wait moves a host a tenth of the interval toward its point);
+#       a shorter warm-up measures part of the registration's wave as well.
 # --perf S: also record S seconds of the server with `perf record -e cpu-clock -g` during the
 #       window (perf.data in the work directory).
 # --boot-log FILE: every host measures and sends this binary TCG event log (a real machine's,

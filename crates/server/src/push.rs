@@ -231,14 +231,14 @@ const PUSH_SLOT_MS: u64 = 100;
 /// Push again one attestation interval on, moved by up to a tenth of it toward the host's own
 /// point of the interval ([`push_phase`]), due on a multiple of [`push_slot`]. A host that
 /// pushed when due is due again one interval on; any other (its first push, a retry) reaches
-/// its point within six intervals (ten for intervals of 2 s or less), each wait within the
-/// interval plus or minus a tenth (pull hosts': plus a tenth). The points spread the hosts
-/// evenly over the interval whenever they registered, and the evidence of the hosts due in one
-/// slot arrives together and is handled in one burst (few wake-ups of the server's threads,
-/// large group commits, a few neighbouring pages of the SQLite store's `hosts`:
-/// [`crate::store::host_key`]), as the scheduler claims pull hosts in batches. No wait is
-/// shorter than nine tenths of the interval, so a registration storm shorter than that is not
-/// joined by its hosts' second attestations. `now`: Unix ms.
+/// its point within six intervals when the interval is 10 s or more (ten at most when shorter),
+/// each wait within the interval plus or minus a tenth (pull hosts': plus a tenth). The points
+/// spread the hosts evenly over the interval whenever they registered, and the evidence of the
+/// hosts due in one slot arrives together and is handled in one burst (few wake-ups of the
+/// server's threads, large group commits, a few neighbouring pages of the SQLite store's
+/// `hosts`: [`crate::store::host_key`]), as the scheduler claims pull hosts in batches. No
+/// wait is shorter than nine tenths of the interval, so a registration storm shorter than that
+/// is not joined by its hosts' second attestations. `now`: Unix ms.
 fn next_push(state: &AppState, host_name: &str, now: i64) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
     push_wait(
@@ -427,8 +427,9 @@ mod tests {
                             "{interval} {now} {phase}: {wait}"
                         );
                         now += wait;
-                        // At its point within ten rounds, and there from then on.
-                        if round >= 9 {
+                        // At its point within six rounds for intervals of 10 s or more,
+                        // ten for shorter ones, and there from then on.
+                        if round + 1 >= if interval >= 10_000 { 6 } else { 10 } {
                             assert_eq!(now % interval, at, "{interval} {start} {phase}");
                         }
                     }
