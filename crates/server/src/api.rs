@@ -54,32 +54,46 @@ pub use crate::extract::{AdminCaller, AgentCaller};
 
 const BASE: &str = "/mtwilson/v2";
 
+/// The path of an API route: `path` under [`BASE`]. The routes are written out whole rather
+/// than nested (`Router::nest`), which would strip the prefix from every request's URI and
+/// route it a second time.
+fn at(path: &str) -> String {
+    format!("{BASE}{path}")
+}
+
 /// The JSON API's routes: everything under `/mtwilson/v2` (the accounts and push routes
 /// included), `/healthz`, `/readyz` and `/metrics`. [`crate::app`] adds the OpenAPI document,
 /// the fleet view, the fallbacks and the body limit.
 pub fn routes() -> Router<AppState> {
-    let api = Router::new()
+    Router::new()
         .route(
-            "/tpm-endorsements",
+            &at("/tpm-endorsements"),
             get(list_endorsements).post(add_endorsement),
         )
-        .route("/tpm-endorsements/{id}", delete(revoke_endorsement))
-        .route("/hosts", get(list_hosts))
-        .route("/hosts/register", post(register))
-        .route("/hosts/register/{challenge_id}/activate", post(activate))
-        .route("/hosts/{name}", get(show_host).delete(delete_host))
-        .route("/agent-events", post(agent_event))
-        .route("/flavors", get(list_flavors).post(create_flavors))
-        .route("/flavors/{id}", delete(delete_flavor))
-        .route("/reports", get(list_reports))
-        .route("/host-attestations", post(attest_now))
-        .route("/signing-key", get(signing_key))
-        .route("/users", get(crate::users::list).post(crate::users::create))
-        .route("/users/{name}", delete(crate::users::delete))
-        .route("/users/{name}/password", put(crate::users::set_password))
-        .merge(crate::push::routes());
-    Router::new()
-        .nest(BASE, api)
+        .route(&at("/tpm-endorsements/{id}"), delete(revoke_endorsement))
+        .route(&at("/hosts"), get(list_hosts))
+        .route(&at("/hosts/register"), post(register))
+        .route(
+            &at("/hosts/register/{challenge_id}/activate"),
+            post(activate),
+        )
+        .route(&at("/hosts/{name}"), get(show_host).delete(delete_host))
+        .route(&at("/agent-events"), post(agent_event))
+        .route(&at("/flavors"), get(list_flavors).post(create_flavors))
+        .route(&at("/flavors/{id}"), delete(delete_flavor))
+        .route(&at("/reports"), get(list_reports))
+        .route(&at("/host-attestations"), post(attest_now))
+        .route(&at("/signing-key"), get(signing_key))
+        .route(
+            &at("/users"),
+            get(crate::users::list).post(crate::users::create),
+        )
+        .route(&at("/users/{name}"), delete(crate::users::delete))
+        .route(
+            &at("/users/{name}/password"),
+            put(crate::users::set_password),
+        )
+        .merge(crate::push::routes(BASE))
         .route(
             "/healthz",
             get(|| async {

@@ -70,13 +70,13 @@ pub fn is_push(host: &HostRow) -> bool {
     host.connection_url == PUSH_URL
 }
 
-/// The push routes (under `/mtwilson/v2`). Evidence may be as large as a pull agent's answer
+/// The push routes, under `base` (`/mtwilson/v2`). Evidence may be as large as a pull agent's answer
 /// ([`crate::agent_client::MAX_RESPONSE`]: event log and IMA entries), more than `--max-body`.
-pub fn routes() -> Router<AppState> {
+pub fn routes(base: &str) -> Router<AppState> {
     Router::new()
-        .route("/push/challenge", post(challenge))
+        .route(&format!("{base}/push/challenge"), post(challenge))
         .route(
-            "/push/evidence",
+            &format!("{base}/push/evidence"),
             post(evidence).layer(axum::extract::DefaultBodyLimit::max(
                 crate::agent_client::MAX_RESPONSE,
             )),
