@@ -315,6 +315,9 @@ pub struct Store {
     /// Challenges issued through this store, and whether a vacuum of `challenges` runs
     /// (PostgreSQL, see [`Store::count_challenge`]).
     issued: Arc<(AtomicU64, AtomicBool)>,
+    /// How many more challenges may be issued before all open ones are counted again
+    /// ([`Store::put_challenge_bounded`]).
+    challenge_room: Arc<AtomicI64>,
     health: Arc<WriteHealth>,
     faults: Arc<Faults>,
 }
@@ -530,6 +533,10 @@ async fn probe_connect(opts: &AnyConnectOptions, backend: Backend) -> Result<()>
 pub const MAX_CHALLENGES_PER_UUID: i64 = 4;
 /// Most open registration challenges in all.
 pub const MAX_CHALLENGES: i64 = 10_000;
+/// Most challenges a store issues after a count of all open ones before it counts them again
+/// ([`Store::put_challenge_bounded`]): with replicas on one database, the bound in all holds
+/// to within this many a replica.
+pub const CHALLENGE_ROOM: i64 = 256;
 
 /// What [`Store::register_host_activated`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1886,6 +1893,7 @@ impl Store {
             registrations: Arc::new(Group::new("hosts", Duration::ZERO)),
             registered: Arc::default(),
             issued: Arc::default(),
+            challenge_room: Arc::default(),
             health: Arc::new(WriteHealth::default()),
             faults,
         };

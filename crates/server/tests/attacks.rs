@@ -553,24 +553,13 @@ async fn challenge_flood_bounded() {
     let (s, v) = h.register(&agent).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 
-    // In all: fill the table to its bound (many machines), then one more is refused.
-    {
-        use sqlx::Connection as _;
-        let file = format!("sqlite://{}/server.db", h.dir.path().display());
-        let mut c = sqlx::AnyConnection::connect(&file).await.unwrap();
-        let fill = format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
-             INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
-             SELECT 'fill-' || i, '00', '{{}}', {}, 'flood-' || i FROM n",
-            nodetrust_server::store::MAX_CHALLENGES,
-            now + 600_000
-        );
-        sqlx::query(sqlx::AssertSqlSafe(fill))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-    }
+    // In all: fill the table to its bound (many machines), then one more is refused by a
+    // server that counts them (a fresh one: a server that counted lately may still issue
+    // within its room, `store::CHALLENGE_ROOM`, see the store's tests).
+    let h = Harness::new().await;
+    let now = h.state.now_ms();
+    let file = format!("sqlite://{}/server.db", h.dir.path().display());
+    common::fill_challenges(&file, now + 600_000).await;
     let other = h.agents.add(SoftAgent::new("node-2", "uuid-2"));
     h.endorse(&other).await;
     let req = serde_json::to_value(other.lock().unwrap().register_request()).unwrap();

@@ -56,6 +56,62 @@ fn open_challenge(id: &str) -> ChallengeRow {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_open_challenges_are_counted_again_within_the_room_a_count_left() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, store) in stores(&dir).await {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        let row = |id: &str| ChallengeRow {
+            expires: now + 600_000,
+            ..open_challenge(id)
+        };
+        // The first issue counts all open challenges: none, so room for the next ones.
+        assert!(store
+            .put_challenge_bounded(&row("r0"), "uuid-r0", now)
+            .await
+            .unwrap());
+        // Another writer (a replica on the same database) fills the table to its bound.
+        common::fill_challenges(&url, now + 600_000).await;
+        // This store issues within the room its count left at most, then counts again and
+        // refuses.
+        let mut issued = 0;
+        for i in 1..=nodetrust_server::store::CHALLENGE_ROOM + 1 {
+            let id = format!("r{i}");
+            if !store
+                .put_challenge_bounded(&row(&id), &format!("uuid-{id}"), now)
+                .await
+                .unwrap()
+            {
+                break;
+            }
+            issued += 1;
+        }
+        assert!(
+            issued <= nodetrust_server::store::CHALLENGE_ROOM,
+            "{url}: {issued} issued past the bound"
+        );
+        assert!(
+            !store
+                .put_challenge_bounded(&row("late"), "uuid-late", now)
+                .await
+                .unwrap(),
+            "{url}"
+        );
+        let (_, all) = store.open_challenges("uuid-r0", now).await.unwrap();
+        assert_eq!(
+            all,
+            nodetrust_server::store::MAX_CHALLENGES + 1 + issued,
+            "{url}"
+        );
+    }
+}
+
 /// Each activation's outcome by host name, once all are done.
 async fn outcomes_by_name(
     tasks: Vec<tokio::task::JoinHandle<(String, Registered)>>,

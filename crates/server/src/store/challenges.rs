@@ -37,24 +37,28 @@ impl Store {
         hardware_uuid: &str,
         now: i64,
     ) -> Result<bool> {
-        // When neither bound is reached and no sweep is due (nearly always), the insert is one
-        // statement that checks both bounds itself. It saves three round trips (BEGIN, the
-        // counts, COMMIT) while the write turn is held, and the write turn is what bounds
-        // registrations per second. On SQLite, one writer at a time: nothing comes between its
-        // counts and its insert. On PostgreSQL (READ COMMITTED, as the transaction below), two
-        // issuers at once may both see room: the bounds hold to within the number of issuers
-        // at once (the connection pool's size), which is what they are for, a bound on memory
-        // and disk. Otherwise (a bound reached, a sweep due, an injected fault), the
+        // While the last count left room (nearly always), the insert is one statement that
+        // checks the UUID's bound itself. It saves three round trips (BEGIN, the counts,
+        // COMMIT) while the write turn is held, and the write turn is what bounds registrations
+        // per second. It leaves out the count of all open challenges, a scan of every one (and,
+        // on PostgreSQL, of the rows deleted since the last vacuum): that count, in the
+        // transaction below, leaves room for at most [`CHALLENGE_ROOM`] more before it is made
+        // again, and no more than the bound allows. So the bound is exact for one server; with
+        // replicas on one database each may issue within its own room, and the bound holds to
+        // within that (it is a bound on memory and disk). On SQLite, one writer at a time:
+        // nothing comes between a count and its insert. On PostgreSQL (READ COMMITTED, as the
+        // transaction below), two issuers at once may both see room for one UUID: that bound
+        // holds to within the number of issuers at once (the connection pool's size).
+        // Otherwise (no room known, a bound reached, a sweep due, an injected fault), the
         // transaction below decides.
         let last_sweep = CHALLENGE_SWEEP.load(Ordering::SeqCst);
         let sweep_due = now.saturating_sub(last_sweep) >= CHALLENGE_SWEEP_MS || now < last_sweep;
-        if !sweep_due && !self.faults.writes_failing() {
+        if !sweep_due && !self.faults.writes_failing() && self.take_room() {
             let mut w = self.writer().await?;
             let inserted = sqlx::query(
                 "INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid, ek_issuer, ek_sha256) \
-                 SELECT $1, $2, $3, $4, $5, $9, $10 \
-                 WHERE (SELECT COUNT(*) FROM challenges WHERE expires >= $6) < $7 \
-                 AND (SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $5 AND expires >= $6) < $8",
+                 SELECT $1, $2, $3, $4, $5, $8, $9 \
+                 WHERE (SELECT COUNT(*) FROM challenges WHERE hardware_uuid = $5 AND expires >= $6) < $7",
             )
             .bind(&c.id)
             .bind(&c.secret_sha256)
@@ -62,7 +66,6 @@ impl Store {
             .bind(c.expires)
             .bind(hardware_uuid)
             .bind(now)
-            .bind(MAX_CHALLENGES)
             .bind(MAX_CHALLENGES_PER_UUID)
             .bind(&c.ek_issuer)
             .bind(&c.ek_sha256)
@@ -102,6 +105,10 @@ impl Store {
         .await?;
         let all: i64 = counts.try_get("open_all")?;
         let mine: i64 = counts.try_get("open_mine")?;
+        // Room for the ones after this one, without counting all of them again.
+        let room = MAX_CHALLENGES.saturating_sub(all).saturating_sub(1);
+        self.challenge_room
+            .store(room.clamp(0, CHALLENGE_ROOM), Ordering::SeqCst);
         if mine >= MAX_CHALLENGES_PER_UUID {
             sqlx::query(
                 "DELETE FROM challenges WHERE id IN (SELECT id FROM challenges WHERE hardware_uuid = $1 \
@@ -132,6 +139,16 @@ impl Store {
         w.end.commit(tx).await?;
         self.count_challenge();
         Ok(true)
+    }
+
+    /// Takes one of the challenges the last count of all open ones left room for; false when
+    /// none is left (the next issue counts them again).
+    fn take_room(&self) -> bool {
+        self.challenge_room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                (r > 0).then(|| r - 1)
+            })
+            .is_ok()
     }
 
     /// Counts a challenge just issued. On PostgreSQL, every [`VACUUM_CHALLENGES_EVERY`]

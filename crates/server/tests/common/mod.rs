@@ -540,6 +540,26 @@ impl Harness {
     }
 }
 
+/// Fills `challenges` of the database at `url` to its bound in all
+/// (`store::MAX_CHALLENGES` open challenges, each of a hardware UUID of its own, open until
+/// `expires`), as many machines registering at once, or another replica, would.
+pub async fn fill_challenges(url: &str, expires: i64) {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(url).await.unwrap();
+    let fill = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+         INSERT INTO challenges (id, secret_sha256, request, expires, hardware_uuid) \
+         SELECT 'fill-' || i, '00', '{{}}', {expires}, 'flood-' || i FROM n",
+        nodetrust_server::store::MAX_CHALLENGES,
+    );
+    sqlx::query(sqlx::AssertSqlSafe(fill))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
 /// A new empty database on the `NODETRUST_TEST_PG_URL` cluster (`make test` starts one), or
 /// `None` when no cluster is configured.
 pub async fn pg_database() -> Option<String> {
