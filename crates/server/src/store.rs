@@ -846,6 +846,15 @@ const V14: &[&str] = &[
     "ALTER TABLE hosts ADD COLUMN pcrs_version BIGINT NOT NULL DEFAULT 0",
 ];
 
+/// Version 15, PostgreSQL: the index that finds a host by its EK (`hosts_ek_public`, version
+/// 7) a hash index. The EK is about 500 characters of base64: a B-tree entry held all of them
+/// (about 14 a page), and every registration wrote one; a hash index holds a 4-byte hash a
+/// row, and the look-up it serves is by equality. (SQLite has no hash index: its B-tree stays.)
+const V15_POSTGRES: &[&str] = &[
+    "DROP INDEX IF EXISTS hosts_ek_public",
+    "CREATE INDEX IF NOT EXISTS hosts_ek_public ON hosts USING hash (ek_public)",
+];
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -917,6 +926,11 @@ fn migrations() -> Vec<Migration> {
             version: 14,
             sqlite: V14,
             postgres: V14,
+        },
+        Migration {
+            version: 15,
+            sqlite: &[],
+            postgres: V15_POSTGRES,
         },
     ]
 }

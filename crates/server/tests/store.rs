@@ -1832,9 +1832,21 @@ async fn a_version_1_database_migrates_to_version_2() {
         conn.close().await.unwrap();
         assert_eq!(
             versions,
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
             "{url}"
         );
+        // On PostgreSQL the EK's index is a hash index (version 15), a B-tree on SQLite.
+        if backend == Backend::Postgres {
+            let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+            let def: String = sqlx::query_scalar(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'hosts_ek_public'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+            assert!(def.contains("USING hash (ek_public)"), "{def}");
+        }
         // The data came through, and pruning works on it.
         assert_eq!(all_reports(&store).await.len(), 2);
         assert_eq!(store.prune_reports(100, 10).await.unwrap(), 1, "{url}");
