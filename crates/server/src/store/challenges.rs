@@ -43,12 +43,13 @@ impl Store {
         // per second. It leaves out the count of all open challenges, a scan of every one (and,
         // on PostgreSQL, of the rows deleted since the last vacuum): that count, in the
         // transaction below, leaves room for at most [`CHALLENGE_ROOM`] more before it is made
-        // again, and no more than the bound allows. So the bound is exact for one server; with
-        // replicas on one database each may issue within its own room, and the bound holds to
-        // within that (it is a bound on memory and disk). On SQLite, one writer at a time:
-        // nothing comes between a count and its insert. On PostgreSQL (READ COMMITTED, as the
-        // transaction below), two issuers at once may both see room for one UUID: that bound
-        // holds to within the number of issuers at once (the connection pool's size).
+        // again, and no more than the bound allowed when it was made. With replicas on one
+        // database each may issue within its own room, so the bound holds to within that a
+        // replica (it is a bound on memory and disk). On SQLite, one writer at a time: nothing
+        // comes between a count and its insert, and on one server the bound is exact. On
+        // PostgreSQL (READ COMMITTED, as the transaction below), issuers at once may each see
+        // room (for one UUID too): the bounds hold to within the number of issuers at once
+        // (the connection pool's size).
         // Otherwise (no room known, a bound reached, a sweep due, an injected fault), the
         // transaction below decides.
         let last_sweep = CHALLENGE_SWEEP.load(Ordering::SeqCst);
