@@ -70,8 +70,9 @@ pub fn is_push(host: &HostRow) -> bool {
     host.connection_url == PUSH_URL
 }
 
-/// The push routes, under `base` (`/mtwilson/v2`). Evidence may be as large as a pull agent's answer
-/// ([`crate::agent_client::MAX_RESPONSE`]: event log and IMA entries), more than `--max-body`.
+/// The push routes, under `base` (`/mtwilson/v2`). Evidence may be as large as a pull agent's
+/// answer ([`crate::agent_client::MAX_RESPONSE`]: event log and IMA entries), more than
+/// `--max-body`.
 pub fn routes(base: &str) -> Router<AppState> {
     Router::new()
         .route(&format!("{base}/push/challenge"), post(challenge))
