@@ -35,7 +35,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nodetrust_proto::trust::{ChangeKind, EffectiveTrust, HostStatus, Trust};
@@ -1227,29 +1227,45 @@ static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
         "{}",
     ];
     let values = value_rows(backend, shape, &COLUMNS);
+    let from = format!("FROM (VALUES {values}) AS v");
+    host_verdicts_sql(backend, &from, |c| format!("v.column{c}"))
+});
+
+/// [`HOST_VERDICTS`] for one report, on SQLite: its values bound as `?1` to `?12` (in the
+/// order of [`verdict_params`]). The report writer ([`direct`]) runs it once a report: a
+/// statement that writes one row by its key needs no statement journal, nor the join that an
+/// update from a list of values makes first.
+static HOST_VERDICT_SQLITE: LazyLock<String> =
+    LazyLock::new(|| host_verdicts_sql(Backend::Sqlite, "", |c| format!("?{c}")));
+
+/// The text of [`HOST_VERDICTS`]: `from` names the values (empty: none), `value(c)` is a
+/// report's value `c` (from 1, in the order of [`verdict_params`]).
+fn host_verdicts_sql(backend: Backend, from: &str, value: impl Fn(usize) -> String) -> String {
     let same = match backend {
         Backend::Sqlite => "IS",
         Backend::Postgres => "IS NOT DISTINCT FROM",
     };
+    let [name, verdict, reasons, attested, expires, reached, counted, reset, restart, pcrs_sha, registered, report] =
+        std::array::from_fn(|i| value(i + 1));
     format!(
-        "UPDATE hosts SET verdict = v.column2, reasons = v.column3, attested_at = v.column4, \
-         verdict_version = CASE WHEN verdict {same} v.column2 THEN verdict_version \
+        "UPDATE hosts SET verdict = {verdict}, reasons = {reasons}, attested_at = {attested}, \
+         verdict_version = CASE WHEN verdict {same} {verdict} THEN verdict_version \
          ELSE version + 1 END, \
-         expires_at = v.column5, \
-         status = CASE WHEN v.column6 = 1 THEN 'connected' ELSE status END, \
-         status_detail = CASE WHEN v.column6 = 1 THEN NULL ELSE status_detail END, \
-         reset_count = CASE WHEN v.column7 = 1 THEN v.column8 ELSE reset_count END, \
-         restart_count = CASE WHEN v.column7 = 1 THEN v.column9 ELSE restart_count END, \
-         pcrs_version = CASE WHEN v.column10 IS NULL OR pcrs_sha {same} v.column10 \
+         expires_at = {expires}, \
+         status = CASE WHEN {reached} = 1 THEN 'connected' ELSE status END, \
+         status_detail = CASE WHEN {reached} = 1 THEN NULL ELSE status_detail END, \
+         reset_count = CASE WHEN {counted} = 1 THEN {reset} ELSE reset_count END, \
+         restart_count = CASE WHEN {counted} = 1 THEN {restart} ELSE restart_count END, \
+         pcrs_version = CASE WHEN {pcrs_sha} IS NULL OR pcrs_sha {same} {pcrs_sha} \
          THEN pcrs_version ELSE version + 1 END, \
-         pcrs_sha = CASE WHEN v.column10 IS NULL THEN pcrs_sha ELSE v.column10 END, \
-         pcrs_quoted_at = CASE WHEN v.column10 IS NULL THEN pcrs_quoted_at ELSE v.column4 END, \
-         previous_report = last_report, last_report = v.column12, \
-         version = version + 1 FROM (VALUES {values}) AS v WHERE hosts.name = v.column1 \
-         AND (v.column11 IS NULL OR hosts.created = v.column11) \
+         pcrs_sha = CASE WHEN {pcrs_sha} IS NULL THEN pcrs_sha ELSE {pcrs_sha} END, \
+         pcrs_quoted_at = CASE WHEN {pcrs_sha} IS NULL THEN pcrs_quoted_at ELSE {attested} END, \
+         previous_report = last_report, last_report = {report}, \
+         version = version + 1 {from} WHERE hosts.name = {name} \
+         AND ({registered} IS NULL OR hosts.created = {registered}) \
          RETURNING name, version, verdict_version, pcrs_version, previous_report"
     )
-});
+}
 
 /// What [`HOST_VERDICTS`] binds for one report, in order.
 fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -> [Param<'a>; 12] {
@@ -1279,10 +1295,19 @@ fn verdict_params<'a>(&(report, registered, reached, counters): &BatchRow<'a>) -
 static REPORTS_INSERT: ShapedSql = ShapedSql::new(|backend, shape| {
     let values = value_rows(backend, shape, &["{}"; 9]);
     format!(
-        "INSERT INTO reports (id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid, previous) \
+        "INSERT INTO reports ({REPORT_COLUMNS}) \
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, v.column9 \
          FROM (VALUES {values}) AS v WHERE v.column1 IS NOT NULL"
     )
+});
+
+/// The columns [`report_params`] binds, in order.
+const REPORT_COLUMNS: &str =
+    "id, host_name, verdict, reasons, created, expires, signed_report, hardware_uuid, previous";
+
+/// [`REPORTS_INSERT`] for one report, on SQLite (as [`HOST_VERDICT_SQLITE`]).
+static REPORT_INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!("INSERT INTO reports ({REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 });
 
 /// What [`REPORTS_INSERT`] binds for one report, linked to `previous` (the host's report
@@ -1650,30 +1675,40 @@ impl<'r> Saved<'r> {
 
     /// Takes what a [`HOST_VERDICTS`] statement for `chunk` returned: the hosts updated.
     fn updated(&mut self, chunk: &[(usize, &BatchRow<'r>)], mut updated: HashMap<String, Updated>) {
-        for &(i, &(report, _, _, counters)) in chunk {
-            let Some(Updated {
-                changed,
-                pcrs_changed,
-                previous,
-            }) = updated.remove(&report.host_name)
-            else {
-                // The host was deleted (or registered again) while it was being attested: keep
-                // no orphan report.
-                continue;
-            };
-            if let Some(s) = self.stored.get_mut(i) {
-                *s = true;
+        for &(i, row) in chunk {
+            self.updated_one(i, row, updated.remove(&row.0.host_name));
+        }
+    }
+
+    /// Takes what the update of report `i`'s host returned: `None` when it updated no row.
+    fn updated_one(
+        &mut self,
+        i: usize,
+        &(report, _, _, counters): &BatchRow<'r>,
+        host: Option<Updated>,
+    ) {
+        let Some(Updated {
+            changed,
+            pcrs_changed,
+            previous,
+        }) = host
+        else {
+            // The host was deleted (or registered again) while it was being attested: keep
+            // no orphan report.
+            return;
+        };
+        if let Some(s) = self.stored.get_mut(i) {
+            *s = true;
+        }
+        self.kept.push((report, previous));
+        if let Some(pcrs) = counters.and_then(|c| c.quoted_pcrs.as_deref()) {
+            if pcrs_changed {
+                self.pcrs.push((&report.host_name, pcrs));
             }
-            self.kept.push((report, previous));
-            if let Some(pcrs) = counters.and_then(|c| c.quoted_pcrs.as_deref()) {
-                if pcrs_changed {
-                    self.pcrs.push((&report.host_name, pcrs));
-                }
-            }
-            if changed {
-                let change = Change::verdict(&report.host_name, report.verdict);
-                self.changes.push((change, report.created));
-            }
+        }
+        if changed {
+            let change = Change::verdict(&report.host_name, report.verdict);
+            self.changes.push((change, report.created));
         }
     }
 

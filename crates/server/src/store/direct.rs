@@ -5,11 +5,14 @@
 //! commit's `BEGIN`, verdict update, report insert, change insert and `COMMIT` each wake that
 //! thread, and the task waiting for it, and the update's returned rows come back one message
 //! each. Here the whole transaction is one job for one thread: the batch goes over once, its
-//! outcome comes back once. The statements are the sqlx path's own ([`HOST_VERDICTS`],
-//! [`REPORTS_INSERT`], [`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]), bound from the same lists
-//! ([`verdict_params`]), so the two paths write the same rows; the sqlx path remains for
-//! PostgreSQL, for a database in memory (private to the connection that made it), and for a
-//! batch that failed, retried report by report.
+//! outcome comes back once. The statements are the sqlx path's own, bound from the same lists
+//! ([`verdict_params`], [`report_params`]), so the two paths write the same rows: the
+//! verdicts' update and the reports' insert one report a statement ([`HOST_VERDICT_SQLITE`],
+//! [`REPORT_INSERT_SQLITE`]: in the server's own process a statement costs no round trip, and
+//! one that writes a single row by its key needs no statement journal), the rarer PCR values
+//! and changes a batch a statement ([`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]). The sqlx path
+//! remains for PostgreSQL, for a database in memory (private to the connection that made
+//! it), and for a batch that failed, retried report by report.
 //!
 //! SQLite lets one connection write at a time. The caller holds the sqlx writer connection
 //! (the only other writer) while a job runs ([`Store::on_direct`]), so the two never wait for
@@ -124,26 +127,27 @@ impl Session {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut saved = Saved::new(rows.len());
-        for round in verdict_rounds(rows) {
-            for chunk in round.chunks(BATCH_MAX) {
-                let shape = batch_shape(chunk.len());
-                let mut stmt = tx.prepare_cached(&HOST_VERDICTS.text(Backend::Sqlite, shape))?;
-                let params = shaped(chunk.iter().map(|(_, row)| verdict_params(row)), shape);
-                let mut updated = HashMap::with_capacity(chunk.len());
-                let mut returned = stmt.query(rusqlite::params_from_iter(params))?;
+        {
+            // One statement a report, in order (a host twice in a batch is updated twice).
+            let mut update = tx.prepare_cached(&HOST_VERDICT_SQLITE)?;
+            for (i, row) in rows.iter().enumerate() {
+                let mut returned = update.query(rusqlite::params_from_iter(verdict_params(row)))?;
+                let mut host = None;
                 while let Some(r) = returned.next()? {
                     let version: i64 = r.get(1)?;
-                    let host = Updated {
+                    host = Some(Updated {
                         changed: version == r.get::<_, i64>(2)?,
                         pcrs_changed: version == r.get::<_, i64>(3)?,
                         previous: r.get(4)?,
-                    };
-                    updated.insert(r.get::<_, String>(0)?, host);
+                    });
                 }
-                saved.updated(chunk, updated);
+                saved.updated_one(i, row, host);
+            }
+            let mut insert = tx.prepare_cached(&REPORT_INSERT_SQLITE)?;
+            for kept in &saved.kept {
+                insert.execute(rusqlite::params_from_iter(report_params(kept)))?;
             }
         }
-        execute_batches(&tx, &REPORTS_INSERT, &saved.kept, BATCH_MAX, report_params)?;
         execute_batches(&tx, &HOST_PCRS_UPSERT, &saved.pcrs, BATCH_MAX, pcrs_params)?;
         // Last, as the sqlx path appends them ([`Store::append_changes`]).
         execute_batches(
