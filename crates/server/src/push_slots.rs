@@ -59,8 +59,8 @@ pub(crate) struct Open {
 /// The open challenges of this process, and the challenges it gave ahead, by host name.
 #[derive(Default)]
 pub struct PushSlots {
-    pub(crate) open: Mutex<HashMap<String, Open>>,
-    pub(crate) ahead: Mutex<HashMap<String, GivenAhead>>,
+    pub(crate) open: Mutex<HashMap<String, Open, foldhash::quality::RandomState>>,
+    pub(crate) ahead: Mutex<HashMap<String, GivenAhead, foldhash::quality::RandomState>>,
 }
 
 impl std::fmt::Debug for PushSlots {

@@ -131,8 +131,8 @@ struct Kept {
 /// The kept appraisals by host, and the PCR values they share.
 #[derive(Debug, Default)]
 struct Memory {
-    hosts: HashMap<String, Kept>,
-    values: HashSet<Shared>,
+    hosts: HashMap<String, Kept, foldhash::quality::RandomState>,
+    values: HashSet<Shared, foldhash::quality::RandomState>,
 }
 
 /// Stored PCR values in [`Memory::values`], found by their text.
