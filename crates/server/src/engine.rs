@@ -27,7 +27,7 @@ use nodetrust_appraise::{
 };
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
 use nodetrust_proto::trust::HostStatus;
-use nodetrust_tpm_wire::verify::{verify_signed_prepared, SignedQuote};
+use nodetrust_tpm_wire::verify::{verify_signed_prepared, PreparedAk, SignedQuote};
 use nodetrust_tpm_wire::{Attest, ClockInfo, HashAlg, PcrValues, Public, VerifiedQuote};
 
 use crate::agent_client::{AgentError, AgentTarget};
@@ -109,6 +109,8 @@ enum Evidence {
         verdict: Verdict,
         /// The stored form of the values kept ([`stored_pcrs_of`]).
         pcrs: Arc<StoredPcrs>,
+        /// The event log to name in the host's next quote request ([`Found::Reused`]).
+        known_log: Option<Vec<u8>>,
     },
 }
 
@@ -127,27 +129,36 @@ fn check_quote(
     nonce: &[u8],
     resp: &QuoteResponse,
 ) -> Result<Checked, (Vec<String>, &'static str)> {
-    let verified = with_pcrs(verify_signed(aks, host, nonce, resp)?, resp)?;
+    let ak = prepared_ak(aks, host)?;
+    let verified = with_pcrs(verify_signed(&ak, host, nonce, resp)?, resp)?;
     let log = event_log(resp, &verified)?;
     Ok(Checked { verified, log })
 }
 
-/// Verifies an agent's quote with the pinned AK and the nonce, and the TPM's counters against
-/// the host's, before its PCR values are checked ([`with_pcrs`]); the reasons on failure.
-fn verify_signed(
+/// `host`'s pinned AK, prepared ([`AkCache`]); the reasons when it is unreadable.
+fn prepared_ak(
     aks: &AkCache,
     host: &HostRow,
-    nonce: &[u8],
-    resp: &QuoteResponse,
-) -> Result<SignedQuote, (Vec<String>, &'static str)> {
-    let prepared = aks.get(&host.ak_public).ok_or_else(|| {
+) -> Result<Arc<PreparedAk>, (Vec<String>, &'static str)> {
+    aks.get(&host.ak_public).ok_or_else(|| {
         (
             vec!["the host's pinned AK is unreadable; re-register the host".to_string()],
             "pinned_ak_unreadable",
         )
-    })?;
+    })
+}
+
+/// Verifies an agent's quote with the pinned AK (`prepared`, [`prepared_ak`]) and the nonce,
+/// and the TPM's counters against the host's, before its PCR values are checked
+/// ([`with_pcrs`]); the reasons on failure.
+fn verify_signed(
+    prepared: &PreparedAk,
+    host: &HostRow,
+    nonce: &[u8],
+    resp: &QuoteResponse,
+) -> Result<SignedQuote, (Vec<String>, &'static str)> {
     let pinned = prepared.public();
-    let signed = verify_signed_prepared(&prepared, &resp.quote, &resp.signature, nonce).map_err(|e| {
+    let signed = verify_signed_prepared(prepared, &resp.quote, &resp.signature, nonce).map_err(|e| {
         let mut reasons = vec![format!("quote rejected: {e}")];
         let presented = Public::from_either(&resp.aik).ok();
         if presented.as_ref().is_some_and(|p| p.tpmt_bytes() != pinned.tpmt_bytes()) {
@@ -384,6 +395,9 @@ pub async fn attest(
     // out to be needed is asked once more, naming none.
     let mut name_log = runtime_plan.is_none();
     let mut given = given;
+    // The host's pinned AK, prepared: kept with a challenge given ahead, from the cache
+    // otherwise.
+    let mut ak: Option<Arc<PreparedAk>> = None;
     let (given_at, now, mut resp, evidence) = loop {
         let (nonce, answer, given_at) = match given.take() {
             None => {
@@ -411,6 +425,7 @@ pub async fn attest(
                         host.name
                     )));
                 }
+                ak = Some(a.ak);
                 (a.request.nonce, Ok(a.answer), Ok((a.issued_at, a.since)))
             }
         };
@@ -438,28 +453,42 @@ pub async fn attest(
         // signature, nonce and counters are checked, and its signed PCR digest stands for the
         // values kept. Otherwise its PCR values are checked and its event log parsed now, so
         // that an unreadable one is a verdict of its own.
-        let checked = verify_signed(&state.ak_cache, &host, &nonce, &resp).and_then(|signed| {
-            let found = if runtime_plan.is_none() {
-                let basis = basis(&host, &flavors, signed.attest(), &resp);
-                state.appraisals.find(&host.name, &basis, now, validity)
-            } else {
-                Found::Appraise
-            };
-            match found {
-                Found::Reused { verdict, pcrs } => Ok(Some(Evidence::Reused {
-                    clock: signed.attest().clock_info,
-                    verdict,
-                    pcrs,
-                })),
-                Found::LogNeeded => Ok(None),
-                Found::Appraise if left_out(&resp) => Ok(None),
-                Found::Appraise => {
-                    let verified = with_pcrs(signed, &resp)?;
-                    let log = event_log(&resp, &verified)?;
-                    Ok(Some(Evidence::Full(Checked { verified, log })))
+        let prepared = match &ak {
+            Some(p) => Ok(Arc::clone(p)),
+            None => prepared_ak(&state.ak_cache, &host),
+        };
+        if let Ok(p) = &prepared {
+            ak = Some(Arc::clone(p));
+        }
+        let checked = prepared
+            .and_then(|p| verify_signed(&p, &host, &nonce, &resp))
+            .and_then(|signed| {
+                let found = if runtime_plan.is_none() {
+                    let basis = basis(&host, &flavors, signed.attest(), &resp);
+                    state.appraisals.find(&host.name, &basis, now, validity)
+                } else {
+                    Found::Appraise
+                };
+                match found {
+                    Found::Reused {
+                        verdict,
+                        pcrs,
+                        known_log,
+                    } => Ok(Some(Evidence::Reused {
+                        clock: signed.attest().clock_info,
+                        verdict,
+                        pcrs,
+                        known_log,
+                    })),
+                    Found::LogNeeded => Ok(None),
+                    Found::Appraise if left_out(&resp) => Ok(None),
+                    Found::Appraise => {
+                        let verified = with_pcrs(signed, &resp)?;
+                        let log = event_log(&resp, &verified)?;
+                        Ok(Some(Evidence::Full(Checked { verified, log })))
+                    }
                 }
-            }
-        });
+            });
         match checked {
             Ok(Some(evidence)) => break (given_at, now, resp, evidence),
             Ok(None)
@@ -552,10 +581,17 @@ pub async fn attest(
             }
         }
     };
-    let (verdict, quoted_pcrs) = match evidence {
-        Evidence::Reused { verdict, pcrs, .. } => {
+    // The log to name in a challenge given ahead: a reused appraisal's (found with it), or
+    // the one kept now.
+    let (verdict, quoted_pcrs, found_log) = match evidence {
+        Evidence::Reused {
+            verdict,
+            pcrs,
+            known_log,
+            ..
+        } => {
             state.appraisals.count_reused(SentLog::of(&resp));
-            (verdict, Some(pcrs))
+            (verdict, Some(pcrs), Some(known_log))
         }
         Evidence::Full(checked) => {
             let ctx = HostContext {
@@ -584,7 +620,7 @@ pub async fn attest(
                 }
                 _ => state.appraisals.forget(&host.name),
             }
-            (verdict, stored)
+            (verdict, stored, None)
         }
     };
     let counters = AttestationUpdate {
@@ -605,10 +641,12 @@ pub async fn attest(
     let report = kept(&host, given_at.is_ok(), saved)?;
     Ok(Attested {
         report,
-        ahead: can_ask_ahead.then(|| Ahead {
+        ahead: ak.filter(|_| can_ask_ahead).map(|ak| Ahead {
+            ak,
             pcrs: pcrs.clone(),
             pcrbanks: pcrbanks.clone(),
-            known_event_log_sha256: known_log(state, &host, &flavors, true),
+            known_event_log_sha256: found_log
+                .unwrap_or_else(|| known_log(state, &host, &flavors, true)),
             anchor,
             host: HostRow {
                 // What the next attestation of this registration uses of it, as it is now.

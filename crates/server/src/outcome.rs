@@ -4,8 +4,11 @@
 //! push challenges, [`crate::push_slots`]) and the API's error mapping ([`crate::error`]) need
 //! not reach up to it. Re-exported from `engine`.
 
+use std::sync::Arc;
+
 use nodetrust_appraise::ImportError;
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
+use nodetrust_tpm_wire::verify::PreparedAk;
 
 use crate::agent_client::AgentError;
 use crate::store::{HostRow, ReportRow, StoreError};
@@ -126,6 +129,9 @@ pub struct Ahead {
     /// seen; without its host facts and EK): that attestation reads no row, and its report is
     /// stored only if the host was not registered again meanwhile (its `created`).
     pub host: HostRow,
+    /// Its pinned AK as this attestation verified with it, prepared: the next one looks up
+    /// nothing ([`crate::ak_cache`]).
+    pub ak: Arc<PreparedAk>,
 }
 
 /// A push host's answer to a challenge given ahead ([`crate::push`]), and what bounds the
@@ -140,6 +146,8 @@ pub struct Answered {
     pub since: ClockAnchor,
     /// The agent's answer.
     pub answer: QuoteResponse,
+    /// The host's pinned AK, prepared ([`Ahead::ak`]).
+    pub ak: Arc<PreparedAk>,
 }
 
 /// A TPM clock reading (`clockInfo.clock`, milliseconds the TPM has run) of one TPM boot

@@ -305,6 +305,7 @@ fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
             until: now.saturating_add(i64::try_from(within).ok()?),
             since: ahead.anchor,
             host: ahead.host,
+            ak: ahead.ak,
         };
         state
             .push
@@ -371,14 +372,15 @@ pub async fn evidence(
         if millis(state.clock.now()) > given.until {
             return Err(no_open_challenge(&host_name));
         }
-        // The row kept with the challenge: no read (its report is stored only if the host was
-        // not registered again meanwhile).
+        // The row and the prepared AK kept with the challenge: no read, no look-up (its report
+        // is stored only if the host was not registered again meanwhile).
         let host = given.host;
         let answered = Answered {
             request: given.request,
             issued_at: given.issued_at,
             since: given.since,
             answer: evidence,
+            ak: given.ak,
         };
         let attested = crate::engine::attest(&state, host, Some(answered))
             .await

@@ -5,10 +5,11 @@
 //! answer challenges are in [`crate::push`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nodetrust_proto::agent::{QuoteRequest, QuoteResponse};
+use nodetrust_tpm_wire::verify::PreparedAk;
 use tokio::sync::oneshot;
 
 use crate::agent_client::{AgentConnector, AgentError, AgentTarget};
@@ -41,6 +42,8 @@ pub(crate) struct GivenAhead {
     pub(crate) since: ClockAnchor,
     /// The host's row as its next attestation needs it ([`crate::engine::Ahead::host`]).
     pub(crate) host: HostRow,
+    /// Its pinned AK, prepared ([`crate::engine::Ahead::ak`]).
+    pub(crate) ak: Arc<PreparedAk>,
 }
 
 /// One open challenge.

@@ -115,6 +115,16 @@ enum KeptLog {
     },
 }
 
+impl KeptLog {
+    /// The SHA-256 to name in a quote request: when the agent can leave the log out.
+    fn sha256(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Bytes { sha256, .. } => sha256.clone(),
+            Self::Absent => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Kept {
     registered: i64,
@@ -184,6 +194,10 @@ pub enum Found {
         verdict: Verdict,
         /// The values as stored.
         pcrs: Arc<StoredPcrs>,
+        /// The SHA-256 of its event log, as [`Appraisals::known_log`] gives it now (the
+        /// appraisal found is of the same registration and flavors): its next quote request
+        /// needs no second look-up.
+        known_log: Option<Vec<u8>>,
     },
     /// Appraise in full.
     Appraise,
@@ -260,6 +274,7 @@ impl Appraisals {
             return Found::Reused {
                 verdict: k.verdict.renewed(now, validity),
                 pcrs: k.pcrs.clone(),
+                known_log: k.log.sha256(),
             };
         }
         if let SentLog::LeftOut(_) = basis.log {
@@ -280,10 +295,7 @@ impl Appraisals {
             .hosts
             .get(host)
             .filter(|k| k.registered == registered && k.flavors == flavors)?;
-        match &k.log {
-            KeptLog::Bytes { sha256, .. } => sha256.clone(),
-            KeptLog::Absent => None,
-        }
+        k.log.sha256()
     }
 
     /// Counts a verdict made of a reused appraisal, and whether its answer left the event log
@@ -571,9 +583,15 @@ mod tests {
         // Left out with that digest: reused, and counted as left out.
         let left_out = SentLog::LeftOut(&sha256);
         match memo.find("h", &basis(1, 1, &a, left_out), now, VALIDITY) {
-            Found::Reused { verdict, pcrs } => {
+            Found::Reused {
+                verdict,
+                pcrs,
+                known_log,
+            } => {
                 assert_eq!(verdict.verdict(), Trust::Trusted);
                 assert_eq!(pcrs.json(), VALUES);
+                // The log to name next, found with it.
+                assert_eq!(known_log, Some(sha256.clone()));
             }
             other => panic!("not reused: {other:?}"),
         }

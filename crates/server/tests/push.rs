@@ -342,13 +342,18 @@ async fn a_verdict_carries_the_next_challenge_taken_while_its_quote_is_provably_
     assert_eq!(pushed(&h, "asked").await, 1);
 
     // The next round posts its evidence at once (no challenge asked): trusted, and stored.
+    // Its quote is verified with the pinned AK kept with the challenge: the cache of
+    // prepared AKs is not looked up.
     let before = report_count(&h, "push-1").await;
+    let looked_up = h.state.ak_cache.stats();
+    assert_ne!(looked_up, (0, 0), "the asked round looked its AK up");
     h.clock.advance(std::time::Duration::from_secs(5));
     let (s, r2) = answer_ahead(&h, &agent, &r1).await;
     assert_eq!(s, StatusCode::OK, "{r2}");
     assert_eq!(r2["report"]["verdict"], "trusted", "{r2}");
     assert_eq!(report_count(&h, "push-1").await, before + 1);
     assert_eq!(pushed(&h, "ahead").await, 1);
+    assert_eq!(h.state.ak_cache.stats(), looked_up);
     // The same evidence again: the challenge was answered.
     let (s, v) = answer_ahead(&h, &agent, &r1).await;
     refused(s, &v, "no_open_challenge");
