@@ -453,13 +453,11 @@ pub async fn attest(
         // signature, nonce and counters are checked, and its signed PCR digest stands for the
         // values kept. Otherwise its PCR values are checked and its event log parsed now, so
         // that an unreadable one is a verdict of its own.
-        let prepared = match &ak {
-            Some(p) => Ok(Arc::clone(p)),
+        let prepared = match ak.take() {
+            Some(p) => Ok(p),
             None => prepared_ak(&state.ak_cache, &host),
         };
-        if let Ok(p) = &prepared {
-            ak = Some(Arc::clone(p));
-        }
+        ak = prepared.as_ref().ok().cloned();
         let checked = prepared
             .and_then(|p| verify_signed(&p, &host, &nonce, &resp))
             .and_then(|signed| {
