@@ -60,13 +60,7 @@ fn open_challenge(id: &str) -> ChallengeRow {
 async fn all_open_challenges_are_counted_again_within_the_room_a_count_left() {
     let dir = tempfile::tempdir().unwrap();
     for (url, store) in stores(&dir).await {
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap();
+        let now = nodetrust_server::store::millis(std::time::SystemTime::now());
         let row = |id: &str| ChallengeRow {
             expires: now + 600_000,
             ..open_challenge(id)
