@@ -1228,18 +1228,32 @@ static HOST_VERDICTS: ShapedSql = ShapedSql::new(|backend, shape| {
     ];
     let values = value_rows(backend, shape, &COLUMNS);
     let from = format!("FROM (VALUES {values}) AS v");
-    host_verdicts_sql(backend, &from, |c| format!("v.column{c}"))
+    let update = host_verdicts_sql(backend, &from, |c| format!("v.column{c}"));
+    format!("{update} RETURNING {UPDATED_COLUMNS}")
 });
 
-/// [`HOST_VERDICTS`] for one report, on SQLite: its values bound as `?1` to `?12` (in the
-/// order of [`verdict_params`]). The report writer ([`direct`]) runs it once a report: a
-/// statement that writes one row by its key needs no statement journal, nor the join that an
-/// update from a list of values makes first.
+/// What [`HOST_VERDICTS`] returns of each row it updated, and [`HOST_UPDATED_SQLITE`] reads
+/// ([`Updated::new`]).
+const UPDATED_COLUMNS: &str = "name, version, verdict_version, pcrs_version, previous_report";
+
+/// [`HOST_VERDICTS`] for one report, on SQLite, without `RETURNING`: its values bound as `?1`
+/// to `?12` (in the order of [`verdict_params`]). The report writer ([`direct`]) runs it once
+/// a report: a statement that writes one row by its key needs no statement journal, nor the
+/// join that an update from a list of values makes first. SQLite makes `RETURNING` a trigger:
+/// the update then first gathers the rows it will change in a temporary table, copies each
+/// row's old and new columns for the trigger, and keeps the returned rows in a second
+/// temporary table (two B-trees created and destroyed a statement). The writer reads instead
+/// what the update wrote, by the host's name ([`HOST_UPDATED_SQLITE`]), when it updated a row.
 static HOST_VERDICT_SQLITE: LazyLock<String> =
     LazyLock::new(|| host_verdicts_sql(Backend::Sqlite, "", |c| format!("?{c}")));
 
-/// The text of [`HOST_VERDICTS`]: `from` names the values (empty: none), `value(c)` is a
-/// report's value `c` (from 1, in the order of [`verdict_params`]).
+/// What [`HOST_VERDICTS`] returns of a host, read after [`HOST_VERDICT_SQLITE`] updated it
+/// (in the same transaction, on the one connection that writes: the row as the update left it).
+static HOST_UPDATED_SQLITE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {UPDATED_COLUMNS} FROM hosts WHERE name = ?1"));
+
+/// The update of [`HOST_VERDICTS`], without what it returns: `from` names the values (empty:
+/// none), `value(c)` is a report's value `c` (from 1, in the order of [`verdict_params`]).
 fn host_verdicts_sql(backend: Backend, from: &str, value: impl Fn(usize) -> String) -> String {
     let same = match backend {
         Backend::Sqlite => "IS",
@@ -1262,8 +1276,7 @@ fn host_verdicts_sql(backend: Backend, from: &str, value: impl Fn(usize) -> Stri
          pcrs_quoted_at = CASE WHEN {pcrs_sha} IS NULL THEN pcrs_quoted_at ELSE {attested} END, \
          previous_report = last_report, last_report = {report}, \
          version = version + 1 {from} WHERE hosts.name = {name} \
-         AND ({registered} IS NULL OR hosts.created = {registered}) \
-         RETURNING name, version, verdict_version, pcrs_version, previous_report"
+         AND ({registered} IS NULL OR hosts.created = {registered})"
     )
 }
 
@@ -1424,12 +1437,12 @@ async fn update_host_verdicts(
     updated
         .iter()
         .map(|r| {
-            let version: i64 = r.try_get("version")?;
-            let updated = Updated {
-                changed: version == r.try_get::<i64, _>("verdict_version")?,
-                pcrs_changed: version == r.try_get::<i64, _>("pcrs_version")?,
-                previous: r.try_get("previous_report")?,
-            };
+            let updated = Updated::new(
+                r.try_get("version")?,
+                r.try_get("verdict_version")?,
+                r.try_get("pcrs_version")?,
+                r.try_get("previous_report")?,
+            );
             Ok((r.try_get("name")?, updated))
         })
         .collect()
@@ -1443,6 +1456,23 @@ struct Updated {
     pcrs_changed: bool,
     /// The report its row named before this one (the new report links to it).
     previous: Option<String>,
+}
+
+impl Updated {
+    /// From the row's [`UPDATED_COLUMNS`] after the update: its verdict and its PCR values
+    /// changed when their version is the row's.
+    fn new(
+        version: i64,
+        verdict_version: i64,
+        pcrs_version: i64,
+        previous: Option<String>,
+    ) -> Self {
+        Self {
+            changed: version == verdict_version,
+            pcrs_changed: version == pcrs_version,
+            previous,
+        }
+    }
 }
 
 /// The statement that writes the quoted PCR values of the hosts whose values changed
@@ -1619,8 +1649,8 @@ struct PendingReport {
     registered: Option<i64>,
     reached: bool,
     counters: Option<AttestationUpdate>,
-    /// Whether the report was stored.
-    done: oneshot::Sender<Result<bool>>,
+    /// The report back, and whether it was stored.
+    done: oneshot::Sender<Result<(ReportRow, bool)>>,
 }
 
 /// One report of a group commit: the report, the registration it is for (when known), whether

@@ -128,19 +128,17 @@ impl Session {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut saved = Saved::new(rows.len());
         {
-            // One statement a report, in order (a host twice in a batch is updated twice).
+            // One update a report, in order (a host twice in a batch is updated twice), and
+            // when it wrote the host's row, the row as it left it.
             let mut update = tx.prepare_cached(&HOST_VERDICT_SQLITE)?;
+            let mut updated = tx.prepare_cached(&HOST_UPDATED_SQLITE)?;
             for (i, row) in rows.iter().enumerate() {
-                let mut returned = update.query(rusqlite::params_from_iter(verdict_params(row)))?;
-                let mut host = None;
-                while let Some(r) = returned.next()? {
-                    let version: i64 = r.get(1)?;
-                    host = Some(Updated {
-                        changed: version == r.get::<_, i64>(2)?,
-                        pcrs_changed: version == r.get::<_, i64>(3)?,
-                        previous: r.get(4)?,
-                    });
-                }
+                let host = match update.execute(rusqlite::params_from_iter(verdict_params(row)))? {
+                    0 => None,
+                    _ => Some(updated.query_row([&row.0.host_name], |r| {
+                        Ok(Updated::new(r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?),
+                };
                 saved.updated_one(i, row, host);
             }
             let mut insert = tx.prepare_cached(&REPORT_INSERT_SQLITE)?;
