@@ -311,11 +311,10 @@ async fn save_for(
         hardware_uuid: host.hardware_uuid.clone(),
         signed_report: String::new(),
     };
-    let stored = state
+    Ok(state
         .store
-        .save_report_for(&row, Some(host.created), reached, counters)
-        .await?;
-    Ok((row, stored))
+        .save_report_for(row, Some(host.created), reached, counters)
+        .await?)
 }
 
 /// The report of an attestation whose quote was given ahead: one that was not stored (the

@@ -969,7 +969,13 @@ async fn a_report_for_a_registration_is_stored_only_while_that_registration_stan
         let registered = store.host("h1").await.unwrap().unwrap().created;
         let save = |r: ReportRow, at: i64| {
             let s = store.clone();
-            tokio::spawn(async move { s.save_report_for(&r, Some(at), true, None).await })
+            tokio::spawn(async move {
+                let id = r.id.clone();
+                let (back, stored) = s.save_report_for(r, Some(at), true, None).await?;
+                // The report comes back from its group commit, stored or not.
+                assert_eq!(back.id, id);
+                Ok::<_, nodetrust_server::store::StoreError>(stored)
+            })
         };
         // In one group commit: h1 for its registration, h2 for another one, a deleted host.
         let (a, b, c) = (
@@ -989,10 +995,13 @@ async fn a_report_for_a_registration_is_stored_only_while_that_registration_stan
         // A commit that fails (a report stored twice) is retried report by report, each
         // with the same outcome as in the shared commit.
         let dup = report("h3", "trusted", 20);
-        assert!(store
-            .save_report_for(&dup, Some(registered), true, None)
-            .await
-            .unwrap());
+        assert!(
+            store
+                .save_report_for(dup.clone(), Some(registered), true, None)
+                .await
+                .unwrap()
+                .1
+        );
         let (a, b, c) = (
             save(dup.clone(), registered),
             save(report("h1", "untrusted", 21), registered),

@@ -42,33 +42,35 @@ impl Store {
         reached: bool,
         counters: Option<AttestationUpdate>,
     ) -> Result<()> {
-        self.save_report_for(report, None, reached, counters)
+        self.save_report_for(report.clone(), None, reached, counters)
             .await
             .map(|_| ())
     }
 
     /// [`Self::save_report`] for the host registered at `registered` (its row's `created`,
     /// when known): a host registered again (or deleted) since then keeps its verdict and gets
-    /// no report. Returns whether the report was stored.
+    /// no report. Gives the report back (it travels with its group commit, not copied) with
+    /// whether it was stored.
     pub async fn save_report_for(
         &self,
-        report: &ReportRow,
+        report: ReportRow,
         registered: Option<i64>,
         reached: bool,
         counters: Option<AttestationUpdate>,
-    ) -> Result<bool> {
+    ) -> Result<(ReportRow, bool)> {
         let (done, result) = oneshot::channel();
         let pending = PendingReport {
-            report: report.clone(),
+            report,
             registered,
             reached,
             counters,
             done,
         };
         if let Err(p) = self.batch.push(pending) {
-            return self
+            let stored = self
                 .save_report_one(&p.report, p.registered, p.reached, p.counters)
-                .await;
+                .await?;
+            return Ok((p.report, stored));
         }
         self.batch
             .wait(result, |items| {
@@ -111,7 +113,7 @@ impl Store {
                     self.publish(c);
                 }
                 for (p, stored) in items.into_iter().zip(stored) {
-                    let _ = p.done.send(Ok(stored));
+                    let _ = p.done.send(Ok((p.report, stored)));
                 }
             }
             Err(e) => {
@@ -120,7 +122,7 @@ impl Store {
                     let r = self
                         .save_report_one(&p.report, p.registered, p.reached, p.counters)
                         .await;
-                    let _ = p.done.send(r);
+                    let _ = p.done.send(r.map(|stored| (p.report, stored)));
                 }
             }
         }
