@@ -4,6 +4,7 @@
 //! [`Verdict::unknown`] are public, the trusted constructor is crate-private and used only by
 //! [`appraise`](crate::appraise) after it has been handed a verified quote.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::flavor::FlavorPart;
@@ -55,7 +56,9 @@ impl Failure {
 pub struct Verdict {
     verdict: Trust,
     failure: Option<Failure>,
-    reasons: Vec<String>,
+    /// Shared: a verdict renewed from a kept appraisal ([`Verdict::renewed`]) carries the same
+    /// sentences, and copies none.
+    reasons: Arc<[String]>,
     attested_at: SystemTime,
     expires_at: SystemTime,
 }
@@ -65,7 +68,7 @@ impl Verdict {
         Self {
             verdict: Trust::Trusted,
             failure: None,
-            reasons,
+            reasons: reasons.into(),
             attested_at: now,
             expires_at: now + validity,
         }
@@ -77,7 +80,7 @@ impl Verdict {
         Self {
             verdict: Trust::Untrusted,
             failure: None,
-            reasons,
+            reasons: reasons.into(),
             attested_at: now,
             expires_at: now + validity,
         }
@@ -93,7 +96,7 @@ impl Verdict {
         Self {
             verdict: Trust::Untrusted,
             failure: Some(failure),
-            reasons,
+            reasons: reasons.into(),
             attested_at: now,
             expires_at: now + validity,
         }
@@ -104,7 +107,7 @@ impl Verdict {
         Self {
             verdict: Trust::Unknown,
             failure: None,
-            reasons,
+            reasons: reasons.into(),
             attested_at: now,
             expires_at: now + validity,
         }
