@@ -9,8 +9,9 @@
 //! ([`verdict_params`], [`report_params`]), so the two paths write the same rows: the
 //! verdicts' update and the reports' insert one report a statement ([`HOST_VERDICT_SQLITE`],
 //! [`REPORT_INSERT_SQLITE`]: in the server's own process a statement costs no round trip, and
-//! one that writes a single row by its key needs no statement journal), the rarer PCR values
-//! and changes a batch a statement ([`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]). The sqlx path
+//! one that writes a single row by its key needs no statement journal; the update without
+//! `RETURNING`, which SQLite runs as a trigger, and the row it wrote read after it,
+//! [`HOST_UPDATED_SQLITE`]), the rarer PCR values and changes a batch a statement ([`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]). The sqlx path
 //! remains for PostgreSQL, for a database in memory (private to the connection that made
 //! it), and for a batch that failed, retried report by report.
 //!
