@@ -11,9 +11,10 @@
 //! [`REPORT_INSERT_SQLITE`]: in the server's own process a statement costs no round trip, and
 //! one that writes a single row by its key needs no statement journal; the update without
 //! `RETURNING`, which SQLite runs as a trigger, and the row it wrote read after it,
-//! [`HOST_UPDATED_SQLITE`]), the rarer PCR values and changes a batch a statement ([`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]). The sqlx path
-//! remains for PostgreSQL, for a database in memory (private to the connection that made
-//! it), and for a batch that failed, retried report by report.
+//! [`HOST_UPDATED_SQLITE`]), the rarer PCR values and changes a batch a statement
+//! ([`HOST_PCRS_UPSERT`], [`CHANGES_INSERT`]). The sqlx path remains for PostgreSQL, for a
+//! database in memory (private to the connection that made it), and for a batch that failed,
+//! retried report by report.
 //!
 //! SQLite lets one connection write at a time. The caller holds the sqlx writer connection
 //! (the only other writer) while a job runs ([`Store::on_direct`]), so the two never wait for
