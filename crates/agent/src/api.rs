@@ -370,21 +370,43 @@ async fn quote(State(state): State<AppState>, body: Body) -> Result<Json<QuoteRe
         Some(offset) => ima_entries(&state, offset, None).await?,
         None => None,
     };
-    let mut pcrs = nodetrust_proto::agent::PcrMap::new();
-    for (bank, index, value) in out.pcrs.iter() {
-        pcrs.entry(bank.name().to_string())
-            .or_default()
-            .insert(index.to_string(), hex::encode(value));
-    }
+    // The PCR values are left out when the verifier holds them; the quote's digest of them is
+    // always sent, which tells the verifier that this agent can leave them out (and its AK,
+    // when the verifier names the one it pinned).
+    let pcr_digest = out.pcr_digest();
+    let aik = leave_out_aik_if_pinned(&req, aik);
+    let pcrs = match &pcr_digest {
+        Some(digest) if req.holds_pcrs(digest) => None,
+        _ => {
+            let mut pcrs = nodetrust_proto::agent::PcrMap::new();
+            for (bank, index, value) in out.pcrs.iter() {
+                pcrs.entry(bank.name().to_string())
+                    .or_default()
+                    .insert(index.to_string(), hex::encode(value));
+            }
+            Some(pcrs.into())
+        }
+    };
     Ok(Json(QuoteResponse {
         quote: out.attest,
         signature: out.signature,
         aik,
-        pcrs: pcrs.into(),
+        pcrs,
+        pcr_digest,
         event_log,
         event_log_sha256,
         ima_log,
     }))
+}
+
+/// The AK to send: none when the verifier names it as the one it pinned
+/// ([`QuoteRequest::holds_aik`]).
+fn leave_out_aik_if_pinned(req: &QuoteRequest, aik: Vec<u8>) -> Option<Vec<u8>> {
+    let name = nodetrust_tpm_wire::Public::from_tpm2b(&aik).map(|p| p.name());
+    match name {
+        Ok(name) if req.holds_aik(&name) => None,
+        _ => Some(aik),
+    }
 }
 
 /// The event log to send and its SHA-256: the log is left out when the verifier holds it

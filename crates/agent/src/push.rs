@@ -8,9 +8,10 @@
 //! verdict, when to push next and, most of the time, the next challenge: the next round then
 //! quotes that one and posts the evidence without asking (one request), and asks for a
 //! challenge only when the server refuses it (409: its flavors changed, the TPM restarted, the
-//! round came late, or another replica answers). The server names the event log it holds in
-//! each challenge, and the agent leaves out a log that has not changed; when the server needs
-//! it after all (409 `event_log_needed`), the agent answers a new challenge, which names none.
+//! round came late, or another replica answers). The server names the event log and the PCR
+//! values it holds in each challenge (their digests), and the agent leaves out what has not
+//! changed; when the server needs it after all (409 `event_log_needed` or
+//! `pcr_values_needed`), the agent answers a new challenge, which names nothing.
 //! A failed round is logged and retried with
 //! capped exponential backoff; the server's verdict expires on its own if the agent stops
 //! pushing.
@@ -31,8 +32,8 @@ use crate::register::Backoff;
 pub const CHALLENGE_PATH: &str = "/mtwilson/v2/push/challenge";
 /// Evidence endpoint.
 pub const EVIDENCE_PATH: &str = "/mtwilson/v2/push/evidence";
-/// The 409 reason of evidence that left out an event log the server needs.
-const EVENT_LOG_NEEDED: &str = "event_log_needed";
+/// The 409 reasons of evidence that left out an event log, or PCR values, the server needs.
+const NEEDED: [&str; 2] = ["event_log_needed", "pcr_values_needed"];
 /// Shortest and longest wait between two pushes, whatever the server says.
 const MIN_WAIT: Duration = Duration::from_millis(200);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -150,13 +151,14 @@ pub async fn push_round(
         }
     }
     match push_once(client, router, admin, host_name).await {
-        // The log was left out when the server needed it: the next challenge names none.
+        // The log or the values were left out when the server needed them: the next challenge
+        // names nothing.
         Err(PushError::Client(ClientError::Status {
             status: 409,
             reason,
             ..
-        })) if reason == EVENT_LOG_NEEDED => {
-            tracing::info!("the server needs the event log this agent left out; answering a new challenge with it");
+        })) if NEEDED.contains(&reason.as_str()) => {
+            tracing::info!(%reason, "the server needs what this agent left out; answering a new challenge with it");
             push_once(client, router, admin, host_name).await
         }
         other => other,

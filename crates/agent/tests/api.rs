@@ -40,7 +40,7 @@ fn ima_entry(path: &str) -> Vec<u8> {
 }
 
 fn pcr_values(resp: &QuoteResponse) -> PcrValues {
-    PcrValues::try_from(resp.pcrs.map().unwrap().as_ref()).unwrap()
+    PcrValues::try_from(resp.pcrs.as_ref().unwrap().map().unwrap().as_ref()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +89,7 @@ async fn quote_verifies_with_core_verifier_and_tpm2_checkquote() {
     let (status, aik) = get(&state, "/v2/aik").await;
     assert_eq!(status, StatusCode::OK);
     let aik: AikInfo = serde_json::from_value(aik).unwrap();
-    assert_eq!(aik.aik, resp.aik);
+    assert_eq!(Some(aik.aik.clone()), resp.aik);
     let ak = Public::from_tpm2b(&aik.aik).unwrap();
     assert_eq!(hex::encode(ak.name()), aik.name);
     let pcrs = pcr_values(&resp);
@@ -355,7 +355,7 @@ async fn ak_survives_agent_restart_and_tpm_reboot() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let resp: QuoteResponse = serde_json::from_value(body).unwrap();
-    assert_eq!(resp.aik, aik.aik);
+    assert_eq!(resp.aik, Some(aik.aik.clone()));
     let ak = Public::from_tpm2b(&aik.aik).unwrap();
     let v = verify_quote(&ak, &resp.quote, &resp.signature, &pcr_values(&resp), b"r").unwrap();
     assert!(v.attest().clock_info.reset_count >= 1);
@@ -475,4 +475,75 @@ async fn an_event_log_the_verifier_holds_is_left_out_while_it_is_unchanged() {
     std::fs::remove_file(&eventlog).unwrap();
     let r = quote(Some(digest)).await;
     assert_eq!((r.event_log, r.event_log_sha256), (None, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcr_values_and_the_ak_the_verifier_holds_are_left_out_while_unchanged() {
+    let tpm = Swtpm::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let attester = open(&tpm, &dir.path().join("state"), AkAlgorithm::Rsa2048);
+    let state = state(
+        attester,
+        &dir.path().join("no-log"),
+        &dir.path().join("no-ima"),
+    );
+    let (status, aik) = get(&state, "/v2/aik").await;
+    assert_eq!(status, StatusCode::OK, "{aik}");
+    let aik: AikInfo = serde_json::from_value(aik).unwrap();
+    let aik_name = hex::decode(&aik.name).unwrap();
+    let quote_naming = |known: Option<Vec<u8>>, ak_name: Option<Vec<u8>>| {
+        let state = &state;
+        async move {
+            let mut req =
+                json!({"nonce": b64::encode(&[7u8; 32]), "pcrs": [7, 0], "pcrbanks": ["SHA256"]});
+            if let Some(k) = known {
+                req["known_pcr_digest"] = json!(b64::encode(&k));
+            }
+            if let Some(n) = ak_name {
+                req["known_aik_name"] = json!(b64::encode(&n));
+            }
+            let (status, body) = post(state, "/v2/tpm/quote", req).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            serde_json::from_value::<QuoteResponse>(body).unwrap()
+        }
+    };
+    let quote = |known: Option<Vec<u8>>| quote_naming(known, None);
+    // The AK: left out when the request names it (its Name, as `GET /v2/aik` gives it), sent
+    // when another is named.
+    let r = quote_naming(None, Some(aik_name.clone())).await;
+    assert_eq!(r.aik, None);
+    assert!(r.pcrs.is_some());
+    let mut other = aik_name.clone();
+    other[5] ^= 1;
+    let r = quote_naming(None, Some(other)).await;
+    assert_eq!(r.aik, Some(aik.aik.clone()));
+    // Named by nobody: the values and their digest, which is the SHA-256 of the values in
+    // the order of their indices (TPM 2.0 Part 1, the quote's pcrDigest).
+    let r = quote(None).await;
+    let values = pcr_values(&r);
+    let mut concatenated = Vec::new();
+    for index in [0u8, 7] {
+        concatenated.extend_from_slice(values.get(HashAlg::Sha256, index).unwrap());
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &concatenated)
+        .as_ref()
+        .to_vec();
+    assert_eq!(r.pcr_digest.as_ref(), Some(&digest));
+    // Named: left out, the digest stands for them.
+    let r = quote(Some(digest.clone())).await;
+    assert_eq!((r.pcrs, r.pcr_digest.as_ref()), (None, Some(&digest)));
+    // Another digest named: sent.
+    let r = quote(Some(vec![0; 32])).await;
+    assert!(r.pcrs.is_some());
+    // A PCR extended: sent although the old digest is named, with the new digest.
+    tpm2::run(
+        &tpm,
+        "tpm2_pcrextend",
+        &["7:sha256=00000000000000000000000000000000000000000000000000000000000000bb"],
+    )
+    .unwrap();
+    let r = quote(Some(digest.clone())).await;
+    assert!(r.pcrs.is_some());
+    assert!(r.pcr_digest.is_some());
+    assert_ne!(r.pcr_digest, Some(digest));
 }

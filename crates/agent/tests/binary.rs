@@ -228,11 +228,13 @@ async fn serves_https_and_survives_a_crash() {
                 pcrbanks: vec!["SHA256".into()],
                 ima_offset: None,
                 known_event_log_sha256: None,
+                known_pcr_digest: None,
+                known_aik_name: None,
             },
         )
         .await
         .unwrap();
-    assert_eq!(q.aik, aik.aik);
+    assert_eq!(q.aik, Some(aik.aik.clone()));
 
     // Crash (SIGKILL): the EK and AK stay loaded in swtpm, which has no resource manager. The
     // restarted agent flushes them and comes back with the same AK.
@@ -378,6 +380,8 @@ async fn swtpm_restarting_under_the_agent() {
                     pcrbanks: vec!["SHA256".into()],
                     ima_offset: None,
                     known_event_log_sha256: None,
+                    known_pcr_digest: None,
+                    known_aik_name: None,
                 },
             )
             .await

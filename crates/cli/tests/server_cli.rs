@@ -92,10 +92,9 @@ impl SoftAgent {
         Ok(QuoteResponse {
             quote: q.attest,
             signature: q.signature,
-            aik: self.tpm.ak_public().tpm2b_bytes(),
-            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())
-                .unwrap()
-                .into(),
+            aik: Some(self.tpm.ak_public().tpm2b_bytes()),
+            pcrs: Some(nodetrust_proto::agent::Pcrs::from_value(q.pcrs.to_json()).unwrap()),
+            pcr_digest: None,
             event_log: Some(self.event_log.clone()),
             event_log_sha256: None,
             ima_log: None,

@@ -84,6 +84,27 @@ pub struct QuoteRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub known_event_log_sha256: Option<Vec<u8>>,
+    /// The digest of the PCR values (a quote's `pcrDigest`) the verifier holds a trusted
+    /// appraisal of. When the answer's quote has this digest, the agent may leave its PCR
+    /// values out ([`QuoteResponse::pcrs`]): the signed digest stands for them. Sent only to
+    /// agents that said they can ([`QuoteResponse::pcr_digest`] in an earlier answer).
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub known_pcr_digest: Option<Vec<u8>>,
+    /// The Name of the AK the verifier pinned at registration (`nameAlg` and the digest of
+    /// its public area). When it is the Name of the agent's AK, the agent may leave its AK
+    /// out of the answer ([`QuoteResponse::aik`]). Sent only to agents that said they can
+    /// ([`QuoteResponse::pcr_digest`] in an earlier answer: an agent that can leave out its
+    /// PCR values can leave out its AK).
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub known_aik_name: Option<Vec<u8>>,
 }
 
 impl QuoteRequest {
@@ -91,6 +112,18 @@ impl QuoteRequest {
     /// ([`Self::known_event_log_sha256`]): the answer may then leave it out.
     pub fn holds_event_log(&self, sha256: &[u8]) -> bool {
         self.known_event_log_sha256.as_deref() == Some(sha256)
+    }
+
+    /// Whether the verifier holds the PCR values whose digest is `pcr_digest`, the `pcrDigest`
+    /// of the answer's quote ([`Self::known_pcr_digest`]): the answer may then leave them out.
+    pub fn holds_pcrs(&self, pcr_digest: &[u8]) -> bool {
+        self.known_pcr_digest.as_deref() == Some(pcr_digest)
+    }
+
+    /// Whether the verifier pinned the AK whose Name is `name`, the agent's
+    /// ([`Self::known_aik_name`]): the answer may then leave it out.
+    pub fn holds_aik(&self, name: &[u8]) -> bool {
+        self.known_aik_name.as_deref() == Some(name)
     }
 }
 
@@ -164,6 +197,14 @@ impl Pcrs {
     }
 }
 
+impl Pcrs {
+    /// The values of a JSON object of banks (`{"sha256": {"0": "hex"}}`, as
+    /// `PcrValues::to_json` writes it).
+    pub fn from_value(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value::<PcrMap>(value).map(Self::from)
+    }
+}
+
 impl From<PcrMap> for Pcrs {
     fn from(map: PcrMap) -> Self {
         Self(PcrsForm::Map(map))
@@ -209,11 +250,29 @@ pub struct QuoteResponse {
     /// `TPMT_SIGNATURE` bytes.
     #[serde(with = "crate::b64")]
     pub signature: Vec<u8>,
-    /// The AK's `TPM2B_PUBLIC` (informational: the verifier uses the AK pinned at registration).
-    #[serde(with = "crate::b64")]
-    pub aik: Vec<u8>,
-    /// PCR values read with the quote.
-    pub pcrs: Pcrs,
+    /// The AK's `TPM2B_PUBLIC` (informational: the verifier uses the AK pinned at registration,
+    /// and reads this one only to say why a quote failed). Absent when the request named its
+    /// Name ([`QuoteRequest::known_aik_name`]).
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub aik: Option<Vec<u8>>,
+    /// PCR values read with the quote. Absent when the request named the quote's digest of
+    /// them ([`QuoteRequest::known_pcr_digest`]): the verifier holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcrs: Option<Pcrs>,
+    /// The `pcrDigest` of `quote`, whether or not `pcrs` carries the values. An agent that
+    /// sends it can leave out values the verifier holds ([`QuoteRequest::known_pcr_digest`]).
+    /// The verifier reads the digest from the signed quote: this only says that the agent can.
+    /// Absent from older agents.
+    #[serde(
+        with = "crate::b64::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pcr_digest: Option<Vec<u8>>,
     /// Measured-boot event log (TCG binary), when the host has one.
     #[serde(
         with = "crate::b64::option",
@@ -301,9 +360,55 @@ mod tests {
             "quote": "", "signature": "", "aik": "", "pcrs": serde_json::from_str::<serde_json::Value>(&text).unwrap()
         });
         let read: QuoteResponse = serde_json::from_value(answer.clone()).unwrap();
-        assert_eq!(read.pcrs.map().unwrap().as_ref(), &built);
+        assert_eq!(read.pcrs.unwrap().map().unwrap().as_ref(), &built);
         let read: QuoteResponse = serde_json::from_str(&answer.to_string()).unwrap();
-        assert_eq!(read.pcrs.map().unwrap().as_ref(), &built);
+        assert_eq!(read.pcrs.unwrap().map().unwrap().as_ref(), &built);
+    }
+
+    #[test]
+    fn pcr_values_and_the_ak_are_left_out_only_for_what_the_request_names() {
+        let request: QuoteRequest = serde_json::from_value(serde_json::json!({
+            "nonce": "AQI=", "pcrs": [0], "pcrbanks": ["SHA256"], "known_pcr_digest": "q80="
+        }))
+        .unwrap();
+        assert_eq!(request.known_pcr_digest.as_deref(), Some(&[0xab, 0xcd][..]));
+        assert!(request.holds_pcrs(&[0xab, 0xcd]));
+        assert!(!request.holds_pcrs(&[0xab]));
+        assert!(!request.holds_event_log(&[0xab, 0xcd]));
+        assert!(!request.holds_aik(&[0xab, 0xcd]));
+        let named: QuoteRequest = serde_json::from_value(serde_json::json!({
+            "nonce": "AQI=", "pcrs": [0], "pcrbanks": ["SHA256"], "known_aik_name": "AAuq"
+        }))
+        .unwrap();
+        assert!(named.holds_aik(&[0x00, 0x0b, 0xaa]));
+        assert!(!named.holds_aik(&[0x00, 0x0b]));
+        // An older verifier's request names none; written back, it carries no such field.
+        let older: QuoteRequest = serde_json::from_value(serde_json::json!({
+            "nonce": "AQI=", "pcrs": [0], "pcrbanks": ["SHA256"]
+        }))
+        .unwrap();
+        assert!(!older.holds_pcrs(&[]));
+        let written = serde_json::to_string(&older).unwrap();
+        assert!(!written.contains("known_pcr_digest"), "{written}");
+        assert!(!written.contains("known_aik_name"), "{written}");
+        // An answer without its values and its AK: absent, or null.
+        for absent in [None, Some(serde_json::Value::Null)] {
+            let mut answer = serde_json::json!({
+                "quote": "", "signature": "", "pcr_digest": "q80="
+            });
+            if let Some(v) = absent {
+                answer["pcrs"] = v.clone();
+                answer["aik"] = v;
+            }
+            let read: QuoteResponse = serde_json::from_value(answer).unwrap();
+            assert_eq!((&read.pcrs, &read.aik), (&None, &None));
+            assert_eq!(read.pcr_digest.as_deref(), Some(&[0xab, 0xcd][..]));
+            let written = serde_json::to_string(&read).unwrap();
+            assert!(
+                !written.contains("pcrs") && !written.contains("aik"),
+                "{written}"
+            );
+        }
     }
 
     #[test]

@@ -740,7 +740,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
              nodetrust_event_logs_left_out_total {}\n\
              # HELP nodetrust_event_logs_needed_total Answers that left out an event log the server then needed (the quote is not the one last appraised): asked again with the log.\n\
              # TYPE nodetrust_event_logs_needed_total counter\n\
-             nodetrust_event_logs_needed_total {}\n",
+             nodetrust_event_logs_needed_total {}\n\
+             # HELP nodetrust_pcr_values_left_out_total Reused appraisals whose agent left out its unchanged PCR values (the server holds them; the quote's signed digest stood for them).\n\
+             # TYPE nodetrust_pcr_values_left_out_total counter\n\
+             nodetrust_pcr_values_left_out_total {}\n\
+             # HELP nodetrust_pcr_values_needed_total Answers that left out PCR values the server then needed (the quote is not the one last appraised): asked again with the values.\n\
+             # TYPE nodetrust_pcr_values_needed_total counter\n\
+             nodetrust_pcr_values_needed_total {}\n",
             {
                 let mut text = state.metrics.render(&per_verdict);
                 if let Some(m) = state.labeller_metrics.get() {
@@ -756,7 +762,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             activations,
             state.appraisals.reused(),
             state.appraisals.left_out(),
-            state.appraisals.needed()
+            state.appraisals.needed(),
+            state.appraisals.pcrs_left_out(),
+            state.appraisals.pcrs_needed()
         ),
     )
         .into_response()

@@ -35,7 +35,7 @@ use crate::ak_cache::AkCache;
 use crate::flavors::{FlavorSet, QuoteLists};
 use crate::jws::{SignError, Signer};
 use crate::outcome::agent_reason;
-use crate::reuse::{Basis, Found, SentLog};
+use crate::reuse::{Basis, Found, Known, SentLog, SentPcrs};
 use crate::state::AppState;
 use crate::store::{millis, AttestationUpdate, HostRow, ReportRow, StoredPcrs};
 
@@ -109,8 +109,8 @@ enum Evidence {
         verdict: Verdict,
         /// The stored form of the values kept ([`stored_pcrs_of`]).
         pcrs: Arc<StoredPcrs>,
-        /// The event log to name in the host's next quote request ([`Found::Reused`]).
-        known_log: Option<Vec<u8>>,
+        /// What to name in the host's next quote request ([`Found::Reused`]).
+        known: Known,
     },
 }
 
@@ -160,7 +160,7 @@ fn verify_signed(
     let pinned = prepared.public();
     let signed = verify_signed_prepared(prepared, &resp.quote, &resp.signature, nonce).map_err(|e| {
         let mut reasons = vec![format!("quote rejected: {e}")];
-        let presented = Public::from_either(&resp.aik).ok();
+        let presented = resp.aik.as_deref().and_then(|aik| Public::from_either(aik).ok());
         if presented.as_ref().is_some_and(|p| p.tpmt_bytes() != pinned.tpmt_bytes()) {
             reasons.push(
                 "the agent presents a different AK than the one pinned at registration (a swapped AK, or a reinstalled agent that must register again)"
@@ -194,8 +194,13 @@ fn with_pcrs(
     signed: SignedQuote,
     resp: &QuoteResponse,
 ) -> Result<VerifiedQuote, (Vec<String>, &'static str)> {
-    let pcrs = resp
-        .pcrs
+    let Some(sent) = &resp.pcrs else {
+        return Err((
+            vec!["the agent left out its PCR values".to_string()],
+            "malformed_pcrs",
+        ));
+    };
+    let pcrs = sent
         .map()
         .and_then(|map| PcrValues::try_from(map.as_ref()).map_err(|e| e.to_string()))
         .map_err(|e| {
@@ -237,29 +242,50 @@ fn basis<'a>(
         flavors: flavors.generation(),
         attest,
         log: SentLog::of(answer),
+        pcrs: SentPcrs::of(answer),
     }
 }
 
-/// Whether the agent left its event log out, naming it by its digest.
+/// Whether the agent left out its event log or its PCR values, naming them by their digest.
 fn left_out(answer: &QuoteResponse) -> bool {
-    matches!(SentLog::of(answer), SentLog::LeftOut(_))
+    matches!(SentLog::of(answer), SentLog::LeftOut(_)) || SentPcrs::of(answer) == SentPcrs::LeftOut
 }
 
-/// The event log to name in `host`'s quote request: the one of its kept appraisal
-/// ([`crate::reuse::Appraisals::known_log`]), unless its log is appraised otherwise
-/// (`reusable` false: RUNTIME flavors).
-fn known_log(
-    state: &AppState,
-    host: &HostRow,
-    flavors: &FlavorSet,
-    reusable: bool,
-) -> Option<Vec<u8>> {
+/// The error of an answer that left out what is needed ([`left_out`], [`Found::Needed`]).
+fn needed(answer: &QuoteResponse, host: &str) -> AttestError {
+    if let SentLog::LeftOut(_) = SentLog::of(answer) {
+        AttestError::EventLogNeeded(format!(
+            "host {host} left out its event log, but its quote is not the one last appraised: \
+             the log is needed; ask for a new challenge"
+        ))
+    } else {
+        AttestError::PcrValuesNeeded(format!(
+            "host {host} left out its PCR values, but its quote is not the one last \
+             appraised: the values are needed; ask for a new challenge"
+        ))
+    }
+}
+
+/// The quote request's `known_aik_name`: the Name of the pinned AK (`ak`), named to an agent
+/// that can leave its AK out. An agent that is named PCR values it can leave out can.
+pub(crate) fn aik_name(known: &Known, ak: Option<&PreparedAk>) -> Option<Vec<u8>> {
+    known
+        .pcr_digest
+        .as_ref()
+        .and(ak)
+        .map(|ak| ak.name().to_vec())
+}
+
+/// What to name in `host`'s quote request of its kept appraisal, so that its agent may leave
+/// it out ([`crate::reuse::Appraisals::known`]): nothing when its evidence is appraised
+/// otherwise (`reusable` false: RUNTIME flavors).
+fn known(state: &AppState, host: &HostRow, flavors: &FlavorSet, reusable: bool) -> Known {
     if !reusable {
-        return None;
+        return Known::default();
     }
     state
         .appraisals
-        .known_log(&host.name, host.created, flavors.generation())
+        .known(&host.name, host.created, flavors.generation())
 }
 
 /// What a signed report says (its JWS payload). The fields are in the order of their names,
@@ -389,10 +415,10 @@ pub async fn attest(
     let can_ask_ahead = runtime_plan.is_none() && host.connection_url == crate::store::PUSH_URL;
     let started = Instant::now();
     let validity = state.settings.report_validity;
-    // The event log of the host's kept appraisal is named in the request, so that its agent
-    // may leave it out ([`crate::reuse`]); a pull host whose agent left out a log that turns
-    // out to be needed is asked once more, naming none.
-    let mut name_log = runtime_plan.is_none();
+    // The event log and PCR values of the host's kept appraisal are named in the request, so
+    // that its agent may leave them out ([`crate::reuse`]); a pull host whose agent left out
+    // what turns out to be needed is asked once more, naming nothing.
+    let mut name_known = runtime_plan.is_none();
     let mut given = given;
     // The host's pinned AK, prepared: kept with a challenge given ahead, from the cache
     // otherwise.
@@ -401,12 +427,18 @@ pub async fn attest(
         let (nonce, answer, given_at) = match given.take() {
             None => {
                 let nonce = fresh_nonce(state.random.as_ref())?;
+                let named = known(state, &host, &flavors, name_known);
+                if named.pcr_digest.is_some() && ak.is_none() {
+                    ak = prepared_ak(&state.ak_cache, &host).ok();
+                }
                 let req = QuoteRequest {
                     nonce: nonce.clone(),
                     pcrs: pcrs.clone(),
                     pcrbanks: pcrbanks.clone(),
                     ima_offset: runtime_plan.as_ref().map(|p| p.offset),
-                    known_event_log_sha256: known_log(state, &host, &flavors, name_log),
+                    known_aik_name: aik_name(&named, ak.as_deref()),
+                    known_event_log_sha256: named.event_log_sha256,
+                    known_pcr_digest: named.pcr_digest,
                 };
                 let asked_at = millis(state.clock.now());
                 // A push host's quote comes from its agent's open challenge ([`crate::push`]).
@@ -470,14 +502,14 @@ pub async fn attest(
                     Found::Reused {
                         verdict,
                         pcrs,
-                        known_log,
+                        known,
                     } => Ok(Some(Evidence::Reused {
                         clock: signed.attest().clock_info,
                         verdict,
                         pcrs,
-                        known_log,
+                        known,
                     })),
-                    Found::LogNeeded => Ok(None),
+                    Found::Needed => Ok(None),
                     Found::Appraise if left_out(&resp) => Ok(None),
                     Found::Appraise => {
                         let verified = with_pcrs(signed, &resp)?;
@@ -489,20 +521,14 @@ pub async fn attest(
         match checked {
             Ok(Some(evidence)) => break (given_at, now, resp, evidence),
             Ok(None)
-                if name_log
+                if name_known
                     && given_at.is_err()
                     && host.connection_url != crate::store::PUSH_URL =>
             {
-                tracing::info!(host = %host.name, "the agent left out an event log that is needed: asking again for it");
-                name_log = false;
+                tracing::info!(host = %host.name, "the agent left out an event log or PCR values that are needed: asking again for them");
+                name_known = false;
             }
-            Ok(None) => {
-                return Err(AttestError::EventLogNeeded(format!(
-                    "host {} left out its event log, but its quote is not the one last \
-                     appraised: the log is needed; ask for a new challenge",
-                    host.name
-                )));
-            }
+            Ok(None) => return Err(needed(&resp, &host.name)),
             Err((reasons, label)) => {
                 let v = Verdict::untrusted(reasons, now, validity);
                 state
@@ -578,17 +604,19 @@ pub async fn attest(
             }
         }
     };
-    // The log to name in a challenge given ahead: a reused appraisal's (found with it), or
-    // the one kept now.
-    let (verdict, quoted_pcrs, found_log) = match evidence {
+    // What to name in a challenge given ahead: a reused appraisal's (found with it), or what
+    // is kept now.
+    let (verdict, quoted_pcrs, found) = match evidence {
         Evidence::Reused {
             verdict,
             pcrs,
-            known_log,
+            known,
             ..
         } => {
-            state.appraisals.count_reused(SentLog::of(&resp));
-            (verdict, Some(pcrs), Some(known_log))
+            state
+                .appraisals
+                .count_reused(SentLog::of(&resp), SentPcrs::of(&resp));
+            (verdict, Some(pcrs), Some(known))
         }
         Evidence::Full(checked) => {
             let ctx = HostContext {
@@ -642,8 +670,7 @@ pub async fn attest(
             ak,
             pcrs: pcrs.clone(),
             pcrbanks: pcrbanks.clone(),
-            known_event_log_sha256: found_log
-                .unwrap_or_else(|| known_log(state, &host, &flavors, true)),
+            known: found.unwrap_or_else(|| known(state, &host, &flavors, true)),
             anchor,
             host: HostRow {
                 // What the next attestation of this registration uses of it, as it is now.
@@ -732,6 +759,8 @@ pub async fn import_flavors(
         pcrbanks,
         ima_offset: runtime.then_some(0),
         known_event_log_sha256: None,
+        known_pcr_digest: None,
+        known_aik_name: None,
     };
     let mut resp = state
         .agents

@@ -151,6 +151,10 @@ impl From<AttestError> for ApiError {
                 reason: "event_log_needed",
                 message,
             },
+            AttestError::PcrValuesNeeded(message) => ApiError::ConflictWith {
+                reason: "pcr_values_needed",
+                message,
+            },
             AttestError::Store(e) => e.into(),
             AttestError::Internal(detail) => ApiError::Internal(detail),
         }

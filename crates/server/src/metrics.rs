@@ -30,8 +30,9 @@
 //!   store's numbers).
 //! - `nodetrust_push_evidence_total{challenge}`: evidence push hosts posted, by the challenge it
 //!   answered: `asked` (asked for just before), `ahead` (given ahead with the previous verdict:
-//!   one request per attestation), `stale` (given ahead and refused: 409 `challenge_stale` or
-//!   `event_log_needed`, the agent asks for a new one). Each label rendered from 0.
+//!   one request per attestation), `stale` (given ahead and refused: 409 `challenge_stale`,
+//!   `event_log_needed` or `pcr_values_needed`, the agent asks for a new one). Each label
+//!   rendered from 0.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

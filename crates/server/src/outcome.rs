@@ -52,6 +52,11 @@ pub enum AttestError {
     /// challenge ([`crate::reuse`]).
     #[error("{0}")]
     EventLogNeeded(String),
+    /// The agent left out its PCR values (the server named their digest as values it holds),
+    /// but the quote is not the one last appraised with them, so the values are needed. No
+    /// verdict, as for [`Self::EventLogNeeded`].
+    #[error("{0}")]
+    PcrValuesNeeded(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -72,6 +77,7 @@ impl AttestError {
             Self::Import(_) => "import_failed",
             Self::StaleChallenge(_) => "challenge_stale",
             Self::EventLogNeeded(_) => "event_log_needed",
+            Self::PcrValuesNeeded(_) => "pcr_values_needed",
             Self::Store(_) => "store",
             Self::Internal(_) => "internal",
         }
@@ -120,9 +126,9 @@ pub struct Ahead {
     pub pcrs: Vec<u8>,
     /// The banks its flavors need.
     pub pcrbanks: Vec<String>,
-    /// The event log the server holds of it, to name in the challenge
-    /// ([`QuoteRequest::known_event_log_sha256`]).
-    pub known_event_log_sha256: Option<Vec<u8>>,
+    /// What the server holds of it, to name in the challenge
+    /// ([`QuoteRequest::known_event_log_sha256`], [`QuoteRequest::known_pcr_digest`]).
+    pub known: crate::reuse::Known,
     /// The TPM clock of the quote just verified, and the earliest time it was read.
     pub anchor: ClockAnchor,
     /// The host's row as the next attestation needs it (its pinned AK, the TPM counters just

@@ -296,7 +296,9 @@ fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
             pcrs: ahead.pcrs,
             pcrbanks: ahead.pcrbanks,
             ima_offset: None,
-            known_event_log_sha256: ahead.known_event_log_sha256,
+            known_aik_name: crate::engine::aik_name(&ahead.known, Some(&ahead.ak)),
+            known_event_log_sha256: ahead.known.event_log_sha256,
+            known_pcr_digest: ahead.known.pcr_digest,
         };
         let within = wait.saturating_add(u64::try_from(EVIDENCE_TIMEOUT.as_millis()).ok()?);
         let given = GivenAhead {
@@ -389,6 +391,7 @@ pub async fn evidence(
                     e,
                     crate::engine::AttestError::StaleChallenge(_)
                         | crate::engine::AttestError::EventLogNeeded(_)
+                        | crate::engine::AttestError::PcrValuesNeeded(_)
                 ) {
                     tracing::info!(host = %host_name, error = %e, "evidence for a challenge given ahead refused; the agent asks for a new one");
                     state.metrics.push_evidence("stale");

@@ -39,6 +39,13 @@
 //! are never sent one (their quote request would refuse the unknown field) and always send
 //! their log.
 //!
+//! **Nor are unchanged PCR values.** An agent that sends its quote's `pcrDigest` with its
+//! answer (`pcr_digest`) can leave out values the server holds: the kept appraisal's digest is
+//! named in the host's next quote request (`known_pcr_digest`, [`Appraisals::known`]), and an
+//! agent whose quote has that digest sends no values ([`SentPcrs::LeftOut`]). The comparison
+//! above is unchanged: it is of the signed digest, never of what the agent claims. When the
+//! appraisal is not reused, the values are needed as a left-out log is ([`Found::Needed`]).
+//!
 //! Only trusted verdicts are kept: an untrusted or unknown one is always appraised in full, so
 //! its reasons are always those of its own evidence. A host with RUNTIME (IMA) flavors is never
 //! reused (its log is appraised incrementally, [`crate::runtime`]). At most [`REUSE_MAX`] hosts
@@ -90,6 +97,43 @@ impl<'a> SentLog<'a> {
     }
 }
 
+/// The PCR values of an agent's answer, as reuse sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentPcrs {
+    /// Sent. `named`: the agent also sent their digest, so it can leave out values the server
+    /// holds.
+    Sent {
+        /// Whether the answer carried `pcr_digest`.
+        named: bool,
+    },
+    /// Left out: the quote's signed `pcrDigest` stands for them.
+    LeftOut,
+}
+
+impl SentPcrs {
+    /// The PCR values of `answer`.
+    pub fn of(answer: &QuoteResponse) -> Self {
+        match &answer.pcrs {
+            Some(_) => Self::Sent {
+                named: answer.pcr_digest.is_some(),
+            },
+            None => Self::LeftOut,
+        }
+    }
+}
+
+/// What a quote request names of a host's kept appraisal, so that its agent may leave it out
+/// of the answer ([`Appraisals::known`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The SHA-256 of the event log
+    /// ([`nodetrust_proto::agent::QuoteRequest::known_event_log_sha256`]).
+    pub event_log_sha256: Option<Vec<u8>>,
+    /// The quote's digest of the PCR values
+    /// ([`nodetrust_proto::agent::QuoteRequest::known_pcr_digest`]).
+    pub pcr_digest: Option<Vec<u8>>,
+}
+
 /// What an appraisal is made of: the verified quote and the event log sent with it, under
 /// flavor generation `flavors`, for the registration made at `registered` (ms).
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +146,8 @@ pub struct Basis<'a> {
     pub attest: &'a Attest,
     /// The answer's event log.
     pub log: SentLog<'a>,
+    /// The answer's PCR values.
+    pub pcrs: SentPcrs,
 }
 
 /// How a kept appraisal knows its event log.
@@ -131,11 +177,23 @@ struct Kept {
     flavors: u64,
     selection: PcrSelection,
     pcr_digest: Vec<u8>,
+    /// Whether the agent can leave out the PCR values (it sent their digest).
+    digest_named: bool,
     log: KeptLog,
     verdict: Verdict,
     /// The quoted PCR values as stored with a report, shared by every host kept with the same
     /// values.
     pcrs: Arc<StoredPcrs>,
+}
+
+impl Kept {
+    /// What to name of it in a quote request.
+    fn known(&self) -> Known {
+        Known {
+            event_log_sha256: self.log.sha256(),
+            pcr_digest: self.digest_named.then(|| self.pcr_digest.clone()),
+        }
+    }
 }
 
 /// The kept appraisals by host, and the PCR values they share.
@@ -194,17 +252,17 @@ pub enum Found {
         verdict: Verdict,
         /// The values as stored.
         pcrs: Arc<StoredPcrs>,
-        /// The SHA-256 of its event log, as [`Appraisals::known_log`] gives it now (the
-        /// appraisal found is of the same registration and flavors): its next quote request
-        /// needs no second look-up.
-        known_log: Option<Vec<u8>>,
+        /// What to name of it, as [`Appraisals::known`] gives it now (the appraisal found is
+        /// of the same registration and flavors): its next quote request needs no second
+        /// look-up.
+        known: Known,
     },
     /// Appraise in full.
     Appraise,
-    /// The agent left its event log out, but the quote is not what the kept appraisal was
-    /// made of: the log is needed. What was kept of the host is dropped, so that its next
-    /// quote request names no log and gets it.
-    LogNeeded,
+    /// The agent left its event log or its PCR values out, but the quote is not what the
+    /// kept appraisal was made of: they are needed. What was kept of the host is dropped, so
+    /// that its next quote request names nothing and gets them.
+    Needed,
 }
 
 /// The last trusted appraisal of each host, and how often one was reused.
@@ -215,7 +273,9 @@ pub struct Appraisals {
     capacity: usize,
     reused: AtomicU64,
     left_out: AtomicU64,
+    pcrs_left_out: AtomicU64,
     needed: AtomicU64,
+    pcrs_needed: AtomicU64,
 }
 
 impl Default for Appraisals {
@@ -233,7 +293,9 @@ impl Appraisals {
             capacity: capacity.max(1),
             reused: AtomicU64::new(0),
             left_out: AtomicU64::new(0),
+            pcrs_left_out: AtomicU64::new(0),
             needed: AtomicU64::new(0),
+            pcrs_needed: AtomicU64::new(0),
         }
     }
 
@@ -274,36 +336,48 @@ impl Appraisals {
             return Found::Reused {
                 verdict: k.verdict.renewed(now, validity),
                 pcrs: k.pcrs.clone(),
-                known_log: k.log.sha256(),
+                known: k.known(),
             };
         }
-        if let SentLog::LeftOut(_) = basis.log {
+        let log_needed = matches!(basis.log, SentLog::LeftOut(_));
+        let pcrs_needed = basis.pcrs == SentPcrs::LeftOut;
+        if log_needed || pcrs_needed {
             kept.hosts.remove(host);
-            self.needed.fetch_add(1, Ordering::Relaxed);
-            return Found::LogNeeded;
+            if log_needed {
+                self.needed.fetch_add(1, Ordering::Relaxed);
+            }
+            if pcrs_needed {
+                self.pcrs_needed.fetch_add(1, Ordering::Relaxed);
+            }
+            return Found::Needed;
         }
         Found::Appraise
     }
 
-    /// The SHA-256 of the event log of `host`'s kept appraisal, for its next quote request
-    /// ([`nodetrust_proto::agent::QuoteRequest::known_event_log_sha256`]): only while that
-    /// appraisal is of the registration made at `registered`, under flavor generation
-    /// `flavors`, and its agent can leave the log out.
-    pub fn known_log(&self, host: &str, registered: i64, flavors: u64) -> Option<Vec<u8>> {
-        let kept = self.kept.lock().ok()?;
-        let k = kept
-            .hosts
+    /// What to name of `host`'s kept appraisal in its next quote request: the SHA-256 of its
+    /// event log and the quote's digest of its PCR values, each when its agent can leave it
+    /// out. Nothing unless that appraisal is of the registration made at `registered`, under
+    /// flavor generation `flavors`.
+    pub fn known(&self, host: &str, registered: i64, flavors: u64) -> Known {
+        let Ok(kept) = self.kept.lock() else {
+            return Known::default();
+        };
+        kept.hosts
             .get(host)
-            .filter(|k| k.registered == registered && k.flavors == flavors)?;
-        k.log.sha256()
+            .filter(|k| k.registered == registered && k.flavors == flavors)
+            .map(Kept::known)
+            .unwrap_or_default()
     }
 
     /// Counts a verdict made of a reused appraisal, and whether its answer left the event log
-    /// out.
-    pub fn count_reused(&self, log: SentLog<'_>) {
+    /// out, or the PCR values.
+    pub fn count_reused(&self, log: SentLog<'_>, pcrs: SentPcrs) {
         self.reused.fetch_add(1, Ordering::Relaxed);
         if matches!(log, SentLog::LeftOut(_)) {
             self.left_out.fetch_add(1, Ordering::Relaxed);
+        }
+        if pcrs == SentPcrs::LeftOut {
+            self.pcrs_left_out.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -351,6 +425,7 @@ impl Appraisals {
                 flavors: basis.flavors,
                 selection: basis.attest.pcr_select.clone(),
                 pcr_digest: basis.attest.pcr_digest.clone(),
+                digest_named: basis.pcrs == SentPcrs::Sent { named: true },
                 log,
                 verdict: verdict.clone(),
                 pcrs,
@@ -375,9 +450,19 @@ impl Appraisals {
         self.left_out.load(Ordering::Relaxed)
     }
 
+    /// Reused appraisals whose answer left the PCR values out.
+    pub fn pcrs_left_out(&self) -> u64 {
+        self.pcrs_left_out.load(Ordering::Relaxed)
+    }
+
     /// Answers that left the event log out when it was needed (asked for again).
     pub fn needed(&self) -> u64 {
         self.needed.load(Ordering::Relaxed)
+    }
+
+    /// Answers that left the PCR values out when they were needed (asked for again).
+    pub fn pcrs_needed(&self) -> u64 {
+        self.pcrs_needed.load(Ordering::Relaxed)
     }
 
     /// Hosts kept.
@@ -457,8 +542,12 @@ mod tests {
             flavors,
             attest: q.attest(),
             log,
+            pcrs: SENT,
         }
     }
+
+    /// PCR values sent by an agent that can leave them out.
+    const SENT: SentPcrs = SentPcrs::Sent { named: true };
 
     fn sent(bytes: &[u8]) -> SentLog<'_> {
         SentLog::Sent { bytes, named: true }
@@ -568,7 +657,7 @@ mod tests {
             named: false,
         };
         memo.remember("h", &basis(1, 1, &a, older), &stored(VALUES), &trusted(&a));
-        assert_eq!(memo.known_log("h", 1, 1), None);
+        assert_eq!(memo.known("h", 1, 1).event_log_sha256, None);
         // Kept from a named log: its SHA-256, for this registration and these flavors only.
         memo.remember(
             "h",
@@ -576,27 +665,27 @@ mod tests {
             &stored(VALUES),
             &trusted(&a),
         );
-        assert_eq!(memo.known_log("h", 1, 1), Some(sha256.clone()));
-        assert_eq!(memo.known_log("h", 2, 1), None);
-        assert_eq!(memo.known_log("h", 1, 2), None);
-        assert_eq!(memo.known_log("g", 1, 1), None);
+        assert_eq!(memo.known("h", 1, 1).event_log_sha256, Some(sha256.clone()));
+        assert_eq!(memo.known("h", 2, 1).event_log_sha256, None);
+        assert_eq!(memo.known("h", 1, 2).event_log_sha256, None);
+        assert_eq!(memo.known("g", 1, 1).event_log_sha256, None);
         // Left out with that digest: reused, and counted as left out.
         let left_out = SentLog::LeftOut(&sha256);
         match memo.find("h", &basis(1, 1, &a, left_out), now, VALIDITY) {
             Found::Reused {
                 verdict,
                 pcrs,
-                known_log,
+                known,
             } => {
                 assert_eq!(verdict.verdict(), Trust::Trusted);
                 assert_eq!(pcrs.json(), VALUES);
                 // The log to name next, found with it.
-                assert_eq!(known_log, Some(sha256.clone()));
+                assert_eq!(known.event_log_sha256, Some(sha256.clone()));
             }
             other => panic!("not reused: {other:?}"),
         }
-        memo.count_reused(left_out);
-        memo.count_reused(sent(log));
+        memo.count_reused(left_out, SENT);
+        memo.count_reused(sent(log), SENT);
         assert_eq!((memo.reused(), memo.left_out(), memo.needed()), (2, 1, 0));
         // Left out with another digest: needed, and the host's kept appraisal is dropped, so
         // its next request names no log.
@@ -608,9 +697,9 @@ mod tests {
                 now,
                 VALIDITY
             ),
-            Found::LogNeeded
+            Found::Needed
         ));
-        assert_eq!(memo.known_log("h", 1, 1), None);
+        assert_eq!(memo.known("h", 1, 1).event_log_sha256, None);
         assert_eq!(memo.needed(), 1);
         // Left out with the right digest but other PCR values: needed too.
         memo.remember(
@@ -623,14 +712,70 @@ mod tests {
         let changed = quote(&mut tpm);
         assert!(matches!(
             memo.find("h", &basis(1, 1, &changed, left_out), now, VALIDITY),
-            Found::LogNeeded
+            Found::Needed
         ));
         assert!(memo.is_empty());
         // A host never kept: needed.
         assert!(matches!(
             memo.find("h", &basis(1, 1, &a, left_out), now, VALIDITY),
-            Found::LogNeeded
+            Found::Needed
         ));
+    }
+
+    #[test]
+    fn left_out_pcr_values_stand_for_the_kept_ones_by_the_signed_digest_and_otherwise_are_needed() {
+        let now = SystemTime::now();
+        let mut tpm = SoftTpm::new().expect("tpm");
+        let a = quote(&mut tpm);
+        let digest = a.attest().pcr_digest.clone();
+        let memo = Appraisals::default();
+        fn with(q: &VerifiedQuote, pcrs: SentPcrs) -> Basis<'_> {
+            Basis {
+                pcrs,
+                ..basis(1, 1, q, SentLog::Absent)
+            }
+        }
+        // Kept from values sent without their digest: an older agent is never named them.
+        let older = SentPcrs::Sent { named: false };
+        memo.remember("h", &with(&a, older), &stored(VALUES), &trusted(&a));
+        assert_eq!(memo.known("h", 1, 1), Known::default());
+        // Kept from named values: the quote's digest, for this registration and flavors only.
+        memo.remember("h", &with(&a, SENT), &stored(VALUES), &trusted(&a));
+        assert_eq!(memo.known("h", 1, 1).pcr_digest, Some(digest.clone()));
+        assert_eq!(memo.known("h", 1, 1).event_log_sha256, None, "no log");
+        assert_eq!(memo.known("h", 2, 1), Known::default());
+        assert_eq!(memo.known("h", 1, 2), Known::default());
+        // Left out from a quote with that signed digest (another nonce): reused, with the
+        // values kept, and counted.
+        let again = quote(&mut tpm);
+        match memo.find("h", &with(&again, SentPcrs::LeftOut), now, VALIDITY) {
+            Found::Reused { pcrs, known, .. } => {
+                assert_eq!(pcrs.json(), VALUES);
+                assert_eq!(known.pcr_digest, Some(digest.clone()));
+            }
+            other => panic!("not reused: {other:?}"),
+        }
+        memo.count_reused(SentLog::Absent, SentPcrs::LeftOut);
+        assert_eq!(
+            (memo.reused(), memo.pcrs_left_out(), memo.left_out()),
+            (1, 1, 0)
+        );
+        // Left out from a quote of other values: needed, and nothing is kept of the host, so
+        // that its next request names nothing.
+        tpm.extend(HashAlg::Sha256, 7, &[9; 32]);
+        let changed = quote(&mut tpm);
+        assert!(matches!(
+            memo.find("h", &with(&changed, SentPcrs::LeftOut), now, VALIDITY),
+            Found::Needed
+        ));
+        assert_eq!((memo.pcrs_needed(), memo.needed()), (1, 0));
+        assert_eq!(memo.known("h", 1, 1), Known::default());
+        // Sent, the same quote is appraised in full (nothing is needed).
+        assert!(matches!(
+            memo.find("h", &with(&changed, SENT), now, VALIDITY),
+            Found::Appraise
+        ));
+        assert_eq!(memo.pcrs_needed(), 1);
     }
 
     #[test]

@@ -408,20 +408,26 @@ async fn replayed_quote_swapped_ak_and_counters_going_backwards_are_untrusted() 
     let node = h.enrol("node-1", "uuid-1", &gold_boot("grub 2.06")).await;
     let (_, r) = h.attest("node-1").await;
     assert_eq!(r["verdict"], "trusted", "{r}");
-    // A captured old answer, replayed.
     let old = node.lock().unwrap().last.clone().unwrap();
-    node.lock().unwrap().replay = Some(old);
+    assert!(old.aik.is_some());
+    // Trusted again: the request names the pinned AK, and the agent leaves its AK out.
     let (_, r) = h.attest("node-1").await;
-    assert_eq!(r["verdict"], "untrusted");
-    assert!(reasons(&r).contains("nonce mismatch"), "{r}");
-    node.lock().unwrap().replay = None;
-    // Another AK signs (the agent now presents it): the pinned AK decides.
+    assert_eq!(r["verdict"], "trusted", "{r}");
+    assert_eq!(node.lock().unwrap().last.as_ref().unwrap().aik, None);
+    // Another AK signs: its Name is not the one named, so the agent presents it, and the
+    // pinned AK decides.
     node.lock().unwrap().tpm.replace_ak().unwrap();
     let (_, r) = h.attest("node-1").await;
     assert_eq!(r["verdict"], "untrusted");
     let text = reasons(&r);
     assert!(text.contains("bad signature"), "{text}");
     assert!(text.contains("different AK than the one pinned"), "{text}");
+    // A captured old answer (signed by the pinned AK), replayed.
+    node.lock().unwrap().replay = Some(old);
+    let (_, r) = h.attest("node-1").await;
+    assert_eq!(r["verdict"], "untrusted");
+    assert!(reasons(&r).contains("nonce mismatch"), "{r}");
+    node.lock().unwrap().replay = None;
     // A different TPM whose counters are behind the last seen ones.
     let node2 = h.enrol("node-2", "uuid-2", &gold_boot("grub 2.06")).await;
     node2.lock().unwrap().tpm.set_counters(5, 3);

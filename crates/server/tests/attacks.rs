@@ -1174,7 +1174,7 @@ async fn quote_selection_differing_from_the_pcr_values_sent_is_untrusted() {
     };
     node.lock().unwrap().boot(&gold_boot("grub evil"));
     node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
-        let mut map = r.pcrs.map().unwrap().into_owned();
+        let mut map = r.pcrs.unwrap().map().unwrap().into_owned();
         for (bank, value) in &gold_pcr4 {
             if let Some(pcrs) = map.get_mut(bank) {
                 if let Some(v) = pcrs.get_mut("4") {
@@ -1182,17 +1182,17 @@ async fn quote_selection_differing_from_the_pcr_values_sent_is_untrusted() {
                 }
             }
         }
-        r.pcrs = map.into();
+        r.pcrs = Some(map.into());
         r
     }));
     assert_untrusted(&h, "quote rejected: PCR digest mismatch").await;
     // The agent leaves a quoted PCR's value out.
     node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
-        let mut map = r.pcrs.map().unwrap().into_owned();
+        let mut map = r.pcrs.unwrap().map().unwrap().into_owned();
         for pcrs in map.values_mut() {
             pcrs.remove("4");
         }
-        r.pcrs = map.into();
+        r.pcrs = Some(map.into());
         r
     }));
     assert_untrusted(
@@ -1209,6 +1209,21 @@ async fn quote_selection_differing_from_the_pcr_values_sent_is_untrusted() {
         }));
         assert_untrusted(&h, "the agent's PCR values are malformed").await;
     }
+    // The agent leaves all its values out, unasked (nothing is kept of an untrusted host, so
+    // no digest was named): asked once more, naming nothing; the same again: no verdict.
+    node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
+        r.pcrs = None;
+        r
+    }));
+    let quotes = node.lock().unwrap().quotes;
+    let (s, r) = h.attest("node-1").await;
+    assert_eq!(
+        (s.as_u16(), r["reason"].as_str()),
+        (409, Some("pcr_values_needed")),
+        "{r}"
+    );
+    assert_eq!(node.lock().unwrap().quotes, quotes + 2, "asked twice");
+    assert_eq!(h.host("node-1").await["trust"]["verdict"], "untrusted");
     // Honest again: untrusted for the boot loader it really runs, PCR 4 named.
     node.lock().unwrap().tamper = None;
     assert_untrusted(&h, "PCR 4").await;

@@ -434,7 +434,7 @@ async fn a_trusted_appraisal_is_reused_only_while_its_inputs_are_unchanged() {
 }
 
 #[tokio::test]
-async fn an_unchanged_event_log_is_left_out_and_asked_for_again_when_it_is_needed() {
+async fn an_unchanged_event_log_and_pcr_values_are_left_out_and_asked_for_again_when_needed() {
     let h = Harness::new().await;
     h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
     h.import_flavors("gold").await;
@@ -444,16 +444,24 @@ async fn an_unchanged_event_log_is_left_out_and_asked_for_again_when_it_is_neede
         let a = agent.lock().unwrap();
         a.last.as_ref().unwrap().event_log.is_some()
     };
+    let last_sent_pcrs = |agent: &std::sync::Arc<std::sync::Mutex<common::SoftAgent>>| {
+        let a = agent.lock().unwrap();
+        a.last.as_ref().unwrap().pcrs.is_some()
+    };
     // The first appraisal is a full one, of the log sent; the server keeps the log's digest.
     attest("trusted").await;
     assert_eq!(node.lock().unwrap().hinted, 0);
     assert!(last_sent_log(&node));
-    // The next request names it, and the agent leaves its unchanged log out.
+    // The next request names it, and the agent leaves its unchanged log out; the same for
+    // its PCR values, named by the quote's digest of them.
     attest("trusted").await;
     assert_eq!(node.lock().unwrap().hinted, 1);
+    assert_eq!(node.lock().unwrap().pcrs_hinted, 1);
     assert!(!last_sent_log(&node), "the log is left out");
+    assert!(!last_sent_pcrs(&node), "the values are left out");
     assert_eq!(reused_count(&h).await, 1);
     assert_eq!(counter(&h, "nodetrust_event_logs_left_out_total").await, 1);
+    assert_eq!(counter(&h, "nodetrust_pcr_values_left_out_total").await, 1);
     attest("trusted").await;
     assert_eq!(counter(&h, "nodetrust_event_logs_left_out_total").await, 2);
 
@@ -500,7 +508,10 @@ async fn an_unchanged_event_log_is_left_out_and_asked_for_again_when_it_is_neede
         assert!(last_sent_log(&older));
     }
     assert_eq!(older.lock().unwrap().hinted, 0);
+    assert_eq!(older.lock().unwrap().pcrs_hinted, 0);
+    assert!(last_sent_pcrs(&older));
     assert_eq!(reused_count(&h).await, reused + 2);
+    assert_eq!(counter(&h, "nodetrust_pcr_values_needed_total").await, 0);
 }
 
 #[tokio::test]
@@ -531,17 +542,19 @@ async fn a_reused_appraisal_takes_the_signed_pcr_digest_for_the_values_kept() {
     let honest = serde_json::to_value(&node.lock().unwrap().last.as_ref().unwrap().pcrs).unwrap();
     assert_eq!(first.pcrs, honest);
 
-    // The agent sends other values with a quote whose signed digest is the kept one: the
-    // digest says the TPM holds the values kept, so the appraisal is reused, and the values
-    // stored with the report are those, quoted now.
-    node.lock().unwrap().tamper = Some(common::Tamper::new(|_, _, mut r| {
-        let mut map = r.pcrs.map().unwrap().into_owned();
+    // The agent sends other values with a quote whose signed digest is the kept one (it was
+    // named none: an honest agent would leave them out): the digest says the TPM holds the
+    // values kept, so the appraisal is reused, and the values stored with the report are
+    // those, quoted now.
+    let sent: nodetrust_proto::agent::PcrMap = serde_json::from_value(honest.clone()).unwrap();
+    node.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        let mut map = sent.clone();
         for values in map.values_mut() {
             for v in values.values_mut() {
                 *v = "ab".repeat(v.len() / 2);
             }
         }
-        r.pcrs = map.into();
+        r.pcrs = Some(map.into());
         r
     }));
     h.clock.advance(Duration::from_secs(5));

@@ -453,7 +453,7 @@ async fn a_verdict_carries_the_next_challenge_taken_while_its_quote_is_provably_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_agent_leaves_out_an_unchanged_log_and_sends_it_when_it_is_needed() {
+async fn a_push_agent_leaves_out_an_unchanged_log_and_pcr_values_and_sends_them_when_needed() {
     let h = Harness::new().await;
     let _gold = h.enrol("gold", "uuid-gold", &gold_boot("grub 2.06")).await;
     import(&h, json!([])).await;
@@ -476,24 +476,46 @@ async fn a_push_agent_leaves_out_an_unchanged_log_and_sends_it_when_it_is_needed
             .is_some()
     };
 
-    // Asked challenges: the first names no log; once appraised, the next names it, and the
-    // agent leaves its unchanged log out.
+    let sent_pcrs = |agent: &std::sync::Arc<std::sync::Mutex<SoftAgent>>| {
+        let a = agent.lock().unwrap();
+        let last = a.last.as_ref().unwrap();
+        assert!(last.pcr_digest.is_some(), "the agent can leave them out");
+        last.pcrs.is_some()
+    };
+
+    // Asked challenges: the first names no log and no PCR values; once appraised, the next
+    // names them (the log's SHA-256, the quote's digest of the values), and the agent leaves
+    // its unchanged log and values out.
     let (quote, r) = asked_round(&h, &agent).await;
     assert_eq!(r["report"]["verdict"], "trusted", "{r}");
     assert_eq!(quote.known_event_log_sha256, None);
+    assert_eq!(quote.known_pcr_digest, None);
     assert!(sent_log(&agent));
+    assert!(sent_pcrs(&agent));
+    let digest = agent
+        .lock()
+        .unwrap()
+        .last
+        .as_ref()
+        .unwrap()
+        .pcr_digest
+        .clone();
     let (quote, r) = asked_round(&h, &agent).await;
     assert_eq!(r["report"]["verdict"], "trusted", "{r}");
     assert_eq!(quote.known_event_log_sha256.as_ref(), Some(&sha256));
+    assert_eq!(quote.known_pcr_digest, digest);
     assert!(!sent_log(&agent), "left out");
+    assert!(!sent_pcrs(&agent), "left out");
 
-    // The challenge given ahead names it too.
+    // The challenge given ahead names them too.
     let next: QuoteRequest = serde_json::from_value(r["next"]["quote"].clone()).unwrap();
     assert_eq!(next.known_event_log_sha256.as_ref(), Some(&sha256));
+    assert_eq!(next.known_pcr_digest, digest);
     let (s, r) = answer_ahead(&h, &agent, &r).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["report"]["verdict"], "trusted", "{r}");
     assert!(!sent_log(&agent), "left out");
+    assert!(!sent_pcrs(&agent), "left out");
 
     // A PCR extended outside the log: the log left out is needed. The challenge given ahead
     // is refused (409), and no verdict is made of it.
@@ -507,6 +529,7 @@ async fn a_push_agent_leaves_out_an_unchanged_log_and_sends_it_when_it_is_needed
     let (s, v) = answer_ahead(&h, &agent, &r).await;
     refused(s, &v, "event_log_needed");
     assert!(!sent_log(&agent));
+    assert!(sent_pcrs(&agent), "other values: sent");
     assert_eq!(pushed(&h, "stale").await, stale + 1);
     assert_eq!(report_count(&h, "push-1").await, reports);
     // The challenge the agent then asks for names no log: the log is sent, and the verdict
@@ -545,4 +568,29 @@ async fn a_push_agent_leaves_out_an_unchanged_log_and_sends_it_when_it_is_needed
     let (quote, r) = asked_round(&h, &other).await;
     assert_eq!(quote.known_event_log_sha256, None);
     assert_eq!(r["report"]["verdict"], "untrusted", "{r}");
+
+    // An agent that sends its log every time (leaving it out is its choice), whose kept
+    // appraisal the server dropped (as when it keeps more hosts than it can hold), leaves out
+    // the values its challenge named: they are needed. Refused with 409 `pcr_values_needed`,
+    // no verdict, and the next challenge names none.
+    let third = enrol_push(&h, "push-3").await;
+    let log = third.lock().unwrap().event_log.clone();
+    third.lock().unwrap().tamper = Some(common::Tamper::new(move |_, _, mut r| {
+        r.event_log = log.clone();
+        r
+    }));
+    asked_round(&h, &third).await;
+    let (quote, r) = asked_round(&h, &third).await;
+    assert!(quote.known_pcr_digest.is_some());
+    assert_eq!(r["report"]["verdict"], "trusted", "{r}");
+    h.state.appraisals.forget("push-3");
+    let reports = report_count(&h, "push-3").await;
+    let (s, v) = answer_ahead(&h, &third, &r).await;
+    refused(s, &v, "pcr_values_needed");
+    assert!(!sent_pcrs(&third));
+    assert_eq!(report_count(&h, "push-3").await, reports);
+    let (quote, r) = asked_round(&h, &third).await;
+    assert_eq!(quote.known_pcr_digest, None);
+    assert!(sent_pcrs(&third));
+    assert_eq!(r["report"]["verdict"], "trusted", "{r}");
 }

@@ -91,12 +91,9 @@ fn agent_app(tpm: Arc<Mutex<SoftTpm>>, delay: Duration) -> Router {
                 Json(QuoteResponse {
                     quote: q.attest,
                     signature: q.signature,
-                    aik: tpm.ak_public().tpm2b_bytes(),
-                    pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(
-                        q.pcrs.to_json(),
-                    )
-                    .unwrap()
-                    .into(),
+                    aik: Some(tpm.ak_public().tpm2b_bytes()),
+                    pcrs: Some(nodetrust_proto::agent::Pcrs::from_value(q.pcrs.to_json()).unwrap()),
+                    pcr_digest: None,
                     event_log: None,
                     event_log_sha256: None,
                     ima_log: None,
@@ -118,6 +115,8 @@ async fn agent_client_pins_the_agent_certificate_and_times_out() {
         pcrbanks: vec!["SHA256".into()],
         ima_offset: None,
         known_event_log_sha256: None,
+        known_pcr_digest: None,
+        known_aik_name: None,
     };
     let target = AgentTarget {
         host_name: "n".into(),
@@ -125,7 +124,7 @@ async fn agent_client_pins_the_agent_certificate_and_times_out() {
         tls_cert_sha256: pin.clone(),
     };
     let resp = client.quote(&target, &req).await.unwrap();
-    let pcrs = PcrValues::try_from(resp.pcrs.map().unwrap().as_ref()).unwrap();
+    let pcrs = PcrValues::try_from(resp.pcrs.as_ref().unwrap().map().unwrap().as_ref()).unwrap();
     let ak = tpm.lock().unwrap().ak_public().clone();
     verify_quote(&ak, &resp.quote, &resp.signature, &pcrs, &[9; 32]).unwrap();
     // Another certificate than the pinned one: refused in the handshake.

@@ -317,12 +317,20 @@ impl Fleet {
             banks.push(BankSelection { hash, pcrs });
         }
         let q = a.attester.quote(&req.nonce, &PcrSelection { banks })?;
+        // As the agent does: the values are left out when the server holds them.
+        let pcr_digest = q.pcr_digest();
+        let pcrs = match &pcr_digest {
+            Some(digest) if req.holds_pcrs(digest) => None,
+            _ => Some(nodetrust_proto::agent::Pcrs::from_value(q.pcrs.to_json())?),
+        };
+        let aik = a.attester.ak_public()?;
+        let aik_name = nodetrust_tpm_wire::Public::from_tpm2b(&aik)?.name();
         Ok(QuoteResponse {
             quote: q.attest,
             signature: q.signature,
-            aik: a.attester.ak_public()?,
-            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())?
-                .into(),
+            aik: (!req.holds_aik(&aik_name)).then_some(aik),
+            pcrs,
+            pcr_digest,
             event_log: (!req.holds_event_log(&self.event_log_sha256))
                 .then(|| self.event_log.clone()),
             event_log_sha256: Some(self.event_log_sha256.clone()),

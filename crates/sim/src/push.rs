@@ -54,8 +54,12 @@ pub async fn push_once(
         let challenge: PushChallenge = a.json(&format!("push challenge of {name}"))?;
         let a = evidence(conn, fleet, agent, i, challenge).await?;
         asked += 1;
-        // The log was left out when the server needed it: the next challenge names none.
-        if asked == 1 && a.status == 409 && a.text().contains("\"event_log_needed\"") {
+        // The log or the PCR values were left out when the server needed them: the next
+        // challenge names none.
+        let text = a.text();
+        let needed =
+            text.contains("\"event_log_needed\"") || text.contains("\"pcr_values_needed\"");
+        if asked == 1 && a.status == 409 && needed {
             continue;
         }
         return a.json(&format!("push evidence of {name}"));

@@ -225,16 +225,18 @@ fn counter(metrics: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
-/// Waits until the simulator's agents have left out an unchanged event log (the server named
-/// it in their quote requests) at least `n` times.
+/// Waits until the simulator's agents have left out an unchanged event log and unchanged PCR
+/// values (the server named them in their quote requests) at least `n` times.
 async fn wait_logs_left_out(server: &Server, n: f64) {
     let admin = Credentials::basic(ADMIN.0, ADMIN.1);
     let start = Instant::now();
     loop {
         let (_, m) = get(server, "/metrics", &admin).await;
-        let left_out = counter(&m, "nodetrust_event_logs_left_out_total");
+        let left_out = counter(&m, "nodetrust_event_logs_left_out_total")
+            .min(counter(&m, "nodetrust_pcr_values_left_out_total"));
         if left_out >= n {
             assert_eq!(counter(&m, "nodetrust_event_logs_needed_total"), 0.0, "{m}");
+            assert_eq!(counter(&m, "nodetrust_pcr_values_needed_total"), 0.0, "{m}");
             return;
         }
         assert!(

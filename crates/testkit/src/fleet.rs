@@ -93,13 +93,25 @@ impl VirtualAgent {
         let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.event_log)
             .as_ref()
             .to_vec();
+        // And the PCR values.
+        let pcr_digest = q.pcr_digest();
+        let pcrs = match &pcr_digest {
+            Some(digest) if req.holds_pcrs(digest) => None,
+            _ => Some(
+                nodetrust_proto::agent::Pcrs::from_value(q.pcrs.to_json())
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let aik = self.attester.ak_public().map_err(|e| e.to_string())?;
+        let aik_name = nodetrust_tpm_wire::Public::from_tpm2b(&aik)
+            .map_err(|e| e.to_string())?
+            .name();
         Ok(QuoteResponse {
             quote: q.attest,
             signature: q.signature,
-            aik: self.attester.ak_public().map_err(|e| e.to_string())?,
-            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())
-                .map_err(|e| e.to_string())?
-                .into(),
+            aik: (!req.holds_aik(&aik_name)).then_some(aik),
+            pcrs,
+            pcr_digest,
             event_log: (!req.holds_event_log(&sha256)).then(|| self.event_log.clone()),
             event_log_sha256: Some(sha256),
             ima_log: None,

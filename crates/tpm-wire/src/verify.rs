@@ -438,6 +438,7 @@ impl SignedQuote {
 /// answers of [`verify_quote`] with the same public area.
 pub struct PreparedAk {
     public: Public,
+    name: Vec<u8>,
     attributes: Result<(), QuoteError>,
     parsed: std::sync::OnceLock<Option<ParsedKey>>,
 }
@@ -561,6 +562,7 @@ impl PreparedAk {
     pub fn new(ak: Public) -> Self {
         Self {
             attributes: check_ak_attributes(&ak),
+            name: ak.name(),
             public: ak,
             parsed: std::sync::OnceLock::new(),
         }
@@ -569,6 +571,11 @@ impl PreparedAk {
     /// The AK's public area.
     pub fn public(&self) -> &Public {
         &self.public
+    }
+
+    /// The AK's Name ([`Public::name`]), computed once.
+    pub fn name(&self) -> &[u8] {
+        &self.name
     }
 
     /// Whether a parsed key is kept (after the first signature of a kind that keeps one).

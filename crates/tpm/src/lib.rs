@@ -89,6 +89,16 @@ pub struct QuoteOutput {
     pub pcrs: PcrValues,
 }
 
+impl QuoteOutput {
+    /// The quote's `pcrDigest` (the digest of the PCR values it covers), read from
+    /// [`Self::attest`]; `None` when those bytes are no quote.
+    pub fn pcr_digest(&self) -> Option<Vec<u8>> {
+        nodetrust_tpm_wire::Attest::parse_quote(&self.attest)
+            .ok()
+            .map(|a| a.pcr_digest)
+    }
+}
+
 /// Facts about the TPM for `GET /v2/host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TpmFacts {

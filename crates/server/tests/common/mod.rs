@@ -32,7 +32,7 @@ use nodetrust_server::config::Config;
 use nodetrust_server::store::Store;
 use nodetrust_server::{app, AppState};
 use nodetrust_testkit::soft::SoftTpm;
-use nodetrust_tpm_wire::HashAlg;
+use nodetrust_tpm_wire::{Attest, HashAlg};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
@@ -110,11 +110,14 @@ pub struct SoftAgent {
     pub quotes: usize,
     /// When set, rewrites each answer before it is sent (a compromised agent).
     pub tamper: Option<Tamper>,
-    /// Whether it answers as an agent that predates leaving out a log the server holds (no
-    /// `event_log_sha256`, the log always sent); by default it leaves it out as the agent does.
+    /// Whether it answers as an agent that predates leaving out a log, PCR values and an AK
+    /// the server holds (no `event_log_sha256`, no `pcr_digest`, all always sent); by default
+    /// it leaves them out as the agent does.
     pub older_agent: bool,
     /// Quote requests that named a known event log.
     pub hinted: usize,
+    /// Quote requests that named known PCR values.
+    pub pcrs_hinted: usize,
 }
 
 /// A rewrite of a quote answer by a compromised agent: its TPM (to quote again), the request,
@@ -153,6 +156,7 @@ impl SoftAgent {
             tamper: None,
             older_agent: false,
             hinted: 0,
+            pcrs_hinted: 0,
         }
     }
 
@@ -223,10 +227,9 @@ impl SoftAgent {
         let resp = QuoteResponse {
             quote: q.attest,
             signature: q.signature,
-            aik: self.tpm.ak_public().tpm2b_bytes(),
-            pcrs: serde_json::from_value::<nodetrust_proto::agent::PcrMap>(q.pcrs.to_json())
-                .unwrap()
-                .into(),
+            aik: Some(self.tpm.ak_public().tpm2b_bytes()),
+            pcrs: Some(nodetrust_proto::agent::Pcrs::from_value(q.pcrs.to_json()).unwrap()),
+            pcr_digest: None,
             event_log: self.event_log.clone(),
             event_log_sha256: None,
             ima_log: None,
@@ -234,7 +237,11 @@ impl SoftAgent {
         if req.known_event_log_sha256.is_some() {
             self.hinted += 1;
         }
-        // As the agent does: the log's digest, and no log when the server holds it.
+        if req.known_pcr_digest.is_some() {
+            self.pcrs_hinted += 1;
+        }
+        // As the agent does: the log's digest, and no log when the server holds it; the
+        // quote's digest of the PCR values, and no values when the server holds them.
         let resp = match (&self.event_log, self.older_agent) {
             (Some(log), false) => {
                 let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, log)
@@ -247,6 +254,18 @@ impl SoftAgent {
                 }
             }
             _ => resp,
+        };
+        let resp = if self.older_agent {
+            resp
+        } else {
+            let digest = Attest::parse_quote(&resp.quote).unwrap().pcr_digest;
+            let aik_name = self.tpm.ak_public().name();
+            QuoteResponse {
+                pcrs: resp.pcrs.filter(|_| !req.holds_pcrs(&digest)),
+                pcr_digest: Some(digest),
+                aik: resp.aik.filter(|_| !req.holds_aik(&aik_name)),
+                ..resp
+            }
         };
         let resp = match self.tamper.as_mut() {
             Some(t) => (t.0)(&mut self.tpm, req, resp),
