@@ -239,13 +239,14 @@ const PUSH_SLOT_MS: u64 = 100;
 /// server's threads, large group commits, a few neighbouring pages of the SQLite store's
 /// `hosts`: [`crate::store::host_key`]), as the scheduler claims pull hosts in batches. No
 /// wait is shorter than nine tenths of the interval, so a registration storm shorter than that
-/// is not joined by its hosts' second attestations. `now`: Unix ms.
-fn next_push(state: &AppState, host_name: &str, now: i64) -> u64 {
+/// is not joined by its hosts' second attestations. `key`: the host's
+/// [`crate::store::host_key`]; `now`: Unix ms.
+fn next_push(state: &AppState, key: i64, now: i64) -> u64 {
     let interval = u64::try_from(state.settings.attest_interval.as_millis()).unwrap_or(60_000);
     push_wait(
         interval,
         u64::try_from(now).unwrap_or(0),
-        push_phase(host_name, interval),
+        push_phase(key, interval),
     )
 }
 
@@ -256,10 +257,10 @@ fn push_slot(interval: u64) -> u64 {
 }
 
 /// Where in every attestation interval (ms, Unix time modulo the interval) a push host is
-/// due: its [`crate::store::host_key`] scaled to the interval, so that hosts due together are
-/// neighbours by key.
-fn push_phase(host_name: &str, interval: u64) -> u64 {
-    let key = u128::from(crate::store::host_key(host_name).unsigned_abs());
+/// due: its [`crate::store::host_key`] `key` scaled to the interval, so that hosts due
+/// together are neighbours by key.
+fn push_phase(key: i64, interval: u64) -> u64 {
+    let key = u128::from(key.unsigned_abs());
     u64::try_from((key * u128::from(interval)) >> 63).unwrap_or(0)
 }
 
@@ -285,10 +286,12 @@ fn push_wait(interval: u64, now: u64, phase: u64) -> u64 {
 }
 
 /// The result of an attestation: its report, when to push next, and the challenge to answer
-/// then when one can be given ahead (kept for the wait plus [`EVIDENCE_TIMEOUT`]).
-fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
+/// then when one can be given ahead (kept for the wait plus [`EVIDENCE_TIMEOUT`]). `key`: the
+/// host's [`crate::store::host_key`] (a SHA-256 of its name), kept with the challenge given
+/// ahead so that it is computed once, not at each attestation.
+fn result(state: &AppState, host_name: &str, key: i64, attested: Attested) -> PushResult {
     let now = millis(state.clock.now());
-    let wait = next_push(state, host_name, now);
+    let wait = next_push(state, key, now);
     let next = attested.ahead.and_then(|ahead| {
         let nonce = crate::engine::fresh_nonce(state.random.as_ref()).ok()?;
         let request = QuoteRequest {
@@ -308,6 +311,7 @@ fn result(state: &AppState, host_name: &str, attested: Attested) -> PushResult {
             since: ahead.anchor,
             host: ahead.host,
             ak: ahead.ak,
+            key,
         };
         state
             .push
@@ -376,7 +380,7 @@ pub async fn evidence(
         }
         // The row and the prepared AK kept with the challenge: no read, no look-up (its report
         // is stored only if the host was not registered again meanwhile).
-        let host = given.host;
+        let (host, key) = (given.host, given.key);
         let answered = Answered {
             request: given.request,
             issued_at: given.issued_at,
@@ -398,14 +402,17 @@ pub async fn evidence(
                 }
             })?;
         state.metrics.push_evidence("ahead");
-        return Ok(Json(result(&state, &host_name, attested)).into_response());
+        return Ok(Json(result(&state, &host_name, key, attested)).into_response());
     };
     if tx.send(evidence).is_err() {
         return Err(unavailable(&host_name));
     }
     state.metrics.push_evidence("asked");
     match tokio::time::timeout(EVIDENCE_TIMEOUT, done).await {
-        Ok(Ok(Ok(attested))) => Ok(Json(result(&state, &host_name, attested)).into_response()),
+        Ok(Ok(Ok(attested))) => {
+            let key = crate::store::host_key(&host_name);
+            Ok(Json(result(&state, &host_name, key, attested)).into_response())
+        }
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Err(unavailable(&host_name)),
     }
@@ -448,7 +455,7 @@ mod tests {
     fn a_host_that_pushed_when_due_is_due_one_interval_on() {
         let interval = 60_000u64;
         for name in ["a", "sim-0", "sim-9999", "node-17.example.com"] {
-            let phase = push_phase(name, interval);
+            let phase = push_phase(crate::store::host_key(name), interval);
             assert!(phase < interval, "{name}");
             let mut due = 1_796_194_790_000;
             for _ in 0..7 {
@@ -468,7 +475,8 @@ mod tests {
         let mut hosts: Vec<(i64, u64)> = (0..10_000)
             .map(|i| {
                 let name = format!("sim-{i}");
-                (crate::store::host_key(&name), push_phase(&name, interval))
+                let key = crate::store::host_key(&name);
+                (key, push_phase(key, interval))
             })
             .collect();
         hosts.sort_unstable();

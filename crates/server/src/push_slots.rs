@@ -44,6 +44,8 @@ pub(crate) struct GivenAhead {
     pub(crate) host: HostRow,
     /// Its pinned AK, prepared ([`crate::engine::Ahead::ak`]).
     pub(crate) ak: Arc<PreparedAk>,
+    /// The host's [`crate::store::host_key`]: when it is due next.
+    pub(crate) key: i64,
 }
 
 /// One open challenge.
