@@ -195,9 +195,7 @@ impl Pcrs {
             PcrsForm::Map(map) => Ok(Cow::Borrowed(map)),
         }
     }
-}
 
-impl Pcrs {
     /// The values of a JSON object of banks (`{"sha256": {"0": "hex"}}`, as
     /// `PcrValues::to_json` writes it).
     pub fn from_value(value: serde_json::Value) -> Result<Self, serde_json::Error> {

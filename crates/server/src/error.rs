@@ -143,17 +143,13 @@ impl From<AttestError> for ApiError {
             AttestError::Agent { message, .. } => ApiError::BadGateway(message),
             AttestError::EvidenceRejected { reason, message } => ApiError::refused(reason, message),
             AttestError::Import(e) => ApiError::bad_request("import_failed", e.to_string()),
-            AttestError::StaleChallenge(message) => ApiError::ConflictWith {
-                reason: "challenge_stale",
-                message,
-            },
-            AttestError::EventLogNeeded(message) => ApiError::ConflictWith {
-                reason: "event_log_needed",
-                message,
-            },
-            AttestError::PcrValuesNeeded(message) => ApiError::ConflictWith {
-                reason: "pcr_values_needed",
-                message,
+            // 409 with the engine's own reason (`challenge_stale`, `event_log_needed`,
+            // `pcr_values_needed`).
+            e @ (AttestError::StaleChallenge(_)
+            | AttestError::EventLogNeeded(_)
+            | AttestError::PcrValuesNeeded(_)) => ApiError::ConflictWith {
+                reason: e.reason(),
+                message: e.to_string(),
             },
             AttestError::Store(e) => e.into(),
             AttestError::Internal(detail) => ApiError::Internal(detail),
