@@ -958,6 +958,13 @@ const HOST_COLUMNS: &str = host_columns!("ek_public", "host_info");
 /// out the same way.
 const ATTEST_COLUMNS: &str = host_columns!("'' AS ek_public", "'' AS host_info");
 
+/// The rows of the hosts named in a list ([`ATTEST_COLUMNS`]): the hosts a claim took
+/// ([`Store::claim_due`]).
+static HOSTS_NAMED: ShapedSql = ShapedSql::new(|backend, shape| {
+    let select = format!("SELECT {ATTEST_COLUMNS} FROM hosts WHERE name");
+    in_list(backend, &select, shape, "")
+});
+
 /// The hosts sharing a name ($1), a hardware UUID in any case ($2) or an EK ($3) with a
 /// registration, with `lock` appended (`FOR UPDATE` inside a PostgreSQL transaction).
 fn identity_holders_query(lock: &str) -> String {
@@ -987,28 +994,52 @@ fn endorsements_as_e(rows: &[AnyRow]) -> Result<Vec<Endorsement>> {
     Ok(listed)
 }
 
-fn host_from_row(r: &AnyRow) -> Result<HostRow> {
+/// A row as either driver gives it, read by column name: sqlx's, or a row of the SQLite
+/// writer's own connection ([`direct`]), so that a row is decoded by one function for both.
+trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn text_or_null(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn int_or_null(&self, column: &str) -> Result<Option<i64>>;
+}
+
+impl Columns for AnyRow {
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn text_or_null(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn int_or_null(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+fn host_from_row(r: &impl Columns) -> Result<HostRow> {
     Ok(HostRow {
-        name: r.try_get("name")?,
-        hardware_uuid: r.try_get("hardware_uuid")?,
-        connection_url: r.try_get("connection_url")?,
-        tls_cert_sha256: r.try_get("tls_cert_sha256")?,
-        ek_public: r.try_get("ek_public")?,
-        ak_public: r.try_get("ak_public")?,
-        host_info: r.try_get("host_info")?,
-        software_tpm: r.try_get::<i64, _>("software_tpm")? != 0,
-        status: decode("hosts", "status", r.try_get("status")?, HostStatus::parse)?,
-        status_detail: r.try_get("status_detail")?,
-        reset_count: r.try_get("reset_count")?,
-        restart_count: r.try_get("restart_count")?,
+        name: r.text("name")?,
+        hardware_uuid: r.text("hardware_uuid")?,
+        connection_url: r.text("connection_url")?,
+        tls_cert_sha256: r.text("tls_cert_sha256")?,
+        ek_public: r.text("ek_public")?,
+        ak_public: r.text("ak_public")?,
+        host_info: r.text("host_info")?,
+        software_tpm: r.int("software_tpm")? != 0,
+        status: decode("hosts", "status", r.text("status")?, HostStatus::parse)?,
+        status_detail: r.text_or_null("status_detail")?,
+        reset_count: r.int_or_null("reset_count")?,
+        restart_count: r.int_or_null("restart_count")?,
         verdict: r
-            .try_get::<Option<String>, _>("verdict")?
+            .text_or_null("verdict")?
             .map(|v| decode("hosts", "verdict", v, Trust::parse))
             .transpose()?,
-        reasons: r.try_get("reasons")?,
-        attested_at: r.try_get("attested_at")?,
-        expires_at: r.try_get("expires_at")?,
-        created: r.try_get("created")?,
+        reasons: r.text_or_null("reasons")?,
+        attested_at: r.int_or_null("attested_at")?,
+        expires_at: r.int_or_null("expires_at")?,
+        created: r.int("created")?,
     })
 }
 

@@ -264,7 +264,9 @@ async fn leases_give_each_host_to_one_replica_until_they_expire() {
 }
 
 /// A claim returns the claimed hosts' rows as they are stored, except the EK and the host
-/// facts, which an attestation does not use (read as empty).
+/// facts, which an attestation does not use (read as empty): a host with a verdict and one
+/// without (on a SQLite file they are read on the report writer's own connection, through
+/// another driver than the host's own read).
 #[tokio::test]
 async fn a_claim_returns_each_hosts_row_without_its_ek_and_facts() {
     let dir = tempfile::tempdir().unwrap();
@@ -274,18 +276,28 @@ async fn a_claim_returns_each_hosts_row_without_its_ek_and_facts() {
         h.ak_public = "YWstb2YtaDE=".into();
         h.host_info = r#"{"os_name":"linux"}"#.into();
         store.register_host(&h, 0).await.unwrap();
+        store.register_host(&host("h2", "uuid-2"), 0).await.unwrap();
+        store
+            .save_report(&report("h1", "untrusted", 20), true, None)
+            .await
+            .unwrap();
         let stored = store.host("h1").await.unwrap().unwrap();
         assert_eq!(stored.ek_public, h.ek_public, "{url}");
-        let claimed = store
+        assert!(
+            stored.verdict.is_some() && stored.reasons.is_some(),
+            "{url}"
+        );
+        let mut claimed = store
             .claim_due("r1", 10_000, 40_000, 60_000, 60_000, 10)
             .await
             .unwrap();
-        let expected = HostRow {
+        claimed.sort_by(|a, b| a.name.cmp(&b.name));
+        let expected = [stored, store.host("h2").await.unwrap().unwrap()].map(|stored| HostRow {
             ek_public: String::new(),
             host_info: String::new(),
             ..stored
-        };
-        assert_eq!(claimed, [expected], "{url}");
+        });
+        assert_eq!(claimed, expected, "{url}");
     }
 }
 

@@ -57,8 +57,8 @@ impl Direct {
             run_pragma(&conn, statement)?;
         }
         // The group commit's four statements in up to nine shapes each ([`batch_shape`]),
-        // and the claim.
-        conn.set_prepared_statement_cache_capacity(40);
+        // the claim, and the read of the hosts claimed in up to nine shapes.
+        conn.set_prepared_statement_cache_capacity(50);
         let mut session = Session { conn, max_pages: 0 };
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -166,13 +166,16 @@ impl Session {
     }
 
     /// Runs the scheduler's claim ([`Store::claim_due`], its SQLite text `sql`) with `claim`'s
-    /// values, and returns the names claimed.
+    /// values, and returns the rows of the hosts claimed as an attestation reads them
+    /// ([`HOSTS_NAMED`]), read on this connection once the claim is committed: read through
+    /// sqlx, a row cost that connection's thread, its messages and the task waiting on them
+    /// about as much again as SQLite's own work.
     pub(super) fn claim(
         &mut self,
         faults: &Faults,
         sql: &str,
         claim: &Claim,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<HostRow>> {
         self.follow_disk_full(faults)?;
         let mut stmt = self.conn.prepare_cached(sql)?;
         // The statement names its values `$1`..`$6`, some more than once and not in order of
@@ -186,11 +189,28 @@ impl Session {
             ("$6", &claim.limit),
         ];
         let mut rows = stmt.query(&params[..])?;
-        let mut names = Vec::new();
+        let mut names = Vec::<String>::new();
         while let Some(r) = rows.next()? {
             names.push(r.get(0)?);
         }
-        Ok(names)
+        drop(rows);
+        let mut hosts = Vec::with_capacity(names.len());
+        for chunk in names.chunks(BATCH_MAX) {
+            let shape = batch_shape(chunk.len());
+            let mut read = self
+                .conn
+                .prepare_cached(&HOSTS_NAMED.text(Backend::Sqlite, shape))?;
+            let columns: Vec<String> = read.column_names().into_iter().map(String::from).collect();
+            let listed = shaped(chunk.iter().map(|n| [Param::Text(Some(n.as_str()))]), shape);
+            let mut rows = read.query(rusqlite::params_from_iter(listed))?;
+            while let Some(row) = rows.next()? {
+                hosts.push(host_from_row(&Named {
+                    row,
+                    columns: &columns,
+                })?);
+            }
+        }
+        Ok(hosts)
     }
 
     /// Applies a full disk that a test injected or ended ([`Store::inject_disk_full`]), as the
@@ -224,6 +244,40 @@ fn execute_batches<'a, T, const N: usize>(
         )))?;
     }
     Ok(())
+}
+
+/// A row of this connection read by column name, the name looked up in its statement's
+/// columns taken once (rusqlite, given a name, asks SQLite for every column's name until it
+/// finds it: about 150 calls a host row).
+struct Named<'r, 's> {
+    row: &'r rusqlite::Row<'s>,
+    columns: &'r [String],
+}
+
+impl Named<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> Result<T> {
+        let i = self
+            .columns
+            .iter()
+            .position(|c| c == column)
+            .ok_or_else(|| rusqlite::Error::InvalidColumnName(column.to_string()))?;
+        Ok(self.row.get(i)?)
+    }
+}
+
+impl Columns for Named<'_, '_> {
+    fn text(&self, column: &str) -> Result<String> {
+        self.get(column)
+    }
+    fn text_or_null(&self, column: &str) -> Result<Option<String>> {
+        self.get(column)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        self.get(column)
+    }
+    fn int_or_null(&self, column: &str) -> Result<Option<i64>> {
+        self.get(column)
+    }
 }
 
 /// The values of a claim ([`Store::claim_due`]'s arguments).

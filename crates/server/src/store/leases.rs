@@ -152,8 +152,7 @@ impl Store {
             };
             let faults = self.faults.clone();
             let job = move |session: &mut direct::Session| session.claim(&faults, &q, &claim);
-            let names = self.on_direct(w, direct, job, Result::is_ok).await??;
-            return self.hosts_named(&names).await;
+            return self.on_direct(w, direct, job, Result::is_ok).await?;
         }
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
@@ -197,12 +196,8 @@ impl Store {
     /// ([`ATTEST_COLUMNS`]), read in statements of at most [`BATCH_MAX`] names.
     async fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut out = Vec::with_capacity(names.len());
-        static HOSTS: ShapedSql = ShapedSql::new(|backend, shape| {
-            let select = format!("SELECT {ATTEST_COLUMNS} FROM hosts WHERE name");
-            in_list(backend, &select, shape, "")
-        });
         for chunk in names.chunks(BATCH_MAX) {
-            let query = names_query(self.backend, &HOSTS, chunk);
+            let query = names_query(self.backend, &HOSTS_NAMED, chunk);
             for r in query.fetch_all(&mut *self.reader.get().await?).await? {
                 out.push(host_from_row(&r)?);
             }
