@@ -71,6 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(&config.db)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&config.db)))?;
+    // Held until the process ends.
+    let _only_server = store.hold_as_only_server()?;
     let agent_creds = match (&config.trustagent_username, &config.trustagent_password) {
         (Some(u), Some(p)) => Some((u.clone(), p.clone())),
         _ => None,

@@ -16,12 +16,17 @@
 //!   its rendezvous owner hands its lease over to that owner, keeping the next attestation
 //!   ([`Store::hand_over`]): the host is attested once per interval across the move, by the
 //!   old owner up to now and by the new one from its next due time.
+//! - **One server on SQLite.** A server on a SQLite file is the only one on its database: its
+//!   claims ([`Store::claim_scheduled`]) take the due hosts from a schedule it keeps in
+//!   memory and write no lease (the store's `local_schedule` module says how that copy
+//!   follows registrations and restarts).
 //! - **On time.** The loop claims every [`tick`] (a fiftieth of the interval, 10–500 ms) or at
 //!   once when woken; the jitter is drawn below a tenth of the interval minus a tick, so the
 //!   period between two attestations of a host stays within the interval plus 10 %.
 //!
 //! [`Store::leave`]: crate::store::Store::leave
 //! [`Store::claim_due`]: crate::store::Store::claim_due
+//! [`Store::claim_scheduled`]: crate::store::Store::claim_scheduled
 //! [`Store::hand_over`]: crate::store::Store::hand_over
 
 use std::future::Future;
@@ -148,7 +153,7 @@ pub async fn run_scheduler(state: AppState, shutdown: impl Future<Output = ()> +
         let mut started = 0usize;
         match state
             .store
-            .claim_due(&me, now, now + lease_ms, period, dead_ms, limit)
+            .claim_scheduled(&me, now, now + lease_ms, period, dead_ms, limit)
             .await
         {
             Ok(claimed) => {

@@ -18,7 +18,9 @@
 //! is not live (no recent row in `replicas`, [`Store::heartbeat`]). A replica renews its leases
 //! at every attestation, hands hosts over to their owner ([`Store::hand_over`]) and releases
 //! them all when it stops ([`Store::leave`]); when it dies, the others take its hosts over as
-//! soon as its heartbeat is stale.
+//! soon as its heartbeat is stale. A server on a SQLite file is the only one on its database
+//! ([`Store::hold_as_only_server`]): its scheduler's claims take hosts from a schedule in
+//! memory and write no lease ([`Store::claim_scheduled`], [`local_schedule`]).
 //!
 //! Retention: [`Store::prune_reports`] and [`Store::prune_changes`] delete rows older than a
 //! cutoff in bounded batches (each its own short statement), always sparing each registered
@@ -56,6 +58,7 @@ mod hosts;
 mod keys;
 mod leases;
 mod listed;
+mod local_schedule;
 mod reports;
 mod users;
 pub use listed::{HostFacts, ListedRow, ListedSnapshot, QuotedPcrs};
@@ -94,6 +97,12 @@ pub enum StoreError {
     /// A fault injected by a test.
     #[error("injected fault: {0}")]
     Injected(&'static str),
+    /// Another server holds the SQLite file ([`Store::hold_as_only_server`]).
+    #[error(
+        "another nodetrust-server serves this SQLite database (it holds {0}); a SQLite file has \
+         one server, and replicas need PostgreSQL"
+    )]
+    HeldByAnother(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -308,6 +317,10 @@ pub struct Store {
     /// On a SQLite file, the connection that commits the reports' group commits
     /// ([`direct`]).
     direct: Option<Arc<direct::Direct>>,
+    /// On a SQLite file, the scheduler's pull schedule in memory ([`local_schedule`]).
+    local: Option<Arc<local_schedule::LocalSchedule>>,
+    /// The SQLite file (not in memory).
+    file: Option<Arc<std::path::Path>>,
     registrations: Arc<Group<PendingRegistration>>,
     /// Hosts registered through this store (PostgreSQL: when to analyse `hosts`, see
     /// [`Store::count_registered`]).
@@ -432,7 +445,15 @@ impl TxEnd<'_> {
         changes: &[(Change, i64)],
     ) -> Result<()> {
         self.store.append_changes(&mut tx, changes).await?;
-        self.commit(tx).await
+        self.commit(tx).await?;
+        // Hosts registered or deleted: their schedule rows changed.
+        if let Some(local) = &self.store.local {
+            local.touch(changes.iter().filter_map(|(c, _)| {
+                matches!(c.kind, ChangeKind::Registered | ChangeKind::Deleted)
+                    .then_some(c.host_name.as_str())
+            }));
+        }
+        Ok(())
     }
 
     /// Ends without committing, keeping the connection (a deliberate rollback).
@@ -450,6 +471,22 @@ impl Drop for Writer<'_> {
             self.end.store.health.failed("a write transaction failed");
         }
     }
+}
+
+/// Takes an exclusive `flock(2)` on `file` without waiting: false when another open file
+/// holds one.
+#[cfg(unix)]
+fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock_exclusive(_: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 /// A file or directory that holds secrets must not be readable by group or others.
@@ -2000,6 +2037,8 @@ impl Store {
             url,
             batch: Arc::new(Group::new("reports", GATHER)),
             direct: None,
+            local: None,
+            file: None,
             registrations: Arc::new(Group::new("hosts", Duration::ZERO)),
             registered: Arc::default(),
             issued: Arc::default(),
@@ -2016,8 +2055,36 @@ impl Store {
                 make_private(std::path::Path::new(&p))?;
             }
             store.direct = Some(Arc::new(direct::Direct::open(f)?));
+            store.local = Some(Arc::default());
+            store.file = Some(Arc::from(f.as_path()));
         }
         Ok(store)
+    }
+
+    /// For a server on a SQLite file: holds the file as its only server until the returned
+    /// file is dropped (an exclusive lock on `<file>.lock`, created owner-only; the kernel lets
+    /// go when the process ends, however it ends). The scheduler keeps such a server's pull
+    /// schedule in memory ([`local_schedule`]), so a second server on the file would attest
+    /// every host again; it is refused, with [`StoreError::HeldByAnother`]. `None` on
+    /// PostgreSQL.
+    pub fn hold_as_only_server(&self) -> Result<Option<std::fs::File>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let mut path = file.as_os_str().to_owned();
+        path.push(".lock");
+        let path = std::path::PathBuf::from(path);
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let lock = o.open(&path)?;
+        make_private(&path)?;
+        if try_lock_exclusive(&lock)? {
+            Ok(Some(lock))
+        } else {
+            Err(StoreError::HeldByAnother(path.display().to_string()))
+        }
     }
 
     /// Runs `job` on the SQLite report writer ([`direct`]) while this task holds `writer`, the

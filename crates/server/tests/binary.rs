@@ -123,6 +123,15 @@ fn binary_serves_the_probe_stops_cleanly_and_restarts_on_the_same_database() {
     let set = (workers + 1).to_string();
     let server = start_with(dir.path(), port2, &[("NODETRUST_WORKER_THREADS", &set)]);
     wait_ready(port2);
+    // A second server on the same SQLite file is refused while this one runs.
+    let refused = start(dir.path(), free_port()).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("another nodetrust-server serves this SQLite database"),
+        "{}: {err}",
+        refused.status
+    );
     assert_eq!(
         curl(port2, Some("admin:admin-pw"), "/mtwilson/v2/hosts"),
         "200"

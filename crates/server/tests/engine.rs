@@ -92,9 +92,15 @@ async fn agent_restart_is_attested_at_once() {
     scheduler.await.unwrap();
 }
 
+/// Replicas need PostgreSQL: a server on a SQLite file is its only server, and keeps its
+/// schedule in memory.
 #[tokio::test]
 async fn two_replicas_share_the_hosts_and_attest_each_once() {
-    let h = Harness::new().await;
+    let Some(db) = common::pg_database().await else {
+        eprintln!("NODETRUST_TEST_PG_URL not set: PostgreSQL replica test skipped");
+        return;
+    };
+    let h = Harness::with_db(tempfile::tempdir().unwrap(), db).await;
     let mut config_b = common::test_config(&h.db, h.dir.path());
     config_b.replica_id = Some("replica-b".into());
     let store_b = nodetrust_server::store::Store::connect(&h.db)

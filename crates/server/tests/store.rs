@@ -265,8 +265,8 @@ async fn leases_give_each_host_to_one_replica_until_they_expire() {
 
 /// A claim returns the claimed hosts' rows as they are stored, except the EK and the host
 /// facts, which an attestation does not use (read as empty): a host with a verdict and one
-/// without (on a SQLite file they are read on the report writer's own connection, through
-/// another driver than the host's own read).
+/// without, from the durable claim and from the scheduler's (on a SQLite file read on the
+/// report writer's own connection, through another driver than the host's own read).
 #[tokio::test]
 async fn a_claim_returns_each_hosts_row_without_its_ek_and_facts() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,17 +287,26 @@ async fn a_claim_returns_each_hosts_row_without_its_ek_and_facts() {
             stored.verdict.is_some() && stored.reasons.is_some(),
             "{url}"
         );
-        let mut claimed = store
-            .claim_due("r1", 10_000, 40_000, 60_000, 60_000, 10)
-            .await
-            .unwrap();
-        claimed.sort_by(|a, b| a.name.cmp(&b.name));
         let expected = [stored, store.host("h2").await.unwrap().unwrap()].map(|stored| HostRow {
             ek_public: String::new(),
             host_info: String::new(),
             ..stored
         });
-        assert_eq!(claimed, expected, "{url}");
+        // The durable claim, then the scheduler's two periods later.
+        for now in [10_000, 200_000] {
+            let mut claimed = if now == 10_000 {
+                store
+                    .claim_due("r1", now, now + 30_000, 60_000, 60_000, 10)
+                    .await
+            } else {
+                store
+                    .claim_scheduled("r1", now, now + 30_000, 60_000, 60_000, 10)
+                    .await
+            }
+            .unwrap();
+            claimed.sort_by(|a, b| a.name.cmp(&b.name));
+            assert_eq!(claimed, expected, "{url} at {now}");
+        }
     }
 }
 
@@ -333,6 +342,100 @@ async fn a_claim_leases_until_the_time_given_and_is_due_again_one_period_on() {
             "{url}"
         );
     }
+}
+
+/// A server on a SQLite file holds it as its only server: a second is refused, naming the lock
+/// file, until the first lets go; on PostgreSQL nothing is held.
+#[tokio::test]
+async fn a_sqlite_file_has_one_server_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/one.db", dir.path().display());
+    let (first, second) = (
+        Store::connect(&url).await.unwrap(),
+        Store::connect(&url).await.unwrap(),
+    );
+    let held = first.hold_as_only_server().unwrap().expect("a file");
+    let refused = second.hold_as_only_server().unwrap_err().to_string();
+    assert!(
+        refused.contains("another nodetrust-server") && refused.contains("one.db.lock"),
+        "{refused}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("one.db.lock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+    drop(held);
+    assert!(second.hold_as_only_server().unwrap().is_some());
+    if let Some(pg) = common::pg_database().await {
+        let pg = Store::connect(&pg).await.unwrap();
+        assert!(pg.hold_as_only_server().unwrap().is_none());
+    }
+}
+
+/// The names a scheduler's claim at `now` takes (an interval of 60 s), sorted.
+async fn claimed_at(store: &Store, now: i64) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .claim_scheduled("r1", now, now + 180_000, 60_000, 60_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// On a SQLite file the scheduler's claims take the due hosts from a schedule kept in memory,
+/// writing no lease: it follows the registrations, deletions and hosts made due that the
+/// database commits after it was loaded, and after a restart each host is due one interval
+/// after its last attestation (a host never attested, when its row says).
+#[tokio::test]
+async fn a_sqlite_servers_claims_follow_the_database_and_keep_each_hosts_phase_over_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/local.db", dir.path().display());
+    let store = Store::connect(&url).await.unwrap();
+    // Registered at 0: due at 1,000.
+    store.register_host(&host("h1", "uuid-1"), 0).await.unwrap();
+    store.register_host(&host("h2", "uuid-2"), 0).await.unwrap();
+    assert!(claimed_at(&store, 500).await.is_empty());
+    assert_eq!(claimed_at(&store, 5_000).await, ["h1", "h2"]);
+    assert_eq!(store.lease_counts().await.unwrap(), [(None, 2)], "no lease");
+    assert!(claimed_at(&store, 60_999).await.is_empty(), "due at 61,000");
+    // After the load: h3 registered at 10,000 (due at 11,000), a push host, h1 made due at
+    // once, h2 deleted.
+    store
+        .register_host(&host("h3", "uuid-3"), 10_000)
+        .await
+        .unwrap();
+    let push = HostRow {
+        connection_url: nodetrust_server::store::PUSH_URL.into(),
+        ..host("p1", "uuid-p1")
+    };
+    store.register_host(&push, 10_000).await.unwrap();
+    assert!(store.schedule("h1", 0).await.unwrap());
+    assert!(!store.schedule("p1", 0).await.unwrap(), "a push host");
+    assert!(store.delete_host("h2", 10_000).await.unwrap());
+    assert_eq!(claimed_at(&store, 10_500).await, ["h1"]);
+    assert_eq!(claimed_at(&store, 11_000).await, ["h3"]);
+    // Made due at 0, h1 is next due at 60,000; h2, due at 61,000 had it stayed, is gone.
+    assert_eq!(claimed_at(&store, 61_000).await, ["h1"]);
+    // h1 attested at 11,500. Restarted, the server has it due at 71,500; h3, never attested,
+    // is due as its row says (11,000), so at once.
+    store
+        .save_report(&report("h1", "trusted", 11_500), true, None)
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(claimed_at(&store, 70_000).await, ["h3"]);
+    // h3 next at 71,000, in the phase its row gave it.
+    assert_eq!(claimed_at(&store, 71_499).await, ["h3"]);
+    assert_eq!(claimed_at(&store, 71_500).await, ["h1"]);
 }
 
 /// On PostgreSQL the claim is planned once for any parameters, not at every call (planning it

@@ -1,5 +1,5 @@
 //! The group commit of reports on a SQLite file, on a connection and a thread of its own (and
-//! the scheduler's claims, the other write of every attestation).
+//! the read of the hosts the scheduler claims, [`Store::claim_scheduled`]).
 //!
 //! Through sqlx every statement is a round trip to the thread of its connection: a group
 //! commit's `BEGIN`, verdict update, report insert, change insert and `COMMIT` each wake that
@@ -57,8 +57,9 @@ impl Direct {
             run_pragma(&conn, statement)?;
         }
         // The group commit's four statements in up to nine shapes each ([`batch_shape`]),
-        // the claim, and the read of the hosts claimed in up to nine shapes.
-        conn.set_prepared_statement_cache_capacity(50);
+        // and the reads of the hosts claimed and of their schedule rows in up to nine shapes
+        // each.
+        conn.set_prepared_statement_cache_capacity(60);
         let mut session = Session { conn, max_pages: 0 };
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -165,35 +166,10 @@ impl Session {
         Ok(saved.done())
     }
 
-    /// Runs the scheduler's claim ([`Store::claim_due`], its SQLite text `sql`) with `claim`'s
-    /// values, and returns the rows of the hosts claimed as an attestation reads them
-    /// ([`HOSTS_NAMED`]), read on this connection once the claim is committed: read through
-    /// sqlx, a row cost that connection's thread, its messages and the task waiting on them
-    /// about as much again as SQLite's own work.
-    pub(super) fn claim(
-        &mut self,
-        faults: &Faults,
-        sql: &str,
-        claim: &Claim,
-    ) -> Result<Vec<HostRow>> {
-        self.follow_disk_full(faults)?;
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        // The statement names its values `$1`..`$6`, some more than once and not in order of
-        // first use, so they are bound by name.
-        let params: [(&str, &dyn rusqlite::ToSql); 6] = [
-            ("$1", &claim.replica),
-            ("$2", &claim.until),
-            ("$3", &claim.period),
-            ("$4", &claim.now),
-            ("$5", &claim.dead_after),
-            ("$6", &claim.limit),
-        ];
-        let mut rows = stmt.query(&params[..])?;
-        let mut names = Vec::<String>::new();
-        while let Some(r) = rows.next()? {
-            names.push(r.get(0)?);
-        }
-        drop(rows);
+    /// The rows of the hosts named (those that exist) as an attestation reads them
+    /// ([`HOSTS_NAMED`]), for a claim ([`Store::claim_scheduled`]): read through sqlx, a row cost that connection's thread, its messages
+    /// and the task waiting on them about as much again as SQLite's own work.
+    pub(super) fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut hosts = Vec::with_capacity(names.len());
         for chunk in names.chunks(BATCH_MAX) {
             let shape = batch_shape(chunk.len());
@@ -223,6 +199,26 @@ impl Session {
             self.max_pages = pages;
         }
         Ok(())
+    }
+}
+
+impl local_schedule::ScheduleSource for Session {
+    fn load(&mut self) -> Result<Vec<(String, i64, Option<i64>)>> {
+        let mut stmt = self.conn.prepare(&local_schedule::LOAD_SQL)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn named(&mut self, names: &[String]) -> Result<Vec<(String, i64)>> {
+        let shape = batch_shape(names.len());
+        let mut stmt = self
+            .conn
+            .prepare_cached(&local_schedule::SCHEDULE_NAMED.text(Backend::Sqlite, shape))?;
+        let listed = shaped(names.iter().map(|n| [Param::Text(Some(n.as_str()))]), shape);
+        let rows = stmt.query_map(rusqlite::params_from_iter(listed), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 
@@ -278,16 +274,6 @@ impl Columns for Named<'_, '_> {
     fn int_or_null(&self, column: &str) -> Result<Option<i64>> {
         self.get(column)
     }
-}
-
-/// The values of a claim ([`Store::claim_due`]'s arguments).
-pub(super) struct Claim {
-    pub(super) replica: String,
-    pub(super) until: i64,
-    pub(super) period: i64,
-    pub(super) now: i64,
-    pub(super) dead_after: i64,
-    pub(super) limit: i64,
 }
 
 impl rusqlite::ToSql for Param<'_> {

@@ -6,6 +6,7 @@ impl Store {
     /// Makes a host due for attestation at `at`.
     pub async fn schedule(&self, name: &str, at: i64) -> Result<bool> {
         // Never a push host: the server does not connect to its agent.
+        let mut writer = self.pool.get().await?;
         let r = sqlx::query(
             "UPDATE schedule SET next_attest = $1 WHERE name = $2 \
              AND name IN (SELECT name FROM hosts WHERE name = $2 AND connection_url <> $3)",
@@ -13,9 +14,14 @@ impl Store {
         .bind(at)
         .bind(name)
         .bind(PUSH_URL)
-        .execute(&mut *self.pool.get().await?)
+        .execute(&mut *writer)
         .await?;
-        Ok(r.rows_affected() > 0)
+        let scheduled = r.rows_affected() > 0;
+        if let (true, Some(local)) = (scheduled, &self.local) {
+            // Marked while the writer is held, as a commit marks what it wrote.
+            local.touch([name]);
+        }
+        Ok(scheduled)
     }
 
     /// Hosts due at `now` that this replica may take (free, its own, or with an expired lease).
@@ -137,23 +143,6 @@ impl Store {
             ),
             Backend::Sqlite => claim,
         };
-        if let Some(direct) = &self.direct {
-            // On a SQLite file, on the connection that commits the reports: when two
-            // connections take turns writing, each finds the WAL changed at its next transaction
-            // and drops its whole page cache.
-            let w = self.writer().await?;
-            let claim = direct::Claim {
-                replica: replica.to_owned(),
-                until,
-                period,
-                now,
-                dead_after,
-                limit,
-            };
-            let faults = self.faults.clone();
-            let job = move |session: &mut direct::Session| session.claim(&faults, &q, &claim);
-            return self.on_direct(w, direct, job, Result::is_ok).await?;
-        }
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(replica)
             .bind(until)
@@ -171,6 +160,40 @@ impl Store {
             .map(|r| Ok(r.try_get("name")?))
             .collect::<Result<Vec<String>>>()?;
         self.hosts_named(&names).await
+    }
+
+    /// The scheduler's claim: [`Store::claim_due`]'s, except on a SQLite file, where the
+    /// server is the only one on its database and keeps the pull schedule in memory
+    /// ([`local_schedule`]): the due hosts are taken there, no lease is written, and only
+    /// their rows are read, on the report writer's connection.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the claim's parameters, named at each call"
+    )]
+    pub async fn claim_scheduled(
+        &self,
+        replica: &str,
+        now: i64,
+        until: i64,
+        period: i64,
+        dead_after: i64,
+        limit: i64,
+    ) -> Result<Vec<HostRow>> {
+        let (Some(direct), Some(local)) = (&self.direct, &self.local) else {
+            return self
+                .claim_due(replica, now, until, period, dead_after, limit)
+                .await;
+        };
+        // The writer held, so no commit comes between the schedule's update and the claim.
+        let w = self.writer().await?;
+        let local = local.clone();
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let job = move |session: &mut direct::Session| {
+            local.sync(session, period)?;
+            let names = local.take_due(now, period, limit);
+            session.hosts_named(&names)
+        };
+        self.on_direct(w, direct, job, Result::is_ok).await?
     }
 
     /// Test hook: how the claims on one of this store's claim connections were planned, as
