@@ -24,6 +24,7 @@
 # --boot-log FILE: every host measures and sends this binary TCG event log (a real machine's,
 #       e.g. tests/fixtures/eventlogs/event-gce-ubuntu-2104-log.bin) instead of the simulator's
 #       built-in 14-event boot.
+# --concurrency N: the simulator's registrations in flight (128, its own default).
 # --restart: after the window, restart the server on the same database and time /readyz, then
 #       measure the window again.
 # --callgrind: run the server under `valgrind --tool=callgrind`, counting its instructions
@@ -37,7 +38,7 @@
 set -euo pipefail
 
 hosts=10000 ak=ecc mode=pull interval=10s warmup=45 window=30 db="" perf_secs=0 restart=0
-concurrency=64 boot_log="" callgrind=0
+concurrency=128 boot_log="" callgrind=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) hosts=$2; shift 2 ;;

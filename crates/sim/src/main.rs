@@ -77,8 +77,11 @@ struct RunArgs {
     /// Host names are PREFIX-0 .. PREFIX-(N-1).
     #[arg(long, default_value = "sim")]
     prefix: String,
-    /// Registrations in flight at once (each on its own connection).
-    #[arg(long, default_value_t = 32)]
+    /// Registrations in flight at once (each on its own connection). A fleet that boots at
+    /// once has far more; the server takes the activations that arrive together in one
+    /// transaction, so more in flight register faster (100,000 pull hosts on SQLite: 68 s at
+    /// 64, 52 s at 128; docs/PERFORMANCE.md, "Scale, thirty-second round").
+    #[arg(long, default_value_t = 128)]
     concurrency: usize,
     /// How the server attests the hosts: `pull` (it asks each over the listener) or `push`
     /// (each asks for a challenge and posts its evidence when the server says; the first host

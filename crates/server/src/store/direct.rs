@@ -167,8 +167,9 @@ impl Session {
     }
 
     /// The rows of the hosts named (those that exist) as an attestation reads them
-    /// ([`HOSTS_NAMED`]), for a claim ([`Store::claim_scheduled`]): read through sqlx, a row cost that connection's thread, its messages
-    /// and the task waiting on them about as much again as SQLite's own work.
+    /// ([`HOSTS_NAMED`]), for a claim ([`Store::claim_scheduled`]). Read through sqlx, a row
+    /// cost that connection's thread, its messages and the task waiting on them about as much
+    /// again as SQLite's own work.
     pub(super) fn hosts_named(&self, names: &[String]) -> Result<Vec<HostRow>> {
         let mut hosts = Vec::with_capacity(names.len());
         for chunk in names.chunks(BATCH_MAX) {

@@ -15,8 +15,10 @@
 //!   phase and does not attest every host at once; a host never attested is due when its row
 //!   says (a registration's first attestation). A row due later than its host's last
 //!   attestation (scheduled by a server that claimed durably) keeps its due time.
-//! - **Followed**: each commit that registers or deletes hosts, and each [`Store::schedule`],
-//!   marks the hosts it wrote; the next claim reads their rows again before it takes any.
+//! - **Followed**: each commit of this store that registers or deletes hosts, and each
+//!   [`Store::schedule`], marks the hosts it wrote; the next claim reads their rows again
+//!   before it takes any. (No other process writes the file: it has one server,
+//!   [`Store::hold_as_only_server`].)
 //!   Both happen while the writer connection is held, as the claim's read does, so a claim
 //!   sees every write committed before it and none is applied out of order.
 //!
