@@ -17,10 +17,9 @@
 //!   attestation (scheduled by a server that claimed durably) keeps its due time.
 //! - **Followed**: each commit of this store that registers or deletes hosts, and each
 //!   [`Store::schedule`], marks the hosts it wrote; the next claim reads their rows again
-//!   before it takes any. (No other process writes the file: it has one server,
-//!   [`Store::hold_as_only_server`].)
-//!   Both happen while the writer connection is held, as the claim's read does, so a claim
-//!   sees every write committed before it and none is applied out of order.
+//!   before it takes any. Both happen while the writer connection is held, so a claim sees
+//!   every write committed before it and none is applied out of order. (No other process
+//!   writes the file: it has one server, [`Store::hold_as_only_server`].)
 //!
 //! What is lost with the process: a host made due at once ([`Store::schedule`] with 0) but
 //! not yet attested when the server stops is next due one period after its last attestation,
@@ -174,7 +173,7 @@ impl LocalSchedule {
         if taken.len() < limit {
             let room = limit - taken.len();
             let late = s.due.iter().rev().take_while(|(due, _)| *due > ahead);
-            taken.extend(late.take(room).cloned().collect::<Vec<_>>());
+            taken.extend(late.take(room).cloned());
         }
         let mut names = Vec::with_capacity(taken.len());
         for (due, name) in taken {
