@@ -315,12 +315,9 @@ pub struct Store {
     url: String,
     batch: Arc<Group<PendingReport>>,
     /// On a SQLite file, the connection that commits the reports' group commits
-    /// ([`direct`]).
+    /// ([`direct`]), with the file's path and the pull schedule in memory
+    /// ([`local_schedule`]).
     direct: Option<Arc<direct::Direct>>,
-    /// On a SQLite file, the scheduler's pull schedule in memory ([`local_schedule`]).
-    local: Option<Arc<local_schedule::LocalSchedule>>,
-    /// The SQLite file (not in memory).
-    file: Option<Arc<std::path::Path>>,
     registrations: Arc<Group<PendingRegistration>>,
     /// Hosts registered through this store (PostgreSQL: when to analyse `hosts`, see
     /// [`Store::count_registered`]).
@@ -447,8 +444,8 @@ impl TxEnd<'_> {
         self.store.append_changes(&mut tx, changes).await?;
         self.commit(tx).await?;
         // Hosts registered or deleted: their schedule rows changed.
-        if let Some(local) = &self.store.local {
-            local.touch(changes.iter().filter_map(|(c, _)| {
+        if let Some(direct) = &self.store.direct {
+            direct.schedule.touch(changes.iter().filter_map(|(c, _)| {
                 matches!(c.kind, ChangeKind::Registered | ChangeKind::Deleted)
                     .then_some(c.host_name.as_str())
             }));
@@ -996,7 +993,7 @@ const HOST_COLUMNS: &str = host_columns!("ek_public", "host_info");
 const ATTEST_COLUMNS: &str = host_columns!("'' AS ek_public", "'' AS host_info");
 
 /// The rows of the hosts named in a list ([`ATTEST_COLUMNS`]): the hosts a claim took
-/// ([`Store::claim_due`]).
+/// ([`Store::claim_due`], [`Store::claim_scheduled`]).
 static HOSTS_NAMED: ShapedSql = ShapedSql::new(|backend, shape| {
     let select = format!("SELECT {ATTEST_COLUMNS} FROM hosts WHERE name");
     in_list(backend, &select, shape, "")
@@ -2037,8 +2034,6 @@ impl Store {
             url,
             batch: Arc::new(Group::new("reports", GATHER)),
             direct: None,
-            local: None,
-            file: None,
             registrations: Arc::new(Group::new("hosts", Duration::ZERO)),
             registered: Arc::default(),
             issued: Arc::default(),
@@ -2055,8 +2050,6 @@ impl Store {
                 make_private(std::path::Path::new(&p))?;
             }
             store.direct = Some(Arc::new(direct::Direct::open(f)?));
-            store.local = Some(Arc::default());
-            store.file = Some(Arc::from(f.as_path()));
         }
         Ok(store)
     }
@@ -2068,10 +2061,10 @@ impl Store {
     /// every host again; it is refused, with [`StoreError::HeldByAnother`]. `None` on
     /// PostgreSQL.
     pub fn hold_as_only_server(&self) -> Result<Option<std::fs::File>> {
-        let Some(file) = &self.file else {
+        let Some(direct) = &self.direct else {
             return Ok(None);
         };
-        let mut path = file.as_os_str().to_owned();
+        let mut path = direct.file.as_os_str().to_owned();
         path.push(".lock");
         let path = std::path::PathBuf::from(path);
         let mut o = std::fs::OpenOptions::new();

@@ -20,7 +20,7 @@
 //! (the only other writer) while a job runs ([`Store::on_direct`]), so the two never wait for
 //! each other's lock.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -31,9 +31,15 @@ use super::*;
 /// A job for the writer thread.
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
-/// The SQLite report writer: a thread owning one connection, which runs jobs in turn.
+/// The SQLite report writer: a thread owning one connection, which runs jobs in turn; and
+/// what else belongs to the one server on that file.
 pub(super) struct Direct {
     jobs: mpsc::Sender<Job>,
+    /// The database file.
+    pub(super) file: PathBuf,
+    /// The scheduler's pull schedule in memory, which the claims' jobs update
+    /// ([`local_schedule`]).
+    pub(super) schedule: Arc<local_schedule::LocalSchedule>,
 }
 
 /// The writer thread's connection, and the size limit a test applied to it.
@@ -73,7 +79,11 @@ impl Direct {
                     }));
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            file: path.to_path_buf(),
+            schedule: Arc::default(),
+        })
     }
 
     /// Runs `f` on the writer thread and gives back what it returned.

@@ -17,9 +17,9 @@ impl Store {
         .execute(&mut *writer)
         .await?;
         let scheduled = r.rows_affected() > 0;
-        if let (true, Some(local)) = (scheduled, &self.local) {
+        if let (true, Some(direct)) = (scheduled, &self.direct) {
             // Marked while the writer is held, as a commit marks what it wrote.
-            local.touch([name]);
+            direct.schedule.touch([name]);
         }
         Ok(scheduled)
     }
@@ -179,14 +179,14 @@ impl Store {
         dead_after: i64,
         limit: i64,
     ) -> Result<Vec<HostRow>> {
-        let (Some(direct), Some(local)) = (&self.direct, &self.local) else {
+        let Some(direct) = &self.direct else {
             return self
                 .claim_due(replica, now, until, period, dead_after, limit)
                 .await;
         };
         // The writer held, so no commit comes between the schedule's update and the claim.
         let w = self.writer().await?;
-        let local = local.clone();
+        let local = direct.schedule.clone();
         let limit = usize::try_from(limit).unwrap_or(0);
         let job = move |session: &mut direct::Session| {
             local.sync(session, period)?;
